@@ -1,0 +1,191 @@
+//! `McpPolicy`: who may do what through which portals, and which data may pass.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::Condition;
+
+/// Grants (or denies) subjects access to tools of portals, and sets DLP rules and limits.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "McpPolicy",
+    namespaced,
+    status = "McpPolicyStatus",
+    shortname = "mcppol",
+    category = "portcullis",
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Portals","type":"string","jsonPath":".status.portals"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct McpPolicySpec {
+    /// Portals (names in this namespace) the policy applies to. Empty: every portal of the
+    /// namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub portals: Vec<String>,
+    /// Who the policy applies to. Empty: everyone (including anonymous users of public portals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<Subject>,
+    /// Tool rules. A tool is visible and callable when some `allow` rule matches it and no
+    /// `deny` rule does. Writes are denied unless a rule grants `write`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ToolRule>,
+    /// Data-loss-prevention rules applied to calls this policy covers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dlp: Vec<DlpRule>,
+    /// Rate limits for the covered subjects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PolicyLimits>,
+}
+
+/// A subject matcher: exactly one of `user`, `group` or `claim` is set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    /// The subject (`sub` claim, or the configured subject claim) of one user or client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A group from the groups claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A claim that must have a given value (string equality, or membership for arrays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimMatch>,
+}
+
+/// A claim name and the value it must hold.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMatch {
+    /// Claim name, for example `department`.
+    pub name: String,
+    /// Required value.
+    pub value: String,
+}
+
+/// Allow or deny a set of tools.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolRule {
+    /// `Allow` (default) or `Deny`. Deny wins over any allow.
+    #[serde(default)]
+    pub effect: Effect,
+    /// McpServer names (glob patterns with `*`). Empty: every server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Upstream tool names (glob patterns with `*`). Empty: every tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// `read` (read-only tools) or `write` (every tool). Defaults to `read`.
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// Effect of a rule.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
+pub enum Effect {
+    /// Grant access.
+    #[default]
+    Allow,
+    /// Take access away, whatever other rules grant.
+    Deny,
+}
+
+/// Level of access a rule grants.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum Access {
+    /// Read-only tools only.
+    #[default]
+    Read,
+    /// Read and write tools.
+    Write,
+}
+
+/// One data-loss-prevention rule.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DlpRule {
+    /// Rule name, reported in errors and audit events.
+    pub name: String,
+    /// Built-in detectors, for example `creditCard`, `usSsn`, `iban`, `email`, `awsAccessKey`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detectors: Vec<String>,
+    /// Custom regular expressions (Rust `regex` syntax).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// Values or regular expressions that never fire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Where to scan: `arguments`, `results` or `both` (default).
+    #[serde(default)]
+    pub direction: Direction,
+    /// What a match does: `block`, `redact` or `log`.
+    #[serde(default)]
+    pub action: DlpAction,
+    /// McpServer names (glob patterns) the rule is limited to. Empty: every server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Upstream tool names (glob patterns) the rule is limited to. Empty: every tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+}
+
+/// Which side of a call a DLP rule scans.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// Tool arguments, before the upstream sees them.
+    Arguments,
+    /// Tool results, resource reads and prompt results, before the client sees them.
+    Results,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// What a DLP match does.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum DlpAction {
+    /// Record the finding only (monitor mode).
+    #[default]
+    Log,
+    /// Replace each match with a typed marker.
+    Redact,
+    /// Refuse the request or result.
+    Block,
+}
+
+/// Token-bucket rate limits per subject.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyLimits {
+    /// Sustained tool calls per minute per subject on a portal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_minute: Option<u32>,
+    /// Sustained calls per minute per subject per tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_minute_per_tool: Option<u32>,
+    /// Burst size of the buckets. Defaults to the per-minute rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// Observed state of an McpPolicy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpPolicyStatus {
+    /// Portals the policy binds to, comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portals: Option<String>,
+    /// Standard conditions: `Accepted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

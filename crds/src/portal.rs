@@ -1,0 +1,160 @@
+//! `McpPortal`: one portal endpoint that fronts a set of McpServers.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, SecretKeyRef};
+
+/// One portal: a single MCP endpoint over the servers it selects.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "McpPortal",
+    namespaced,
+    status = "McpPortalStatus",
+    shortname = "mcpp",
+    category = "portcullis",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Servers","type":"string","jsonPath":".status.serversSummary"}"#,
+    printcolumn = r#"{"name":"Tools","type":"integer","jsonPath":".status.toolsExposed"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = r#"has(self.spec.auth) || (has(self.spec.public) && self.spec.public)"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct McpPortalSpec {
+    /// Which McpServers (in the portal's namespace) this portal fronts: the union of `names`
+    /// and the servers matching `selector`.
+    #[serde(default)]
+    pub servers: ServerSelection,
+    /// OAuth 2.1 protected-resource settings. Required unless `public` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PortalAuth>,
+    /// Serve without authentication. Only for demos and fully trusted networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+    /// Code Mode: two tools (search, execute) in place of the full tool list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_mode: Option<CodeModeSpec>,
+    /// Proxy replicas. Defaults to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    /// Secret key holding the key (32 bytes or more) that seals legacy session ids so that any
+    /// replica can serve any session. Without it each process makes a random key at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key_from: Option<SecretKeyRef>,
+    /// Browser origins allowed to call the portal (`scheme://host[:port]`). Requests with
+    /// another `Origin` header get 403. Requests without `Origin` are allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Public base URL of the portal (for example `https://mcp.example.com`), used in
+    /// metadata documents and status. Defaults to the in-cluster Service URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Bounds on what clients may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PortalLimits>,
+}
+
+/// Which servers a portal fronts.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSelection {
+    /// McpServer names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Label selector over McpServers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// OAuth 2.1 protected-resource settings of a portal.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortalAuth {
+    /// Issuer URL of the identity provider (its OIDC / RFC 8414 metadata is discovered).
+    pub issuer: String,
+    /// Expected `aud` of access tokens. Defaults to the portal's resource URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Scopes advertised in the protected-resource metadata and 401 challenges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Claim holding the user's groups. Defaults to `groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// Claim holding the subject. Defaults to `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_claim: Option<String>,
+}
+
+/// Code Mode settings and sandbox limits of a portal.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeModeSpec {
+    /// Serve Code Mode by default (clients may still pick `?codemode=off`).
+    #[serde(default)]
+    pub default: bool,
+    /// Memory cap of one execution, in MiB. Defaults to 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    /// CPU time budget of one execution, in milliseconds. Defaults to 2000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u32>,
+    /// Wall-clock budget of one execution (including tool calls), in milliseconds. Defaults to
+    /// 30000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_ms: Option<u32>,
+    /// Maximum tool calls per execution. Defaults to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u32>,
+    /// Maximum concurrent tool calls per execution. Defaults to 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_calls: Option<u32>,
+    /// Maximum script size, in bytes. Defaults to 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_code_bytes: Option<u32>,
+    /// Maximum output (result plus console), in bytes. Defaults to 262144.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u32>,
+}
+
+/// Bounds on client input.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortalLimits {
+    /// Largest accepted request body, in bytes. Defaults to 4 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
+}
+
+/// Observed state of an McpPortal.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpPortalStatus {
+    /// URL clients connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Selected servers that are ready.
+    #[serde(default)]
+    pub servers_ready: u32,
+    /// Selected servers.
+    #[serde(default)]
+    pub servers_total: u32,
+    /// `ready/total`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers_summary: Option<String>,
+    /// Tools the portal exposes (before per-user policy).
+    #[serde(default)]
+    pub tools_exposed: u32,
+    /// Standard conditions: `Ready`, `ConfigRendered`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

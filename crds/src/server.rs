@@ -1,0 +1,195 @@
+//! `McpServer`: one upstream MCP server, remote or deployed by the operator.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, EnvVar, HeaderValue, SecretKeyRef};
+
+/// One upstream MCP server. Exactly one of `remote` and `deployment` is set.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "McpServer",
+    namespaced,
+    status = "McpServerStatus",
+    shortname = "mcps",
+    category = "portcullis",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".status.kind"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Tools","type":"integer","jsonPath":".status.tools.count"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = r#"has(self.spec.remote) != has(self.spec.deployment)"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServerSpec {
+    /// A server that already runs somewhere and is reached over the network.
+    /// Mutually exclusive with `deployment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteServer>,
+    /// A server the operator runs as a Deployment, with the Portcullis proxy as a sidecar in
+    /// front of it. On a laptop, `stdio` servers are started as child processes of the proxy.
+    /// Mutually exclusive with `remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeployedServer>,
+    /// Prefix of this server's tools, prompts and resources in a portal (`<prefix>_<tool>`).
+    /// Defaults to the resource name. 1-64 characters of `[A-Za-z0-9.-]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9.-]+$"))]
+    pub prefix: Option<String>,
+    /// Seconds a single request to this server may take before the portal gives up on it.
+    /// Defaults to 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
+    /// Per-tool overrides. Tool annotations come from the upstream and are untrusted; an
+    /// override here is what the portal believes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolOverride>,
+}
+
+/// How the portal reaches a remote server.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteServer {
+    /// URL of the server's MCP endpoint, for example `https://mcp.example.com/mcp`, or the
+    /// `/sse` endpoint of a legacy HTTP+SSE server.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Wire transport. `streamableHttp` (default) negotiates either protocol era; `sse` is the
+    /// legacy HTTP+SSE transport (protocol 2024-11-05).
+    #[serde(default)]
+    pub transport: RemoteTransport,
+    /// Headers sent with every request to this server (API keys from Secrets). The client's own
+    /// `Authorization` header is never forwarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderValue>,
+    /// OAuth 2.0 client credentials the portal uses to obtain its own token for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthClientCredentials>,
+}
+
+/// Wire transport of a remote server.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RemoteTransport {
+    /// Streamable HTTP, either protocol era.
+    #[default]
+    StreamableHttp,
+    /// Legacy HTTP+SSE (`GET /sse` plus a POST endpoint announced by the server).
+    Sse,
+}
+
+/// OAuth 2.0 client credentials grant for an upstream.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientCredentials {
+    /// Token endpoint of the upstream's authorization server.
+    pub token_url: String,
+    /// Secret key holding the client id.
+    pub client_id_from: SecretKeyRef,
+    /// Secret key holding the client secret.
+    pub client_secret_from: SecretKeyRef,
+    /// Scopes to request, space-joined in the token request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource indicator to request, when the upstream needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+/// A server the operator deploys.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedServer {
+    /// Container image of the server.
+    pub image: String,
+    /// Entrypoint override (the container's `command`). Also what the proxy runs locally for
+    /// `stdio` servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment of the server process; secret values come from Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// How the server speaks MCP: `stdio` (the sidecar bridges it to Streamable HTTP) or `http`
+    /// (Streamable HTTP on `port` at `path`).
+    #[serde(default)]
+    pub transport: DeployedTransport,
+    /// Port the server listens on when `transport` is `http`. Defaults to 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// HTTP path of the MCP endpoint when `transport` is `http`. Defaults to `/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Replicas of the server Deployment. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+}
+
+/// How a deployed server speaks MCP.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum DeployedTransport {
+    /// Newline-delimited JSON-RPC on stdin/stdout.
+    #[default]
+    Stdio,
+    /// Streamable HTTP.
+    Http,
+}
+
+/// What the portal believes about one upstream tool, overriding its annotations.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolOverride {
+    /// The upstream tool name (without the portal prefix).
+    pub name: String,
+    /// `true`: the tool only reads (policies granting `read` allow it). `false`: it writes.
+    /// Unset: trust the upstream's `readOnlyHint` (absent hint means write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Hide the tool from every portal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+/// Observed state of an McpServer.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServerStatus {
+    /// `remote` or `deployment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// URL portals use to reach the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Tools discovered at the last probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<DiscoveredTools>,
+    /// Standard conditions: `Ready`, `Reachable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Summary of the tools a server exposes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveredTools {
+    /// Number of tools.
+    pub count: u32,
+    /// Tool names, sorted.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// SHA-256 over the canonical JSON of all tool definitions; changes when any definition does.
+    #[serde(default)]
+    pub hash: String,
+}
