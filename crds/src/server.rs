@@ -35,9 +35,10 @@ pub struct McpServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<DeployedServer>,
     /// Prefix of this server's tools, prompts and resources in a portal (`<prefix>_<tool>`).
-    /// Defaults to the resource name. 1-64 characters of `[A-Za-z0-9.-]`.
+    /// Defaults to the resource name. Up to 64 characters of `[A-Za-z0-9.-]`. The empty string
+    /// exposes the server's names unchanged (only sensible for a portal with one server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9.-]+$"))]
+    #[schemars(length(max = 64), regex(pattern = r"^[A-Za-z0-9.-]*$"))]
     pub prefix: Option<String>,
     /// Seconds a single request to this server may take before the portal gives up on it.
     /// Defaults to 30.
