@@ -1,0 +1,1 @@
+"""Fixture library for Portcullis end-to-end tests: processes, ports, manifests, real peers."""

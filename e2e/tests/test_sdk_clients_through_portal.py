@@ -1,0 +1,45 @@
+"""Real SDK clients (Python `mcp` 2.x in every mode, TypeScript SDK v1) list and call through one portal."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.clients import MODES, client, list_all_tools, run, text_of, ts_client
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_python_sdk_client_lists_and_calls_tools_through_the_portal(multi, mode: str) -> None:
+    async def go() -> None:
+        async with client(multi.portal.url, mode=mode) as c:
+            if mode == "legacy":
+                assert c.protocol_version in ("2025-06-18", "2025-11-25"), c.protocol_version
+            elif mode == "2026-07-28":
+                assert c.protocol_version == "2026-07-28"
+            names = [t.name for t in await list_all_tools(c)]
+            for expected in ("pyboth_add", "pyboth_echo", "every-http_echo", "every-sse_echo", "every-stdio_echo"):
+                assert expected in names, f"{expected} missing from tools/list in {mode} mode: {names}"
+            result = await c.call_tool("pyboth_add", {"a": 20, "b": 22})
+            assert not result.is_error, text_of(result)
+            assert result.structured_content == {"sum": 42, "operands": [20, 22]}
+            echoed = await c.call_tool("every-http_echo", {"message": f"hello in {mode}"})
+            assert not echoed.is_error, text_of(echoed)
+            assert f"hello in {mode}" in text_of(echoed)
+
+    run(go())
+
+
+def test_python_sdk_client_in_auto_mode_negotiates_the_modern_era_with_the_portal(multi) -> None:
+    async def go() -> str:
+        async with client(multi.portal.url, mode="auto") as c:
+            return c.protocol_version
+
+    assert run(go()) == "2026-07-28"
+
+
+def test_typescript_sdk_client_lists_and_calls_tools_through_the_portal(multi) -> None:
+    out = ts_client(multi.portal.url, "--call", "pyboth_add", "--args", '{"a": 2, "b": 3}')
+    assert "pyboth_add" in out["tools"] and "every-stdio_echo" in out["tools"], out["tools"]
+    assert out["call"].get("isError") in (None, False), out["call"]
+    assert out["call"]["structuredContent"] == {"sum": 5, "operands": [2, 3]}
+    echo = ts_client(multi.portal.url, "--call", "every-sse_echo", "--args", '{"message": "from ts"}')
+    assert any("from ts" in c.get("text", "") for c in echo["call"]["content"]), echo["call"]
