@@ -124,8 +124,14 @@ class Proc:
         with self._cond:
             parts = []
             for s in ("stdout", "stderr"):
-                lines = self.lines[s][-n:]
-                parts.append(f"--- {self.name} {s} (last {len(lines)} lines) ---\n" + "\n".join(lines))
+                lines = self.lines[s]
+                if len(lines) > n:
+                    # The first lines often say why a process died; the last say what it did last.
+                    head, rest = lines[: n // 4], lines[-(n - n // 4) :]
+                    shown = [*head, f"... ({len(lines) - len(head) - len(rest)} lines omitted) ...", *rest]
+                else:
+                    shown = lines
+                parts.append(f"--- {self.name} {s} ({len(lines)} lines) ---\n" + "\n".join(shown))
             return "\n".join(parts)
 
     def kill(self, grace: float = 3.0) -> int | None:

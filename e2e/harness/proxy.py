@@ -66,7 +66,7 @@ def start_proxy(pm: ProcessManager, manifests: Path, portal: str, name: str = "p
     proc = pm.start(
         name,
         [binary, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-        env={"RUST_LOG": "info", "RUST_BACKTRACE": "1"},
+        env={"RUST_LOG": "info", "RUST_BACKTRACE": "1", "RUST_LIB_BACKTRACE": "0"},
     )
     m = proc.wait_for(SERVING, timeout=timeout, stream="stdout")
     a = proc.wait_for(ADMIN, timeout=timeout, stream="stdout")
