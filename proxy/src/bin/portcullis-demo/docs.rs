@@ -250,7 +250,7 @@ impl DocsServer {
             })
             .collect();
         // The store iterates in id order and the sort is stable, so ties stay ordered by id.
-        results.sort_by(|a, b| b.score.cmp(&a.score));
+        results.sort_by_key(|hit| std::cmp::Reverse(hit.score));
         Json(SearchResults { results })
     }
 
@@ -391,5 +391,157 @@ impl ServerHandler for DocsServer {
             ResourceContents::text(doc.content, request.uri).with_mime_type("text/markdown"),
         ])
         .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams, ResourceContents};
+    use serde_json::json;
+
+    use super::*;
+    use crate::test_support::*;
+
+    #[tokio::test]
+    async fn tools_are_listed_with_read_and_write_annotations() {
+        let client = connect(DocsServer::new()).await;
+        let tools = client.list_all_tools().await.expect("tools/list");
+        let summary: Vec<(&str, Option<bool>)> = tools
+            .iter()
+            .map(|tool| {
+                (
+                    tool.name.as_ref(),
+                    tool.annotations.as_ref().and_then(|a| a.read_only_hint),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("create_document", Some(false)),
+                ("get_document", Some(true)),
+                ("search_documents", Some(true))
+            ]
+        );
+        for tool in &tools {
+            let annotations = tool.annotations.as_ref().expect("annotations");
+            assert!(annotations.title.is_some());
+            assert_eq!(annotations.destructive_hint, Some(false));
+            assert_eq!(annotations.open_world_hint, Some(false));
+        }
+    }
+
+    #[tokio::test]
+    async fn search_ranks_the_runbook_first_for_a_rotation_query() {
+        let client = connect(DocsServer::new()).await;
+        let hits = structured(
+            &call(
+                &client,
+                "search_documents",
+                json!({"query": "Runbook ROTATE"}),
+            )
+            .await,
+        );
+        assert_eq!(hits["results"][0]["id"], "runbook-session-key-rotation");
+        assert_eq!(hits["results"][0]["score"], 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_query_lists_every_document_and_no_match_lists_none() {
+        let client = connect(DocsServer::new()).await;
+        let all = structured(&call(&client, "search_documents", json!({"query": "  "})).await);
+        assert_eq!(all["results"].as_array().map(Vec::len), Some(4));
+        let none = structured(
+            &call(
+                &client,
+                "search_documents",
+                json!({"query": "kubernetes-xyzzy"}),
+            )
+            .await,
+        );
+        assert_eq!(none["results"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn unknown_document_id_is_a_tool_error() {
+        let client = connect(DocsServer::new()).await;
+        let result = call(&client, "get_document", json!({"id": "missing"})).await;
+        assert_eq!(result.is_error, Some(true));
+        assert!(text(&result).contains("no document with id \"missing\""));
+    }
+
+    #[tokio::test]
+    async fn created_documents_get_unique_ids_and_become_resources() {
+        let client = connect(DocsServer::new()).await;
+        let arguments = json!({"title": "Postmortem: 401 storm", "content": "# What happened"});
+        let first = structured(&call(&client, "create_document", arguments.clone()).await);
+        let second = structured(&call(&client, "create_document", arguments).await);
+        assert_eq!(first["id"], "postmortem-401-storm");
+        assert_eq!(second["id"], "postmortem-401-storm-2");
+
+        let fetched = structured(
+            &call(
+                &client,
+                "get_document",
+                json!({"id": "postmortem-401-storm"}),
+            )
+            .await,
+        );
+        assert_eq!(fetched["content"], "# What happened");
+        let resources = client.list_all_resources().await.expect("resources/list");
+        assert!(
+            resources
+                .iter()
+                .any(|r| r.uri == "docs://postmortem-401-storm-2")
+        );
+    }
+
+    #[tokio::test]
+    async fn creating_a_document_without_a_title_is_a_tool_error() {
+        let client = connect(DocsServer::new()).await;
+        let result = call(
+            &client,
+            "create_document",
+            json!({"title": " ", "content": "x"}),
+        )
+        .await;
+        assert_eq!(result.is_error, Some(true));
+    }
+
+    #[tokio::test]
+    async fn documents_read_as_markdown_resources() {
+        let client = connect(DocsServer::new()).await;
+        let read = client
+            .read_resource(ReadResourceRequestParams::new("docs://release-notes-0-3-0"))
+            .await
+            .expect("resources/read");
+        let ResourceContents::TextResourceContents {
+            text, mime_type, ..
+        } = &read.contents[0]
+        else {
+            panic!("text contents expected");
+        };
+        assert_eq!(mime_type.as_deref(), Some("text/markdown"));
+        assert!(text.starts_with("# Portcullis 0.3.0"));
+    }
+
+    #[tokio::test]
+    async fn summarize_prompt_embeds_the_document_text() {
+        let client = connect(DocsServer::new()).await;
+        let prompt = client
+            .get_prompt(
+                GetPromptRequestParams::new("summarize_document")
+                    .with_arguments(args(json!({"id": "adr-0004-self-contained-sessions"}))),
+            )
+            .await
+            .expect("prompts/get");
+        let message = serde_json::to_string(&prompt.messages).expect("serialize");
+        assert!(message.contains("authenticated-encryption envelope"));
+    }
+
+    #[test]
+    fn slugs_are_valid_ids_even_for_odd_titles() {
+        assert_eq!(slug("Release notes: 0.4!"), "release-notes-0-4");
+        assert_eq!(slug("¿¿??"), "document");
     }
 }

@@ -187,7 +187,7 @@ pub fn generated_tool(prefix: &str, index: usize) -> Tool {
             .replace("{system}", system)
     };
     let name = format!("{prefix}tool_{index:04}");
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         let (verb, template, shape) = READ_ACTIONS[round % READ_ACTIONS.len()];
         let title = format!(
             "{verb} {}",
@@ -271,6 +271,7 @@ impl SyntheticServer {
     }
 
     /// Every tool, generated ones first, `echo` last.
+    #[cfg(test)]
     pub fn tools(&self) -> &[Tool] {
         &self.catalogue.tools
     }
@@ -335,5 +336,114 @@ impl ServerHandler for SyntheticServer {
     fn get_tool(&self, name: &str) -> Option<Tool> {
         let index = *self.catalogue.by_name.get(name)?;
         Some(self.catalogue.tools[index].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rmcp::model::CallToolRequestParams;
+    use serde_json::json;
+
+    use super::*;
+    use crate::test_support::*;
+
+    fn valid_tool_name(name: &str) -> bool {
+        (1..=128).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    }
+
+    #[test]
+    fn generates_n_tools_then_echo_with_alternating_read_only_hints() {
+        let server = SyntheticServer::new(20, "");
+        let tools = server.tools();
+        assert_eq!(tools.len(), 21);
+        assert_eq!(tools[0].name, "tool_0000");
+        assert_eq!(tools[19].name, "tool_0019");
+        assert_eq!(tools[20].name, ECHO);
+        for (index, tool) in tools[..20].iter().enumerate() {
+            let annotations = tool.annotations.as_ref().expect("annotations");
+            assert_eq!(
+                annotations.read_only_hint,
+                Some(index % 2 == 0),
+                "{}",
+                tool.name
+            );
+            assert_eq!(annotations.open_world_hint, Some(false));
+            assert!(annotations.title.is_some());
+            assert_eq!(tool.input_schema.get("type"), Some(&json!("object")));
+        }
+        let echo = tools[20].annotations.as_ref().expect("annotations");
+        assert_eq!(echo.read_only_hint, Some(true));
+    }
+
+    #[test]
+    fn a_thousand_tools_have_valid_unique_names_and_varied_descriptions() {
+        let server = SyntheticServer::new(1000, "");
+        let tools = server.tools();
+        let names: HashSet<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
+        assert_eq!(names.len(), 1001);
+        assert!(names.iter().all(|name| valid_tool_name(name)));
+        let descriptions: HashSet<&str> = tools
+            .iter()
+            .filter_map(|tool| tool.description.as_deref())
+            .collect();
+        assert!(
+            descriptions.len() >= 90,
+            "only {} distinct descriptions",
+            descriptions.len()
+        );
+        // Deterministic: a second catalogue is identical.
+        assert_eq!(SyntheticServer::new(1000, "").tools(), tools);
+    }
+
+    #[test]
+    fn the_name_prefix_applies_to_generated_tools_but_not_to_echo() {
+        let server = SyntheticServer::new(2, "crm_");
+        let names: Vec<&str> = server
+            .tools()
+            .iter()
+            .map(|tool| tool.name.as_ref())
+            .collect();
+        assert_eq!(names, ["crm_tool_0000", "crm_tool_0001", "echo"]);
+    }
+
+    #[tokio::test]
+    async fn echo_returns_the_message_as_text() {
+        let client = connect(SyntheticServer::new(0, "")).await;
+        let result = call(&client, "echo", json!({"message": "ping 🛰"})).await;
+        assert_eq!(result.is_error, Some(false));
+        assert_eq!(text(&result), "ping 🛰");
+        let missing = call(&client, "echo", json!({})).await;
+        assert_eq!(missing.is_error, Some(true));
+    }
+
+    #[tokio::test]
+    async fn generated_tools_echo_their_arguments_as_json_text() {
+        let client = connect(SyntheticServer::new(5, "")).await;
+        let arguments = json!({"id": "INV-7", "limit": 3});
+        let result = call(&client, "tool_0003", arguments.clone()).await;
+        assert_eq!(result.is_error, Some(false));
+        let echoed: Value = serde_json::from_str(text(&result)).expect("JSON text");
+        assert_eq!(echoed, arguments);
+    }
+
+    #[tokio::test]
+    async fn listing_over_the_protocol_returns_the_whole_catalogue() {
+        let client = connect(SyntheticServer::new(50, "")).await;
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert_eq!(tools.len(), 51);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_tool_is_a_protocol_error() {
+        let client = connect(SyntheticServer::new(1, "")).await;
+        let result = client
+            .call_tool(CallToolRequestParams::new("tool_0001"))
+            .await;
+        assert!(result.is_err());
     }
 }

@@ -396,3 +396,203 @@ impl ServerHandler for TicketsServer {
         .into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams, ResourceContents};
+    use serde_json::json;
+
+    use super::*;
+    use crate::test_support::*;
+
+    #[test]
+    fn seed_data_has_exactly_one_ticket_in_progress() {
+        let in_progress: Vec<_> = seed_tickets()
+            .into_iter()
+            .filter(|ticket| ticket.status == TicketStatus::InProgress)
+            .collect();
+        assert_eq!(in_progress.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tools_are_listed_with_read_and_write_annotations() {
+        let client = connect(TicketsServer::new()).await;
+        let tools = client.list_all_tools().await.expect("tools/list");
+        let summary: Vec<(&str, Option<bool>, Option<bool>)> = tools
+            .iter()
+            .map(|tool| {
+                let annotations = tool.annotations.as_ref().expect("annotations");
+                (
+                    tool.name.as_ref(),
+                    annotations.read_only_hint,
+                    annotations.destructive_hint,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("attach_document", Some(false), Some(false)),
+                ("get_ticket", Some(true), Some(false)),
+                ("list_tickets", Some(true), Some(false)),
+                ("update_ticket_status", Some(false), Some(false)),
+            ]
+        );
+        for tool in &tools {
+            let annotations = tool.annotations.as_ref().expect("annotations");
+            assert!(annotations.title.is_some(), "{} has a title", tool.name);
+            assert_eq!(annotations.open_world_hint, Some(false));
+            assert!(annotations.idempotent_hint.is_some());
+            assert!(tool.description.as_deref().is_some_and(|d| d.len() > 40));
+            assert_eq!(tool.input_schema.get("type"), Some(&json!("object")));
+        }
+        for name in ["list_tickets", "get_ticket"] {
+            let tool = tools.iter().find(|tool| tool.name == name).expect(name);
+            assert!(
+                tool.output_schema.is_some(),
+                "{name} declares an outputSchema"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn in_progress_filter_returns_exactly_one_ticket() {
+        let client = connect(TicketsServer::new()).await;
+        let listed =
+            structured(&call(&client, "list_tickets", json!({"status": "in_progress"})).await);
+        let tickets = listed["tickets"].as_array().expect("tickets");
+        assert_eq!(tickets.len(), 1);
+        assert_eq!(tickets[0]["key"], "PORT-102");
+        assert_eq!(tickets[0]["status"], "in_progress");
+    }
+
+    #[tokio::test]
+    async fn listing_without_a_status_returns_every_ticket_in_key_order() {
+        let client = connect(TicketsServer::new()).await;
+        let listed = structured(&call(&client, "list_tickets", json!({})).await);
+        let keys: Vec<&str> = listed["tickets"]
+            .as_array()
+            .expect("tickets")
+            .iter()
+            .filter_map(|ticket| ticket["key"].as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["PORT-101", "PORT-102", "PORT-103", "PORT-104", "PORT-105"]
+        );
+    }
+
+    #[tokio::test]
+    async fn attach_document_appends_and_later_reads_see_it() {
+        let server = TicketsServer::new();
+        let client = connect(server.clone()).await;
+        let attach = json!({"key": "port-101", "title": "Notes", "content": "split the claim"});
+        let first = structured(&call(&client, "attach_document", attach.clone()).await);
+        assert_eq!(
+            first["documents"],
+            json!([{"title": "Notes", "content": "split the claim"}])
+        );
+        let second = structured(&call(&client, "attach_document", attach).await);
+        assert_eq!(second["documents"].as_array().map(Vec::len), Some(2));
+
+        // Another clone of the server (as the HTTP transport makes per session) shares the store.
+        let other = connect(server).await;
+        let fetched = structured(&call(&other, "get_ticket", json!({"key": "PORT-101"})).await);
+        assert_eq!(fetched["documents"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[tokio::test]
+    async fn update_ticket_status_changes_what_the_filter_returns() {
+        let client = connect(TicketsServer::new()).await;
+        let updated = structured(
+            &call(
+                &client,
+                "update_ticket_status",
+                json!({"key": "PORT-102", "status": "done"}),
+            )
+            .await,
+        );
+        assert_eq!(updated["status"], "done");
+        let listed =
+            structured(&call(&client, "list_tickets", json!({"status": "in_progress"})).await);
+        assert_eq!(listed["tickets"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn unknown_key_is_a_tool_error_with_a_clear_message() {
+        let client = connect(TicketsServer::new()).await;
+        for (tool, arguments) in [
+            ("get_ticket", json!({"key": "PORT-999"})),
+            (
+                "update_ticket_status",
+                json!({"key": "PORT-999", "status": "done"}),
+            ),
+            (
+                "attach_document",
+                json!({"key": "PORT-999", "title": "t", "content": "c"}),
+            ),
+        ] {
+            let result = call(&client, tool, arguments).await;
+            assert_eq!(result.is_error, Some(true), "{tool}");
+            assert!(
+                text(&result).contains("no ticket with key \"PORT-999\""),
+                "{tool}: {}",
+                text(&result)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_ticket_is_a_json_resource_and_a_template_names_them() {
+        let client = connect(TicketsServer::new()).await;
+        let resources = client.list_all_resources().await.expect("resources/list");
+        assert_eq!(resources.len(), 5);
+        assert_eq!(resources[0].uri, "tickets://PORT-101");
+        assert_eq!(resources[0].mime_type.as_deref(), Some("application/json"));
+        let templates = client
+            .list_all_resource_templates()
+            .await
+            .expect("templates");
+        assert_eq!(templates[0].uri_template, "tickets://{key}");
+
+        let read = client
+            .read_resource(ReadResourceRequestParams::new("tickets://PORT-102"))
+            .await
+            .expect("resources/read");
+        let ResourceContents::TextResourceContents {
+            text, mime_type, ..
+        } = &read.contents[0]
+        else {
+            panic!("text contents expected");
+        };
+        assert_eq!(mime_type.as_deref(), Some("application/json"));
+        let ticket: Ticket = serde_json::from_str(text).expect("ticket JSON");
+        assert_eq!(ticket.status, TicketStatus::InProgress);
+
+        let missing = client
+            .read_resource(ReadResourceRequestParams::new("tickets://NOPE"))
+            .await;
+        assert!(missing.is_err());
+    }
+
+    #[tokio::test]
+    async fn triage_prompt_embeds_the_ticket() {
+        let client = connect(TicketsServer::new()).await;
+        let prompts = client.list_all_prompts().await.expect("prompts/list");
+        assert_eq!(prompts.len(), 1);
+        assert_eq!(prompts[0].name, "triage_ticket");
+        let arguments = prompts[0].arguments.as_ref().expect("arguments");
+        assert_eq!(arguments[0].name, "key");
+        assert_eq!(arguments[0].required, Some(true));
+
+        let prompt = client
+            .get_prompt(
+                GetPromptRequestParams::new("triage_ticket")
+                    .with_arguments(args(json!({"key": "PORT-105"}))),
+            )
+            .await
+            .expect("prompts/get");
+        let message = serde_json::to_string(&prompt.messages).expect("serialize");
+        assert!(message.contains("DLP false positive on UUIDs"));
+    }
+}
