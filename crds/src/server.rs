@@ -146,7 +146,7 @@ pub enum DeployedTransport {
 }
 
 /// What the portal believes about one upstream tool, overriding its annotations.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolOverride {
     /// The upstream tool name (without the portal prefix).

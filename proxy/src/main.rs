@@ -1,1 +1,138 @@
-fn main() {}
+//! `portcullis-proxy`: serves one portal from manifests (a file, a directory, or a ConfigMap).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use proxy::{config, http, portal::Portal};
+
+/// One governed MCP endpoint over many upstream MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis-proxy", version, about)]
+struct Cli {
+    /// A YAML file, or a directory of them, with McpServer, McpPortal and McpPolicy documents
+    /// (and, locally, v1 Secrets).
+    #[arg(long, env = "PORTCULLIS_MANIFESTS")]
+    manifests: PathBuf,
+    /// The McpPortal to serve. May be omitted when the manifests hold exactly one.
+    #[arg(long, env = "PORTCULLIS_PORTAL")]
+    portal: Option<String>,
+    /// Address of the MCP endpoint.
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Address of the admin endpoint (/metrics, /admin/*). Keep it internal.
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    admin_listen: String,
+    /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
+    #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
+    secrets_dir: PathBuf,
+    /// How often to check the manifests for changes, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    reload_interval_ms: u64,
+    /// Log format on stderr.
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let manifests = config::manifests::load(&cli.manifests)?;
+    let portal_name = match &cli.portal {
+        Some(p) => p.clone(),
+        None => match manifests.portals.as_slice() {
+            [only] => only.metadata.name.clone().unwrap_or_default(),
+            _ => anyhow::bail!(
+                "{}: holds {} McpPortals; choose one with --portal",
+                cli.manifests.display(),
+                manifests.portals.len()
+            ),
+        },
+    };
+    let cfg = config::resolve(&manifests, &portal_name, &cli.secrets_dir)?;
+    if cfg.session_key.is_none() {
+        tracing::warn!("no spec.sessionKeyFrom: legacy sessions are sealed with a random key and only this process can serve them");
+    }
+
+    let shutdown = CancellationToken::new();
+    let portal = Portal::start(cfg, shutdown.clone()).await;
+
+    let (listener, addr) = http::bind(&cli.listen).await?;
+    let (admin_listener, admin_addr) = http::bind(&cli.admin_listen).await?;
+    let options = http::ServeOptions { loopback: addr.ip().is_loopback() };
+    let router = http::app(portal.clone(), &options);
+    let admin = http::admin_app(portal.clone());
+
+    let (tx, mut rx) = tokio::sync::watch::channel(portal.config());
+    config::watch::spawn(
+        cli.manifests.clone(),
+        portal_name.clone(),
+        cli.secrets_dir.clone(),
+        Duration::from_millis(cli.reload_interval_ms.max(100)),
+        tx,
+        shutdown.clone(),
+        |_| {},
+    );
+    let reloader = {
+        let portal = portal.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let cfg = rx.borrow_and_update().clone();
+                portal.reconfigure(cfg).await;
+            }
+        })
+    };
+
+    // Give upstreams a moment so the first clients see a full list; serving starts regardless.
+    portal.upstreams.settled(Duration::from_secs(5)).await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "portcullis-proxy: portal {portal_name} serving http://{addr}/mcp")?;
+    writeln!(out, "portcullis-proxy: admin http://{admin_addr}")?;
+    out.flush()?;
+    drop(out);
+
+    tokio::spawn(signals(shutdown.clone()));
+    let admin_task = tokio::spawn(http::serve(admin_listener, admin, shutdown.clone()));
+    http::serve(listener, router, shutdown.clone())
+        .await
+        .context("serving the portal")?;
+    let _ = admin_task.await;
+    reloader.abort();
+    let _ = Arc::strong_count(&portal);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn signals(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    shutdown.cancel();
+}

@@ -1,0 +1,456 @@
+//! Configuration: from manifests to the resolved view of one portal.
+
+pub mod manifests;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crds::common::SecretKeyRef;
+use crds::server::{DeployedTransport, RemoteTransport, ToolOverride};
+use crds::{McpPolicy, McpPortalSpec, McpServer};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::error::{Error, Result};
+pub use manifests::Manifests;
+
+/// Where mounted Secrets live in a pod (`<dir>/<secret>/<key>`), as the operator mounts them.
+pub const DEFAULT_SECRETS_DIR: &str = "/var/run/portcullis/secrets";
+/// Default per-request timeout of an upstream.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on request bodies.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The resolved configuration of one portal: what the proxy serves.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// McpPortal name.
+    pub name: String,
+    /// The portal's spec.
+    pub spec: McpPortalSpec,
+    /// Selected servers, sorted by name.
+    pub servers: Vec<ServerConfig>,
+    /// Policies bound to this portal, sorted by name.
+    pub policies: Vec<McpPolicy>,
+    /// Key sealing legacy session ids (from `sessionKeyFrom`), if configured.
+    pub session_key: Option<Vec<u8>>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// One upstream as the proxy uses it: secrets resolved, defaults applied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// McpServer name.
+    pub name: String,
+    /// Name prefix in the portal (`<prefix>_<tool>`); empty means unprefixed.
+    pub prefix: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Per-tool overrides from the spec.
+    pub overrides: Vec<ToolOverride>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    // Header and env values may be secrets: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("name", &self.name)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("transport", &self.transport.describe())
+            .finish()
+    }
+}
+
+/// How the proxy reaches an upstream.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP (either era).
+    StreamableHttp {
+        /// Endpoint URL.
+        url: String,
+        /// Extra headers (secret values resolved).
+        headers: Vec<(String, String)>,
+    },
+    /// Legacy HTTP+SSE.
+    Sse {
+        /// The SSE endpoint URL.
+        url: String,
+        /// Extra headers (secret values resolved).
+        headers: Vec<(String, String)>,
+    },
+    /// A child process speaking newline-delimited JSON-RPC on stdio.
+    Stdio {
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Extra environment (secret values resolved).
+        env: Vec<(String, String)>,
+    },
+}
+
+impl std::fmt::Debug for Transport {
+    // Header and env values may be secrets: print only the description.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Transport {
+    /// A description safe for logs and status (no header or env values).
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::StreamableHttp { url, .. } => format!("streamableHttp {url}"),
+            Transport::Sse { url, .. } => format!("sse {url}"),
+            Transport::Stdio { command, args, .. } => format!("stdio {command} {}", args.join(" ")),
+        }
+    }
+}
+
+/// Looks up secret values: Secret documents in the manifests first, then files mounted at
+/// `<dir>/<name>/<key>`.
+#[derive(Debug, Clone)]
+pub struct Secrets<'a> {
+    manifests: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    dir: PathBuf,
+}
+
+impl<'a> Secrets<'a> {
+    /// A resolver over the manifests' secrets and a mount directory.
+    pub fn new(manifests: &'a Manifests, dir: &Path) -> Self {
+        Secrets {
+            manifests: &manifests.secrets,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The raw bytes of a secret key.
+    pub fn bytes(&self, r: &SecretKeyRef) -> Result<Vec<u8>> {
+        if let Some(v) = self.manifests.get(&r.name).and_then(|m| m.get(&r.key)) {
+            return Ok(v.clone());
+        }
+        let path = self.dir.join(&r.name).join(&r.key);
+        std::fs::read(&path).map_err(|_| Error::MissingSecret {
+            name: r.name.clone(),
+            key: r.key.clone(),
+            dir: self.dir.display().to_string(),
+        })
+    }
+
+    /// A secret key as text (trailing newline trimmed, as `kubectl create secret` files often
+    /// have one).
+    pub fn text(&self, r: &SecretKeyRef) -> Result<String> {
+        let bytes = self.bytes(r)?;
+        let s = String::from_utf8(bytes).map_err(|_| {
+            Error::Config(format!("secret {}/{} is not UTF-8 text", r.name, r.key))
+        })?;
+        Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+    }
+}
+
+/// Resolves portal `name` from the manifests: its servers, policies and secrets.
+pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<PortalConfig> {
+    let portal = manifests
+        .portals
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .ok_or_else(|| {
+            let known: Vec<_> = manifests
+                .portals
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            Error::Config(format!(
+                "no McpPortal named {name:?} in {} (portals found: {})",
+                manifests
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ))
+        })?;
+    let secrets = Secrets::new(manifests, secrets_dir);
+    let spec = portal.spec.clone();
+    if spec.auth.is_none() && spec.public != Some(true) {
+        return Err(Error::Config(format!(
+            "McpPortal {name}: spec.auth is required unless spec.public is true"
+        )));
+    }
+    let mut servers = Vec::new();
+    for wanted in &spec.servers.names {
+        if !manifests
+            .servers
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(wanted))
+        {
+            return Err(Error::Config(format!(
+                "McpPortal {name}: spec.servers.names: no McpServer named {wanted:?}"
+            )));
+        }
+    }
+    for server in &manifests.servers {
+        let sname = server.metadata.name.clone().unwrap_or_default();
+        let by_name = spec.servers.names.contains(&sname);
+        let by_label = spec
+            .servers
+            .selector
+            .as_ref()
+            .is_some_and(|sel| selector_matches(sel, server.metadata.labels.as_ref()));
+        if by_name || by_label {
+            servers.push(server_config(server, &secrets)?);
+        }
+    }
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    check_prefixes(name, &servers)?;
+    let mut policies: Vec<McpPolicy> = manifests
+        .policies
+        .iter()
+        .filter(|p| p.spec.portals.is_empty() || p.spec.portals.iter().any(|n| n == name))
+        .cloned()
+        .collect();
+    policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let session_key = match &spec.session_key_from {
+        Some(r) => {
+            let key = secrets.bytes(r)?;
+            if key.len() < 32 {
+                return Err(Error::Config(format!(
+                    "McpPortal {name}: spec.sessionKeyFrom: secret {}/{} holds {} bytes; at least 32 are needed",
+                    r.name,
+                    r.key,
+                    key.len()
+                )));
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let max_body_bytes = spec
+        .limits
+        .as_ref()
+        .and_then(|l| l.max_body_bytes)
+        .map(|b| b as usize)
+        .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    Ok(PortalConfig {
+        name: name.to_owned(),
+        spec,
+        servers,
+        policies,
+        session_key,
+        max_body_bytes,
+    })
+}
+
+fn server_config(server: &McpServer, secrets: &Secrets<'_>) -> Result<ServerConfig> {
+    let name = server.metadata.name.clone().unwrap_or_default();
+    let spec = &server.spec;
+    let ctx = |e: Error| match e {
+        Error::MissingSecret { .. } => Error::Config(format!("McpServer {name}: {e}")),
+        other => other,
+    };
+    let transport = if let Some(remote) = &spec.remote {
+        let mut headers = Vec::new();
+        for h in &remote.headers {
+            let value = match (&h.value, &h.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(r)) => secrets.text(r).map_err(ctx)?,
+                (None, None) => String::new(),
+            };
+            headers.push((h.name.clone(), value));
+        }
+        match remote.transport {
+            RemoteTransport::StreamableHttp => Transport::StreamableHttp {
+                url: remote.url.clone(),
+                headers,
+            },
+            RemoteTransport::Sse => Transport::Sse {
+                url: remote.url.clone(),
+                headers,
+            },
+        }
+    } else if let Some(dep) = &spec.deployment {
+        match dep.transport {
+            DeployedTransport::Stdio => {
+                let mut env = Vec::new();
+                for e in &dep.env {
+                    let value = match (&e.value, &e.value_from) {
+                        (Some(v), _) => v.clone(),
+                        (None, Some(r)) => secrets.text(r).map_err(ctx)?,
+                        (None, None) => String::new(),
+                    };
+                    env.push((e.name.clone(), value));
+                }
+                let mut argv = dep.command.iter().chain(dep.args.iter()).cloned();
+                let command = argv.next().unwrap_or_default();
+                Transport::Stdio {
+                    command,
+                    args: argv.collect(),
+                    env,
+                }
+            }
+            DeployedTransport::Http => {
+                // In the cluster the operator fronts it with a sidecar on this Service URL.
+                let port = dep.port.unwrap_or(8080);
+                let path = dep.path.clone().unwrap_or_else(|| "/mcp".into());
+                Transport::StreamableHttp {
+                    url: format!("http://{name}:{port}{path}"),
+                    headers: Vec::new(),
+                }
+            }
+        }
+    } else {
+        return Err(Error::Config(format!(
+            "McpServer {name}: exactly one of spec.remote and spec.deployment must be set"
+        )));
+    };
+    Ok(ServerConfig {
+        prefix: spec.prefix.clone().unwrap_or_else(|| name.clone()),
+        name,
+        timeout: spec
+            .timeout_seconds
+            .map(|s| Duration::from_secs(s.into()))
+            .unwrap_or(DEFAULT_TIMEOUT),
+        transport,
+        overrides: spec.tools.clone(),
+    })
+}
+
+/// Two servers with the same prefix would make names ambiguous; at most one may be unprefixed.
+fn check_prefixes(portal: &str, servers: &[ServerConfig]) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    for s in servers {
+        if let Some(other) = seen.insert(s.prefix.clone(), s.name.clone()) {
+            return Err(Error::Config(format!(
+                "McpPortal {portal}: McpServers {other} and {} both use the prefix {:?}; set spec.prefix on one of them",
+                s.name, s.prefix
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Kubernetes label-selector semantics (matchLabels AND matchExpressions). An empty selector
+/// matches everything, as in Kubernetes.
+pub fn selector_matches(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    if let Some(ml) = &sel.match_labels
+        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    for expr in sel.match_expressions.iter().flatten() {
+        let values = expr.values.clone().unwrap_or_default();
+        let have = labels.get(&expr.key);
+        let ok = match expr.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifests(text: &str) -> Manifests {
+        let mut m = Manifests::default();
+        manifests::parse_into(&mut m, Path::new("t.yaml"), text).unwrap();
+        m
+    }
+
+    const SERVERS: &str = r#"
+apiVersion: portcullis.dev/v1alpha1
+kind: McpServer
+metadata: {name: a, labels: {team: x}}
+spec:
+  remote:
+    url: http://127.0.0.1:1/mcp
+    headers: [{name: X-Api-Key, valueFrom: {name: keys, key: a}}]
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: McpServer
+metadata: {name: b, labels: {team: y}}
+spec: {remote: {url: "http://127.0.0.1:2/sse", transport: sse}, timeoutSeconds: 5}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {a: "s3cret\n"}
+"#;
+
+    #[test]
+    fn portal_selects_servers_by_label_and_by_name_and_resolves_secrets() {
+        let m = manifests(&format!(
+            "{SERVERS}---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {{name: p}}\nspec:\n  public: true\n  servers:\n    names: [b]\n    selector: {{matchLabels: {{team: x}}}}\n"
+        ));
+        let cfg = resolve(&m, "p", Path::new("/nonexistent")).unwrap();
+        let names: Vec<_> = cfg.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(
+            cfg.servers[0].transport
+                == Transport::StreamableHttp {
+                    url: "http://127.0.0.1:1/mcp".into(),
+                    headers: vec![("X-Api-Key".into(), "s3cret".into())]
+                }
+        );
+        assert_eq!(cfg.servers[1].timeout, Duration::from_secs(5));
+        assert!(!format!("{:?}", cfg.servers[0]).contains("s3cret"));
+    }
+
+    #[test]
+    fn missing_portal_secret_and_server_are_clear_errors() {
+        let m = manifests(SERVERS);
+        let e = resolve(&m, "nope", Path::new("/x")).unwrap_err().to_string();
+        assert!(e.contains("no McpPortal named \"nope\""), "{e}");
+        let m = manifests(&format!(
+            "{SERVERS}---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true, servers: {{names: [zzz]}}}}\n"
+        ));
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(e.contains("no McpServer named \"zzz\""), "{e}");
+        let m = manifests(&format!(
+            "{SERVERS}---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true, sessionKeyFrom: {{name: nokey, key: k}}}}\n"
+        ));
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(e.contains("secret nokey/k not found"), "{e}");
+    }
+
+    #[test]
+    fn portal_without_auth_must_say_public() {
+        let m = manifests("apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n");
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(e.contains("spec.auth is required"), "{e}");
+    }
+
+    #[test]
+    fn selector_expressions_follow_kubernetes_semantics() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        let req = |op: &str, vals: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: op.into(),
+                values: Some(vals.iter().map(|s| s.to_string()).collect()),
+            }]),
+            match_labels: None,
+        };
+        assert!(selector_matches(&req("In", &["prod"]), Some(&labels)));
+        assert!(!selector_matches(&req("NotIn", &["prod"]), Some(&labels)));
+        assert!(selector_matches(&req("Exists", &[]), Some(&labels)));
+        assert!(!selector_matches(&req("DoesNotExist", &[]), Some(&labels)));
+        assert!(selector_matches(&LabelSelector::default(), None));
+    }
+}

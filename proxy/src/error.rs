@@ -1,0 +1,54 @@
+//! The proxy's error type.
+
+use std::path::PathBuf;
+
+/// Result with the proxy's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the proxy outside a single request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A manifest file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A manifest document is invalid. `document` counts from 1 within the file.
+    #[error("{path}: document {document}{kind}: {field}: {message}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// 1-based index of the YAML document in the file.
+        document: usize,
+        /// ` (Kind/name)` when known, else empty.
+        kind: String,
+        /// Dotted path of the offending field (`.` when the whole document).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configuration is consistent per document but not as a whole.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A secret the configuration refers to is missing.
+    #[error("secret {name}/{key} not found (looked in the manifests and in {dir})")]
+    MissingSecret {
+        /// Secret name.
+        name: String,
+        /// Key within the Secret.
+        key: String,
+        /// Directory searched for mounted secrets.
+        dir: String,
+    },
+    /// Binding or serving a socket failed.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,120 @@
+//! HTTP: the portal router, the admin router, and serving them.
+
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use crate::error::{Error, Result};
+use crate::portal::{Portal, PortalHandler};
+use session::SessionSeal;
+
+/// Options of the portal router that do not come from the manifests.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Whether the listener is on loopback only (then `Host` is checked against loopback names,
+    /// which stops DNS-rebinding attacks on a laptop).
+    pub loopback: bool,
+}
+
+/// The portal router: `/mcp` (both MCP eras), `/healthz`, `/readyz`.
+///
+/// Layers on `/mcp`, outermost first: session sealing (opens and seals legacy session ids),
+/// then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
+/// (413) and the protocol headers before the handler sees a request.
+pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
+    let cfg = portal.config();
+    let seal = SessionSeal::new(cfg.session_key.as_deref());
+    let handler = PortalHandler::new(portal.clone());
+    let mut sconfig = StreamableHttpServerConfig::default()
+        .with_json_response(true)
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_max_request_body_bytes(cfg.max_body_bytes)
+        .with_cancellation_token(portal.shutdown.child_token())
+        .with_allowed_origins(cfg.spec.allowed_origins.clone())
+        .enforce_origin_validation();
+    if !options.loopback {
+        // In a cluster the Host is the Service or Ingress name; Origin validation still applies.
+        sconfig = sconfig.disable_allowed_hosts();
+    }
+    sconfig.session_store = Some(seal.store());
+    let mcp: StreamableHttpService<PortalHandler, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        sconfig,
+    );
+    let mcp = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(seal, session::middleware));
+    Router::new()
+        .merge(mcp)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(portal)
+}
+
+async fn readyz(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
+    let status = portal.upstreams.status().await;
+    let connecting = status
+        .iter()
+        .filter(|s| s.state == crate::upstream::Health::Connecting)
+        .count();
+    if connecting == 0 {
+        (StatusCode::OK, "ready".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{connecting} upstream(s) still connecting"),
+        )
+    }
+}
+
+/// The admin router: `/admin/upstreams` and `/metrics`. Serve it on a separate, internal port.
+pub fn admin_app(portal: Arc<Portal>) -> Router {
+    Router::new()
+        .route(
+            "/admin/upstreams",
+            get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(portal)
+}
+
+/// Binds `addr` (TCP_NODELAY on every accepted socket) and returns the listener and the
+/// actual address.
+pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    Ok((listener, local))
+}
+
+/// Serves `router` until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    // Without TCP_NODELAY every SSE-framed response waits for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+        .await
+}

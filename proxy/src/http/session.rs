@@ -1,0 +1,310 @@
+//! Self-contained legacy session ids, so any replica can serve any session.
+//!
+//! rmcp keeps a legacy session in the memory of the process that created it. Behind a plain
+//! Kubernetes Service without affinity the next request lands on another replica, so the id the
+//! client sees is a sealed token (XChaCha20-Poly1305 under a key every replica shares) that
+//! carries the session's internal id and its `initialize` parameters. A replica that does not
+//! know the session opens the token and lets rmcp restore the session from those parameters
+//! (rmcp's `SessionStore` hook). Tokens expire; a token that fails to open is "session not
+//! found" (404), after which MCP clients start a new session.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use http::{HeaderValue, StatusCode};
+use rmcp::transport::streamable_http_server::session::{SessionState, SessionStore, SessionStoreError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The session header of the Streamable HTTP transport.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// How long a sealed session id stays valid.
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Longest session id accepted from a client.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    /// rmcp's internal session id.
+    i: String,
+    /// Seconds since the epoch when issued.
+    t: u64,
+    /// The client's `initialize` parameters.
+    p: serde_json::Value,
+    /// The subject that opened the session (empty for public portals).
+    #[serde(default)]
+    s: String,
+}
+
+/// Seals and opens session ids, and bridges them to rmcp's session store.
+pub struct SessionSeal {
+    cipher: XChaCha20Poly1305,
+    /// internal id -> initialize params, written by rmcp after a handshake.
+    fresh: Mutex<HashMap<String, SessionState>>,
+    /// internal id -> initialize params, from opened tokens, read by rmcp to restore.
+    restorable: Mutex<HashMap<String, SessionState>>,
+    /// internal id -> the external id issued for it.
+    issued: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for SessionSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSeal")
+    }
+}
+
+/// Why a presented session id was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Not a token we issued, or tampered with.
+    Invalid,
+    /// Older than [`MAX_AGE`].
+    Expired,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl SessionSeal {
+    /// A sealer keyed by `secret` (any length; at least 32 random bytes in production), or by
+    /// a random key when there is none (sessions then live only in this process).
+    pub fn new(secret: Option<&[u8]>) -> Arc<Self> {
+        let key: [u8; 32] = match secret {
+            Some(s) => {
+                let mut h = Sha256::new();
+                h.update(b"portcullis session seal v1\0");
+                h.update(s);
+                h.finalize().into()
+            }
+            None => rand::random(),
+        };
+        Arc::new(SessionSeal {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+            fresh: Mutex::default(),
+            restorable: Mutex::default(),
+            issued: Mutex::default(),
+        })
+    }
+
+    fn seal(&self, internal: &str, state: &SessionState, subject: &str) -> String {
+        let payload = Sealed {
+            i: internal.to_owned(),
+            t: now(),
+            p: serde_json::to_value(&state.initialize_params).unwrap_or_default(),
+            s: subject.to_owned(),
+        };
+        let plain = serde_json::to_vec(&payload).unwrap_or_default();
+        let nonce: [u8; 24] = rand::random();
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    fn open(&self, token: &str) -> Result<(String, SessionState, String), OpenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(OpenError::Invalid);
+        }
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| OpenError::Invalid)?;
+        if raw.len() < 24 + 16 {
+            return Err(OpenError::Invalid);
+        }
+        let (nonce, body) = raw.split_at(24);
+        let plain = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), body)
+            .map_err(|_| OpenError::Invalid)?;
+        let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| OpenError::Invalid)?;
+        if now().saturating_sub(sealed.t) > MAX_AGE.as_secs() {
+            return Err(OpenError::Expired);
+        }
+        let params = serde_json::from_value(sealed.p).map_err(|_| OpenError::Invalid)?;
+        Ok((sealed.i, SessionState::new(params), sealed.s))
+    }
+
+    /// The rmcp session store that hands opened tokens to rmcp's restore logic.
+    pub fn store(self: &Arc<Self>) -> Arc<dyn SessionStore> {
+        Arc::new(Store(self.clone()))
+    }
+}
+
+struct Store(Arc<SessionSeal>);
+
+#[async_trait::async_trait]
+impl SessionStore for Store {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        Ok(self.0.restorable.lock().ok().and_then(|m| m.get(session_id).cloned()))
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        if let Ok(mut m) = self.0.fresh.lock() {
+            m.insert(session_id.to_owned(), state.clone());
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        for map in [&self.0.fresh, &self.0.restorable] {
+            if let Ok(mut m) = map.lock() {
+                m.remove(session_id);
+            }
+        }
+        if let Ok(mut m) = self.0.issued.lock() {
+            m.remove(session_id);
+        }
+        Ok(())
+    }
+}
+
+/// The subject of the request, as later layers set it (empty for public portals).
+#[derive(Debug, Clone, Default)]
+pub struct Subject(pub String);
+
+fn not_found(reason: &str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32001, "message": format!("Session not found: {reason}; start a new session")}
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// Axum middleware: opens sealed session ids on the way in and seals new ones on the way out.
+pub async fn middleware(State(seal): State<Arc<SessionSeal>>, mut req: Request, next: Next) -> Response {
+    let subject = req
+        .extensions()
+        .get::<Subject>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default();
+    let mut presented = None;
+    let header = req.headers().get(SESSION_HEADER).map(|v| v.to_str().map(str::to_owned));
+    if let Some(token) = header {
+        let Ok(token) = token else {
+            return not_found("malformed session id");
+        };
+        let token = token.as_str();
+        let (internal, state, owner) = match seal.open(token) {
+            Ok(v) => v,
+            Err(OpenError::Expired) => return not_found("session expired"),
+            Err(OpenError::Invalid) => return not_found("unknown session id"),
+        };
+        if owner != subject {
+            // A session belongs to the subject that opened it; never reveal it exists.
+            return not_found("unknown session id");
+        }
+        if let Ok(mut m) = seal.restorable.lock() {
+            if m.len() > 100_000 {
+                m.clear();
+            }
+            m.insert(internal.clone(), state);
+        }
+        match HeaderValue::from_str(&internal) {
+            Ok(v) => {
+                req.headers_mut().insert(SESSION_HEADER, v);
+            }
+            Err(_) => return not_found("unknown session id"),
+        }
+        presented = Some((internal, token.to_owned()));
+    }
+    let mut resp = next.run(req).await;
+    let Some(internal) = resp
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return resp;
+    };
+    let external = match &presented {
+        Some((i, token)) if *i == internal => Some(token.clone()),
+        _ => {
+            let issued = seal.issued.lock().ok().and_then(|m| m.get(&internal).cloned());
+            issued.or_else(|| {
+                let state = seal.fresh.lock().ok().and_then(|mut m| m.remove(&internal))?;
+                let token = seal.seal(&internal, &state, &subject);
+                if let Ok(mut m) = seal.issued.lock() {
+                    if m.len() > 100_000 {
+                        m.clear();
+                    }
+                    m.insert(internal.clone(), token.clone());
+                }
+                Some(token)
+            })
+        }
+    };
+    match external.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        Some(v) => {
+            resp.headers_mut().insert(SESSION_HEADER, v);
+        }
+        None => {
+            // Never leak an internal id: without a sealed form the response cannot stand.
+            tracing::error!("a session id could not be sealed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "session could not be established").into_response();
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::InitializeRequestParams;
+
+    fn state() -> SessionState {
+        let p: InitializeRequestParams = serde_json::from_value(serde_json::json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}
+        }))
+        .unwrap();
+        SessionState::new(p)
+    }
+
+    #[test]
+    fn a_token_sealed_by_one_replica_opens_on_another_with_the_same_key() {
+        let a = SessionSeal::new(Some(b"0123456789abcdef0123456789abcdef"));
+        let b = SessionSeal::new(Some(b"0123456789abcdef0123456789abcdef"));
+        let token = a.seal("abc", &state(), "alice");
+        let (internal, st, subject) = b.open(&token).unwrap();
+        assert_eq!(internal, "abc");
+        assert_eq!(subject, "alice");
+        assert_eq!(st.initialize_params.client_info.name, "t");
+    }
+
+    #[test]
+    fn tokens_under_another_key_or_tampered_do_not_open() {
+        let a = SessionSeal::new(Some(b"0123456789abcdef0123456789abcdef"));
+        let other = SessionSeal::new(Some(b"another key another key another k"));
+        let token = a.seal("abc", &state(), "");
+        assert_eq!(other.open(&token).unwrap_err(), OpenError::Invalid);
+        let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        assert_eq!(a.open(&URL_SAFE_NO_PAD.encode(raw)).unwrap_err(), OpenError::Invalid);
+        assert_eq!(a.open("not base64 !").unwrap_err(), OpenError::Invalid);
+        assert_eq!(a.open(&"A".repeat(MAX_TOKEN_LEN + 1)).unwrap_err(), OpenError::Invalid);
+    }
+
+    #[test]
+    fn the_internal_id_is_not_visible_in_the_token() {
+        let a = SessionSeal::new(None);
+        let token = a.seal("internal-session-id-1234", &state(), "");
+        let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        assert!(!raw.windows(8).any(|w| w == b"internal"));
+    }
+}

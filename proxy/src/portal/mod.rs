@@ -1,0 +1,101 @@
+//! The portal: shared state and the MCP server handler clients talk to.
+
+pub mod catalog;
+pub mod handler;
+pub mod pagination;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PortalConfig;
+use crate::upstream::Upstreams;
+pub use catalog::Catalog;
+pub use handler::PortalHandler;
+
+/// Everything a request needs: the live configuration, the upstreams, the merged catalog.
+pub struct Portal {
+    config: ArcSwap<PortalConfig>,
+    /// The upstream connections.
+    pub upstreams: Arc<Upstreams>,
+    catalog: ArcSwap<Catalog>,
+    catalog_changes: watch::Sender<[u8; 32]>,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+impl Portal {
+    /// Starts the portal's upstreams and the task that keeps the merged catalog current.
+    pub async fn start(config: PortalConfig, shutdown: CancellationToken) -> Arc<Portal> {
+        let upstreams = Upstreams::new(shutdown.clone());
+        let portal = Arc::new(Portal {
+            config: ArcSwap::from_pointee(config),
+            upstreams,
+            catalog: ArcSwap::from_pointee(Catalog::default()),
+            catalog_changes: watch::channel([0; 32]).0,
+            shutdown,
+        });
+        portal.upstreams.apply(&portal.config().servers).await;
+        tokio::spawn(rebuild_on_change(portal.clone()));
+        portal
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<PortalConfig> {
+        self.config.load_full()
+    }
+
+    /// Replaces the configuration; upstreams that did not change keep their connections and
+    /// in-flight requests finish on the old ones.
+    pub async fn reconfigure(&self, config: Arc<PortalConfig>) {
+        self.upstreams.apply(&config.servers).await;
+        self.config.store(config);
+        self.rebuild().await;
+    }
+
+    /// The merged catalog in force.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Changes whenever the merged catalog's definitions change (value: the catalog hash).
+    pub fn catalog_changes(&self) -> watch::Receiver<[u8; 32]> {
+        self.catalog_changes.subscribe()
+    }
+
+    async fn rebuild(&self) {
+        let cfg = self.config();
+        let mut inputs = Vec::new();
+        for server in &cfg.servers {
+            if let Some(up) = self.upstreams.get(&server.name).await {
+                let st = up.state();
+                if st.health == crate::upstream::Health::Ready {
+                    inputs.push((server.clone(), st.catalog.clone()));
+                    continue;
+                }
+            }
+            inputs.push((server.clone(), Arc::new(Default::default())));
+        }
+        let catalog = Catalog::build(&inputs);
+        let hash = catalog.hash;
+        self.catalog.store(Arc::new(catalog));
+        self.catalog_changes.send_if_modified(|h| {
+            let changed = *h != hash;
+            *h = hash;
+            changed
+        });
+    }
+}
+
+async fn rebuild_on_change(portal: Arc<Portal>) {
+    let mut changes = portal.upstreams.subscribe();
+    loop {
+        portal.rebuild().await;
+        tokio::select! {
+            _ = portal.shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The MCP client side the portal presents to each upstream.
+#![allow(deprecated)] // logging notifications (SEP-2577) are still sent by 2025-era servers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, LoggingMessageNotificationParam,
+    NumberOrString, ProgressNotificationParam, ProgressToken,
+};
+use rmcp::service::{NotificationContext, Peer};
+use rmcp::{ClientHandler, RoleClient, RoleServer};
+
+use super::Upstream;
+
+/// Routes upstream progress notifications back to the downstream request that asked for them.
+///
+/// Downstream progress tokens are the client's own and may collide across clients, so each
+/// forwarded request gets a fresh upstream token; the route is removed when the request ends.
+#[derive(Default)]
+pub struct ProgressRouter {
+    next: AtomicU64,
+    routes: Mutex<HashMap<String, (ProgressToken, Peer<RoleServer>)>>,
+}
+
+/// Removes a progress route when the request it belongs to ends.
+pub struct ProgressRoute {
+    router: Arc<ProgressRouter>,
+    key: String,
+    /// The token to send upstream.
+    pub token: ProgressToken,
+}
+
+impl Drop for ProgressRoute {
+    fn drop(&mut self) {
+        if let Ok(mut routes) = self.router.routes.lock() {
+            routes.remove(&self.key);
+        }
+    }
+}
+
+impl ProgressRouter {
+    /// Registers a route for a downstream request's progress token.
+    pub fn register(self: &Arc<Self>, downstream: ProgressToken, peer: Peer<RoleServer>) -> ProgressRoute {
+        let key = format!("portcullis-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.insert(key.clone(), (downstream, peer));
+        }
+        ProgressRoute {
+            router: self.clone(),
+            token: ProgressToken(NumberOrString::String(key.clone().into())),
+            key,
+        }
+    }
+
+    async fn forward(&self, mut params: ProgressNotificationParam) {
+        let key = match &params.progress_token.0 {
+            NumberOrString::String(s) => s.to_string(),
+            NumberOrString::Number(n) => n.to_string(),
+        };
+        let route = self.routes.lock().ok().and_then(|r| r.get(&key).cloned());
+        if let Some((token, peer)) = route {
+            params.progress_token = token;
+            let _ = peer.notify_progress(params).await;
+        }
+    }
+}
+
+/// The client handler of one upstream connection.
+pub struct UpstreamClient {
+    name: String,
+    upstream: Weak<Upstream>,
+    progress: Arc<ProgressRouter>,
+}
+
+impl UpstreamClient {
+    /// A handler for the upstream `name`.
+    pub fn new(name: String, upstream: Weak<Upstream>, progress: Arc<ProgressRouter>) -> Self {
+        UpstreamClient {
+            name,
+            upstream,
+            progress,
+        }
+    }
+
+    fn refresh(&self) {
+        if let Some(up) = self.upstream.upgrade() {
+            up.request_refresh();
+        }
+    }
+}
+
+impl ClientHandler for UpstreamClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.forward(params).await;
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.refresh();
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.refresh();
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.refresh();
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let data = params.data.to_string();
+        let data: String = data.chars().take(2000).collect();
+        tracing::info!(upstream = %self.name, level = ?params.level, "{data}");
+    }
+}

@@ -1,0 +1,563 @@
+//! Upstream MCP servers: connecting, health, reconnects with backoff, and their catalogs.
+//!
+//! Each upstream has one supervisor task that connects (Streamable HTTP in either protocol era,
+//! legacy HTTP+SSE, or a stdio child process), fetches the lists, and then watches the
+//! connection. A server that is down, slow or answers garbage is marked `down` with the reason:
+//! its tools leave the portal's lists and calls to it fail at once, while the supervisor retries
+//! with exponential backoff. Nothing one upstream does can stall another.
+
+pub mod client;
+pub mod sse;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    ClientRequest, PingRequest, Prompt, ProtocolVersion, Resource, ResourceTemplate, Tool,
+};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, Peer, RunningService};
+use rmcp::RoleClient;
+use serde::Serialize;
+use tokio::sync::{Notify, RwLock, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ServerConfig, Transport};
+pub use client::{ProgressRouter, UpstreamClient};
+
+/// Longest wait between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a connected upstream is pinged.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Upper bound on how many list pages we follow from one upstream.
+const MAX_LIST_PAGES: usize = 100;
+
+/// Health of one upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not connected yet (first attempt in progress).
+    Connecting,
+    /// Connected; lists fetched.
+    Ready,
+    /// Failed; retrying with backoff.
+    Down,
+}
+
+/// What an upstream offers, as of its last successful list.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    /// Tools.
+    pub tools: Vec<Tool>,
+    /// Prompts.
+    pub prompts: Vec<Prompt>,
+    /// Resources.
+    pub resources: Vec<Resource>,
+    /// Resource templates.
+    pub templates: Vec<ResourceTemplate>,
+}
+
+/// The observable state of one upstream.
+#[derive(Clone)]
+pub struct State {
+    /// Health.
+    pub health: Health,
+    /// The live connection, when ready.
+    pub peer: Option<Peer<RoleClient>>,
+    /// The lists, when ready (empty otherwise).
+    pub catalog: Arc<Catalog>,
+    /// Last error, for status and logs.
+    pub error: Option<String>,
+    /// Negotiated protocol version.
+    pub protocol: Option<String>,
+    /// When the health last changed.
+    pub since: Instant,
+}
+
+/// One upstream server and its supervisor.
+pub struct Upstream {
+    /// Its configuration.
+    pub config: ServerConfig,
+    state: watch::Sender<State>,
+    refresh: Notify,
+    reconnect: Notify,
+    cancel: CancellationToken,
+}
+
+impl Upstream {
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// The peer to call, or the reason there is none.
+    pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        let st = self.state.borrow();
+        match (&st.peer, st.health) {
+            (Some(p), Health::Ready) => Ok(p.clone()),
+            _ => Err(match &st.error {
+                Some(e) => format!("upstream {} is unavailable: {e}", self.config.name),
+                None => format!("upstream {} is not connected yet", self.config.name),
+            }),
+        }
+    }
+
+    /// Asks the supervisor to fetch the lists again (after a `list_changed` notification).
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Tells the supervisor the connection looks broken (a call failed at the transport).
+    pub fn report_broken(&self) {
+        self.reconnect.notify_one();
+    }
+
+    fn set(&self, f: impl FnOnce(&mut State)) {
+        self.state.send_modify(|s| {
+            let before = s.health;
+            f(s);
+            if s.health != before {
+                s.since = Instant::now();
+            }
+        });
+    }
+}
+
+/// Status of one upstream as the admin endpoint reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamStatus {
+    /// McpServer name.
+    pub name: String,
+    /// Health.
+    pub state: Health,
+    /// Number of tools in the last list.
+    pub tools: usize,
+    /// Negotiated protocol version.
+    pub protocol: Option<String>,
+    /// How it is reached (no secrets).
+    pub transport: String,
+    /// Last error.
+    pub error: Option<String>,
+    /// Seconds in the current state.
+    pub seconds_in_state: u64,
+}
+
+/// All upstreams of a portal.
+pub struct Upstreams {
+    by_name: RwLock<BTreeMap<String, Arc<Upstream>>>,
+    /// Bumped whenever any upstream's catalog or health changes.
+    changes: watch::Sender<u64>,
+    progress: Arc<ProgressRouter>,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Upstreams {
+    /// An empty set; call [`Upstreams::apply`] with the servers.
+    pub fn new(shutdown: CancellationToken) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("static reqwest configuration is valid");
+        Arc::new(Upstreams {
+            by_name: RwLock::new(BTreeMap::new()),
+            changes: watch::channel(0).0,
+            progress: Arc::new(ProgressRouter::default()),
+            http,
+            shutdown,
+        })
+    }
+
+    /// Routes progress notifications from upstreams to the waiting downstream requests.
+    pub fn progress(&self) -> &Arc<ProgressRouter> {
+        &self.progress
+    }
+
+    /// A receiver that changes whenever any catalog or health changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The upstreams, sorted by name.
+    pub async fn all(&self) -> Vec<Arc<Upstream>> {
+        self.by_name.read().await.values().cloned().collect()
+    }
+
+    /// One upstream by McpServer name.
+    pub async fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.by_name.read().await.get(name).cloned()
+    }
+
+    /// Status of every upstream, for the admin endpoint.
+    pub async fn status(&self) -> Vec<UpstreamStatus> {
+        self.all()
+            .await
+            .iter()
+            .map(|u| {
+                let st = u.state();
+                UpstreamStatus {
+                    name: u.config.name.clone(),
+                    state: st.health,
+                    tools: st.catalog.tools.len(),
+                    protocol: st.protocol.clone(),
+                    transport: u.config.transport.describe(),
+                    error: st.error.clone(),
+                    seconds_in_state: st.since.elapsed().as_secs(),
+                }
+            })
+            .collect()
+    }
+
+    /// Makes the running set match `servers`: starts new ones, restarts changed ones, stops
+    /// removed ones. Unchanged upstreams keep their connections.
+    pub async fn apply(self: &Arc<Self>, servers: &[ServerConfig]) {
+        let mut map = self.by_name.write().await;
+        let wanted: BTreeMap<_, _> = servers.iter().map(|s| (s.name.clone(), s)).collect();
+        map.retain(|name, up| {
+            let keep = wanted.get(name).is_some_and(|cfg| **cfg == up.config);
+            if !keep {
+                tracing::info!(upstream = %name, "stopping upstream (removed or changed)");
+                up.cancel.cancel();
+            }
+            keep
+        });
+        for (name, cfg) in wanted {
+            if map.contains_key(&name) {
+                continue;
+            }
+            let up = Arc::new(Upstream {
+                config: cfg.clone(),
+                state: watch::channel(State {
+                    health: Health::Connecting,
+                    peer: None,
+                    catalog: Arc::new(Catalog::default()),
+                    error: None,
+                    protocol: None,
+                    since: Instant::now(),
+                })
+                .0,
+                refresh: Notify::new(),
+                reconnect: Notify::new(),
+                cancel: self.shutdown.child_token(),
+            });
+            map.insert(name, up.clone());
+            tokio::spawn(supervise(self.clone(), up));
+        }
+        drop(map);
+        self.bump();
+    }
+
+    /// Waits until every upstream has left `connecting` or `deadline` passes.
+    pub async fn settled(&self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        loop {
+            let pending = self
+                .all()
+                .await
+                .iter()
+                .any(|u| u.state().health == Health::Connecting);
+            if !pending || Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+}
+
+async fn supervise(all: Arc<Upstreams>, up: Arc<Upstream>) {
+    let name = up.config.name.clone();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if up.cancel.is_cancelled() {
+            break;
+        }
+        let attempt = tokio::time::timeout(up.config.timeout, connect(&all, &up)).await;
+        let running = match attempt {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                fail(&all, &up, e, &mut backoff).await;
+                continue;
+            }
+            Err(_) => {
+                let e = format!("no answer within {}s while connecting", up.config.timeout.as_secs());
+                fail(&all, &up, e, &mut backoff).await;
+                continue;
+            }
+        };
+        let peer = running.peer().clone();
+        let protocol = peer
+            .peer_info()
+            .map(|i| i.protocol_version.to_string());
+        match fetch_catalog(&peer, up.config.timeout).await {
+            Ok(catalog) => {
+                tracing::info!(upstream = %name, tools = catalog.tools.len(), protocol = ?protocol, "upstream ready");
+                up.set(|s| {
+                    s.health = Health::Ready;
+                    s.peer = Some(peer.clone());
+                    s.catalog = Arc::new(catalog);
+                    s.error = None;
+                    s.protocol = protocol;
+                });
+                all.bump();
+                backoff = MIN_BACKOFF;
+            }
+            Err(e) => {
+                close(running).await;
+                fail(&all, &up, e, &mut backoff).await;
+                continue;
+            }
+        }
+        let reason = watch_connection(&up, &peer, &running, &all).await;
+        close(running).await;
+        if up.cancel.is_cancelled() {
+            break;
+        }
+        fail(&all, &up, reason, &mut backoff).await;
+    }
+    tracing::debug!(upstream = %name, "supervisor stopped");
+}
+
+/// Watches a live connection; returns why it ended.
+async fn watch_connection(
+    up: &Upstream,
+    peer: &Peer<RoleClient>,
+    running: &RunningService<RoleClient, UpstreamClient>,
+    all: &Upstreams,
+) -> String {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
+    let mut closed_check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = up.cancel.cancelled() => return "stopped".into(),
+            _ = up.reconnect.notified() => {
+                if running.is_closed() || peer.is_transport_closed() {
+                    return "connection lost".into();
+                }
+            }
+            _ = closed_check.tick() => {
+                if running.is_closed() || peer.is_transport_closed() {
+                    return "connection closed by the upstream".into();
+                }
+            }
+            _ = up.refresh.notified() => {
+                match fetch_catalog(peer, up.config.timeout).await {
+                    Ok(c) => {
+                        tracing::info!(upstream = %up.config.name, tools = c.tools.len(), "upstream lists changed");
+                        up.set(|s| s.catalog = Arc::new(c));
+                        all.bump();
+                    }
+                    Err(e) => return format!("refreshing lists failed: {e}"),
+                }
+            }
+            _ = ping.tick() => {
+                let req = ClientRequest::PingRequest(PingRequest::default());
+                match tokio::time::timeout(up.config.timeout, peer.send_request(req)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return format!("ping failed: {e}"),
+                    Err(_) => return format!("ping unanswered within {}s", up.config.timeout.as_secs()),
+                }
+            }
+        }
+    }
+}
+
+async fn fail(all: &Upstreams, up: &Upstream, error: String, backoff: &mut Duration) {
+    let first = up.state().health != Health::Down;
+    if first {
+        tracing::warn!(upstream = %up.config.name, %error, "upstream down; its tools are hidden until it recovers");
+    } else {
+        tracing::debug!(upstream = %up.config.name, %error, "upstream still down");
+    }
+    up.set(|s| {
+        s.health = Health::Down;
+        s.peer = None;
+        s.catalog = Arc::new(Catalog::default());
+        s.error = Some(error);
+    });
+    all.bump();
+    tokio::select! {
+        _ = up.cancel.cancelled() => {}
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+async fn close(mut running: RunningService<RoleClient, UpstreamClient>) {
+    let _ = running.close_with_timeout(Duration::from_secs(2)).await;
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap, String> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let mut value = reqwest::header::HeaderValue::from_str(v)
+            .map_err(|_| format!("invalid value for header {k:?}"))?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::V_2025_11_25),
+    }
+}
+
+async fn connect(
+    all: &Arc<Upstreams>,
+    up: &Arc<Upstream>,
+) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
+    let handler = UpstreamClient::new(up.config.name.clone(), Arc::downgrade(up), all.progress.clone());
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    match &up.config.transport {
+        Transport::StreamableHttp { url, headers } => {
+            use rmcp::transport::streamable_http_client::{
+                StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+            };
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            let mut custom = std::collections::HashMap::new();
+            for (k, v) in header_map(headers)? {
+                if let Some(k) = k {
+                    custom.insert(k, v);
+                }
+            }
+            config = config.custom_headers(custom);
+            let transport = StreamableHttpClientTransport::with_client(all.http.clone(), config);
+            handler
+                .serve_with_lifecycle(transport, lifecycle())
+                .await
+                .map_err(|e| err(&e))
+        }
+        Transport::Sse { url, headers } => {
+            let (sink, stream) =
+                sse::connect(all.http.clone(), url, header_map(headers)?, up.config.timeout)
+                    .await
+                    .map_err(|e| err(&e))?;
+            // Legacy SSE servers predate `server/discover`: go straight to initialize.
+            handler
+                .serve_with_lifecycle((sink, stream), ClientLifecycleMode::Initialize)
+                .await
+                .map_err(|e| err(&e))
+        }
+        Transport::Stdio { command, args, env } => {
+            use rmcp::transport::TokioChildProcess;
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.env("PATH", child_path());
+            cmd.kill_on_drop(true);
+            let (transport, stderr) = TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+            if let Some(stderr) = stderr {
+                forward_stderr(up.config.name.clone(), stderr);
+            }
+            handler
+                .serve_with_lifecycle(transport, lifecycle())
+                .await
+                .map_err(|e| err(&e))
+        }
+    }
+}
+
+/// `PATH` for child processes: the proxy's own directory first, so bundled binaries (the demo
+/// servers) are found next to it.
+fn child_path() -> std::ffi::OsString {
+    let mut parts = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.to_owned())) {
+        parts.push(dir);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        parts.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(parts).unwrap_or_default()
+}
+
+/// A stdio server's stderr is its log: forward it, line by line, to ours.
+fn forward_stderr(name: String, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line: String = line.chars().take(2000).collect();
+            tracing::info!(upstream = %name, "{line}");
+        }
+    });
+}
+
+/// Fetches every list the upstream supports, following its cursors (bounded).
+async fn fetch_catalog(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Catalog, String> {
+    let caps = peer
+        .peer_info()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_default();
+    let t = |what: &'static str| move |_| format!("{what} unanswered within {}s", timeout.as_secs());
+    let mut catalog = Catalog::default();
+    if caps.tools.is_some() {
+        catalog.tools = tokio::time::timeout(timeout, list_all(|c| peer.list_tools(c), |r| (r.tools, r.next_cursor)))
+            .await
+            .map_err(t("tools/list"))?
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+    }
+    if caps.prompts.is_some() {
+        catalog.prompts = tokio::time::timeout(timeout, list_all(|c| peer.list_prompts(c), |r| (r.prompts, r.next_cursor)))
+            .await
+            .map_err(t("prompts/list"))?
+            .map_err(|e| format!("prompts/list failed: {e}"))?;
+    }
+    if caps.resources.is_some() {
+        catalog.resources = tokio::time::timeout(timeout, list_all(|c| peer.list_resources(c), |r| (r.resources, r.next_cursor)))
+            .await
+            .map_err(t("resources/list"))?
+            .map_err(|e| format!("resources/list failed: {e}"))?;
+        // Templates are optional even for servers with resources.
+        catalog.templates = tokio::time::timeout(
+            timeout,
+            list_all(|c| peer.list_resource_templates(c), |r| (r.resource_templates, r.next_cursor)),
+        )
+        .await
+        .map_err(t("resources/templates/list"))?
+        .unwrap_or_default();
+    }
+    Ok(catalog)
+}
+
+async fn list_all<R, T, F, Fut>(
+    call: F,
+    split: impl Fn(R) -> (Vec<T>, Option<String>),
+) -> Result<Vec<T>, rmcp::ServiceError>
+where
+    F: Fn(Option<rmcp::model::PaginatedRequestParams>) -> Fut,
+    Fut: Future<Output = Result<R, rmcp::ServiceError>>,
+{
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_LIST_PAGES {
+        let params = cursor
+            .take()
+            .map(|c| rmcp::model::PaginatedRequestParams::default().with_cursor(Some(c)));
+        let (items, next) = split(call(params).await?);
+        out.extend(items);
+        match next {
+            Some(c) if !c.is_empty() => cursor = Some(c),
+            _ => return Ok(out),
+        }
+    }
+    tracing::warn!("upstream list has more than {MAX_LIST_PAGES} pages; truncated");
+    Ok(out)
+}

@@ -1,0 +1,115 @@
+//! The legacy HTTP+SSE client transport (protocol 2024-11-05).
+//!
+//! rmcp 3 dropped this transport, but many deployed servers still speak only it. The shape is
+//! small: `GET <url>` opens an event stream whose first `endpoint` event names the URL to POST
+//! messages to; every server message then arrives as a `message` event on that stream.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rmcp::RoleClient;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use sse_stream::SseStream;
+
+/// Errors of the SSE transport.
+#[derive(Debug, thiserror::Error)]
+pub enum SseError {
+    /// The HTTP request failed.
+    #[error("sse: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered, but not as a legacy SSE MCP server.
+    #[error("sse: {0}")]
+    Protocol(String),
+}
+
+/// Largest single SSE event accepted from an upstream.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Opens the event stream and waits for the `endpoint` event. Returns a (sink, stream) pair
+/// that rmcp accepts as a transport.
+pub async fn connect(
+    client: reqwest::Client,
+    url: &str,
+    headers: reqwest::header::HeaderMap,
+    timeout: Duration,
+) -> Result<
+    (
+        impl futures::Sink<TxJsonRpcMessage<RoleClient>, Error = futures::channel::mpsc::SendError> + Send + Unpin + 'static,
+        impl futures::Stream<Item = RxJsonRpcMessage<RoleClient>> + Send + Unpin + 'static,
+    ),
+    SseError,
+> {
+    let base = reqwest::Url::parse(url).map_err(|e| SseError::Protocol(format!("bad url: {e}")))?;
+    let resp = client
+        .get(base.clone())
+        .headers(headers.clone())
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(SseError::Protocol(format!("GET {base} answered {}", resp.status())));
+    }
+    let mut events = SseStream::from_bytes_stream(resp.bytes_stream()).boxed();
+    let endpoint = tokio::time::timeout(timeout, async {
+        while let Some(ev) = events.next().await {
+            let ev = ev.map_err(|e| SseError::Protocol(e.to_string()))?;
+            if ev.event.as_deref() == Some("endpoint") {
+                let data = ev.data.unwrap_or_default();
+                return base
+                    .join(data.trim())
+                    .map_err(|e| SseError::Protocol(format!("bad endpoint {data:?}: {e}")));
+            }
+        }
+        Err(SseError::Protocol("stream ended before the endpoint event".into()))
+    })
+    .await
+    .map_err(|_| SseError::Protocol("no endpoint event within the timeout".into()))??;
+    if endpoint.origin() != base.origin() {
+        // A server must not redirect our messages (and credentials) to another origin.
+        return Err(SseError::Protocol(format!(
+            "endpoint {endpoint} is on another origin than {base}"
+        )));
+    }
+
+    let (tx, mut rx) = futures::channel::mpsc::channel::<TxJsonRpcMessage<RoleClient>>(64);
+    tokio::spawn(async move {
+        while let Some(msg) = rx.next().await {
+            let post = client
+                .post(endpoint.clone())
+                .headers(headers.clone())
+                .json(&msg)
+                .send()
+                .await;
+            match post {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = %r.status(), "sse upstream refused a message"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sse upstream POST failed");
+                    break;
+                }
+            }
+        }
+    });
+    let stream = events
+        .take_while(|ev| futures::future::ready(ev.is_ok()))
+        .filter_map(|ev| async move {
+            let ev = ev.ok()?;
+            if !matches!(ev.event.as_deref(), None | Some("message")) {
+                return None;
+            }
+            let data = ev.data?;
+            if data.len() > MAX_EVENT_BYTES {
+                tracing::warn!(bytes = data.len(), "sse upstream event too large; dropped");
+                return None;
+            }
+            match serde_json::from_str::<RxJsonRpcMessage<RoleClient>>(&data) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sse upstream sent a message that is not JSON-RPC");
+                    None
+                }
+            }
+        })
+        .boxed();
+    Ok((tx.sink_map_err(|e| e), stream))
+}
