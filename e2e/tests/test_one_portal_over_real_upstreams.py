@@ -127,3 +127,18 @@ def test_a_prompt_is_fetched_through_the_portal(multi) -> None:
             assert "simple prompt" in text_of(ev)
 
     run(go())
+
+
+def test_healthy_upstreams_stay_ready_across_health_checks(multi) -> None:
+    """Watch /admin/upstreams for longer than a health-check interval: nobody died, so every
+    upstream stays ready (a probe the upstream's protocol era does not have must not mark it down)."""
+    import time
+
+    deadline = time.monotonic() + 20
+    flaps: list[tuple[str, str, str]] = []
+    while time.monotonic() < deadline:
+        for u in multi.portal.upstreams():
+            if u.get("state") != "ready":
+                flaps.append((u.get("name"), u.get("state"), str(u.get("error"))))
+        time.sleep(0.2)
+    assert not flaps, f"healthy upstreams left the ready state: {sorted(set(flaps))}"

@@ -43,3 +43,27 @@ def test_typescript_sdk_client_lists_and_calls_tools_through_the_portal(multi) -
     assert out["call"]["structuredContent"] == {"sum": 5, "operands": [2, 3]}
     echo = ts_client(multi.portal.url, "--call", "every-sse_echo", "--args", '{"message": "from ts"}')
     assert any("from ts" in c.get("text", "") for c in echo["call"]["content"]), echo["call"]
+
+
+def test_ending_a_legacy_session_with_delete_is_acknowledged(multi) -> None:
+    """DELETE with the session id ends a legacy session: 200 or 204 (or 405 if not supported);
+    the Python SDK warns on anything else."""
+    import httpx
+
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}},
+    }
+    with httpx.Client(timeout=10) as h:
+        r = h.post(multi.portal.url, json=init, headers=headers)
+        assert r.status_code == 200, r.text
+        sid = r.headers.get("mcp-session-id")
+        assert sid, f"no Mcp-Session-Id on the initialize response: {dict(r.headers)}"
+        proto = {"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"}
+        note = h.post(multi.portal.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**headers, **proto})
+        assert note.status_code == 202, note.text
+        d = h.delete(multi.portal.url, headers=proto)
+        assert d.status_code in (200, 204, 405), f"DELETE answered {d.status_code}: {d.text}"
