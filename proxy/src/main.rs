@@ -26,7 +26,11 @@ struct Cli {
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Address of the admin endpoint (/metrics, /admin/*). Keep it internal.
-    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
     admin_listen: String,
     /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
     #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
@@ -57,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let cfg = config::resolve(&manifests, &portal_name, &cli.secrets_dir)?;
     if cfg.session_key.is_none() {
-        tracing::warn!("no spec.sessionKeyFrom: legacy sessions are sealed with a random key and only this process can serve them");
+        tracing::warn!(
+            "no spec.sessionKeyFrom: legacy sessions are sealed with a random key and only this process can serve them"
+        );
     }
 
     let shutdown = CancellationToken::new();
@@ -65,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
 
     let (listener, addr) = http::bind(&cli.listen).await?;
     let (admin_listener, admin_addr) = http::bind(&cli.admin_listen).await?;
-    let options = http::ServeOptions { loopback: addr.ip().is_loopback() };
+    let options = http::ServeOptions {
+        loopback: addr.ip().is_loopback(),
+    };
     let router = http::app(portal.clone(), &options);
     let admin = http::admin_app(portal.clone());
 
@@ -92,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
     // Give upstreams a moment so the first clients see a full list; serving starts regardless.
     portal.upstreams.settled(Duration::from_secs(5)).await;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "portcullis-proxy: portal {portal_name} serving http://{addr}/mcp")?;
+    writeln!(
+        out,
+        "portcullis-proxy: portal {portal_name} serving http://{addr}/mcp"
+    )?;
     writeln!(out, "portcullis-proxy: admin http://{admin_addr}")?;
     out.flush()?;
     drop(out);
@@ -111,8 +122,11 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

@@ -122,7 +122,10 @@ pub fn parse_into(out: &mut Manifests, file: &Path, text: &str) -> Result<()> {
             return Err(err(
                 &label,
                 "apiVersion",
-                format!("unsupported version {api_version:?}; this proxy reads {}", crds::API_VERSION),
+                format!(
+                    "unsupported version {api_version:?}; this proxy reads {}",
+                    crds::API_VERSION
+                ),
             ));
         }
         if ours || (api_version == "v1" && kind == "Secret") {
@@ -192,23 +195,35 @@ fn validate_server(server: &McpServer) -> std::result::Result<(), (&'static str,
     let spec = &server.spec;
     match (&spec.remote, &spec.deployment) {
         (Some(_), Some(_)) | (None, None) => {
-            return Err(("spec", "exactly one of remote and deployment must be set".into()));
+            return Err((
+                "spec",
+                "exactly one of remote and deployment must be set".into(),
+            ));
         }
         (Some(remote), None) => {
             let ok = remote.url.starts_with("http://") || remote.url.starts_with("https://");
             if !ok {
-                return Err(("spec.remote.url", format!("{:?} is not an http(s) URL", remote.url)));
+                return Err((
+                    "spec.remote.url",
+                    format!("{:?} is not an http(s) URL", remote.url),
+                ));
             }
             for (i, h) in remote.headers.iter().enumerate() {
                 if h.value.is_some() == h.value_from.is_some() {
                     let _ = i;
                     return Err((
                         "spec.remote.headers",
-                        format!("header {:?}: exactly one of value and valueFrom must be set", h.name),
+                        format!(
+                            "header {:?}: exactly one of value and valueFrom must be set",
+                            h.name
+                        ),
                     ));
                 }
                 if h.name.eq_ignore_ascii_case("host") {
-                    return Err(("spec.remote.headers", "the Host header cannot be set".into()));
+                    return Err((
+                        "spec.remote.headers",
+                        "the Host header cannot be set".into(),
+                    ));
                 }
             }
         }
@@ -216,13 +231,17 @@ fn validate_server(server: &McpServer) -> std::result::Result<(), (&'static str,
             if dep.command.is_empty() && dep.transport == crds::server::DeployedTransport::Stdio {
                 return Err((
                     "spec.deployment.command",
-                    "a stdio server needs a command (what the sidecar, or the proxy locally, runs)".into(),
+                    "a stdio server needs a command (what the sidecar, or the proxy locally, runs)"
+                        .into(),
                 ));
             }
         }
     }
     if let Some(prefix) = &spec.prefix
-        && (prefix.len() > 64 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        && (prefix.len() > 64
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
     {
         return Err(("spec.prefix", "up to 64 characters of [A-Za-z0-9.-]".into()));
     }
@@ -276,14 +295,25 @@ fn check_unique(m: &Manifests) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for n in names {
             if !seen.insert(n) {
-                return Err(Error::Config(format!("{kind} {n:?} is defined more than once")));
+                return Err(Error::Config(format!(
+                    "{kind} {n:?} is defined more than once"
+                )));
             }
         }
         Ok(())
     }
-    dupes("McpServer", m.servers.iter().filter_map(|s| s.metadata.name.as_deref()))?;
-    dupes("McpPortal", m.portals.iter().filter_map(|s| s.metadata.name.as_deref()))?;
-    dupes("McpPolicy", m.policies.iter().filter_map(|s| s.metadata.name.as_deref()))?;
+    dupes(
+        "McpServer",
+        m.servers.iter().filter_map(|s| s.metadata.name.as_deref()),
+    )?;
+    dupes(
+        "McpPortal",
+        m.portals.iter().filter_map(|s| s.metadata.name.as_deref()),
+    )?;
+    dupes(
+        "McpPolicy",
+        m.policies.iter().filter_map(|s| s.metadata.name.as_deref()),
+    )?;
     Ok(())
 }
 
@@ -342,12 +372,16 @@ mod tests {
         let e = parse(&format!("{one}---\n{one}")).unwrap_err().to_string();
         assert!(e.contains("defined more than once"), "{e}");
         let e = parse("kind: [unclosed").unwrap_err().to_string();
-        assert!(e.contains("document 1") && e.contains("not valid YAML"), "{e}");
+        assert!(
+            e.contains("document 1") && e.contains("not valid YAML"),
+            "{e}"
+        );
     }
 
     #[test]
     fn other_api_versions_of_our_group_are_refused() {
-        let text = "apiVersion: portcullis.dev/v2\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n";
+        let text =
+            "apiVersion: portcullis.dev/v2\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n";
         let e = parse(text).unwrap_err().to_string();
         assert!(e.contains("apiVersion") && e.contains("unsupported"), "{e}");
     }

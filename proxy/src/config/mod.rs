@@ -146,9 +146,8 @@ impl<'a> Secrets<'a> {
     /// have one).
     pub fn text(&self, r: &SecretKeyRef) -> Result<String> {
         let bytes = self.bytes(r)?;
-        let s = String::from_utf8(bytes).map_err(|_| {
-            Error::Config(format!("secret {}/{} is not UTF-8 text", r.name, r.key))
-        })?;
+        let s = String::from_utf8(bytes)
+            .map_err(|_| Error::Config(format!("secret {}/{} is not UTF-8 text", r.name, r.key)))?;
         Ok(s.trim_end_matches(['\n', '\r']).to_owned())
     }
 }
@@ -173,7 +172,11 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
                     .map(|f| f.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
             ))
         })?;
     let secrets = Secrets::new(manifests, secrets_dir);
@@ -414,7 +417,9 @@ stringData: {a: "s3cret\n"}
     #[test]
     fn missing_portal_secret_and_server_are_clear_errors() {
         let m = manifests(SERVERS);
-        let e = resolve(&m, "nope", Path::new("/x")).unwrap_err().to_string();
+        let e = resolve(&m, "nope", Path::new("/x"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no McpPortal named \"nope\""), "{e}");
         let m = manifests(&format!(
             "{SERVERS}---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true, servers: {{names: [zzz]}}}}\n"
@@ -430,7 +435,9 @@ stringData: {a: "s3cret\n"}
 
     #[test]
     fn portal_without_auth_must_say_public() {
-        let m = manifests("apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n");
+        let m = manifests(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n",
+        );
         let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("spec.auth is required"), "{e}");
     }

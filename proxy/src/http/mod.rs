@@ -55,7 +55,10 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
     );
     let mcp = Router::new()
         .route_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(seal, session::middleware));
+        .layer(axum::middleware::from_fn_with_state(
+            seal,
+            session::middleware,
+        ));
     Router::new()
         .merge(mcp)
         .route("/healthz", get(|| async { "ok" }))
@@ -93,10 +96,12 @@ pub fn admin_app(portal: Arc<Portal>) -> Router {
 /// Binds `addr` (TCP_NODELAY on every accepted socket) and returns the listener and the
 /// actual address.
 pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen {
-        addr: addr.to_owned(),
-        source,
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_owned(),
+            source,
+        })?;
     let local = listener.local_addr().map_err(|source| Error::Listen {
         addr: addr.to_owned(),
         source,

@@ -20,7 +20,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use http::{HeaderValue, StatusCode};
-use rmcp::transport::streamable_http_server::session::{SessionState, SessionStore, SessionStoreError};
+use rmcp::transport::streamable_http_server::session::{
+    SessionState, SessionStore, SessionStoreError,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -120,7 +122,9 @@ impl SessionSeal {
         if token.len() > MAX_TOKEN_LEN {
             return Err(OpenError::Invalid);
         }
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| OpenError::Invalid)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| OpenError::Invalid)?;
         if raw.len() < 24 + 16 {
             return Err(OpenError::Invalid);
         }
@@ -148,7 +152,12 @@ struct Store(Arc<SessionSeal>);
 #[async_trait::async_trait]
 impl SessionStore for Store {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        Ok(self.0.restorable.lock().ok().and_then(|m| m.get(session_id).cloned()))
+        Ok(self
+            .0
+            .restorable
+            .lock()
+            .ok()
+            .and_then(|m| m.get(session_id).cloned()))
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
@@ -185,14 +194,21 @@ fn not_found(reason: &str) -> Response {
 }
 
 /// Axum middleware: opens sealed session ids on the way in and seals new ones on the way out.
-pub async fn middleware(State(seal): State<Arc<SessionSeal>>, mut req: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(seal): State<Arc<SessionSeal>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let subject = req
         .extensions()
         .get::<Subject>()
         .map(|s| s.0.clone())
         .unwrap_or_default();
     let mut presented = None;
-    let header = req.headers().get(SESSION_HEADER).map(|v| v.to_str().map(str::to_owned));
+    let header = req
+        .headers()
+        .get(SESSION_HEADER)
+        .map(|v| v.to_str().map(str::to_owned));
     if let Some(token) = header {
         let Ok(token) = token else {
             return not_found("malformed session id");
@@ -233,9 +249,17 @@ pub async fn middleware(State(seal): State<Arc<SessionSeal>>, mut req: Request, 
     let external = match &presented {
         Some((i, token)) if *i == internal => Some(token.clone()),
         _ => {
-            let issued = seal.issued.lock().ok().and_then(|m| m.get(&internal).cloned());
+            let issued = seal
+                .issued
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&internal).cloned());
             issued.or_else(|| {
-                let state = seal.fresh.lock().ok().and_then(|mut m| m.remove(&internal))?;
+                let state = seal
+                    .fresh
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&internal))?;
                 let token = seal.seal(&internal, &state, &subject);
                 if let Ok(mut m) = seal.issued.lock() {
                     if m.len() > 100_000 {
@@ -254,7 +278,11 @@ pub async fn middleware(State(seal): State<Arc<SessionSeal>>, mut req: Request, 
         None => {
             // Never leak an internal id: without a sealed form the response cannot stand.
             tracing::error!("a session id could not be sealed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "session could not be established").into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session could not be established",
+            )
+                .into_response();
         }
     }
     resp
@@ -295,9 +323,15 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(a.open(&URL_SAFE_NO_PAD.encode(raw)).unwrap_err(), OpenError::Invalid);
+        assert_eq!(
+            a.open(&URL_SAFE_NO_PAD.encode(raw)).unwrap_err(),
+            OpenError::Invalid
+        );
         assert_eq!(a.open("not base64 !").unwrap_err(), OpenError::Invalid);
-        assert_eq!(a.open(&"A".repeat(MAX_TOKEN_LEN + 1)).unwrap_err(), OpenError::Invalid);
+        assert_eq!(
+            a.open(&"A".repeat(MAX_TOKEN_LEN + 1)).unwrap_err(),
+            OpenError::Invalid
+        );
     }
 
     #[test]

@@ -119,9 +119,20 @@ impl Catalog {
         c.tools.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
         c.prompts.sort_by(|a, b| a.prompt.name.cmp(&b.prompt.name));
         c.resources.sort_by(|a, b| a.uri.cmp(&b.uri));
-        c.templates.sort_by(|a, b| a.uri_template.cmp(&b.uri_template));
-        c.tool_index = c.tools.iter().enumerate().map(|(i, t)| (t.tool.name.to_string(), i)).collect();
-        c.prompt_index = c.prompts.iter().enumerate().map(|(i, p)| (p.prompt.name.clone(), i)).collect();
+        c.templates
+            .sort_by(|a, b| a.uri_template.cmp(&b.uri_template));
+        c.tool_index = c
+            .tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.tool.name.to_string(), i))
+            .collect();
+        c.prompt_index = c
+            .prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.prompt.name.clone(), i))
+            .collect();
         c.hash = c.compute_hash();
         c
     }
@@ -142,7 +153,11 @@ impl Catalog {
         self.prefixes
             .iter()
             .filter(|(p, _)| !p.is_empty())
-            .find(|(p, _)| name.len() > p.len() + 1 && name.starts_with(p.as_str()) && name.as_bytes()[p.len()] == b'_')
+            .find(|(p, _)| {
+                name.len() > p.len() + 1
+                    && name.starts_with(p.as_str())
+                    && name.as_bytes()[p.len()] == b'_'
+            })
             .map(|(_, s)| s.as_str())
     }
 
@@ -195,7 +210,11 @@ pub fn rewrite_uri(prefix: &str, uri: &str) -> String {
 }
 
 /// Joins prefix and name, sanitizes to `[A-Za-z0-9_.-]{1,128}`, and keeps the result unique.
-pub fn unique_name(prefix: &str, name: &str, taken: &mut std::collections::HashSet<String>) -> String {
+pub fn unique_name(
+    prefix: &str,
+    name: &str,
+    taken: &mut std::collections::HashSet<String>,
+) -> String {
     let joined = if prefix.is_empty() {
         name.to_owned()
     } else {
@@ -203,7 +222,13 @@ pub fn unique_name(prefix: &str, name: &str, taken: &mut std::collections::HashS
     };
     let mut clean: String = joined
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if clean.is_empty() {
         clean.push('_');
@@ -230,7 +255,11 @@ mod tests {
             name: name.into(),
             prefix: prefix.into(),
             timeout: std::time::Duration::from_secs(1),
-            transport: Transport::Stdio { command: "x".into(), args: vec![], env: vec![] },
+            transport: Transport::Stdio {
+                command: "x".into(),
+                args: vec![],
+                env: vec![],
+            },
             overrides: vec![],
         }
     }
@@ -244,19 +273,31 @@ mod tests {
     }
 
     fn upstream(tools: Vec<Tool>) -> Arc<UpstreamCatalog> {
-        Arc::new(UpstreamCatalog { tools, ..Default::default() })
+        Arc::new(UpstreamCatalog {
+            tools,
+            ..Default::default()
+        })
     }
 
     #[test]
     fn tools_are_prefixed_sorted_and_routable() {
         let c = Catalog::build(&[
-            (server("zeta", "zeta"), upstream(vec![tool("b", None), tool("a", Some(true))])),
-            (server("alpha", "alpha"), upstream(vec![tool("x", Some(false))])),
+            (
+                server("zeta", "zeta"),
+                upstream(vec![tool("b", None), tool("a", Some(true))]),
+            ),
+            (
+                server("alpha", "alpha"),
+                upstream(vec![tool("x", Some(false))]),
+            ),
         ]);
         let names: Vec<_> = c.tools.iter().map(|t| t.tool.name.to_string()).collect();
         assert_eq!(names, ["alpha_x", "zeta_a", "zeta_b"]);
         let t = c.tool("zeta_a").unwrap();
-        assert_eq!((t.server.as_str(), t.upstream_name.as_str(), t.read_only), ("zeta", "a", true));
+        assert_eq!(
+            (t.server.as_str(), t.upstream_name.as_str(), t.read_only),
+            ("zeta", "a", true)
+        );
         assert!(!c.tool("zeta_b").unwrap().read_only, "no hint means write");
         assert_eq!(c.server_for_name("alpha_gone"), Some("alpha"));
         assert_eq!(c.server_for_name("nobody_x"), None);
@@ -274,27 +315,53 @@ mod tests {
         let c2 = unique_name("srv", "dup", &mut taken);
         assert_ne!(c1, c2);
         for n in [a, b, c1, c2] {
-            assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            );
         }
     }
 
     #[test]
     fn resource_uris_round_trip_through_the_portal_form() {
-        let c = Catalog::build(&[(server("files", "files"), upstream(vec![])), (server("raw", ""), upstream(vec![]))]);
+        let c = Catalog::build(&[
+            (server("files", "files"), upstream(vec![])),
+            (server("raw", ""), upstream(vec![])),
+        ]);
         let portal = c.portal_uri("files", "file:///tmp/a.txt");
         assert_eq!(portal, "portcullis://files/file:///tmp/a.txt");
-        assert_eq!(c.route_uri(&portal), Some(("files".into(), "file:///tmp/a.txt".into())));
-        assert_eq!(c.route_uri("test://static/1"), Some(("raw".into(), "test://static/1".into())));
+        assert_eq!(
+            c.route_uri(&portal),
+            Some(("files".into(), "file:///tmp/a.txt".into()))
+        );
+        assert_eq!(
+            c.route_uri("test://static/1"),
+            Some(("raw".into(), "test://static/1".into()))
+        );
     }
 
     #[test]
     fn hidden_override_removes_a_tool_and_read_only_override_wins() {
         let mut s = server("s", "s");
         s.overrides = vec![
-            crds::server::ToolOverride { name: "secret".into(), read_only: None, hidden: true },
-            crds::server::ToolOverride { name: "claims_ro".into(), read_only: Some(false), hidden: false },
+            crds::server::ToolOverride {
+                name: "secret".into(),
+                read_only: None,
+                hidden: true,
+            },
+            crds::server::ToolOverride {
+                name: "claims_ro".into(),
+                read_only: Some(false),
+                hidden: false,
+            },
         ];
-        let c = Catalog::build(&[(s, upstream(vec![tool("secret", Some(true)), tool("claims_ro", Some(true))]))]);
+        let c = Catalog::build(&[(
+            s,
+            upstream(vec![
+                tool("secret", Some(true)),
+                tool("claims_ro", Some(true)),
+            ]),
+        )]);
         assert!(c.tool("s_secret").is_none());
         assert!(!c.tool("s_claims_ro").unwrap().read_only);
     }

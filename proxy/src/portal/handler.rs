@@ -5,20 +5,20 @@
 #![allow(deprecated)] // logging/setLevel is deprecated by SEP-2577 but 2025 clients still send it.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, RequestMetaObject,
-    ResourceContents, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscriptionFilter,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ResourceContents,
+    ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
-use rmcp::{ErrorData, RoleClient, RoleServer, ServerHandler};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::Portal;
 use super::pagination::page;
+use super::pipeline::{CallContext, short};
 
 /// Handles one client session (legacy) or request (2026-07-28); cheap to clone.
 #[derive(Clone)]
@@ -43,64 +43,6 @@ impl PortalHandler {
     pub fn portal(&self) -> &Arc<Portal> {
         &self.portal
     }
-
-    /// Resolves an upstream by McpServer name to a callable peer and its timeout.
-    async fn upstream(&self, server: &str) -> Result<(Peer<RoleClient>, Duration, Arc<crate::upstream::Upstream>), ErrorData> {
-        let up = self
-            .portal
-            .upstreams
-            .get(server)
-            .await
-            .ok_or_else(|| ErrorData::internal_error(format!("upstream {server} is not configured"), None))?;
-        let peer = up.peer().map_err(|e| ErrorData::internal_error(e, None))?;
-        Ok((peer, up.config.timeout, up))
-    }
-
-    /// Forwards one request upstream with the server's timeout and the client's cancellation.
-    async fn forward<T>(
-        &self,
-        server: &str,
-        ct: &tokio_util::sync::CancellationToken,
-        call: impl AsyncFnOnce(Peer<RoleClient>) -> Result<T, rmcp::ServiceError>,
-    ) -> Result<T, ErrorData> {
-        let (peer, timeout, up) = self.upstream(server).await?;
-        tokio::select! {
-            // Dropping the call future sends notifications/cancelled upstream.
-            _ = ct.cancelled() => Err(ErrorData::internal_error("request cancelled by the client", None)),
-            r = tokio::time::timeout(timeout, call(peer)) => match r {
-                Err(_) => Err(ErrorData::internal_error(
-                    format!("upstream {server} did not answer within {}s", timeout.as_secs()),
-                    None,
-                )),
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(rmcp::ServiceError::McpError(e))) => Err(e),
-                Ok(Err(e)) => {
-                    up.report_broken();
-                    tracing::warn!(upstream = %server, error = %e, "upstream request failed");
-                    Err(ErrorData::internal_error(format!("upstream {server} failed: {}", short(&e.to_string())), None))
-                }
-            }
-        }
-    }
-
-    /// Metadata to send upstream: only a progress token mapped to this request (never the
-    /// client's own protocol metadata, which belongs to the downstream connection).
-    fn upstream_meta(
-        &self,
-        ctx: &RequestContext<RoleServer>,
-    ) -> (Option<RequestMetaObject>, Option<crate::upstream::client::ProgressRoute>) {
-        match ctx.meta.get_progress_token() {
-            Some(token) => {
-                let route = self.portal.upstreams.progress().register(token, ctx.peer.clone());
-                (Some(RequestMetaObject::with_progress_token(route.token.clone())), Some(route))
-            }
-            None => (None, None),
-        }
-    }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(300).collect()
 }
 
 impl ServerHandler for PortalHandler {
@@ -150,25 +92,14 @@ impl ServerHandler for PortalHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let catalog = self.portal.catalog();
-        let Some(tool) = catalog.tool(&request.name) else {
-            // A stale client may call a tool of a server that is down: say so plainly.
-            if let Some(server) = catalog.server_for_name(&request.name)
-                && let Some(up) = self.portal.upstreams.get(server).await
-                && let Err(reason) = up.peer()
-            {
-                return Err(ErrorData::internal_error(reason, None));
-            }
-            return Err(ErrorData::invalid_params(format!("Unknown tool: {}", short(&request.name)), None));
-        };
-        let (meta, _route) = self.upstream_meta(&context);
-        let mut params = CallToolRequestParams::new(tool.upstream_name.clone());
-        params.arguments = request.arguments;
-        params.meta = meta;
-        params.input_responses = request.input_responses;
-        params.request_state = request.request_state;
-        let server = tool.server.clone();
-        self.forward(&server, &context.ct, async move |peer| peer.call_tool_once(params).await)
+        let ctx = CallContext::from_request(&context);
+        self.portal
+            .call_tool(
+                &request.name,
+                request.arguments.clone(),
+                Some(&request),
+                &ctx,
+            )
             .await
     }
 
@@ -192,15 +123,23 @@ impl ServerHandler for PortalHandler {
     ) -> Result<GetPromptResponse, ErrorData> {
         let catalog = self.portal.catalog();
         let Some(prompt) = catalog.prompt(&request.name) else {
-            return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", short(&request.name)), None));
+            return Err(ErrorData::invalid_params(
+                format!("Unknown prompt: {}", short(&request.name)),
+                None,
+            ));
         };
-        let (meta, _route) = self.upstream_meta(&context);
+        let (meta, _route) = self
+            .portal
+            .upstream_meta(&CallContext::from_request(&context));
         let mut params = GetPromptRequestParams::new(prompt.upstream_name.clone());
         params.arguments = request.arguments;
         params.meta = meta;
         params.input_responses = request.input_responses;
         let server = prompt.server.clone();
-        self.forward(&server, &context.ct, async move |peer| peer.get_prompt_once(params).await)
+        self.portal
+            .forward(&server, &context.ct, async move |peer| {
+                peer.get_prompt_once(params).await
+            })
             .await
     }
 
@@ -240,12 +179,17 @@ impl ServerHandler for PortalHandler {
                 None,
             ));
         };
-        let (meta, _route) = self.upstream_meta(&context);
+        let (meta, _route) = self
+            .portal
+            .upstream_meta(&CallContext::from_request(&context));
         let mut params = ReadResourceRequestParams::new(uri);
         params.meta = meta;
         params.input_responses = request.input_responses;
         let response = self
-            .forward(&server, &context.ct, async move |peer| peer.read_resource_once(params).await)
+            .portal
+            .forward(&server, &context.ct, async move |peer| {
+                peer.read_resource_once(params).await
+            })
             .await?;
         Ok(match response {
             ReadResourceResponse::Complete(mut r) => {
@@ -291,18 +235,20 @@ impl ServerHandler for PortalHandler {
                 }
                 server
             }
-            _ => return Err(ErrorData::invalid_params("unsupported completion reference", None)),
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "unsupported completion reference",
+                    None,
+                ));
+            }
         };
-        let supports = self
-            .upstream(&server)
-            .await?
-            .0
-            .peer_info()
-            .is_some_and(|i| i.capabilities.completions.is_some());
-        if !supports {
+        if !self.portal.supports_completions(&server).await? {
             return Ok(CompleteResult::default());
         }
-        self.forward(&server, &context.ct, async move |peer| peer.complete(params).await)
+        self.portal
+            .forward(&server, &context.ct, async move |peer| {
+                peer.complete(params).await
+            })
             .await
     }
 
@@ -317,7 +263,10 @@ impl ServerHandler for PortalHandler {
         Ok(())
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         let mut accepted = SubscriptionFilter::default();
         accepted.tools_list_changed = requested.tools_list_changed;
         accepted.prompts_list_changed = requested.prompts_list_changed;

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod handler;
 pub mod pagination;
+pub mod pipeline;
 
 use std::sync::Arc;
 

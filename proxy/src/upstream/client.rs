@@ -42,7 +42,11 @@ impl Drop for ProgressRoute {
 
 impl ProgressRouter {
     /// Registers a route for a downstream request's progress token.
-    pub fn register(self: &Arc<Self>, downstream: ProgressToken, peer: Peer<RoleServer>) -> ProgressRoute {
+    pub fn register(
+        self: &Arc<Self>,
+        downstream: ProgressToken,
+        peer: Peer<RoleServer>,
+    ) -> ProgressRoute {
         let key = format!("portcullis-{}", self.next.fetch_add(1, Ordering::Relaxed));
         if let Ok(mut routes) = self.routes.lock() {
             routes.insert(key.clone(), (downstream, peer));

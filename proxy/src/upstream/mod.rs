@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rmcp::RoleClient;
 use rmcp::model::{
     ClientRequest, PingRequest, Prompt, ProtocolVersion, Resource, ResourceTemplate, Tool,
 };
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, Peer, RunningService};
-use rmcp::RoleClient;
 use serde::Serialize;
 use tokio::sync::{Notify, RwLock, watch};
 use tokio_util::sync::CancellationToken;
@@ -287,15 +287,16 @@ async fn supervise(all: Arc<Upstreams>, up: Arc<Upstream>) {
                 continue;
             }
             Err(_) => {
-                let e = format!("no answer within {}s while connecting", up.config.timeout.as_secs());
+                let e = format!(
+                    "no answer within {}s while connecting",
+                    up.config.timeout.as_secs()
+                );
                 fail(&all, &up, e, &mut backoff).await;
                 continue;
             }
         };
         let peer = running.peer().clone();
-        let protocol = peer
-            .peer_info()
-            .map(|i| i.protocol_version.to_string());
+        let protocol = peer.peer_info().map(|i| i.protocol_version.to_string());
         match fetch_catalog(&peer, up.config.timeout).await {
             Ok(catalog) => {
                 tracing::info!(upstream = %name, tools = catalog.tools.len(), protocol = ?protocol, "upstream ready");
@@ -419,7 +420,11 @@ async fn connect(
     all: &Arc<Upstreams>,
     up: &Arc<Upstream>,
 ) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
-    let handler = UpstreamClient::new(up.config.name.clone(), Arc::downgrade(up), all.progress.clone());
+    let handler = UpstreamClient::new(
+        up.config.name.clone(),
+        Arc::downgrade(up),
+        all.progress.clone(),
+    );
     let err = |e: &dyn std::fmt::Display| e.to_string();
     match &up.config.transport {
         Transport::StreamableHttp { url, headers } => {
@@ -441,10 +446,14 @@ async fn connect(
                 .map_err(|e| err(&e))
         }
         Transport::Sse { url, headers } => {
-            let (sink, stream) =
-                sse::connect(all.http.clone(), url, header_map(headers)?, up.config.timeout)
-                    .await
-                    .map_err(|e| err(&e))?;
+            let (sink, stream) = sse::connect(
+                all.http.clone(),
+                url,
+                header_map(headers)?,
+                up.config.timeout,
+            )
+            .await
+            .map_err(|e| err(&e))?;
             // Legacy SSE servers predate `server/discover`: go straight to initialize.
             handler
                 .serve_with_lifecycle((sink, stream), ClientLifecycleMode::Initialize)
@@ -479,7 +488,10 @@ async fn connect(
 /// servers) are found next to it.
 fn child_path() -> std::ffi::OsString {
     let mut parts = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.to_owned())) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_owned()))
+    {
         parts.push(dir);
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -506,29 +518,42 @@ async fn fetch_catalog(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Cat
         .peer_info()
         .map(|i| i.capabilities.clone())
         .unwrap_or_default();
-    let t = |what: &'static str| move |_| format!("{what} unanswered within {}s", timeout.as_secs());
+    let t =
+        |what: &'static str| move |_| format!("{what} unanswered within {}s", timeout.as_secs());
     let mut catalog = Catalog::default();
     if caps.tools.is_some() {
-        catalog.tools = tokio::time::timeout(timeout, list_all(|c| peer.list_tools(c), |r| (r.tools, r.next_cursor)))
-            .await
-            .map_err(t("tools/list"))?
-            .map_err(|e| format!("tools/list failed: {e}"))?;
+        catalog.tools = tokio::time::timeout(
+            timeout,
+            list_all(|c| peer.list_tools(c), |r| (r.tools, r.next_cursor)),
+        )
+        .await
+        .map_err(t("tools/list"))?
+        .map_err(|e| format!("tools/list failed: {e}"))?;
     }
     if caps.prompts.is_some() {
-        catalog.prompts = tokio::time::timeout(timeout, list_all(|c| peer.list_prompts(c), |r| (r.prompts, r.next_cursor)))
-            .await
-            .map_err(t("prompts/list"))?
-            .map_err(|e| format!("prompts/list failed: {e}"))?;
+        catalog.prompts = tokio::time::timeout(
+            timeout,
+            list_all(|c| peer.list_prompts(c), |r| (r.prompts, r.next_cursor)),
+        )
+        .await
+        .map_err(t("prompts/list"))?
+        .map_err(|e| format!("prompts/list failed: {e}"))?;
     }
     if caps.resources.is_some() {
-        catalog.resources = tokio::time::timeout(timeout, list_all(|c| peer.list_resources(c), |r| (r.resources, r.next_cursor)))
-            .await
-            .map_err(t("resources/list"))?
-            .map_err(|e| format!("resources/list failed: {e}"))?;
+        catalog.resources = tokio::time::timeout(
+            timeout,
+            list_all(|c| peer.list_resources(c), |r| (r.resources, r.next_cursor)),
+        )
+        .await
+        .map_err(t("resources/list"))?
+        .map_err(|e| format!("resources/list failed: {e}"))?;
         // Templates are optional even for servers with resources.
         catalog.templates = tokio::time::timeout(
             timeout,
-            list_all(|c| peer.list_resource_templates(c), |r| (r.resource_templates, r.next_cursor)),
+            list_all(
+                |c| peer.list_resource_templates(c),
+                |r| (r.resource_templates, r.next_cursor),
+            ),
         )
         .await
         .map_err(t("resources/templates/list"))?

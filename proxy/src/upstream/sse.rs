@@ -34,7 +34,10 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<
     (
-        impl futures::Sink<TxJsonRpcMessage<RoleClient>, Error = futures::channel::mpsc::SendError> + Send + Unpin + 'static,
+        impl futures::Sink<TxJsonRpcMessage<RoleClient>, Error = futures::channel::mpsc::SendError>
+        + Send
+        + Unpin
+        + 'static,
         impl futures::Stream<Item = RxJsonRpcMessage<RoleClient>> + Send + Unpin + 'static,
     ),
     SseError,
@@ -47,7 +50,10 @@ pub async fn connect(
         .send()
         .await?;
     if !resp.status().is_success() {
-        return Err(SseError::Protocol(format!("GET {base} answered {}", resp.status())));
+        return Err(SseError::Protocol(format!(
+            "GET {base} answered {}",
+            resp.status()
+        )));
     }
     let mut events = SseStream::from_bytes_stream(resp.bytes_stream()).boxed();
     let endpoint = tokio::time::timeout(timeout, async {
@@ -60,7 +66,9 @@ pub async fn connect(
                     .map_err(|e| SseError::Protocol(format!("bad endpoint {data:?}: {e}")));
             }
         }
-        Err(SseError::Protocol("stream ended before the endpoint event".into()))
+        Err(SseError::Protocol(
+            "stream ended before the endpoint event".into(),
+        ))
     })
     .await
     .map_err(|_| SseError::Protocol("no endpoint event within the timeout".into()))??;
