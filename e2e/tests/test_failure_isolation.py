@@ -23,6 +23,7 @@ FAST = 15.0
 class AfterKill:
     portal: Portal
     killed_at: float
+    victim_url: str
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def after_kill(module_pm: ProcessManager, tmp_path_factory: pytest.TempPathFacto
 
     run(warm())
     http.proc.hard_kill()
-    return AfterKill(portal, time.monotonic())
+    return AfterKill(portal, time.monotonic(), http.url)
 
 
 def _call_error(portal: Portal, tool: str, args: dict) -> str:
@@ -73,6 +74,15 @@ def test_a_call_to_the_dead_servers_tool_fails_fast_with_an_error_naming_it(afte
     elapsed = time.monotonic() - started
     assert elapsed < FAST, f"the call took {elapsed:.1f}s to fail (upstream timeout is {DEAD_TIMEOUT_SECONDS}s)"
     assert "victim" in message, f"error does not name the server: {message!r}"
+
+
+def test_the_error_for_a_dead_server_does_not_leak_its_address_or_internals(after_kill: AfterKill) -> None:
+    """Internal errors are logged, never sent to clients (DESIGN.md): no upstream URL, no
+    transport type names."""
+    message = _call_error(after_kill.portal, "victim_echo", {"message": "x"})
+    port = after_kill.victim_url.rsplit(":", 1)[1].split("/")[0]
+    assert after_kill.victim_url not in message and f":{port}" not in message, message
+    assert "rmcp::" not in message and "reqwest" not in message, message
 
 
 def test_the_other_upstreams_keep_working_after_one_dies(after_kill: AfterKill) -> None:
