@@ -30,15 +30,15 @@ use serde::{Deserialize, Serialize};
 /// URI scheme of the per-ticket resources (`tickets://PORT-101`).
 const SCHEME: &str = "tickets://";
 
-/// Where a ticket is in its life.
+/// Where a ticket is in its life: "open" (not started), "in_progress" or "done".
+///
+/// Inlined as a plain string enum so tool schemas stay small and free of `$ref`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(inline)]
 pub enum TicketStatus {
-    /// Not started.
     Open,
-    /// Someone is working on it.
     InProgress,
-    /// Finished.
     Done,
 }
 
@@ -80,7 +80,14 @@ pub struct TicketList {
 pub struct ListTicketsArgs {
     /// Only return tickets with this status; omit to return every ticket.
     #[serde(default)]
+    #[schemars(with = "TicketStatus", transform = drop_default)]
     pub status: Option<TicketStatus>,
+}
+
+/// Removes the `"default": null` that `#[serde(default)]` adds to an optional property whose
+/// schema is a plain string enum (`null` is not one of its values).
+fn drop_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 /// Arguments that name one ticket.
@@ -453,6 +460,16 @@ mod tests {
                 "{name} declares an outputSchema"
             );
         }
+    }
+
+    #[test]
+    fn the_status_filter_is_an_optional_plain_string_enum() {
+        let tool = TicketsServer::list_tickets_tool_attr();
+        let status = &tool.input_schema["properties"]["status"];
+        assert_eq!(status["type"], "string");
+        assert_eq!(status["enum"], json!(["open", "in_progress", "done"]));
+        assert!(status.get("default").is_none() && status.get("$ref").is_none());
+        assert!(tool.input_schema.get("required").is_none());
     }
 
     #[tokio::test]
