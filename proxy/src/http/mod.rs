@@ -1,6 +1,7 @@
 //! HTTP: the portal router, the admin router, and serving them.
 
 pub mod session;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,8 +30,8 @@ pub struct ServeOptions {
 
 /// The portal router: `/mcp` (both MCP eras), `/healthz`, `/readyz`.
 ///
-/// Layers on `/mcp`, outermost first: session sealing (opens and seals legacy session ids),
-/// then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
+/// Layers on `/mcp`, outermost first: body validation (size, JSON, JSON-RPC shape), session
+/// sealing (opens and seals legacy session ids), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
 /// (413) and the protocol headers before the handler sees a request.
 pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
     let cfg = portal.config();
@@ -58,6 +59,12 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             seal,
             session::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            validate::BodyLimits {
+                max_bytes: cfg.max_body_bytes,
+            },
+            validate::middleware,
         ));
     Router::new()
         .merge(mcp)

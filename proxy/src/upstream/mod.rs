@@ -29,8 +29,9 @@ pub use client::{ProgressRouter, UpstreamClient};
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
-/// How often a connected upstream is pinged.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How often a connected upstream is pinged. A stateless (2026-07-28) HTTP upstream holds no
+/// connection whose loss we would notice, so this bounds how long a dead one stays listed.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Upper bound on how many list pages we follow from one upstream.
 const MAX_LIST_PAGES: usize = 100;
 
@@ -340,8 +341,12 @@ async fn watch_connection(
         tokio::select! {
             _ = up.cancel.cancelled() => return "stopped".into(),
             _ = up.reconnect.notified() => {
+                // A call failed at the transport: check now instead of at the next ping.
                 if running.is_closed() || peer.is_transport_closed() {
                     return "connection lost".into();
+                }
+                if let Some(reason) = ping_fails(peer, up.config.timeout).await {
+                    return reason;
                 }
             }
             _ = closed_check.tick() => {
@@ -360,14 +365,20 @@ async fn watch_connection(
                 }
             }
             _ = ping.tick() => {
-                let req = ClientRequest::PingRequest(PingRequest::default());
-                match tokio::time::timeout(up.config.timeout, peer.send_request(req)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return format!("ping failed: {e}"),
-                    Err(_) => return format!("ping unanswered within {}s", up.config.timeout.as_secs()),
+                if let Some(reason) = ping_fails(peer, up.config.timeout).await {
+                    return reason;
                 }
             }
         }
+    }
+}
+
+async fn ping_fails(peer: &Peer<RoleClient>, timeout: Duration) -> Option<String> {
+    let req = ClientRequest::PingRequest(PingRequest::default());
+    match tokio::time::timeout(timeout, peer.send_request(req)).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("ping failed: {e}")),
+        Err(_) => Some(format!("ping unanswered within {}s", timeout.as_secs())),
     }
 }
 

@@ -1,0 +1,113 @@
+//! First look at a POST body: bounded, JSON, one JSON-RPC message.
+//!
+//! rmcp answers a body that does not parse with a plain-text 415. Clients deserve a JSON-RPC
+//! error they can show, so malformed input is answered here, before the protocol layer:
+//! `-32700` for bytes that are not JSON, `-32600` for JSON that is not a JSON-RPC message, and
+//! 413 with a JSON-RPC error for bodies over the portal's limit.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Limits applied to every POST body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body, in bytes.
+    pub max_bytes: usize,
+}
+
+fn rpc_error(status: StatusCode, code: i64, message: String) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Checks a JSON-RPC message's shape; returns the reason it is not one.
+fn shape_error(v: &Value) -> Option<&'static str> {
+    let Some(obj) = v.as_object() else {
+        return Some(if v.is_array() {
+            "batches are not supported; send one JSON-RPC message per request"
+        } else {
+            "a JSON-RPC message must be an object"
+        });
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Some("\"jsonrpc\" must be \"2.0\"");
+    }
+    match obj.get("method") {
+        Some(Value::String(m)) if m.len() > 256 => Some("method name too long"),
+        Some(Value::String(_)) => None,
+        Some(_) => Some("\"method\" must be a string"),
+        // Responses to server requests carry no method but an id and a result or error.
+        None if obj.contains_key("id")
+            && (obj.contains_key("result") || obj.contains_key("error")) =>
+        {
+            None
+        }
+        None => Some("missing \"method\""),
+    }
+}
+
+/// Axum middleware enforcing [`BodyLimits`] and JSON-RPC shape on POSTs.
+pub async fn middleware(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, limits.max_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                format!(
+                    "request body exceeds the portal's limit of {} bytes",
+                    limits.max_bytes
+                ),
+            );
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+        }
+    };
+    if let Some(reason) = shape_error(&value) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!("Invalid Request: {reason}"),
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_of_json_rpc_messages_are_checked() {
+        assert_eq!(
+            shape_error(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})),
+            None
+        );
+        assert_eq!(
+            shape_error(&json!({"jsonrpc": "2.0", "id": 1, "result": {}})),
+            None
+        );
+        assert!(
+            shape_error(&json!([{"jsonrpc": "2.0"}]))
+                .unwrap()
+                .contains("batches")
+        );
+        assert!(shape_error(&json!({"jsonrpc": "1.0", "method": "x"})).is_some());
+        assert!(shape_error(&json!({"jsonrpc": "2.0", "method": 3})).is_some());
+        assert!(shape_error(&json!({"jsonrpc": "2.0"})).is_some());
+        assert!(shape_error(&json!("text")).is_some());
+    }
+}

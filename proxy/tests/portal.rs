@@ -1,0 +1,389 @@
+//! Portal core end to end, in process: real upstream processes (the bundled demo servers),
+//! real sockets, real MCP clients (rmcp) of both protocol eras.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy::config::{self, Manifests};
+use proxy::http::{self, ServeOptions};
+use proxy::portal::Portal;
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const DEMO: &str = env!("CARGO_BIN_EXE_portcullis-demo");
+const KEY: &str = "0123456789abcdef0123456789abcdef-shared";
+
+fn demo_manifests(session_key: Option<&str>) -> String {
+    let mut text = format!(
+        r#"
+apiVersion: portcullis.dev/v1alpha1
+kind: McpServer
+metadata: {{name: tickets}}
+spec: {{deployment: {{image: unused, command: ["{DEMO}"], args: [tickets, --stdio]}}}}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: McpServer
+metadata: {{name: docs}}
+spec: {{deployment: {{image: unused, command: ["{DEMO}"], args: [docs, --stdio]}}}}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: McpPortal
+metadata: {{name: demo}}
+spec:
+  public: true
+  servers: {{names: [tickets, docs]}}
+"#
+    );
+    if let Some(key) = session_key {
+        text.push_str(&format!(
+            "  sessionKeyFrom: {{name: session, key: key}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: session}}\nstringData: {{key: \"{key}\"}}\n"
+        ));
+    }
+    text
+}
+
+struct Running {
+    url: String,
+    shutdown: CancellationToken,
+    portal: Arc<Portal>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(yaml: &str) -> Running {
+    let mut m = Manifests::default();
+    config::manifests::parse_into(&mut m, Path::new("test.yaml"), yaml).unwrap();
+    let cfg = config::resolve(&m, "demo", Path::new("/nonexistent")).unwrap();
+    let shutdown = CancellationToken::new();
+    let portal = Portal::start(cfg, shutdown.clone()).await;
+    portal.upstreams.settled(Duration::from_secs(20)).await;
+    let (listener, addr) = http::bind("127.0.0.1:0").await.unwrap();
+    let router = http::app(portal.clone(), &ServeOptions { loopback: true });
+    tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    Running {
+        url: format!("http://{addr}/mcp"),
+        shutdown,
+        portal,
+    }
+}
+
+async fn client(
+    url: &str,
+    mode: ClientLifecycleMode,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
+    ().serve_with_lifecycle(transport, mode).await.unwrap()
+}
+
+fn legacy() -> ClientLifecycleMode {
+    ClientLifecycleMode::Initialize
+}
+
+fn modern() -> ClientLifecycleMode {
+    ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_both_eras_see_prefixed_tools_and_calls_route_to_the_right_upstream() {
+    let portal = start(&demo_manifests(None)).await;
+    for (era, mode) in [("legacy", legacy()), ("2026-07-28", modern())] {
+        let c = client(&portal.url, mode).await;
+        let tools = c.list_all_tools().await.unwrap();
+        let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+        assert!(
+            names.contains(&"tickets_list_tickets".to_string()),
+            "{era}: {names:?}"
+        );
+        assert!(
+            names.contains(&"docs_search_documents".to_string()),
+            "{era}: {names:?}"
+        );
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "{era}: deterministic order");
+        let list = tools
+            .iter()
+            .find(|t| t.name == "tickets_list_tickets")
+            .unwrap();
+        assert!(
+            list.output_schema.is_some(),
+            "{era}: outputSchema preserved"
+        );
+        assert_eq!(
+            list.annotations.as_ref().and_then(|a| a.read_only_hint),
+            Some(true),
+            "{era}: annotations preserved"
+        );
+
+        let mut params = CallToolRequestParams::new("tickets_list_tickets");
+        params.arguments = Some(
+            json!({"status": "in_progress"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let r = c.call_tool(params).await.unwrap();
+        let structured = r.structured_content.expect("structuredContent preserved");
+        let tickets = structured["tickets"].as_array().unwrap();
+        assert_eq!(tickets.len(), 1, "{era}: {structured}");
+
+        let mut params = CallToolRequestParams::new("docs_search_documents");
+        params.arguments = Some(json!({"query": "rotation"}).as_object().unwrap().clone());
+        let r = c.call_tool(params).await.unwrap();
+        assert_ne!(r.is_error, Some(true), "{era}");
+
+        let err = c
+            .call_tool(CallToolRequestParams::new("nobody_nothing"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Unknown tool: nobody_nothing"), "{era}: {err}");
+        c.cancel().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_and_prompts_route_back_through_rewritten_uris() {
+    let portal = start(&demo_manifests(None)).await;
+    let c = client(&portal.url, legacy()).await;
+    let resources = c.list_all_resources().await.unwrap();
+    let ticket = resources
+        .iter()
+        .find(|r| r.uri.starts_with("portcullis://tickets/"))
+        .expect("ticket resources are listed under portcullis://tickets/");
+    let read = c
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            ticket.uri.clone(),
+        ))
+        .await
+        .unwrap();
+    let first = serde_json::to_value(&read.contents[0]).unwrap();
+    assert_eq!(
+        first["uri"],
+        json!(ticket.uri),
+        "content URIs are rewritten too"
+    );
+    let prompts = c.list_all_prompts().await.unwrap();
+    assert!(
+        prompts.iter().any(|p| p.name == "tickets_triage_ticket"),
+        "{prompts:?}"
+    );
+    let templates = c.list_all_resource_templates().await.unwrap();
+    assert!(
+        templates
+            .iter()
+            .all(|t| t.uri_template.starts_with("portcullis://"))
+    );
+    c.cancel().await.unwrap();
+}
+
+async fn post(
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+/// The JSON-RPC message of a response that may be JSON or SSE.
+fn message(body: &str) -> Value {
+    if let Ok(v) = serde_json::from_str(body) {
+        return v;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("id").is_some())
+        .unwrap_or(Value::Null)
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_session_is_served_by_any_replica_sharing_the_key() {
+    let a = start(&demo_manifests(Some(KEY))).await;
+    let b = start(&demo_manifests(Some(KEY))).await;
+    let other = start(&demo_manifests(Some(
+        "a different key, 32 bytes at least!!",
+    )))
+    .await;
+
+    let (status, headers, _) = post(&a.url, INIT, &[]).await;
+    assert_eq!(status, 200);
+    let sid = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let (status, _, _) = post(
+        &a.url,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        &session,
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    for (i, replica) in [&b, &a, &b].iter().enumerate() {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/list"}}"#,
+            10 + i
+        );
+        let (status, _, text) = post(&replica.url, &body, &session).await;
+        assert_eq!(status, 200, "request {i}: {text}");
+        let msg = message(&text);
+        assert!(
+            msg["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()),
+            "{msg}"
+        );
+    }
+    let (status, _, text) = post(
+        &other.url,
+        r#"{"jsonrpc":"2.0","id":99,"method":"tools/list"}"#,
+        &session,
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "a replica with another key must not accept the session: {text}"
+    );
+    let (status, _, _) = post(
+        &a.url,
+        r#"{"jsonrpc":"2.0","id":98,"method":"tools/list"}"#,
+        &[
+            ("mcp-session-id", "forged"),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_the_portal_keeps_serving() {
+    let portal = start(&demo_manifests(None)).await;
+    let (status, _, text) = post(&portal.url, "{not json", &[]).await;
+    assert_eq!(status, 400);
+    assert_eq!(message(&text)["error"]["code"], json!(-32700), "{text}");
+    let (status, _, text) = post(
+        &portal.url,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, message(&text)["error"]["code"].clone()),
+        (400, json!(-32600)),
+        "{text}"
+    );
+
+    let (status, _, text) = post(&portal.url, INIT, &[("origin", "http://evil.example")]).await;
+    assert_eq!(status, 403, "{text}");
+
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"x":"{}"}}}}"#,
+        "a".repeat(5 * 1024 * 1024)
+    );
+    let (status, _, text) = post(&portal.url, &huge, &[]).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("exceeds"), "{text}");
+
+    // Still serving after all of it.
+    let c = client(&portal.url, modern()).await;
+    assert!(!c.list_all_tools().await.unwrap().is_empty());
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_leaves_the_lists_and_calls_to_it_fail_fast() {
+    let mut child = tokio::process::Command::new(DEMO)
+        .args(["docs", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let url = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("demo server printed its URL");
+        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break u.to_owned();
+        }
+    };
+    let yaml = demo_manifests(None).replacen(
+        &format!("metadata: {{name: docs}}\nspec: {{deployment: {{image: unused, command: [\"{DEMO}\"], args: [docs, --stdio]}}}}"),
+        &format!("metadata: {{name: docs}}\nspec: {{remote: {{url: \"{url}\"}}, timeoutSeconds: 2}}"),
+        1,
+    );
+    let portal = start(&yaml).await;
+    let c = client(&portal.url, legacy()).await;
+    assert!(
+        c.list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "docs_get_document")
+    );
+
+    child.kill().await.unwrap();
+    // The first call after the death fails at the transport and triggers a health check.
+    let err = c
+        .call_tool(CallToolRequestParams::new("docs_get_document"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("docs"), "{err}");
+    let mut gone = false;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let tools = c.list_all_tools().await.unwrap();
+        if !tools.iter().any(|t| t.name.starts_with("docs_")) {
+            assert!(
+                tools.iter().any(|t| t.name == "tickets_list_tickets"),
+                "the other upstream stays"
+            );
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "tools of the dead upstream must leave the list");
+    let started = std::time::Instant::now();
+    let err = c
+        .call_tool(CallToolRequestParams::new("docs_get_document"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("docs") && err.contains("unavailable"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
+    let status = portal.portal.upstreams.status().await;
+    let docs = status.iter().find(|s| s.name == "docs").unwrap();
+    assert_eq!(docs.state, proxy::upstream::Health::Down);
+    assert!(docs.error.is_some());
+    c.cancel().await.unwrap();
+}
