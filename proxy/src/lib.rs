@@ -1,1 +1,2 @@
 //! Portcullis portal.
+pub mod codemode;
