@@ -181,12 +181,14 @@ impl Outcome {
 }
 
 /// Runs a search script: `codemode.tools()` lists `tools`; no tool can be called.
+/// Must be called within a tokio runtime with its time driver enabled.
 pub async fn search(code: &str, tools: &[ToolInfo], limits: &Limits) -> Outcome {
     sandbox::run(code, tools, None, limits).await
 }
 
 /// Runs an execute script: `codemode.<js_name>(args)` calls the matching tool through
-/// `invoker`. Must be called within a tokio runtime (tool calls are spawned on it).
+/// `invoker`. Must be called within a tokio runtime with its time driver enabled (tool calls
+/// are spawned on it).
 pub async fn execute(
     code: &str,
     tools: &[ToolInfo],

@@ -56,6 +56,8 @@ type Intrinsics = (
 const THREAD_STACK_MARGIN: usize = 4 << 20;
 /// Longest error message reported (script exception text, tool error text).
 const MAX_MESSAGE_BYTES: usize = 4 << 10;
+/// How long past the wall deadline `execute` waits for a script thread that does not stop.
+const BACKSTOP_GRACE: Duration = Duration::from_secs(2);
 
 enum Msg {
     Done(u64, Result<Json, String>),
@@ -136,11 +138,25 @@ pub(super) async fn run(
     if spawned.is_err() {
         return Outcome::failed("sandbox unavailable", None);
     }
-    let (outcome, mut calls) = match done_rx.await {
-        Ok(r) => r,
+    // The script thread enforces the wall deadline itself; this backstop only matters if the
+    // thread were stuck outside QuickJS's interrupt checks. The thread is then left to finish
+    // on its own (the cancel flag is set when `_guard` drops).
+    let backstop = wall_deadline + BACKSTOP_GRACE;
+    let (outcome, mut calls) = match tokio::time::timeout_at(backstop.into(), done_rx).await {
+        Ok(Ok(r)) => r,
         // The thread panicked: report no detail.
-        Err(_) => (
+        Ok(Err(_)) => (
             Outcome::failed("internal sandbox error", None),
+            JoinSet::new(),
+        ),
+        Err(_) => (
+            Outcome::failed(
+                format!(
+                    "wall-clock time limit exceeded ({} ms)",
+                    limits.wall.as_millis()
+                ),
+                Some(LimitKind::Wall),
+            ),
             JoinSet::new(),
         ),
     };
