@@ -767,6 +767,7 @@ fn the_two_tool_definitions_are_small_and_fixed() {
         [SEARCH_TOOL, EXECUTE_TOOL]
     );
     let json = serde_json::to_string(&defs).unwrap();
+    println!("tool definitions: {} chars", json.len());
     assert!(json.len() <= 1_600, "{} chars: {json}", json.len());
     assert!(json.contains("codemode.tools()"));
     assert!(json.contains("codemode.tickets_list_tickets"));
