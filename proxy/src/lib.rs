@@ -1,9 +1,12 @@
 //! Portcullis portal: one governed MCP endpoint over many upstream MCP servers.
 //!
-//! The request path: HTTP (axum) -> session sealing -> rmcp's Streamable HTTP service (both MCP
-//! eras; Origin, Host, size and header checks) -> [`portal::PortalHandler`] (aggregated lists,
-//! routed calls) -> [`upstream`] connections (Streamable HTTP, legacy SSE, stdio).
+//! The request path: HTTP (axum) -> body validation -> session sealing -> rmcp's Streamable
+//! HTTP service (both MCP eras; Origin, Host and header checks) -> [`portal::PortalHandler`]
+//! (aggregated lists; every call through [`portal::pipeline`]) -> [`upstream`] connections
+//! (Streamable HTTP, legacy SSE, stdio). [`codemode`] runs model-written JavaScript whose tool
+//! calls go through the same pipeline.
 
+pub mod codemode;
 pub mod config;
 pub mod error;
 pub mod http;
