@@ -32,7 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 /// The bundled Portcullis demo MCP servers.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-demo", version, about)]
+#[command(name = "portcullis-demo", version)]
 struct Cli {
     #[command(subcommand)]
     server: ServerKind,
@@ -84,8 +84,10 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
     let result = runtime.block_on(run(cli));
+    tracing::debug!("serving ended; shutting down the runtime");
     // A blocking stdin read (stdio on a terminal) cannot be cancelled; do not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::debug!("runtime shut down");
     result
 }
 
@@ -112,10 +114,12 @@ where
     S: ServerHandler + Clone,
 {
     let shutdown = CancellationToken::new();
+    // Register the handlers before serving so that an early SIGTERM is not lost.
+    let signal = shutdown_signal()?;
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            shutdown_signal().await;
+            signal.await;
             tracing::info!("shutdown signal received");
             shutdown.cancel();
         }
@@ -133,10 +137,13 @@ async fn serve_stdio<S: ServerHandler>(
     let name = server.get_info().server_info.name;
     // `stdio_pipes` drives piped stdin/stdout on the IO reactor (and falls back to blocking
     // handles for terminals and files), which is how MCP clients launch stdio servers.
-    let running = server
-        .serve(rmcp::transport::stdio_pipes())
-        .await
-        .context("MCP handshake over stdio")?;
+    // Shutdown must also work while waiting for the client's first message.
+    let running = tokio::select! {
+        running = server.serve(rmcp::transport::stdio_pipes()) => {
+            running.context("MCP handshake over stdio")?
+        }
+        () = shutdown.cancelled() => return Ok(()),
+    };
     tracing::info!(server = %name, "serving MCP over stdio");
     let cancel = running.cancellation_token();
     tokio::select! {
@@ -218,32 +225,26 @@ where
     Ok(())
 }
 
-/// Resolves on ctrl-c or (on Unix) SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Registers for ctrl-c and (on Unix) SIGTERM; the returned future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    Ok(async move {
+        #[cfg(unix)]
+        let terminate = terminate.recv();
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<Option<()>>();
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "cannot listen for ctrl-c");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+            _ = terminate => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }
 
 #[cfg(test)]
