@@ -27,9 +27,11 @@ demo:
 	$(CARGO) build -p portcullis-proxy --bins
 	$(CARGO) run -p portcullis-proxy --bin portcullis-proxy -- --manifests examples/demo/portal.yaml --portal demo --listen 127.0.0.1:8080
 
-## bench: benchmarks (placeholder; targets are added by the benchmark work)
+## bench: benchmarks on release builds; prints figures, asserts none (results in target/bench/).
+## One command per line: append further benchmarks (DLP, Code Mode, ...) as lines below.
 bench:
-	@echo "make bench: no benchmarks yet"
+	$(CARGO) build --release -p portcullis-proxy --bins
+	python3 e2e/bench/run.py
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,0 +1,776 @@
+#!/usr/bin/env python3
+"""Portal benchmarks: tools/call through the portal vs direct, proxy memory, tools/list at scale.
+
+Python 3.11 stdlib only. Everything runs on 127.0.0.1 with release binaries:
+
+1. tools/call (`echo`) with `wrk` (same Lua script, same connections/threads/duration) directly
+   against one `portcullis-demo synthetic` server and through a portal over that same server;
+   modern stateless 2026-07-28 calls, and legacy-session calls (initialize once, reuse the
+   Mcp-Session-Id) unless --skip-legacy.
+2. VmRSS/VmHWM of the proxy process (not its children): the demo config (stdio upstreams)
+   after startup and after a short load; the bench portal after startup and after the load.
+3. tools/list with 50 upstream servers x 20 tools (19 generated + `echo` = 1,000 tools): p50/p99
+   over sequential keep-alive requests (http.client), following the portal's cursors; bytes.
+
+Numbers are printed and written as JSON (default target/bench/portal.json); nothing is asserted.
+Every child runs in its own process group and is killed (SIGTERM, then SIGKILL) on the way out,
+and dies with this script (PR_SET_PDEATHSIG).
+
+    python3 e2e/bench/run.py [--duration 10] [--connections 16] [--threads 2] [--skip-legacy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "target" / "release"
+PROXY = RELEASE / "portcullis-proxy"
+DEMO = RELEASE / "portcullis-demo"
+DEMO_MANIFESTS = ROOT / "examples" / "demo" / "portal.yaml"
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+API = "portcullis.dev/v1alpha1"
+MESSAGE = "portcullis-bench"
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_LIVE: list["Proc"] = []
+
+
+class Proc:
+    """A child in its own process group; stdout/stderr drained to log files and memory."""
+
+    def __init__(self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"{name}.log"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.popen = subprocess.Popen(
+            [str(c) for c in cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.pid = self.popen.pid
+        _LIVE.append(self)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.popen.stdout is not None
+        with open(self.log, "w", encoding="utf-8", errors="replace") as log:
+            for raw in iter(self.popen.stdout.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                log.write(line + "\n")
+                with self._cond:
+                    self.lines.append(line)
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited ({self.popen.returncode}) before /{pattern}/:\n{self.tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"{self.name} did not print /{pattern}/ within {timeout}s:\n{self.tail()}")
+                self._cond.wait(min(left, 0.2))
+
+    def count(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        with self._cond:
+            return sum(1 for line in self.lines if rx.search(line))
+
+    def tail(self, n: int = 30) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-n:])
+
+    def kill(self, grace: float = 3.0) -> None:
+        if self in _LIVE:
+            _LIVE.remove(self)
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # The group may hold children (stdio upstreams) even when the leader is gone.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.popen.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def kill_all() -> None:
+    for p in list(reversed(_LIVE)):
+        p.kill(grace=2.0)
+
+
+atexit.register(kill_all)
+
+
+def memory(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of one process, MiB."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Servers and manifests
+# --------------------------------------------------------------------------------------------
+
+SERVING = r"serving (http://\S+/mcp)"
+PORTAL_SERVING = r"portcullis-proxy: portal (\S+) serving (http://\S+/mcp)"
+PORTAL_ADMIN = r"portcullis-proxy: admin (http://\S+?)/?$"
+
+
+def start_synthetic(name: str, tools: int, logs: Path) -> tuple[Proc, str]:
+    proc = Proc(name, [DEMO, "synthetic", "--tools", str(tools), "--listen", "127.0.0.1:0"], logs)
+    return proc, proc.wait_for(SERVING).group(1)
+
+
+def write_manifests(path: Path, servers: dict[str, str], portal: str) -> Path:
+    """JSON documents (YAML is a superset) for `--manifests`: remote servers + a public portal."""
+    docs = [
+        {
+            "apiVersion": API,
+            "kind": "McpServer",
+            "metadata": {"name": name},
+            "spec": {"remote": {"url": url}},
+        }
+        for name, url in servers.items()
+    ]
+    docs.append(
+        {
+            "apiVersion": API,
+            "kind": "McpPortal",
+            "metadata": {"name": portal},
+            "spec": {"public": True, "servers": {"names": list(servers)}},
+        }
+    )
+    path.write_text("\n---\n".join(json.dumps(d) for d in docs) + "\n", encoding="utf-8")
+    return path
+
+
+class Portal:
+    def __init__(self, proc: Proc, url: str, admin: str):
+        self.proc, self.url, self.admin = proc, url, admin
+
+    def upstreams(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.admin}/admin/upstreams", timeout=5) as r:
+            body = json.load(r)
+        return body["upstreams"] if isinstance(body, dict) else body
+
+    def wait_ready(self, names: list[str], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {u.get("name"): u.get("state") for u in self.upstreams()}
+            if all(states.get(n) == "ready" for n in names):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"upstreams not ready after {timeout}s: {states}\n{self.proc.tail()}")
+            time.sleep(0.1)
+
+
+def start_portal(name: str, manifests: Path, portal: str, logs: Path, env: dict[str, str] | None = None) -> Portal:
+    cmd = [PROXY, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    proc = Proc(name, cmd, logs, env=env)
+    url = proc.wait_for(PORTAL_SERVING, timeout=60).group(2)
+    admin = proc.wait_for(PORTAL_ADMIN, timeout=60).group(1).rstrip("/")
+    return Portal(proc, url, admin)
+
+
+# --------------------------------------------------------------------------------------------
+# MCP over http.client
+# --------------------------------------------------------------------------------------------
+
+META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientInfo": {"name": "portcullis-bench", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def modern_headers(method: str, name: str | None = None) -> dict[str, str]:
+    h = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": method,
+    }
+    if name is not None:
+        h["mcp-name"] = name
+    return h
+
+
+def call_body(tool: str, rid: int = 2, modern: bool = True) -> str:
+    params: dict = {"name": tool, "arguments": {"message": MESSAGE}}
+    if modern:
+        params["_meta"] = META
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}, separators=(",", ":"))
+
+
+def rpc_message(body: bytes) -> dict:
+    """The JSON-RPC message of a JSON or SSE response (the last `data:` event that parses)."""
+    text = body.decode("utf-8")
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    last = None
+    for line in text.splitlines():
+        if line.startswith("data:") and line[5:].strip():
+            try:
+                last = json.loads(line[5:].strip())
+            except ValueError:
+                pass
+    if last is None:
+        raise ValueError(f"no JSON-RPC message in response: {text[:300]!r}")
+    return last
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to an MCP endpoint."""
+
+    def __init__(self, url: str):
+        rest = url.split("://", 1)[1]
+        hostport, _, path = rest.partition("/")
+        host, _, port = hostport.partition(":")
+        self.path = "/" + path
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def post(self, body: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        self.conn.request("POST", self.path, body=body.encode(), headers=headers)
+        r = self.conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def check_call(url: str, tool: str) -> None:
+    c = Client(url)
+    try:
+        status, _, body = c.post(call_body(tool), modern_headers("tools/call", tool))
+        msg = rpc_message(body)
+        text = msg.get("result", {}).get("content", [{}])[0].get("text")
+        if status != 200 or text != MESSAGE:
+            raise RuntimeError(f"tools/call {tool} at {url}: HTTP {status}: {body[:300]!r}")
+    finally:
+        c.close()
+
+
+def legacy_session(url: str) -> str:
+    """initialize + notifications/initialized; returns the Mcp-Session-Id."""
+    c = Client(url)
+    try:
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "portcullis-bench", "version": "1"}},
+        }
+        h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        status, headers, body = c.post(json.dumps(init), h)
+        sid = headers.get("mcp-session-id")
+        if status != 200 or not sid:
+            raise RuntimeError(f"initialize at {url}: HTTP {status} {headers} {body[:300]!r}")
+        rpc_message(body)
+        h2 = dict(h, **{"mcp-session-id": sid, "mcp-protocol-version": LEGACY})
+        status, _, body = c.post(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), h2)
+        if status not in (200, 202):
+            raise RuntimeError(f"notifications/initialized at {url}: HTTP {status} {body[:300]!r}")
+        return sid
+    finally:
+        c.close()
+
+
+def check_legacy_call(url: str, sid: str, tool: str) -> None:
+    c = Client(url)
+    try:
+        h = legacy_headers(sid)
+        status, _, body = c.post(call_body(tool, modern=False), h)
+        text = rpc_message(body).get("result", {}).get("content", [{}])[0].get("text")
+        if status != 200 or text != MESSAGE:
+            raise RuntimeError(f"legacy tools/call {tool} at {url}: HTTP {status}: {body[:300]!r}")
+    finally:
+        c.close()
+
+
+def legacy_headers(sid: str) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": LEGACY,
+        "mcp-session-id": sid,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+# --------------------------------------------------------------------------------------------
+
+LUA = r"""
+-- generated by e2e/bench/run.py
+wrk.method = "POST"
+wrk.body = %(body)s
+%(headers)s
+local marker = %(marker)s
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, marker, 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_JSON {\"requests\":%%d,\"duration_us\":%%d,\"bytes\":%%d,\"bad\":%%d," ..
+    "\"errors\":{\"connect\":%%d,\"read\":%%d,\"write\":%%d,\"status\":%%d,\"timeout\":%%d}," ..
+    "\"p50_us\":%%d,\"p90_us\":%%d,\"p99_us\":%%d,\"p999_us\":%%d,\"max_us\":%%d,\"mean_us\":%%.1f}\n",
+    summary.requests, summary.duration, summary.bytes, b,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    latency.max, latency.mean))
+end
+"""
+
+
+def lua_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid Lua string literal for ASCII text
+
+
+def write_lua(path: Path, body: str, headers: dict[str, str]) -> Path:
+    hl = "\n".join(f"wrk.headers[{lua_str(k)}] = {lua_str(v)}" for k, v in headers.items())
+    # Both eras answer echo with the message as text; a JSON-RPC error or isError would not.
+    path.write_text(LUA % {"body": lua_str(body), "headers": hl, "marker": lua_str(f'"text":"{MESSAGE}"')})
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all threads), seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: Path, args: argparse.Namespace, duration: float, log: Path,
+        watch: dict[str, int] | None = None) -> dict:
+    """One wrk run; `watch` names processes whose CPU time per call is reported."""
+    cmd = [
+        args.wrk, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
+        "--timeout", "5s", "--latency", "-s", str(script), url,
+    ]
+    before = {k: cpu_seconds(pid) for k, pid in (watch or {}).items()}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        stdout, stderr = proc.communicate(timeout=duration + 60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    after = {k: cpu_seconds(pid) for k, pid in (watch or {}).items()}
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {' '.join(cmd)}\n{stdout}{stderr}\n")
+    m = re.search(r"^BENCH_JSON (\{.*\})$", stdout, re.M)
+    if proc.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{stdout}\n{stderr}")
+    res = json.loads(m.group(1))
+    res["rps"] = round(res["requests"] / (res["duration_us"] / 1e6), 1)
+    # Failed calls (HTTP errors, JSON-RPC errors, isError) are cheap and must not count.
+    failed = res["bad"] + sum(res["errors"].values())
+    res["ok_rps"] = round(max(0, res["requests"] - failed) / (res["duration_us"] / 1e6), 1)
+    if watch and res["requests"]:
+        res["cpu_us_per_call"] = {k: round((after[k] - before[k]) / res["requests"] * 1e6, 1) for k in watch}
+        res["cpu_percent"] = {k: round((after[k] - before[k]) / (res["duration_us"] / 1e6) * 100, 1) for k in watch}
+    return res
+
+
+def load(label: str, url: str, script: Path, args: argparse.Namespace, log: Path,
+         watch: dict[str, int] | None = None) -> dict:
+    if args.warmup > 0:
+        wrk(url, script, args, args.warmup, log)
+    res = wrk(url, script, args, args.duration, log, watch)
+    cpu = "   ".join(f"{k} {v:.0f} us/call" for k, v in res.get("cpu_us_per_call", {}).items())
+    print(f"  {label:<16} {res['ok_rps']:>8.0f} ok calls/s   p50 {res['p50_us'] / 1000:.3f} ms   "
+          f"p99 {res['p99_us'] / 1000:.3f} ms   bad {res['bad'] + sum(res['errors'].values())}   cpu: {cpu}", flush=True)
+    return res
+
+
+def compare(direct: dict, portal: dict) -> dict:
+    return {
+        "direct": direct,
+        "portal": portal,
+        "throughput_ratio": round(portal["ok_rps"] / direct["ok_rps"], 3) if direct["ok_rps"] else None,
+        "added_p50_ms": round((portal["p50_us"] - direct["p50_us"]) / 1000, 3),
+        "added_p99_ms": round((portal["p99_us"] - direct["p99_us"]) / 1000, 3),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# tools/list
+# --------------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def list_tools_loop(url: str, n: int, warmup: int) -> dict:
+    """`n` full listings (following cursors) on one keep-alive connection."""
+    c = Client(url)
+    full_ms: list[float] = []
+    page_ms: list[float] = []
+    pages = tools = total_bytes = 0
+    page_bytes: list[int] = []
+    counts: list[int] = []
+    try:
+        for i in range(warmup + n):
+            cursor = None
+            names: list[str] = []
+            sizes: list[int] = []
+            this_pages: list[float] = []
+            while True:
+                params: dict = {"_meta": META}
+                if cursor:
+                    params["cursor"] = cursor
+                body = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": params})
+                p0 = time.perf_counter()
+                status, _, data = c.post(body, modern_headers("tools/list"))
+                this_pages.append((time.perf_counter() - p0) * 1000)
+                if status != 200:
+                    raise RuntimeError(f"tools/list at {url}: HTTP {status}: {data[:300]!r}")
+                sizes.append(len(data))
+                result = rpc_message(data)["result"]
+                names.extend(t["name"] for t in result["tools"])
+                cursor = result.get("nextCursor")
+                if not cursor:
+                    break
+            # Time on the wire (request to last byte of every page); the client's JSON parsing
+            # between pages is not the portal's time.
+            elapsed = sum(this_pages)
+            if i >= warmup:
+                full_ms.append(elapsed)
+                page_ms.extend(this_pages)
+                counts.append(len(names))
+            pages, tools, total_bytes, page_bytes = len(sizes), len(names), sum(sizes), sizes
+    finally:
+        c.close()
+    return {
+        "requests": n,
+        "tools": tools,
+        "tools_min": min(counts),
+        "tools_max": max(counts),
+        "pages": pages,
+        "bytes": total_bytes,
+        "page_bytes": page_bytes,
+        "full_p50_ms": round(statistics.median(full_ms), 3),
+        "full_p99_ms": round(pct(full_ms, 99), 3),
+        "full_mean_ms": round(statistics.fmean(full_ms), 3),
+        "page_p50_ms": round(statistics.median(page_ms), 3),
+        "page_p99_ms": round(pct(page_ms, 99), 3),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> None:
+    print("== tools/call: direct vs portal (one synthetic upstream, wrk "
+          f"-t{args.threads} -c{args.connections} -d{args.duration:g}s after {args.warmup:g}s warm-up)", flush=True)
+    up_proc, upstream = start_synthetic("upstream", 20, logs)
+    manifests = write_manifests(work / "calls.yaml", {"syn": upstream}, "bench")
+    portal = start_portal("proxy-calls", manifests, "bench", logs, env={"PORTCULLIS_LOG": args.proxy_log})
+    portal.wait_ready(["syn"])
+    time.sleep(0.5)
+    out["memory"]["bench_portal_after_startup"] = memory(portal.proc.pid)
+    out["memory"]["bench_portal_threads"] = threads_of(portal.proc.pid)
+    out["urls"] = {"direct": upstream, "portal": portal.url}
+
+    check_call(upstream, "echo")
+    check_call(portal.url, "syn_echo")
+    wlog = logs / "wrk.log"
+    modern_direct = write_lua(work / "modern_direct.lua", call_body("echo"), modern_headers("tools/call", "echo"))
+    modern_portal = write_lua(work / "modern_portal.lua", call_body("syn_echo"), modern_headers("tools/call", "syn_echo"))
+    wd = {"upstream": up_proc.pid}
+    wp = {"proxy": portal.proc.pid, "upstream": up_proc.pid}
+    d = load("modern direct", upstream, modern_direct, args, wlog, wd)
+    p = load("modern portal", portal.url, modern_portal, args, wlog, wp)
+    out["calls"]["modern"] = compare(d, p)
+
+    if not args.skip_legacy:
+        sid_d = legacy_session(upstream)
+        sid_p = legacy_session(portal.url)
+        check_legacy_call(upstream, sid_d, "echo")
+        check_legacy_call(portal.url, sid_p, "syn_echo")
+        legacy_direct = write_lua(work / "legacy_direct.lua", call_body("echo", modern=False), legacy_headers(sid_d))
+        legacy_portal = write_lua(work / "legacy_portal.lua", call_body("syn_echo", modern=False), legacy_headers(sid_p))
+        d = load("legacy direct", upstream, legacy_direct, args, wlog, wd)
+        p = load("legacy portal", portal.url, legacy_portal, args, wlog, wp)
+        out["calls"]["legacy"] = compare(d, p)
+
+    time.sleep(1.0)
+    out["memory"]["bench_portal_after_load"] = memory(portal.proc.pid)
+    out["calls"]["upstream_down_events"] = portal.proc.count(r"upstream down")
+    portal.proc.kill()
+    up_proc.kill()
+
+
+def bench_demo_memory(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> None:
+    print("== proxy memory with the demo config (examples/demo/portal.yaml, stdio upstreams)", flush=True)
+    portal = start_portal("proxy-demo", DEMO_MANIFESTS, "demo", logs, env={"PORTCULLIS_LOG": args.proxy_log})
+    portal.wait_ready(["tickets", "docs"])
+    time.sleep(1.0)
+    out["memory"]["demo_after_startup"] = memory(portal.proc.pid)
+    out["memory"]["demo_threads"] = threads_of(portal.proc.pid)
+    # A short load through the stdio upstream, then memory again.
+    tool = "tickets_list_tickets"
+    body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                       "params": {"name": tool, "arguments": {}, "_meta": META}}, separators=(",", ":"))
+    c = Client(portal.url)
+    try:
+        status, _, data = c.post(body, modern_headers("tools/call", tool))
+        msg = rpc_message(data)
+        if status != 200 or "result" not in msg:
+            raise RuntimeError(f"demo {tool}: HTTP {status}: {data[:300]!r}")
+    finally:
+        c.close()
+    # The marker must appear in every good answer: the list has this ticket key.
+    script = work / "demo.lua"
+    write_lua(script, body, modern_headers("tools/call", tool))
+    script.write_text(script.read_text().replace(lua_str(f'"text":"{MESSAGE}"'), lua_str('"result"')))
+    res = wrk(portal.url, script, args, args.demo_load, logs / "wrk.log")
+    print(f"  {'demo ' + tool:<24} {res['ok_rps']:>10.0f} ok calls/s   p50 {res['p50_us'] / 1000:.3f} ms   "
+          f"p99 {res['p99_us'] / 1000:.3f} ms   bad {res['bad']}", flush=True)
+    out["calls"]["demo_stdio"] = res
+    time.sleep(1.0)
+    out["memory"]["demo_after_load"] = memory(portal.proc.pid)
+    out["calls"]["demo_upstream_down_events"] = portal.proc.count(r"upstream down")
+    portal.proc.kill()
+
+
+def bench_list(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> None:
+    n_servers, per = args.list_servers, args.list_tools
+    print(f"== tools/list: {n_servers} upstream servers x {per} tools ({per - 1} generated + echo), "
+          f"{args.list_requests} sequential keep-alive listings", flush=True)
+    servers: dict[str, str] = {}
+    procs: list[Proc] = []
+    for i in range(n_servers):
+        proc, servers[f"s{i:02d}"] = start_synthetic(f"list-upstream-{i:02d}", per - 1, logs)
+        procs.append(proc)
+    manifests = write_manifests(work / "list.yaml", servers, "many")
+    t0 = time.monotonic()
+    portal = start_portal("proxy-list", manifests, "many", logs, env={"PORTCULLIS_LOG": args.proxy_log})
+    portal.wait_ready(list(servers), timeout=120)
+    ready_s = time.monotonic() - t0
+    time.sleep(0.5)
+    out["memory"]["list_portal_after_startup"] = memory(portal.proc.pid)
+    res = list_tools_loop(portal.url, args.list_requests, warmup=10)
+    res["servers"] = n_servers
+    res["startup_to_ready_s"] = round(ready_s, 2)
+    out["memory"]["list_portal_after_load"] = memory(portal.proc.pid)
+    res["upstream_down_events"] = portal.proc.count(r"upstream down")
+    portal.proc.kill()
+    for proc in procs:
+        proc.kill()
+    # Baseline: one upstream serving the same number of tools directly (serialization cost).
+    big_proc, big = start_synthetic("list-direct-1000", n_servers * per - 1, logs)
+    base = list_tools_loop(big, args.list_requests, warmup=10)
+    out["list"] = {"portal": res, "direct_one_server": base}
+    for label, r in ((f"portal ({n_servers} upstreams)", res), ("direct (1 server)", base)):
+        print(f"  {label:<24} tools {r['tools']:>5}  pages {r['pages']}  bytes {r['bytes']:>8}  "
+              f"full p50 {r['full_p50_ms']:.2f} ms  p99 {r['full_p99_ms']:.2f} ms  "
+              f"(per page p50 {r['page_p50_ms']:.2f} ms)", flush=True)
+    big_proc.kill()
+
+
+def table(out: dict) -> str:
+    rows: list[tuple[str, str]] = []
+    for era in ("modern", "legacy"):
+        c = out["calls"].get(era)
+        if not c:
+            continue
+        d, p = c["direct"], c["portal"]
+        rows += [
+            (f"{era} ok calls/s direct", f"{d['ok_rps']:.0f}"),
+            (f"{era} ok calls/s portal", f"{p['ok_rps']:.0f}"),
+            (f"{era} ratio portal/direct", f"{c['throughput_ratio']:.2f}x"),
+            (f"{era} p50 direct / portal", f"{d['p50_us'] / 1000:.3f} / {p['p50_us'] / 1000:.3f} ms"),
+            (f"{era} p99 direct / portal", f"{d['p99_us'] / 1000:.3f} / {p['p99_us'] / 1000:.3f} ms"),
+            (f"{era} added p50", f"{c['added_p50_ms']:.3f} ms"),
+            (f"{era} failed calls (d/p)", f"{d['bad'] + sum(d['errors'].values())} / {p['bad'] + sum(p['errors'].values())}"),
+        ]
+        if "cpu_us_per_call" in d and "cpu_us_per_call" in p:
+            dc, pc = d["cpu_us_per_call"], p["cpu_us_per_call"]
+            rows.append((f"{era} CPU us/call", f"direct: upstream {dc['upstream']:.0f}; portal: proxy {pc['proxy']:.0f} "
+                                               f"+ upstream {pc['upstream']:.0f}"))
+    if "upstream_down_events" in out["calls"]:
+        rows.append(("upstream marked down (calls)", str(out["calls"]["upstream_down_events"])))
+    if "demo_stdio" in out["calls"]:
+        r = out["calls"]["demo_stdio"]
+        rows.append(("demo stdio calls/s (p50)", f"{r['ok_rps']:.0f} ({r['p50_us'] / 1000:.3f} ms)"))
+    m = out["memory"]
+    for key, label in (
+        ("demo_after_startup", "RSS demo config, idle"),
+        ("demo_after_load", "RSS demo config, after load"),
+        ("bench_portal_after_startup", "RSS bench portal, idle"),
+        ("bench_portal_after_load", "RSS bench portal, after load"),
+        ("list_portal_after_startup", "RSS list portal, idle"),
+        ("list_portal_after_load", "RSS list portal, after lists"),
+    ):
+        if key in m:
+            rows.append((label, f"{m[key]['VmRSS']:.1f} MiB (peak {m[key]['VmHWM']:.1f})"))
+    if "list" in out:
+        p, b = out["list"]["portal"], out["list"]["direct_one_server"]
+        rows += [
+            ("tools/list portal p50 / p99", f"{p['full_p50_ms']:.2f} / {p['full_p99_ms']:.2f} ms "
+                                            f"({p['tools']} tools, {p['pages']} pages)"),
+            ("tools/list portal bytes", f"{p['bytes']} ({' + '.join(map(str, p['page_bytes']))})"),
+            ("tools/list tools seen min/max", f"{p['tools_min']} / {p['tools_max']} "
+                                              f"(upstream-down events: {p['upstream_down_events']})"),
+            ("tools/list direct p50 / p99", f"{b['full_p50_ms']:.2f} / {b['full_p99_ms']:.2f} ms "
+                                            f"({b['tools']} tools, 1 server, {b['bytes']} B)"),
+        ]
+    w = max(len(r[0]) for r in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk warm-up before each run")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-legacy", action="store_true", help="skip the legacy-session runs")
+    ap.add_argument("--demo-load", type=float, default=3.0, help="seconds of load on the demo portal")
+    ap.add_argument("--list-servers", type=int, default=50)
+    ap.add_argument("--list-tools", type=int, default=20, help="tools per server, echo included")
+    ap.add_argument("--list-requests", type=int, default=200)
+    ap.add_argument("--proxy-log", default="warn", help="PORTCULLIS_LOG for the proxy")
+    ap.add_argument("--only", choices=["calls", "memory", "list"], action="append",
+                    help="run only these parts (repeatable)")
+    ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench" / "portal.json")
+    ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
+    args = ap.parse_args()
+
+    for b in (PROXY, DEMO):
+        if not b.exists():
+            print(f"missing {b}: cargo build --release -p portcullis-proxy --bins", file=sys.stderr)
+            return 2
+    if not shutil.which(args.wrk):
+        print("missing wrk: apt-get install -y wrk (or make e2e-setup)", file=sys.stderr)
+        return 2
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    logs = args.out.parent / "logs"
+    if logs.exists():
+        shutil.rmtree(logs)
+    out: dict = {
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "load": {"tool": "wrk", "threads": args.threads, "connections": args.connections,
+                 "duration_s": args.duration, "warmup_s": args.warmup},
+        "calls": {},
+        "memory": {},
+    }
+    parts = args.only or ["memory", "calls", "list"]
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with tempfile.TemporaryDirectory(prefix="portcullis-bench-") as tmp:
+            work = Path(tmp)
+            if "memory" in parts:
+                bench_demo_memory(args, work, logs, out)
+            if "calls" in parts:
+                bench_calls(args, work, logs, out)
+            if "list" in parts:
+                bench_list(args, work, logs, out)
+    finally:
+        kill_all()
+    out["elapsed_s"] = round(time.monotonic() - started, 1)
+    out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print()
+    print(table(out))
+    la = out["machine"]
+    print(f"\n(json: {args.out}; logs: {logs}; {out['elapsed_s']} s; "
+          f"load average at start {la['loadavg_at_start'][0]}, at end {la['loadavg_at_end'][0]} on {la['cpus']} CPUs: "
+          "other work on the machine skews every figure)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
