@@ -16,9 +16,9 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use super::Portal;
 use super::pagination::page;
 use super::pipeline::{CallContext, short};
+use super::{Portal, code_mode};
 
 /// Handles one client session (legacy) or request (2026-07-28); cheap to clone.
 #[derive(Clone)]
@@ -77,10 +77,21 @@ impl ServerHandler for PortalHandler {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        if code_mode::requested(&self.portal, &context) {
+            // Two small tools in place of the whole list; no pages needed.
+            return Ok(ListToolsResult::with_all_items(
+                crate::codemode::tool_definitions(),
+            ));
+        }
         let catalog = self.portal.catalog();
-        let tools: Vec<_> = catalog.tools.iter().map(|t| t.tool.clone()).collect();
+        let tools: Vec<_> = self
+            .portal
+            .visible_tools(&catalog)
+            .into_iter()
+            .map(|t| t.tool)
+            .collect();
         let (tools, next_cursor) = page(&tools, cursor(&request), &catalog.hash)?;
         let mut result = ListToolsResult::with_all_items(tools);
         result.next_cursor = next_cursor;
@@ -93,6 +104,19 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let ctx = CallContext::from_request(&context);
+        if code_mode::is_code_mode_tool(&request.name)
+            && code_mode::requested(&self.portal, &context)
+        {
+            let visible = self.portal.visible_tools(&self.portal.catalog());
+            return code_mode::call(
+                &self.portal,
+                &request.name,
+                request.arguments,
+                visible,
+                &ctx,
+            )
+            .await;
+        }
         self.portal
             .call_tool(
                 &request.name,

@@ -1,6 +1,7 @@
 //! The portal: shared state and the MCP server handler clients talk to.
 
 pub mod catalog;
+pub mod code_mode;
 pub mod handler;
 pub mod pagination;
 pub mod pipeline;
@@ -25,6 +26,8 @@ pub struct Portal {
     catalog_changes: watch::Sender<[u8; 32]>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Bounds concurrent Code Mode executions.
+    pub executions: Arc<tokio::sync::Semaphore>,
 }
 
 impl Portal {
@@ -37,6 +40,9 @@ impl Portal {
             catalog: ArcSwap::from_pointee(Catalog::default()),
             catalog_changes: watch::channel([0; 32]).0,
             shutdown,
+            executions: Arc::new(tokio::sync::Semaphore::new(
+                code_mode::MAX_CONCURRENT_EXECUTIONS,
+            )),
         });
         portal.upstreams.apply(&portal.config().servers).await;
         tokio::spawn(rebuild_on_change(portal.clone()));
@@ -59,6 +65,13 @@ impl Portal {
     /// The merged catalog in force.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
+    }
+
+    /// The tools the caller may see and call. This is the one filtering function: `tools/list`,
+    /// Code Mode search, Code Mode execute and call authorization all use it, so a tool hidden
+    /// in one place is hidden in all.
+    pub fn visible_tools(&self, catalog: &Catalog) -> Vec<catalog::PortalTool> {
+        catalog.tools.clone()
     }
 
     /// Changes whenever the merged catalog's definitions change (value: the catalog hash).

@@ -66,7 +66,8 @@ impl Portal {
         ctx: &CallContext,
     ) -> Result<CallToolResponse, ErrorData> {
         let catalog = self.catalog();
-        let Some(tool) = catalog.tool(name) else {
+        let visible = self.visible_tools(&catalog);
+        let Some(tool) = visible.iter().find(|t| t.tool.name == name) else {
             // A stale client may call a tool of a server that is down: say so plainly.
             if let Some(server) = catalog.server_for_name(name)
                 && let Some(up) = self.upstreams.get(server).await

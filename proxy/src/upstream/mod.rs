@@ -377,6 +377,9 @@ async fn ping_fails(peer: &Peer<RoleClient>, timeout: Duration) -> Option<String
     let req = ClientRequest::PingRequest(PingRequest::default());
     match tokio::time::timeout(timeout, peer.send_request(req)).await {
         Ok(Ok(_)) => None,
+        // Any JSON-RPC answer proves the server is alive; 2026-07-28 servers answer `ping`
+        // with -32601 (it is not part of that protocol).
+        Ok(Err(rmcp::ServiceError::McpError(_))) => None,
         Ok(Err(e)) => Some(format!("ping failed: {e}")),
         Err(_) => Some(format!("ping unanswered within {}s", timeout.as_secs())),
     }
