@@ -95,7 +95,9 @@ pub enum Effect {
 }
 
 /// Level of access a rule grants.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Access {
     /// Read-only tools only.
@@ -132,6 +134,9 @@ pub struct DlpRule {
     /// Upstream tool names (glob patterns) the rule is limited to. Empty: every tool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// Also scan JSON object keys (not only string values). Defaults to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scan_keys: bool,
 }
 
 /// Which side of a call a DLP rule scans.
@@ -148,7 +153,9 @@ pub enum Direction {
 }
 
 /// What a DLP match does.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum DlpAction {
     /// Record the finding only (monitor mode).

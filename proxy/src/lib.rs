@@ -1,1 +1,4 @@
 //! Portcullis portal.
+
+pub mod audit;
+pub mod dlp;
