@@ -400,7 +400,11 @@ impl Builtins {
     fn private_key_at(&self, s: &str, start: usize) -> Option<usize> {
         let m = self.private_key_header.find(&s[start..])?;
         let body = start + m.end();
-        let window = &s[body..s.len().min(body + 65536)];
+        let mut lim = s.len().min(body + 65536);
+        while !s.is_char_boundary(lim) {
+            lim -= 1;
+        }
+        let window = &s[body..lim];
         if let Some(e) = window.find("-----END ") {
             let after = body + e + 9;
             if let Some(close) = s[after..].find("-----") {

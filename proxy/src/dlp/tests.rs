@@ -265,6 +265,12 @@ fn private_key_blocks_are_found_whole() {
 }
 
 #[test]
+fn an_unterminated_private_key_in_long_non_ascii_text_does_not_panic() {
+    let text = format!("-----BEGIN PRIVATE KEY-----\nMIIE{}", "é".repeat(40000));
+    assert_eq!(found("privateKey", &text).len(), 1);
+}
+
+#[test]
 fn cloud_and_saas_tokens_are_found_by_prefix_and_shape() {
     let gh = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5");
     let pat = format!(
