@@ -206,7 +206,7 @@ fn sentence(r: &mut Rng, words: usize) -> String {
         if i > 0 {
             s.push(' ');
         }
-        let w: &str = r.pick(WORDS);
+        let w: &&str = r.pick(WORDS);
         s.push_str(w);
         if r.chance(0.03) {
             s.push_str(&format!(" {}", r.range(1, 5000)));
