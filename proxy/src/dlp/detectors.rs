@@ -9,7 +9,7 @@
 use std::net::Ipv6Addr;
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::Regex;
 
@@ -168,13 +168,6 @@ pub(crate) struct Hit {
     pub detector: Detector,
 }
 
-/// What an Aho-Corasick keyword starts.
-#[derive(Clone, Copy)]
-enum Kw {
-    Token(Detector),
-    SecretName,
-}
-
 const SECRET_NAMES: &[&str] = &[
     "password",
     "passwd",
@@ -207,7 +200,6 @@ const TOKEN_PREFIXES: &[(&str, Detector)] = &[
     ("sk_live_", Detector::StripeKey),
     ("rk_live_", Detector::StripeKey),
     ("sk-", Detector::OpenaiKey),
-    ("sk-ant-", Detector::AnthropicKey),
     ("eyJ", Detector::Jwt),
     ("-----BEGIN ", Detector::PrivateKey),
 ];
@@ -236,8 +228,11 @@ const DIGIT_DETECTORS: &[Detector] = &[
 
 /// Compiled built-in detectors, shared by every engine.
 pub(crate) struct Builtins {
-    keywords: AhoCorasick,
-    kinds: Vec<Kw>,
+    /// Case-sensitive token prefixes (`AKIA`, `ghp_`, `eyJ`, …).
+    tokens: AhoCorasick,
+    token_kinds: Vec<Detector>,
+    /// Case-insensitive secret-ish names, run only over the identifier before a `=` or `:`.
+    names: AhoCorasick,
     token_res: Vec<(Detector, Regex)>,
     private_key_header: Regex,
 }
@@ -250,21 +245,17 @@ impl Builtins {
     }
 
     fn build() -> Builtins {
-        let mut pats: Vec<&str> = Vec::new();
-        let mut kinds = Vec::new();
-        for (p, d) in TOKEN_PREFIXES {
-            pats.push(p);
-            kinds.push(Kw::Token(*d));
-        }
-        for p in SECRET_NAMES {
-            pats.push(p);
-            kinds.push(Kw::SecretName);
-        }
-        let keywords = AhoCorasickBuilder::new()
+        let tokens = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(TOKEN_PREFIXES.iter().map(|(p, _)| p))
+            .expect("built-in token prefixes compile");
+        let token_kinds = TOKEN_PREFIXES.iter().map(|(_, d)| *d).collect();
+        let names = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            .build(&pats)
-            .expect("built-in keywords compile");
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(SECRET_NAMES)
+            .expect("built-in secret names compile");
         let re = |s: &str| Regex::new(s).expect("built-in regex compiles");
         let token_res = vec![
             (Detector::AwsAccessKey, re(r"^(?:AKIA|ASIA)[A-Z0-9]{16}")),
@@ -293,8 +284,9 @@ impl Builtins {
             ),
         ];
         Builtins {
-            keywords,
-            kinds,
+            tokens,
+            token_kinds,
+            names,
             token_res,
             private_key_header: re(r"^-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"),
         }
@@ -309,7 +301,8 @@ impl Builtins {
         let digits = set.any(DIGIT_DETECTORS);
         let email = set.contains(Detector::Email);
         let ipv6 = set.contains(Detector::Ipv6);
-        if digits || email || ipv6 {
+        let secrets = set.contains(Detector::GenericSecret);
+        if digits || email || ipv6 || secrets {
             let mut mask = 0u8;
             if digits {
                 mask |= C_DIGIT;
@@ -319,6 +312,9 @@ impl Builtins {
             }
             if ipv6 {
                 mask |= C_COLON;
+            }
+            if secrets {
+                mask |= C_ASSIGN;
             }
             let mut i = 0;
             let n = b.len();
@@ -334,20 +330,67 @@ impl Builtins {
                     email_at(b, i, out);
                     i += 1;
                 } else {
-                    i = ipv6_at(s, i, out).unwrap_or(i + 1);
+                    if c & C_ASSIGN != 0 {
+                        self.secret_before(b, i, out);
+                    }
+                    i = if c & C_COLON != 0 {
+                        ipv6_at(s, i, out).unwrap_or(i + 1)
+                    } else {
+                        i + 1
+                    };
                 }
             }
         }
         if set.any(KEYWORD_DETECTORS) {
-            for m in self.keywords.find_overlapping_iter(s) {
-                match self.kinds[m.pattern().as_usize()] {
-                    Kw::Token(d) if set.contains(d) => self.token_at(s, m.start(), d, out),
-                    Kw::SecretName if set.contains(Detector::GenericSecret) => {
-                        secret_assignment(b, m.start(), m.end(), out)
+            // Standard semantics: each match is reported as soon as it ends, scanning resumes
+            // after it. `sk-` covers both OpenAI and Anthropic keys (see `token_at`).
+            for m in self.tokens.find_iter(s) {
+                match self.token_kinds[m.pattern().as_usize()] {
+                    Detector::OpenaiKey if s[m.start()..].starts_with("sk-ant-") => {
+                        self.anthropic_at(s, m.start(), set, out)
                     }
+                    d if set.contains(d) => self.token_at(s, m.start(), d, out),
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// At a `=` or `:` at `i`: when the identifier before it (optionally quoted) contains a
+    /// secret-like name on identifier boundaries, examine the assignment.
+    fn secret_before(&self, b: &[u8], i: usize, out: &mut Vec<Hit>) {
+        let mut j = i;
+        while j > 0 && matches!(b[j - 1], b' ' | b'\t') && i - j < 2 {
+            j -= 1;
+        }
+        if j > 0 && matches!(b[j - 1], b'"' | b'\'') {
+            j -= 1;
+            if j > 0 && b[j - 1] == b'\\' {
+                j -= 1;
+            }
+        }
+        let end = j;
+        while j > 0
+            && (b[j - 1].is_ascii_alphanumeric() || matches!(b[j - 1], b'_' | b'.' | b'-'))
+            && end - j < 64
+        {
+            j -= 1;
+        }
+        if j == end {
+            return;
+        }
+        for m in self.names.find_iter(&b[j..end]) {
+            let (ks, ke) = (j + m.start(), j + m.end());
+            if keyword_bounded(b, ks, ke) {
+                secret_assignment(b, ks, ke, out);
+                return;
+            }
+        }
+    }
+
+    fn anthropic_at(&self, s: &str, start: usize, set: DetectorSet, out: &mut Vec<Hit>) {
+        if set.contains(Detector::AnthropicKey) {
+            self.token_at(s, start, Detector::AnthropicKey, out)
         }
     }
 
@@ -428,6 +471,7 @@ const C_DIGIT: u8 = 1;
 const C_AT: u8 = 2;
 const C_COLON: u8 = 4;
 const C_SEP: u8 = 8;
+const C_ASSIGN: u8 = 16;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -437,7 +481,8 @@ static CLASS: [u8; 256] = {
         c += 1;
     }
     t[b'@' as usize] = C_AT;
-    t[b':' as usize] = C_COLON;
+    t[b':' as usize] = C_COLON | C_ASSIGN;
+    t[b'=' as usize] = C_ASSIGN;
     t[b' ' as usize] = C_SEP;
     t[b'-' as usize] = C_SEP;
     t[b'.' as usize] = C_SEP;
@@ -533,8 +578,44 @@ fn digit_cluster(b: &[u8], i: usize, set: DetectorSet, out: &mut Vec<Hit>) -> us
     j
 }
 
-fn sep<'a>(b: &'a [u8], g: &[Group], k: usize) -> &'a [u8] {
-    &b[g[k].e..g[k + 1].s]
+/// The separator between two digit groups (at most 3 bytes), packed as
+/// `len << 24 | b0 << 16 | b1 << 8 | b2` for cheap comparison.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Sep(u32);
+
+impl Sep {
+    const fn of(s: &[u8]) -> Sep {
+        let mut v = (s.len() as u32) << 24;
+        let mut i = 0;
+        while i < s.len() && i < 3 {
+            v |= (s[i] as u32) << (16 - 8 * i);
+            i += 1;
+        }
+        Sep(v)
+    }
+    fn contains(self, c: u8) -> bool {
+        let n = (self.0 >> 24) as usize;
+        (0..n).any(|i| ((self.0 >> (16 - 8 * i)) & 0xff) as u8 == c)
+    }
+    fn is(self, options: &[&[u8]]) -> bool {
+        options.iter().any(|o| self == Sep::of(o))
+    }
+}
+
+impl PartialEq<&[u8]> for Sep {
+    fn eq(&self, other: &&[u8]) -> bool {
+        *self == Sep::of(other)
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Sep {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        *self == Sep::of(&other[..])
+    }
+}
+
+fn sep(b: &[u8], g: &[Group], k: usize) -> Sep {
+    Sep::of(&b[g[k].e..g[k + 1].s])
 }
 
 fn collect_digits(b: &[u8], g: &[Group], buf: &mut [u8; 32]) -> usize {
@@ -586,7 +667,7 @@ fn card_groups(b: &[u8], g: &[Group], out: &mut Vec<Hit>) {
                 continue;
             }
             let s0 = sep(b, g, k);
-            if !(s0 == b" " || s0 == b"-") || (1..w - 1).any(|x| sep(b, g, k + x) != s0) {
+            if !s0.is(&[b" ", b"-"]) || (1..w - 1).any(|x| sep(b, g, k + x) != s0) {
                 continue;
             }
             if card_ok(b, win) {
@@ -670,7 +751,7 @@ fn ssn_groups(b: &[u8], g: &[Group], out: &mut Vec<Hit>) {
             continue;
         }
         let s0 = sep(b, g, k);
-        if !(s0 == b"-" || s0 == b" ") || sep(b, g, k + 1) != s0 {
+        if !s0.is(&[b"-", b" "]) || sep(b, g, k + 1) != s0 {
             continue;
         }
         if glued_left(b, w[0].s) || glued_right(b, w[2].e) {
@@ -746,9 +827,9 @@ fn phone_groups(b: &[u8], g: &[Group], out: &mut Vec<Hit>) {
             let s2 = sep(b, g, k + 1);
             let paren = g[k].s >= 1
                 && b[g[k].s - 1] == b'('
-                && matches!(s1, b")" | b") " | b")-")
-                && matches!(s2, b"-" | b"." | b" ");
-            let plain = s1 == s2 && matches!(s1, b"-" | b".");
+                && s1.is(&[b")", b") ", b")-"])
+                && s2.is(&[b"-", b".", b" "]);
+            let plain = s1 == s2 && s1.is(&[b"-", b"."]);
             let mut start = if paren { g[k].s - 1 } else { g[k].s };
             let mut ok = (paren || plain) && !glued_right(b, g[k + 2].e);
             // Not followed by more groups with the same separator.
@@ -769,7 +850,7 @@ fn phone_groups(b: &[u8], g: &[Group], out: &mut Vec<Hit>) {
                     if prev.s >= 1 && b[prev.s - 1] == b'+' {
                         start -= 1;
                     }
-                } else if ps.contains(&b'-') || ps.contains(&b'.') {
+                } else if ps.contains(b'-') || ps.contains(b'.') {
                     ok = false;
                 }
             } else if ok && glued_left(b, start) {
@@ -793,8 +874,8 @@ fn phone_groups(b: &[u8], g: &[Group], out: &mut Vec<Hit>) {
     }
 }
 
-fn phone_sep(s: &[u8]) -> bool {
-    matches!(s, b" " | b"-" | b"." | b" (" | b") " | b")" | b"(" | b")-")
+fn phone_sep(s: Sep) -> bool {
+    s.is(&[b" ", b"-", b".", b" (", b") ", b")", b"(", b")-"])
 }
 
 /// NANP area code and exchange both start with 2–9.
@@ -1185,11 +1266,11 @@ pub(crate) fn looks_like_secret(v: &[u8]) -> bool {
         "xxxxxxxx",
         "********",
     ];
-    let lower = v.to_ascii_lowercase();
-    if PLACEHOLDERS
-        .iter()
-        .any(|p| lower.windows(p.len()).any(|w| w == p.as_bytes()) && v.len() <= p.len() + 4)
-    {
+    if PLACEHOLDERS.iter().any(|p| {
+        v.len() <= p.len() + 4
+            && v.windows(p.len())
+                .any(|w| w.eq_ignore_ascii_case(p.as_bytes()))
+    }) {
         return false;
     }
     // Words joined by separators (`strict-mode`, `Not_Set`, `read.only`): not a secret.
@@ -1224,10 +1305,9 @@ pub(crate) fn is_secret_key_name(key: &str) -> bool {
     }
     let b = key.as_bytes();
     let bi = Builtins::get();
-    bi.keywords.find_overlapping_iter(key).any(|m| {
-        matches!(bi.kinds[m.pattern().as_usize()], Kw::SecretName)
-            && keyword_bounded(b, m.start(), m.end())
-    })
+    bi.names
+        .find_iter(key)
+        .any(|m| keyword_bounded(b, m.start(), m.end()))
 }
 
 /// `name[rest] [quote] (=|:) [quote] value` after a secret-like keyword at `[ks, ke)`.

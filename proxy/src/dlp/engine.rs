@@ -459,8 +459,8 @@ impl<'e> Walker<'e> {
                     match x {
                         Value::String(s) => {
                             let extra = (self.set.contains(Detector::GenericSecret)
-                                && looks_like_secret(s.as_bytes())
-                                && is_secret_key_name(k))
+                                && is_secret_key_name(k)
+                                && looks_like_secret(s.as_bytes()))
                             .then_some(Hit {
                                 start: 0,
                                 end: s.len(),
