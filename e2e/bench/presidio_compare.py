@@ -19,6 +19,10 @@ a non-zero --threshold. Presidio has no recognizers for JWTs, private keys or ve
 tokens, so only the PII detectors are compared. Presidio's IP_ADDRESS covers both IPv4
 and IPv6; a finding is attributed to ipv6 when it contains ':'.
 
+The email recognizer's tldextract tries to download the public suffix list at start-up;
+offline it logs a connection error and falls back to its bundled snapshot (results are
+unaffected, the printed throughput includes that retry delay).
+
 Scoring is the same as the Rust harness: a finding is a true positive when it overlaps a
 label of the same detector, otherwise a false positive; a label with no overlapping
 finding of its detector is a false negative.

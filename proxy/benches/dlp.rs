@@ -669,7 +669,8 @@ fn corpus(r: &mut Rng, per: usize) -> Vec<Item> {
             let (assign, value) = positive(d, r);
             let head = format!("{} {pre}{assign}", sentence(r, 4));
             let start = head.chars().count();
-            let text = format!("{head}{value}{lead} {}", sentence(r, 5));
+            let close = if assign.ends_with('"') { "\"" } else { "" };
+            let text = format!("{head}{value}{close}{lead} {}", sentence(r, 5));
             items.push(Item {
                 labels: vec![(d, start, start + value.chars().count())],
                 text,
