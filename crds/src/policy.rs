@@ -134,6 +134,9 @@ pub struct DlpRule {
     /// Upstream tool names (glob patterns) the rule is limited to. Empty: every tool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// Also scan JSON object keys (not only string values). Defaults to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scan_keys: bool,
 }
 
 /// Which side of a call a DLP rule scans.

@@ -6,8 +6,10 @@
 //! (Streamable HTTP, legacy SSE, stdio). [`codemode`] runs model-written JavaScript whose tool
 //! calls go through the same pipeline.
 
+pub mod audit;
 pub mod codemode;
 pub mod config;
+pub mod dlp;
 pub mod error;
 pub mod http;
 pub mod portal;
