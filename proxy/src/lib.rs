@@ -12,6 +12,7 @@ pub mod config;
 pub mod dlp;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod portal;
 pub mod upstream;
 

@@ -38,6 +38,12 @@ struct Cli {
     /// How often to check the manifests for changes, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     reload_interval_ms: u64,
+    /// Append audit events (hash-chained JSON lines) to this file too.
+    #[arg(long, env = "PORTCULLIS_AUDIT_FILE")]
+    audit_file: Option<PathBuf>,
+    /// Do not write audit events to stdout.
+    #[arg(long, env = "PORTCULLIS_NO_AUDIT_STDOUT")]
+    no_audit_stdout: bool,
     /// Log format on stderr.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -66,8 +72,23 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let mut sinks = Vec::new();
+    if !cli.no_audit_stdout {
+        sinks.push(proxy::audit::Sink::Stdout);
+    }
+    if let Some(path) = &cli.audit_file {
+        sinks.push(proxy::audit::Sink::File(path.clone()));
+    }
+    let audit = if sinks.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            proxy::audit::AuditLog::new(sinks).context("opening the audit log")?,
+        ))
+    };
+
     let shutdown = CancellationToken::new();
-    let portal = Portal::start(cfg, shutdown.clone()).await;
+    let portal = Portal::start(cfg, audit.clone(), shutdown.clone()).await?;
 
     let (listener, addr) = http::bind(&cli.listen).await?;
     let (admin_listener, admin_addr) = http::bind(&cli.admin_listen).await?;
@@ -78,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let admin = http::admin_app(portal.clone());
 
     let (tx, mut rx) = tokio::sync::watch::channel(portal.config());
+    let reload_metrics = portal.metrics.clone();
     config::watch::spawn(
         cli.manifests.clone(),
         portal_name.clone(),
@@ -85,7 +107,15 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_millis(cli.reload_interval_ms.max(100)),
         tx,
         shutdown.clone(),
-        |_| {},
+        move |ok| {
+            let result = if ok { "success" } else { "failure" };
+            reload_metrics
+                .config_reloads
+                .get_or_create(&proxy::metrics::ReloadLabels {
+                    result: result.into(),
+                })
+                .inc();
+        },
     );
     let reloader = {
         let portal = portal.clone();
@@ -115,7 +145,9 @@ async fn main() -> anyhow::Result<()> {
         .context("serving the portal")?;
     let _ = admin_task.await;
     reloader.abort();
-    let _ = Arc::strong_count(&portal);
+    if let Some(audit) = audit {
+        audit.flush().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -63,7 +63,7 @@ async fn start(yaml: &str) -> Running {
     config::manifests::parse_into(&mut m, Path::new("test.yaml"), yaml).unwrap();
     let cfg = config::resolve(&m, "demo", Path::new("/nonexistent")).unwrap();
     let shutdown = CancellationToken::new();
-    let portal = Portal::start(cfg, shutdown.clone()).await;
+    let portal = Portal::start(cfg, None, shutdown.clone()).await.unwrap();
     portal.upstreams.settled(Duration::from_secs(20)).await;
     let (listener, addr) = http::bind("127.0.0.1:0").await.unwrap();
     let router = http::app(portal.clone(), &ServeOptions { loopback: true });

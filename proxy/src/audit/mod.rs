@@ -57,6 +57,8 @@ pub struct Event {
     pub tool: Option<String>,
     /// JSON-RPC method (`tools/call`, `tools/list`, …).
     pub method: String,
+    /// `direct`, or `codemode` for a call made by a Code Mode script.
+    pub origin: Option<String>,
     /// Outcome.
     pub decision: Decision,
     /// Why (rule name, error class); never request data.

@@ -85,6 +85,7 @@ fn lines_carry_the_documented_fields_in_order() {
             "server",
             "tool",
             "method",
+            "origin",
             "decision",
             "reason",
             "detectors",

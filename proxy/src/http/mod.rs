@@ -37,12 +37,23 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
     let cfg = portal.config();
     let seal = SessionSeal::new(cfg.session_key.as_deref());
     let handler = PortalHandler::new(portal.clone());
+    let mut origins = cfg.spec.allowed_origins.clone();
+    if let Some(public) = &cfg.spec.public_url {
+        origins.push(public.trim_end_matches('/').to_owned());
+    }
+    if options.loopback {
+        // On a laptop, pages served from loopback may call the portal; DNS rebinding is still
+        // stopped by the Host check, which stays on for loopback listeners.
+        origins.extend(
+            ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"].map(String::from),
+        );
+    }
     let mut sconfig = StreamableHttpServerConfig::default()
         .with_json_response(true)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_max_request_body_bytes(cfg.max_body_bytes)
         .with_cancellation_token(portal.shutdown.child_token())
-        .with_allowed_origins(cfg.spec.allowed_origins.clone())
+        .with_allowed_origins(origins)
         .enforce_origin_validation();
     if !options.loopback {
         // In a cluster the Host is the Service or Ingress name; Origin validation still applies.
@@ -96,8 +107,19 @@ pub fn admin_app(portal: Arc<Portal>) -> Router {
             "/admin/upstreams",
             get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),
         )
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(portal)
+}
+
+async fn metrics(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        portal.metrics.encode(),
+    )
 }
 
 /// Binds `addr` (TCP_NODELAY on every accepted socket) and returns the listener and the

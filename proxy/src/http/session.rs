@@ -237,7 +237,12 @@ pub async fn middleware(
         }
         presented = Some((internal, token.to_owned()));
     }
+    let is_delete = req.method() == http::Method::DELETE;
     let mut resp = next.run(req).await;
+    if is_delete && resp.status() == StatusCode::ACCEPTED {
+        // The session is gone; clients expect 200/204 for a completed DELETE, not 202.
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+    }
     let Some(internal) = resp
         .headers()
         .get(SESSION_HEADER)

@@ -133,6 +133,7 @@ pub async fn call(
         .acquire_owned()
         .await
         .map_err(|_| ErrorData::internal_error("portal is shutting down", None))?;
+    let started = std::time::Instant::now();
     let outcome = if name == SEARCH_TOOL {
         codemode::search(&code, &tools, &limits).await
     } else {
@@ -143,6 +144,8 @@ pub async fn call(
                 ct: ctx.ct.child_token(),
                 progress: None,
                 origin: Origin::CodeMode,
+                subject: ctx.subject.clone(),
+                session: ctx.session.clone(),
             },
         });
         tokio::select! {
@@ -153,6 +156,41 @@ pub async fn call(
     if let Some(limit) = &outcome.limit_hit {
         tracing::info!(tool = name, ?limit, "code mode limit hit");
     }
+    let result_label = match (&outcome.limit_hit, &outcome.error) {
+        (Some(l), _) => format!("{l:?}").to_lowercase(),
+        (None, Some(_)) => "error".into(),
+        (None, None) => "ok".into(),
+    };
+    portal
+        .metrics
+        .codemode_executions
+        .get_or_create(&crate::metrics::CodeModeLabels {
+            tool: if name == SEARCH_TOOL {
+                "search"
+            } else {
+                "execute"
+            }
+            .into(),
+            outcome: result_label,
+        })
+        .inc();
+    portal.audit(crate::audit::Event {
+        portal: portal.config().name.clone(),
+        subject: ctx.subject.clone(),
+        session: ctx.session.clone(),
+        method: "tools/call".into(),
+        tool: Some(name.to_owned()),
+        origin: Some("direct".into()),
+        decision: if outcome.error.is_some() {
+            crate::audit::Decision::Error
+        } else {
+            crate::audit::Decision::Allow
+        },
+        reason: outcome.limit_hit.as_ref().map(|l| format!("limit: {l:?}")),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        args_hash: Some(crate::audit::args_hash(&Value::String(code.clone()))),
+        ..Default::default()
+    });
     let result: CallToolResult = codemode::outcome_to_call_result(&outcome);
     Ok(CallToolResponse::Complete(result))
 }

@@ -10,8 +10,8 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, ResourceContents,
-    ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscriptionFilter,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -152,19 +152,8 @@ impl ServerHandler for PortalHandler {
                 None,
             ));
         };
-        let (meta, _route) = self
-            .portal
-            .upstream_meta(&CallContext::from_request(&context));
-        let mut params = GetPromptRequestParams::new(prompt.upstream_name.clone());
-        params.arguments = request.arguments;
-        params.meta = meta;
-        params.input_responses = request.input_responses;
-        let server = prompt.server.clone();
-        self.portal
-            .forward(&server, &context.ct, async move |peer| {
-                peer.get_prompt_once(params).await
-            })
-            .await
+        let ctx = CallContext::from_request(&context);
+        self.portal.get_prompt(prompt, request, &ctx).await
     }
 
     async fn list_resources(
@@ -203,33 +192,10 @@ impl ServerHandler for PortalHandler {
                 None,
             ));
         };
-        let (meta, _route) = self
-            .portal
-            .upstream_meta(&CallContext::from_request(&context));
-        let mut params = ReadResourceRequestParams::new(uri);
-        params.meta = meta;
-        params.input_responses = request.input_responses;
-        let response = self
-            .portal
-            .forward(&server, &context.ct, async move |peer| {
-                peer.read_resource_once(params).await
-            })
-            .await?;
-        Ok(match response {
-            ReadResourceResponse::Complete(mut r) => {
-                for c in &mut r.contents {
-                    match c {
-                        ResourceContents::TextResourceContents { uri, .. }
-                        | ResourceContents::BlobResourceContents { uri, .. } => {
-                            *uri = catalog.portal_uri(&server, uri);
-                        }
-                        _ => {}
-                    }
-                }
-                ReadResourceResponse::Complete(r)
-            }
-            other => other,
-        })
+        let ctx = CallContext::from_request(&context);
+        self.portal
+            .read_resource(&catalog, server, uri, request, &ctx)
+            .await
     }
 
     async fn complete(

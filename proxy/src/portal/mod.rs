@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod code_mode;
+pub mod guardrails;
 pub mod handler;
 pub mod pagination;
 pub mod pipeline;
@@ -28,14 +29,27 @@ pub struct Portal {
     pub shutdown: CancellationToken,
     /// Bounds concurrent Code Mode executions.
     pub executions: Arc<tokio::sync::Semaphore>,
+    guardrails: ArcSwap<guardrails::Guardrails>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Portal {
     /// Starts the portal's upstreams and the task that keeps the merged catalog current.
-    pub async fn start(config: PortalConfig, shutdown: CancellationToken) -> Arc<Portal> {
+    pub async fn start(
+        config: PortalConfig,
+        audit: Option<Arc<crate::audit::AuditLog>>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Portal>, crate::Error> {
         let upstreams = Upstreams::new(shutdown.clone());
+        let config = Arc::new(config);
+        let rails = guardrails::Guardrails::new(config.clone()).map_err(crate::Error::Config)?;
         let portal = Arc::new(Portal {
-            config: ArcSwap::from_pointee(config),
+            guardrails: ArcSwap::from_pointee(rails),
+            audit,
+            metrics: crate::metrics::Metrics::new(),
+            config: ArcSwap::new(config),
             upstreams,
             catalog: ArcSwap::from_pointee(Catalog::default()),
             catalog_changes: watch::channel([0; 32]).0,
@@ -46,7 +60,12 @@ impl Portal {
         });
         portal.upstreams.apply(&portal.config().servers).await;
         tokio::spawn(rebuild_on_change(portal.clone()));
-        portal
+        Ok(portal)
+    }
+
+    /// The DLP guardrails of the configuration in force.
+    pub fn guardrails(&self) -> Arc<guardrails::Guardrails> {
+        self.guardrails.load_full()
     }
 
     /// The configuration in force.
@@ -57,6 +76,13 @@ impl Portal {
     /// Replaces the configuration; upstreams that did not change keep their connections and
     /// in-flight requests finish on the old ones.
     pub async fn reconfigure(&self, config: Arc<PortalConfig>) {
+        match guardrails::Guardrails::new(config.clone()) {
+            Ok(g) => self.guardrails.store(Arc::new(g)),
+            Err(e) => {
+                tracing::error!(error = %e, "configuration change rejected: DLP rules do not compile");
+                return;
+            }
+        }
         self.upstreams.apply(&config.servers).await;
         self.config.store(config);
         self.rebuild().await;
@@ -91,6 +117,24 @@ impl Portal {
                 }
             }
             inputs.push((server.clone(), Arc::new(Default::default())));
+        }
+        for (server, catalog) in &inputs {
+            let labels = crate::metrics::ServerLabels {
+                server: server.name.clone(),
+            };
+            let up = self
+                .upstreams
+                .get(&server.name)
+                .await
+                .is_some_and(|u| u.state().health == crate::upstream::Health::Ready);
+            self.metrics
+                .upstream_up
+                .get_or_create(&labels)
+                .set(i64::from(up));
+            self.metrics
+                .upstream_tools
+                .get_or_create(&labels)
+                .set(catalog.tools.len() as i64);
         }
         let catalog = Catalog::build(&inputs);
         let hash = catalog.hash;

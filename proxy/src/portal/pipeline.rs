@@ -4,16 +4,27 @@
 //! Forwarding helpers for the other routed methods (prompts, resources, completion) live here
 //! too, so timeouts, cancellation and upstream error handling are the same everywhere.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse, JsonObject, RequestMetaObject};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
+    CancelledNotificationParam, ClientRequest, JsonObject, ProgressToken, ResultType, ServerResult,
+};
+use rmcp::model::{
+    GetPromptRequest, GetPromptRequestParams, GetPromptResponse, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, ResourceContents,
+};
 use rmcp::service::Peer;
+use rmcp::service::PeerRequestOptions;
 use rmcp::{ErrorData, RoleClient, RoleServer};
 use tokio_util::sync::CancellationToken;
 
-use super::Portal;
+use super::{Portal, guardrails};
+use crate::audit::{self, Decision, Event};
+use crate::dlp::Scope;
+use crate::upstream::ProgressRouter;
 use crate::upstream::Upstream;
-use crate::upstream::client::ProgressRoute;
 
 /// Where a call comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +44,46 @@ pub struct CallContext {
     pub progress: Option<(rmcp::model::ProgressToken, Peer<RoleServer>)>,
     /// Direct or from Code Mode.
     pub origin: Origin,
+    /// The authenticated subject (empty for anonymous callers of public portals).
+    pub subject: String,
+    /// A short, non-reversible tag of the legacy session, for audit correlation.
+    pub session: Option<String>,
 }
 
 impl CallContext {
     /// The context of a request handled by the portal's MCP handler.
     pub fn from_request(ctx: &rmcp::service::RequestContext<RoleServer>) -> Self {
+        let parts = ctx.extensions.get::<http::request::Parts>();
+        let session = parts
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .map(|v| session_tag(v.as_bytes()));
+        let subject = parts
+            .and_then(|p| p.extensions.get::<crate::http::session::Subject>())
+            .map(|s| s.0.clone())
+            .unwrap_or_default();
         CallContext {
             ct: ctx.ct.clone(),
             progress: ctx.meta.get_progress_token().map(|t| (t, ctx.peer.clone())),
             origin: Origin::Direct,
+            subject,
+            session,
+        }
+    }
+}
+
+/// A short tag for a session id: enough to correlate audit events, useless to hijack it.
+fn session_tag(id: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(id);
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Origin {
+    /// `direct` or `codemode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Direct => "direct",
+            Origin::CodeMode => "codemode",
         }
     }
 }
@@ -57,13 +99,51 @@ pub fn unknown_tool(name: &str) -> ErrorData {
 }
 
 impl Portal {
-    /// Calls a portal tool through the whole pipeline.
+    /// Calls a portal tool through the whole pipeline and writes its audit event.
     pub async fn call_tool(
         &self,
         name: &str,
-        arguments: Option<JsonObject>,
+        mut arguments: Option<JsonObject>,
         request: Option<&CallToolRequestParams>,
         ctx: &CallContext,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let mut event = Event {
+            portal: self.config().name.clone(),
+            subject: ctx.subject.clone(),
+            session: ctx.session.clone(),
+            method: "tools/call".into(),
+            tool: Some(short(name)),
+            origin: Some(ctx.origin.as_str().into()),
+            args_hash: arguments
+                .as_ref()
+                .map(|a| audit::args_hash(&serde_json::Value::Object(a.clone()))),
+            ..Event::default()
+        };
+        let result = self
+            .call_tool_inner(name, &mut arguments, request, ctx, &mut event)
+            .await;
+        event.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.observe_call(&event);
+        if let Err(e) = &result {
+            if event.decision == Decision::Allow {
+                event.decision = Decision::Error;
+            }
+            if event.reason.is_none() {
+                event.reason = Some(short(&e.message));
+            }
+        }
+        self.audit(event);
+        result
+    }
+
+    async fn call_tool_inner(
+        &self,
+        name: &str,
+        arguments: &mut Option<JsonObject>,
+        request: Option<&CallToolRequestParams>,
+        ctx: &CallContext,
+        event: &mut Event,
     ) -> Result<CallToolResponse, ErrorData> {
         let catalog = self.catalog();
         let visible = self.visible_tools(&catalog);
@@ -73,23 +153,237 @@ impl Portal {
                 && let Some(up) = self.upstreams.get(server).await
                 && let Err(reason) = up.peer()
             {
+                event.server = Some(server.to_owned());
                 return Err(ErrorData::internal_error(reason, None));
             }
+            event.decision = Decision::Deny;
+            event.reason = Some("unknown or not visible".into());
             return Err(unknown_tool(name));
         };
-        let (meta, _route) = self.upstream_meta(ctx);
+        event.server = Some(tool.server.clone());
+        event.tool = Some(tool.upstream_name.clone());
+
+        // DLP on arguments, before the upstream sees them.
+        let engine = self.dlp_engine(ctx);
+        let report =
+            guardrails::scan_arguments(&engine, arguments, &tool.server, &tool.upstream_name);
+        event.detectors = report.detector_counts();
+        self.observe_findings(&report);
+        if report.is_blocked() {
+            event.decision = Decision::Block;
+            event.reason = report
+                .blocked_by
+                .clone()
+                .map(|r| format!("dlp rule {r} (arguments)"));
+            return Err(guardrails::blocked_error(&report, "request"));
+        }
+
         let mut params = CallToolRequestParams::new(tool.upstream_name.clone());
-        params.arguments = arguments;
-        params.meta = meta;
+        params.arguments = arguments.take();
         if let Some(r) = request {
             params.input_responses = r.input_responses.clone();
             params.request_state = r.request_state.clone();
         }
-        let server = tool.server.clone();
-        self.forward(&server, &ctx.ct, async move |peer| {
-            peer.call_tool_once(params).await
-        })
-        .await
+        let upstream_started = Instant::now();
+        let progress = ctx.progress.clone();
+        let router = self.upstreams.progress().clone();
+        let response = self
+            .forward(&tool.server, &ctx.ct, async move |peer| {
+                let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                send_routed(&peer, request, progress, &router)
+                    .await
+                    .and_then(call_tool_response)
+            })
+            .await;
+        event.upstream_ms = Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
+        let response = response?;
+
+        // DLP on the result, before the client sees it.
+        let CallToolResponse::Complete(result) = response else {
+            return Ok(response);
+        };
+        let (result, report) = guardrails::scan(
+            &engine,
+            result,
+            Scope::Results,
+            &tool.server,
+            &tool.upstream_name,
+        )?;
+        self.observe_findings(&report);
+        for (k, v) in report.detector_counts() {
+            *event.detectors.entry(k).or_default() += v;
+        }
+        if report.is_blocked() {
+            event.decision = Decision::Block;
+            event.reason = report
+                .blocked_by
+                .clone()
+                .map(|r| format!("dlp rule {r} (result)"));
+            return Err(guardrails::blocked_error(&report, "result"));
+        }
+        if result.is_error == Some(true) {
+            event.reason = Some("tool returned isError".into());
+        }
+        let mut result = result;
+        // Legacy upstreams send no resultType; 2026-07-28 clients require it (rmcp drops it
+        // again for legacy clients).
+        result.result_type = Some(ResultType::COMPLETE);
+        Ok(CallToolResponse::Complete(result))
+    }
+
+    fn observe_call(&self, event: &Event) {
+        let m = &self.metrics;
+        let server = event.server.clone().unwrap_or_default();
+        let outcome = match event.decision {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Block => "block",
+            Decision::Error => "error",
+        };
+        m.request(&server, "tools/call", outcome);
+        if event.decision == Decision::Deny {
+            m.policy_denials
+                .get_or_create(&crate::metrics::ServerLabels {
+                    server: server.clone(),
+                })
+                .inc();
+        }
+        let labels = crate::metrics::ServerLabels { server };
+        m.call_duration
+            .get_or_create(&labels)
+            .observe(event.duration_ms / 1000.0);
+        if let Some(up) = event.upstream_ms {
+            m.upstream_duration
+                .get_or_create(&labels)
+                .observe(up / 1000.0);
+            m.overhead_duration
+                .observe(((event.duration_ms - up) / 1000.0).max(0.0));
+        }
+    }
+
+    fn observe_findings(&self, report: &crate::dlp::Report) {
+        for f in &report.findings {
+            let action = match f.action {
+                crds::policy::DlpAction::Log => "log",
+                crds::policy::DlpAction::Redact => "redact",
+                crds::policy::DlpAction::Block => "block",
+            };
+            self.metrics
+                .dlp_findings
+                .get_or_create(&crate::metrics::DlpLabels {
+                    detector: f.detector.clone(),
+                    action: action.into(),
+                })
+                .inc();
+        }
+    }
+
+    /// `prompts/get` through the pipeline: forwarded, then DLP on the result.
+    pub async fn get_prompt(
+        &self,
+        prompt: &super::catalog::PortalPrompt,
+        request: GetPromptRequestParams,
+        ctx: &CallContext,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let mut params = GetPromptRequestParams::new(prompt.upstream_name.clone());
+        params.arguments = request.arguments;
+        params.input_responses = request.input_responses;
+        let progress = ctx.progress.clone();
+        let router = self.upstreams.progress().clone();
+        let answer = self
+            .forward(&prompt.server, &ctx.ct, async move |peer| {
+                let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
+                send_routed(&peer, request, progress, &router).await
+            })
+            .await?;
+        match answer {
+            ServerResult::GetPromptResult(r) => {
+                let engine = self.dlp_engine(ctx);
+                let (mut r, report) = guardrails::scan(
+                    &engine,
+                    r,
+                    Scope::Results,
+                    &prompt.server,
+                    &prompt.upstream_name,
+                )?;
+                self.observe_findings(&report);
+                if report.is_blocked() {
+                    return Err(guardrails::blocked_error(&report, "prompt"));
+                }
+                r.result_type = Some(ResultType::COMPLETE);
+                Ok(GetPromptResponse::Complete(r))
+            }
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(ErrorData::internal_error(
+                format!(
+                    "upstream {} answered prompts/get with something else",
+                    prompt.server
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// `resources/read` through the pipeline: routed by URI, content URIs rewritten back to
+    /// the portal's form, DLP on the contents.
+    pub async fn read_resource(
+        &self,
+        catalog: &super::Catalog,
+        server: String,
+        uri: String,
+        request: ReadResourceRequestParams,
+        ctx: &CallContext,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let mut params = ReadResourceRequestParams::new(uri.clone());
+        params.input_responses = request.input_responses;
+        let progress = ctx.progress.clone();
+        let router = self.upstreams.progress().clone();
+        let answer = self
+            .forward(&server, &ctx.ct, async move |peer| {
+                let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
+                send_routed(&peer, request, progress, &router).await
+            })
+            .await?;
+        match answer {
+            ServerResult::ReadResourceResult(mut r) => {
+                for c in &mut r.contents {
+                    match c {
+                        ResourceContents::TextResourceContents { uri, .. }
+                        | ResourceContents::BlobResourceContents { uri, .. } => {
+                            *uri = catalog.portal_uri(&server, uri);
+                        }
+                        _ => {}
+                    }
+                }
+                let engine = self.dlp_engine(ctx);
+                let (mut r, report) = guardrails::scan(&engine, r, Scope::Results, &server, &uri)?;
+                self.observe_findings(&report);
+                if report.is_blocked() {
+                    return Err(guardrails::blocked_error(&report, "resource"));
+                }
+                r.result_type = Some(ResultType::COMPLETE);
+                Ok(ReadResourceResponse::Complete(r))
+            }
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(ErrorData::internal_error(
+                format!("upstream {server} answered resources/read with something else"),
+                None,
+            )),
+        }
+    }
+
+    /// The DLP engine for the caller.
+    pub fn dlp_engine(&self, _ctx: &CallContext) -> Arc<crate::dlp::Engine> {
+        // Policies with subjects need an authenticated identity to match; until then only
+        // policies that cover everyone apply.
+        self.guardrails().engine(|p| p.spec.subjects.is_empty())
+    }
+
+    /// Writes an audit event, when auditing is on.
+    pub fn audit(&self, event: Event) {
+        if let Some(log) = &self.audit {
+            log.log(event);
+        }
     }
 
     /// Resolves an upstream by McpServer name to a callable peer and its timeout.
@@ -133,33 +427,73 @@ impl Portal {
                 Ok(Err(e)) => {
                     up.report_broken();
                     tracing::warn!(upstream = %server, error = %e, "upstream request failed");
+                    // Transport details (URLs, types) go to the log, not to the client.
                     Err(ErrorData::internal_error(
-                        format!("upstream {server} failed: {}", short(&e.to_string())),
+                        format!("upstream {server} failed to answer; try again later"),
                         None,
                     ))
                 }
             }
         }
     }
+}
 
-    /// Metadata to send upstream: only a progress token mapped to this request (never the
-    /// client's own protocol metadata, which belongs to the downstream connection).
-    pub fn upstream_meta(
-        &self,
-        ctx: &CallContext,
-    ) -> (Option<RequestMetaObject>, Option<ProgressRoute>) {
-        match &ctx.progress {
-            Some((token, peer)) => {
-                let route = self
-                    .upstreams
-                    .progress()
-                    .register(token.clone(), peer.clone());
-                (
-                    Some(RequestMetaObject::with_progress_token(route.token.clone())),
-                    Some(route),
-                )
-            }
-            None => (None, None),
+/// Sends a request upstream; progress the upstream reports for it is relayed to the caller.
+///
+/// rmcp's client puts its own progress token on every request, so the route is keyed by the
+/// token of the request actually sent. Dropping the future before the answer (client cancel,
+/// deadline) tells the upstream with `notifications/cancelled`.
+pub async fn send_routed(
+    peer: &Peer<RoleClient>,
+    request: ClientRequest,
+    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    router: &Arc<ProgressRouter>,
+) -> Result<ServerResult, rmcp::ServiceError> {
+    let handle = peer
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await?;
+    let _route = progress.map(|(token, downstream)| {
+        router.register(handle.progress_token.clone(), token, downstream)
+    });
+    let mut guard = CancelOnDrop {
+        peer: peer.clone(),
+        id: Some(handle.id.clone()),
+    };
+    let result = handle.await_response().await;
+    guard.id = None;
+    result
+}
+
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<rmcp::model::RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let peer = self.peer.clone();
+            tokio::spawn(async move {
+                let params = CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the portal's client".into()),
+                );
+                let _ = peer.notify_cancelled(params).await;
+            });
         }
+    }
+}
+
+/// Maps a `tools/call` answer the way rmcp's `call_tool_once` does.
+pub fn call_tool_response(result: ServerResult) -> Result<CallToolResponse, rmcp::ServiceError> {
+    match result {
+        ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+        ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+        ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+        // Some servers answer a content-less tool with an empty object.
+        ServerResult::EmptyResult(_) => {
+            Ok(CallToolResponse::Complete(CallToolResult::success(vec![])))
+        }
+        _ => Err(rmcp::ServiceError::UnexpectedResponse),
     }
 }

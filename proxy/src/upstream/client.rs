@@ -2,7 +2,6 @@
 #![allow(deprecated)] // logging notifications (SEP-2577) are still sent by 2025-era servers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use rmcp::model::{
@@ -16,11 +15,10 @@ use super::Upstream;
 
 /// Routes upstream progress notifications back to the downstream request that asked for them.
 ///
-/// Downstream progress tokens are the client's own and may collide across clients, so each
-/// forwarded request gets a fresh upstream token; the route is removed when the request ends.
+/// rmcp's client gives every upstream request a fresh progress token; a route maps it back to
+/// the downstream request's own token and peer, and is removed when the request ends.
 #[derive(Default)]
 pub struct ProgressRouter {
-    next: AtomicU64,
     routes: Mutex<HashMap<String, (ProgressToken, Peer<RoleServer>)>>,
 }
 
@@ -28,8 +26,13 @@ pub struct ProgressRouter {
 pub struct ProgressRoute {
     router: Arc<ProgressRouter>,
     key: String,
-    /// The token to send upstream.
-    pub token: ProgressToken,
+}
+
+fn token_key(t: &ProgressToken) -> String {
+    match &t.0 {
+        NumberOrString::String(s) => format!("s:{s}"),
+        NumberOrString::Number(n) => format!("n:{n}"),
+    }
 }
 
 impl Drop for ProgressRoute {
@@ -41,28 +44,26 @@ impl Drop for ProgressRoute {
 }
 
 impl ProgressRouter {
-    /// Registers a route for a downstream request's progress token.
+    /// Routes progress for the upstream request sent with `upstream` to the downstream
+    /// request that asked for progress with `downstream`.
     pub fn register(
         self: &Arc<Self>,
+        upstream: ProgressToken,
         downstream: ProgressToken,
         peer: Peer<RoleServer>,
     ) -> ProgressRoute {
-        let key = format!("portcullis-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let key = token_key(&upstream);
         if let Ok(mut routes) = self.routes.lock() {
             routes.insert(key.clone(), (downstream, peer));
         }
         ProgressRoute {
             router: self.clone(),
-            token: ProgressToken(NumberOrString::String(key.clone().into())),
             key,
         }
     }
 
     async fn forward(&self, mut params: ProgressNotificationParam) {
-        let key = match &params.progress_token.0 {
-            NumberOrString::String(s) => s.to_string(),
-            NumberOrString::Number(n) => n.to_string(),
-        };
+        let key = token_key(&params.progress_token);
         let route = self.routes.lock().ok().and_then(|r| r.get(&key).cloned());
         if let Some((token, peer)) = route {
             params.progress_token = token;

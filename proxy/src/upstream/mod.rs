@@ -93,15 +93,20 @@ impl Upstream {
         self.state.borrow().clone()
     }
 
-    /// The peer to call, or the reason there is none.
+    /// The peer to call, or a reason fit for clients (the details stay in the admin status
+    /// and the log: they can hold internal URLs).
     pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
         let st = self.state.borrow();
         match (&st.peer, st.health) {
             (Some(p), Health::Ready) => Ok(p.clone()),
-            _ => Err(match &st.error {
-                Some(e) => format!("upstream {} is unavailable: {e}", self.config.name),
-                None => format!("upstream {} is not connected yet", self.config.name),
-            }),
+            (_, Health::Connecting) => Err(format!(
+                "upstream {} is not connected yet",
+                self.config.name
+            )),
+            _ => Err(format!(
+                "upstream {} is unavailable; try again later",
+                self.config.name
+            )),
         }
     }
 

@@ -1,0 +1,237 @@
+//! Prometheus metrics of the portal (prometheus-client), served on the admin listener.
+//!
+//! Label values are bounded: portal, server and tool names come from configuration, methods
+//! from a fixed list, outcomes and actions from enums. Subjects never become labels.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a handled request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// McpServer name (empty for portal-level methods).
+    pub server: String,
+    /// JSON-RPC method.
+    pub method: String,
+    /// `allow`, `deny`, `block` or `error`.
+    pub outcome: String,
+}
+
+/// Labels of per-server series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// McpServer name.
+    pub server: String,
+}
+
+/// Labels of DLP findings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DlpLabels {
+    /// Detector id.
+    pub detector: String,
+    /// `log`, `redact` or `block`.
+    pub action: String,
+}
+
+/// Labels of Code Mode executions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeModeLabels {
+    /// `search` or `execute`.
+    pub tool: String,
+    /// `ok`, `error`, or the limit that was hit.
+    pub outcome: String,
+}
+
+/// Labels of configuration reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// Every metric of one portal process.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests handled, by server, method and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Total time of tool calls as the client sees it (seconds).
+    pub call_duration: Family<ServerLabels, Histogram>,
+    /// Upstream round trip of tool calls (seconds).
+    pub upstream_duration: Family<ServerLabels, Histogram>,
+    /// Time the portal adds to a tool call (total minus upstream, seconds).
+    pub overhead_duration: Histogram,
+    /// DLP findings by detector and action.
+    pub dlp_findings: Family<DlpLabels, Counter>,
+    /// Calls refused by policy.
+    pub policy_denials: Family<ServerLabels, Counter>,
+    /// Calls refused by rate limits.
+    pub rate_limited: Counter,
+    /// 1 when the upstream is ready, else 0.
+    pub upstream_up: Family<ServerLabels, Gauge>,
+    /// Tools an upstream currently offers.
+    pub upstream_tools: Family<ServerLabels, Gauge>,
+    /// Code Mode executions by tool and outcome.
+    pub codemode_executions: Family<CodeModeLabels, Counter>,
+    /// Configuration reloads by result.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    /// Legacy sessions with a live notification channel in this process.
+    pub active_sessions: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.5, 15))
+}
+
+impl Metrics {
+    /// A fresh registry with every portal metric, prefixed `portcullis_`.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "MCP requests handled by the portal",
+            requests.clone(),
+        );
+        let call_duration = Family::<ServerLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "Tool call time as the client sees it",
+            call_duration.clone(),
+        );
+        let upstream_duration = Family::<ServerLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "upstream_call_duration_seconds",
+            "Upstream round trip of tool calls",
+            upstream_duration.clone(),
+        );
+        let overhead_duration = latency_histogram();
+        registry.register(
+            "portal_overhead_seconds",
+            "Time the portal adds to a tool call",
+            overhead_duration.clone(),
+        );
+        let dlp_findings = Family::default();
+        registry.register(
+            "dlp_findings",
+            "DLP findings by detector and action",
+            dlp_findings.clone(),
+        );
+        let policy_denials = Family::default();
+        registry.register(
+            "policy_denials",
+            "Calls refused by policy",
+            policy_denials.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Calls refused by rate limits",
+            rate_limited.clone(),
+        );
+        let upstream_up = Family::default();
+        registry.register(
+            "upstream_up",
+            "Whether the upstream is ready (1) or not (0)",
+            upstream_up.clone(),
+        );
+        let upstream_tools = Family::default();
+        registry.register(
+            "upstream_tools",
+            "Tools an upstream offers",
+            upstream_tools.clone(),
+        );
+        let codemode_executions = Family::default();
+        registry.register(
+            "codemode_executions",
+            "Code Mode executions by tool and outcome",
+            codemode_executions.clone(),
+        );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            config_reloads.clone(),
+        );
+        let active_sessions = Gauge::default();
+        registry.register(
+            "active_sessions",
+            "Legacy sessions with a live channel in this process",
+            active_sessions.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            call_duration,
+            upstream_duration,
+            overhead_duration,
+            dlp_findings,
+            policy_denials,
+            rate_limited,
+            upstream_up,
+            upstream_tools,
+            codemode_executions,
+            config_reloads,
+            active_sessions,
+        })
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one handled request.
+    pub fn request(&self, server: &str, method: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                server: server.to_owned(),
+                method: method.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_prefixed_series_with_bounded_labels() {
+        let m = Metrics::new();
+        m.request("tickets", "tools/call", "allow");
+        m.upstream_up
+            .get_or_create(&ServerLabels {
+                server: "tickets".into(),
+            })
+            .set(1);
+        let text = m.encode();
+        assert!(text.contains("portcullis_requests_total{server=\"tickets\",method=\"tools/call\",outcome=\"allow\"} 1"), "{text}");
+        assert!(
+            text.contains("portcullis_upstream_up{server=\"tickets\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

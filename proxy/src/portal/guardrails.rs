@@ -1,0 +1,144 @@
+//! DLP in the portal: which rules apply to a caller, and scanning values in place.
+//!
+//! Rules come from the McpPolicies bound to the portal. A policy's rules apply to the subjects
+//! the policy covers (a policy without subjects covers everyone). Engines are compiled once per
+//! distinct set of applicable policies and cached until the configuration changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::ErrorData;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::PortalConfig;
+use crate::dlp::{Engine, Report, Scope};
+
+/// JSON-RPC error code of a request or result refused by a portal guardrail (DLP).
+pub const BLOCKED: i32 = -32003;
+
+/// Compiled DLP engines of one configuration.
+pub struct Guardrails {
+    config: Arc<PortalConfig>,
+    engines: Mutex<HashMap<Vec<usize>, Arc<Engine>>>,
+}
+
+impl Guardrails {
+    /// Guardrails for `config`. Rules that fail to compile are reported here, at load time.
+    pub fn new(config: Arc<PortalConfig>) -> Result<Self, String> {
+        let all: Vec<_> = rules(&config, |_| true);
+        Engine::compile(&all).map_err(|e| e.to_string())?;
+        Ok(Guardrails {
+            config,
+            engines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine for a caller: rules of every policy that covers `subject` with `groups`.
+    pub fn engine(&self, covers: impl Fn(&crds::McpPolicy) -> bool) -> Arc<Engine> {
+        let key: Vec<usize> = self
+            .config
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.spec.dlp.is_empty() && covers(p))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(e) = self.engines.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return e;
+        }
+        let chosen: Vec<_> = key.iter().map(|&i| &self.config.policies[i]).collect();
+        let list: Vec<_> = chosen
+            .iter()
+            .flat_map(|p| {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                p.spec.dlp.iter().map(move |r| (name.clone(), r.clone()))
+            })
+            .collect();
+        // Compiled successfully in `new`, so a subset compiles too.
+        let engine = Arc::new(
+            Engine::compile(&list)
+                .unwrap_or_else(|_| Engine::compile(&[]).expect("empty rule set compiles")),
+        );
+        if let Ok(mut m) = self.engines.lock() {
+            m.insert(key, engine.clone());
+        }
+        engine
+    }
+}
+
+fn rules(
+    config: &PortalConfig,
+    keep: impl Fn(&crds::McpPolicy) -> bool,
+) -> Vec<(String, crds::policy::DlpRule)> {
+    config
+        .policies
+        .iter()
+        .filter(|p| keep(p))
+        .flat_map(|p| {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            p.spec.dlp.iter().map(move |r| (name.clone(), r.clone()))
+        })
+        .collect()
+}
+
+/// The error a blocked request or result gets: names the rule and detectors, never the data.
+pub fn blocked_error(report: &Report, what: &str) -> ErrorData {
+    let detectors: Vec<String> = report.detector_counts().into_keys().collect();
+    let rule = report.blocked_by.clone().unwrap_or_default();
+    ErrorData::new(
+        rmcp::model::ErrorCode(BLOCKED),
+        format!(
+            "{what} blocked by DLP rule {rule:?} (detectors: {})",
+            detectors.join(", ")
+        ),
+        None,
+    )
+}
+
+/// Scans any serializable value in place (through JSON). Returns the possibly redacted value
+/// and the report; on a block the value is returned unchanged and the report says so.
+pub fn scan<T: Serialize + DeserializeOwned>(
+    engine: &Engine,
+    value: T,
+    dir: Scope,
+    server: &str,
+    name: &str,
+) -> Result<(T, Report), ErrorData> {
+    if !engine.applies(dir, server, name) {
+        return Ok((value, Report::default()));
+    }
+    let mut json = serde_json::to_value(&value)
+        .map_err(|_| ErrorData::internal_error("value could not be inspected", None))?;
+    let report = engine.scan(&mut json, dir, server, name);
+    if report
+        .findings
+        .iter()
+        .any(|f| f.action == crds::policy::DlpAction::Redact)
+        && !report.is_blocked()
+    {
+        let redacted = serde_json::from_value(json)
+            .map_err(|_| ErrorData::internal_error("redacted value could not be rebuilt", None))?;
+        return Ok((redacted, report));
+    }
+    Ok((value, report))
+}
+
+/// Scans a JSON object of arguments in place.
+pub fn scan_arguments(
+    engine: &Engine,
+    args: &mut Option<serde_json::Map<String, Value>>,
+    server: &str,
+    tool: &str,
+) -> Report {
+    if !engine.applies(Scope::Arguments, server, tool) {
+        return Report::default();
+    }
+    let mut value = Value::Object(args.take().unwrap_or_default());
+    let report = engine.scan(&mut value, Scope::Arguments, server, tool);
+    if let Value::Object(m) = value {
+        *args = Some(m);
+    }
+    report
+}
