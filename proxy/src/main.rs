@@ -6,19 +6,73 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use proxy::{config, http, portal::Portal};
 
 /// One governed MCP endpoint over many upstream MCP servers.
+///
+/// Without a subcommand it serves a portal: `portcullis-proxy --manifests FILE --portal NAME`.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-proxy", version, about)]
+#[command(
+    name = "portcullis-proxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Data-loss-prevention tools.
+    #[command(subcommand)]
+    Dlp(DlpCommand),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlpCommand {
+    /// Runs a portal's DLP rules (or every built-in detector) over a text or JSON document and
+    /// prints one JSON line per finding: detector, rule, action, path, start, end (characters).
+    Scan {
+        /// Manifests holding the portal and its McpPolicies.
+        #[arg(long, required_unless_present = "all_detectors")]
+        manifests: Option<PathBuf>,
+        /// The McpPortal whose rules to run.
+        #[arg(long, requires = "manifests")]
+        portal: Option<String>,
+        /// Run every built-in detector (action log) instead of a portal's rules.
+        #[arg(long, conflicts_with = "manifests")]
+        all_detectors: bool,
+        /// The document to scan; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verifies the hash chain of an audit log; names the first broken line.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
     /// A YAML file, or a directory of them, with McpServer, McpPortal and McpPolicy documents
     /// (and, locally, v1 Secrets).
-    #[arg(long, env = "PORTCULLIS_MANIFESTS")]
-    manifests: PathBuf,
+    #[arg(long, env = "PORTCULLIS_MANIFESTS", required = true)]
+    manifests: Option<PathBuf>,
     /// The McpPortal to serve. May be omitted when the manifests hold exactly one.
     #[arg(long, env = "PORTCULLIS_PORTAL")]
     portal: Option<String>,
@@ -52,19 +106,113 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
-    let manifests = config::manifests::load(&cli.manifests)?;
-    let portal_name = match &cli.portal {
-        Some(p) => p.clone(),
+    match cli.command {
+        Some(Command::Dlp(DlpCommand::Scan {
+            manifests,
+            portal,
+            all_detectors,
+            file,
+        })) => dlp_scan(manifests, portal, all_detectors, file),
+        Some(Command::Audit(AuditCommand::Verify { file })) => audit_verify(&file),
+        None => serve(cli.serve).await,
+    }
+}
+
+fn dlp_scan(
+    manifests: Option<PathBuf>,
+    portal: Option<String>,
+    all_detectors: bool,
+    file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    let engine = if all_detectors {
+        proxy::dlp::Engine::all_detectors()
+    } else {
+        let path = manifests.context("--manifests or --all-detectors is required")?;
+        let m = config::manifests::load(&path)?;
+        let name = pick_portal(&m, portal.as_deref(), &path)?;
+        let cfg = config::resolve(&m, &name, std::path::Path::new(config::DEFAULT_SECRETS_DIR))?;
+        let rules: Vec<_> = cfg
+            .policies
+            .iter()
+            .flat_map(|p| {
+                let n = p.metadata.name.clone().unwrap_or_default();
+                p.spec.dlp.iter().map(move |r| (n.clone(), r.clone()))
+            })
+            .collect();
+        proxy::dlp::Engine::compile(&rules)?
+    };
+    let mut text = String::new();
+    match file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => {
+            text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+        }
+        _ => {
+            std::io::stdin().read_to_string(&mut text)?;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for f in proxy::dlp::scan_document(&engine, &text) {
+        let line = serde_json::json!({
+            "detector": f.detector,
+            "policy": f.policy,
+            "rule": f.rule,
+            "action": f.action,
+            "path": f.path,
+            "key": f.key,
+            "start": f.start,
+            "end": f.end,
+        });
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn audit_verify(file: &std::path::Path) -> anyhow::Result<()> {
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("{}: cannot open", file.display()))?,
+    );
+    match proxy::audit::verify(reader) {
+        Ok(r) => {
+            println!(
+                "{}: ok: {} lines, seq {:?}..{:?}, {} restart(s), head {}",
+                file.display(),
+                r.lines,
+                r.first_seq,
+                r.last_seq,
+                r.restarts,
+                r.last_hash.unwrap_or_default()
+            );
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("{}: {e}", file.display()),
+    }
+}
+
+fn pick_portal(
+    manifests: &config::Manifests,
+    portal: Option<&str>,
+    path: &std::path::Path,
+) -> anyhow::Result<String> {
+    Ok(match portal {
+        Some(p) => p.to_owned(),
         None => match manifests.portals.as_slice() {
             [only] => only.metadata.name.clone().unwrap_or_default(),
             _ => anyhow::bail!(
                 "{}: holds {} McpPortals; choose one with --portal",
-                cli.manifests.display(),
+                path.display(),
                 manifests.portals.len()
             ),
         },
-    };
+    })
+}
+
+async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&cli.log_format);
+    let manifests_path = cli.manifests.clone().context("--manifests is required")?;
+    let manifests = config::manifests::load(&manifests_path)?;
+    let portal_name = pick_portal(&manifests, cli.portal.as_deref(), &manifests_path)?;
     let cfg = config::resolve(&manifests, &portal_name, &cli.secrets_dir)?;
     if cfg.session_key.is_none() {
         tracing::warn!(
@@ -101,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::watch::channel(portal.config());
     let reload_metrics = portal.metrics.clone();
     config::watch::spawn(
-        cli.manifests.clone(),
+        manifests_path.clone(),
         portal_name.clone(),
         cli.secrets_dir.clone(),
         Duration::from_millis(cli.reload_interval_ms.max(100)),
