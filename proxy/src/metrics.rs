@@ -201,6 +201,13 @@ impl Metrics {
         out
     }
 
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools that do not speak
+    /// OpenMetrics (`promtool check metrics` before 2.46, many agents): counters are typed under
+    /// their `_total` sample name, and the OpenMetrics-only lines are dropped.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
     /// Counts one handled request.
     pub fn request(&self, server: &str, method: &str, outcome: &str) {
         self.requests
@@ -213,9 +220,60 @@ impl Metrics {
     }
 }
 
+/// Converts prometheus-client's OpenMetrics exposition into the classic text format.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            // Classic format has no exemplars or created timestamps.
+            None if line.ends_with("_created")
+                || line.contains("_created{")
+                || line.contains("_created ") =>
+            {
+                continue;
+            }
+            None => out.push_str(line.split(" # {").next().unwrap_or(line)),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classic_text_types_counters_under_their_total_name() {
+        let m = Metrics::new();
+        m.request("a", "tools/call", "allow");
+        let text = m.encode_text();
+        assert!(
+            text.contains("# TYPE portcullis_requests_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP portcullis_requests_total "), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains(
+            "portcullis_requests_total{server=\"a\",method=\"tools/call\",outcome=\"allow\"} 1"
+        ));
+    }
 
     #[test]
     fn exposition_has_prefixed_series_with_bounded_labels() {

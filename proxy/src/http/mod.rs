@@ -112,14 +112,29 @@ pub fn admin_app(portal: Arc<Portal>) -> Router {
         .with_state(portal)
 }
 
-async fn metrics(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        portal.metrics.encode(),
-    )
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.
+async fn metrics(State(portal): State<Arc<Portal>>, headers: http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            portal.metrics.encode(),
+        )
+    } else {
+        (
+            [(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            portal.metrics.encode_text(),
+        )
+    }
 }
 
 /// Binds `addr` (TCP_NODELAY on every accepted socket) and returns the listener and the

@@ -99,7 +99,9 @@ pub fn unknown_tool(name: &str) -> ErrorData {
 }
 
 impl Portal {
-    /// Calls a portal tool through the whole pipeline and writes its audit event.
+    /// Calls a portal tool through the whole pipeline and writes its audit event — also when
+    /// the call is dropped midway (client cancel, Code Mode deadline): the upstream may already
+    /// have acted on it.
     pub async fn call_tool(
         &self,
         name: &str,
@@ -107,33 +109,35 @@ impl Portal {
         request: Option<&CallToolRequestParams>,
         ctx: &CallContext,
     ) -> Result<CallToolResponse, ErrorData> {
-        let started = Instant::now();
-        let mut event = Event {
-            portal: self.config().name.clone(),
-            subject: ctx.subject.clone(),
-            session: ctx.session.clone(),
-            method: "tools/call".into(),
-            tool: Some(short(name)),
-            origin: Some(ctx.origin.as_str().into()),
-            args_hash: arguments
-                .as_ref()
-                .map(|a| audit::args_hash(&serde_json::Value::Object(a.clone()))),
-            ..Event::default()
+        let mut guard = AuditGuard {
+            portal: self,
+            started: Instant::now(),
+            done: false,
+            event: Event {
+                portal: self.config().name.clone(),
+                subject: ctx.subject.clone(),
+                session: ctx.session.clone(),
+                method: "tools/call".into(),
+                tool: Some(short(name)),
+                origin: Some(ctx.origin.as_str().into()),
+                args_hash: arguments
+                    .as_ref()
+                    .map(|a| audit::args_hash(&serde_json::Value::Object(a.clone()))),
+                ..Event::default()
+            },
         };
         let result = self
-            .call_tool_inner(name, &mut arguments, request, ctx, &mut event)
+            .call_tool_inner(name, &mut arguments, request, ctx, &mut guard.event)
             .await;
-        event.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.observe_call(&event);
         if let Err(e) = &result {
-            if event.decision == Decision::Allow {
-                event.decision = Decision::Error;
+            if guard.event.decision == Decision::Allow {
+                guard.event.decision = Decision::Error;
             }
-            if event.reason.is_none() {
-                event.reason = Some(short(&e.message));
+            if guard.event.reason.is_none() {
+                guard.event.reason = Some(short(&e.message));
             }
         }
-        self.audit(event);
+        guard.done = true;
         result
     }
 
@@ -435,6 +439,29 @@ impl Portal {
                 }
             }
         }
+    }
+}
+
+/// Writes a call's audit event and metrics when it is dropped: on completion with the final
+/// event, or midway (client cancel, Code Mode deadline) as `error`, "cancelled before
+/// completion" — the upstream may already have acted on the call.
+struct AuditGuard<'a> {
+    portal: &'a Portal,
+    started: Instant,
+    done: bool,
+    event: Event,
+}
+
+impl Drop for AuditGuard<'_> {
+    fn drop(&mut self) {
+        let mut event = std::mem::take(&mut self.event);
+        event.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        if !self.done {
+            event.decision = Decision::Error;
+            event.reason = Some("cancelled before completion".into());
+        }
+        self.portal.observe_call(&event);
+        self.portal.audit(event);
     }
 }
 
