@@ -32,6 +32,9 @@ demo:
 bench:
 	$(CARGO) build --release -p portcullis-proxy --bins
 	python3 e2e/bench/run.py
+	$(CARGO) bench -p portcullis-proxy --bench tokens
+	$(CARGO) bench -p portcullis-proxy --bench codemode
+	$(CARGO) bench -p portcullis-proxy --bench dlp
 
 fmt:
 	$(CARGO) fmt --all
