@@ -22,7 +22,8 @@ pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
 
 /// All CustomResourceDefinitions, in a stable order (what `crdgen` prints).
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
     vec![McpServer::crd(), McpPortal::crd(), McpPolicy::crd()]

@@ -99,7 +99,9 @@ pub enum Effect {
 }
 
 /// Level of access a rule grants.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Access {
     /// Read-only tools only.
@@ -152,7 +154,9 @@ pub enum Direction {
 }
 
 /// What a DLP match does.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum DlpAction {
     /// Record the finding only (monitor mode).

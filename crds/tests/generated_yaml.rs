@@ -1,6 +1,9 @@
 //! The committed CRD YAML matches the types. Regenerate with `make generate`.
 
-const FILES: &[&str] = &["portcullis.dev_crds.yaml", "../charts/portcullis/crds/portcullis.dev_crds.yaml"];
+const FILES: &[&str] = &[
+    "portcullis.dev_crds.yaml",
+    "../charts/portcullis/crds/portcullis.dev_crds.yaml",
+];
 
 #[test]
 fn committed_crd_yaml_matches_the_types() {
@@ -23,7 +26,10 @@ fn every_crd_field_has_a_description() {
         if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
             for (k, child) in props {
                 let p = format!("{path}.{k}");
-                let is_meta = path.ends_with(".metadata") || k == "metadata" || k == "apiVersion" || k == "kind";
+                let is_meta = path.ends_with(".metadata")
+                    || k == "metadata"
+                    || k == "apiVersion"
+                    || k == "kind";
                 if child.get("description").is_none() && !is_meta {
                     missing.push(p.clone());
                 }
@@ -38,10 +44,17 @@ fn every_crd_field_has_a_description() {
     for crd in crds::crds() {
         for version in &crd.spec.versions {
             let schema = serde_json::to_value(&version.schema).unwrap();
-            walk(&crd.spec.names.kind, &schema["openAPIV3Schema"], &mut missing);
+            walk(
+                &crd.spec.names.kind,
+                &schema["openAPIV3Schema"],
+                &mut missing,
+            );
         }
     }
     // LabelSelector's and ResourceRequirements' inner fields come from k8s-openapi and carry
     // upstream descriptions; anything else must be ours.
-    assert!(missing.is_empty(), "fields without a doc comment: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a doc comment: {missing:#?}"
+    );
 }

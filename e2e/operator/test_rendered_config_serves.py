@@ -52,6 +52,10 @@ def post(url, body, session=None):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     with urllib.request.urlopen(req, timeout=30) as r:
         text = r.read().decode()
+        if r.headers.get("Content-Type", "").startswith("text/event-stream"):
+            # SSE: the JSON-RPC message is the `data:` line that holds JSON.
+            datas = [ln[5:].strip() for ln in text.splitlines() if ln.startswith("data:")]
+            text = next((d for d in reversed(datas) if d.startswith("{")), "")
         return r.headers.get("Mcp-Session-Id"), (json.loads(text) if text.strip() else None)
 
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
@@ -79,7 +79,11 @@ pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
             let old = lease.spec.clone().unwrap_or_default();
             let ours = old.holder_identity.as_deref() == Some(cfg.identity.as_str());
             let transitions = old.lease_transitions.unwrap_or(0) + i32::from(!ours);
-            let acquire = if ours { old.acquire_time } else { Some(MicroTime(now)) };
+            let acquire = if ours {
+                old.acquire_time
+            } else {
+                Some(MicroTime(now))
+            };
             lease.spec = Some(spec(acquire, transitions));
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
@@ -92,7 +96,11 @@ pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
 
 /// Waits until this replica holds the lease (or `shutdown`), then keeps renewing it in the
 /// background; the returned token is cancelled when leadership is lost or on shutdown.
-pub async fn lead(client: Client, cfg: LeaseConfig, shutdown: CancellationToken) -> Option<CancellationToken> {
+pub async fn lead(
+    client: Client,
+    cfg: LeaseConfig,
+    shutdown: CancellationToken,
+) -> Option<CancellationToken> {
     loop {
         match try_acquire(&client, &cfg).await {
             Ok(true) => break,

@@ -51,13 +51,28 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct RenderArgs {
     /// Image of the proxy.
-    #[arg(long, env = "PORTCULLIS_PROXY_IMAGE", default_value = "ghcr.io/portcullis/portcullis-proxy:latest", global = true)]
+    #[arg(
+        long,
+        env = "PORTCULLIS_PROXY_IMAGE",
+        default_value = "ghcr.io/portcullis/portcullis-proxy:latest",
+        global = true
+    )]
     proxy_image: String,
     /// Pull policy of the proxy image.
-    #[arg(long, env = "PORTCULLIS_PROXY_IMAGE_PULL_POLICY", default_value = "IfNotPresent", global = true)]
+    #[arg(
+        long,
+        env = "PORTCULLIS_PROXY_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent",
+        global = true
+    )]
     proxy_image_pull_policy: String,
     /// Cluster DNS domain.
-    #[arg(long, env = "PORTCULLIS_CLUSTER_DOMAIN", default_value = "cluster.local", global = true)]
+    #[arg(
+        long,
+        env = "PORTCULLIS_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        global = true
+    )]
     cluster_domain: String,
     /// Namespace of resources that name none (render).
     #[arg(long, default_value = "default", global = true)]
@@ -71,7 +86,11 @@ struct RenderArgs {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "PORTCULLIS_METRICS_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     metrics_listen: String,
     /// Compete for a Lease so only one replica reconciles.
     #[arg(long, env = "PORTCULLIS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -118,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
             let defs = McpProber::new(Duration::from_secs(cli.run.probe_timeout_seconds))
                 .probe(url, headers)
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&operator::probe::summarize(&defs))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&operator::probe::summarize(&defs))?
+            );
             Ok(())
         }
         Command::Run => run(cli.render, cli.run).await,
@@ -127,11 +149,16 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(render: RenderArgs, args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let mut options = render_options(&render);
     if render.service_monitor == "auto" {
         options.service_monitor = service_monitor_crd_exists(&client).await;
-        tracing::info!(enabled = options.service_monitor, "ServiceMonitor support (auto)");
+        tracing::info!(
+            enabled = options.service_monitor,
+            "ServiceMonitor support (auto)"
+        );
     }
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
@@ -142,7 +169,13 @@ async fn run(render: RenderArgs, args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.metrics_listen))?;
     let m = metrics.clone();
     let app = Router::new()
-        .route("/metrics", get(move || { let m = m.clone(); async move { m.encode() } }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move { m.encode() }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }));
     let server_shutdown = shutdown.clone();
@@ -152,10 +185,18 @@ async fn run(render: RenderArgs, args: RunArgs) -> anyhow::Result<()> {
             .await
     });
 
-    let prober: Arc<dyn Prober> = Arc::new(McpProber::new(Duration::from_secs(args.probe_timeout_seconds)));
-    let ctx = Arc::new(Context::new(client.clone(), options, prober, metrics.clone()));
+    let prober: Arc<dyn Prober> = Arc::new(McpProber::new(Duration::from_secs(
+        args.probe_timeout_seconds,
+    )));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        options,
+        prober,
+        metrics.clone(),
+    ));
     let controllers_stop = if args.leader_election {
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("portcullis-operator-{}", std::process::id()));
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("portcullis-operator-{}", std::process::id()));
         let cfg = LeaseConfig {
             name: "portcullis-operator".into(),
             namespace: args.lease_namespace.clone(),
@@ -187,13 +228,19 @@ async fn run(render: RenderArgs, args: RunArgs) -> anyhow::Result<()> {
 async fn service_monitor_crd_exists(client: &kube::Client) -> bool {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    matches!(api.get_opt("servicemonitors.monitoring.coreos.com").await, Ok(Some(_)))
+    matches!(
+        api.get_opt("servicemonitors.monitoring.coreos.com").await,
+        Ok(Some(_))
+    )
 }
 
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

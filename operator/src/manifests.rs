@@ -71,8 +71,15 @@ pub fn parse_into(out: &mut Manifests, file: &Path, text: &str) -> Result<()> {
         if value.is_null() {
             continue;
         }
-        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
-        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let kind = value
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
         if api_version != crds::API_VERSION {
             continue;
         }
@@ -85,9 +92,15 @@ pub fn parse_into(out: &mut Manifests, file: &Path, text: &str) -> Result<()> {
         let label = format!(" ({kind}/{name})");
         let parse_err = |e: serde_yaml::Error| err(label.clone(), e.to_string());
         match kind.as_str() {
-            "McpServer" => out.servers.push(serde_yaml::from_value(value).map_err(parse_err)?),
-            "McpPortal" => out.portals.push(serde_yaml::from_value(value).map_err(parse_err)?),
-            "McpPolicy" => out.policies.push(serde_yaml::from_value(value).map_err(parse_err)?),
+            "McpServer" => out
+                .servers
+                .push(serde_yaml::from_value(value).map_err(parse_err)?),
+            "McpPortal" => out
+                .portals
+                .push(serde_yaml::from_value(value).map_err(parse_err)?),
+            "McpPolicy" => out
+                .policies
+                .push(serde_yaml::from_value(value).map_err(parse_err)?),
             other => return Err(err(label.clone(), format!("unknown kind {other:?}"))),
         }
     }

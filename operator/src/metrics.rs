@@ -50,9 +50,21 @@ impl Default for Metrics {
         });
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciliations that failed", failures.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciliations that failed",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reconciles,

@@ -70,7 +70,10 @@ pub fn server_selector(server: &str) -> BTreeMap<String, String> {
 }
 
 /// Labels on every object of a portal or server: the selector plus the recommended labels.
-pub fn object_labels(selector: &BTreeMap<String, String>, instance: &str) -> BTreeMap<String, String> {
+pub fn object_labels(
+    selector: &BTreeMap<String, String>,
+    instance: &str,
+) -> BTreeMap<String, String> {
     let mut labels = selector.clone();
     labels.insert("app.kubernetes.io/name".into(), "portcullis-proxy".into());
     labels.insert("app.kubernetes.io/instance".into(), instance.to_owned());

@@ -18,7 +18,11 @@ use crate::error::{Error, Result};
 /// network; [`McpProber`] is the real one.
 pub trait Prober: Send + Sync {
     /// The tool definitions (as JSON) of the server at `url`, sent `headers`.
-    fn probe(&self, url: String, headers: Vec<(String, String)>) -> BoxFuture<'static, Result<Vec<serde_json::Value>>>;
+    fn probe(
+        &self,
+        url: String,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>>>;
 }
 
 /// Probes over Streamable HTTP with the official SDK, either protocol era.
@@ -41,7 +45,11 @@ impl McpProber {
 }
 
 impl Prober for McpProber {
-    fn probe(&self, url: String, headers: Vec<(String, String)>) -> BoxFuture<'static, Result<Vec<serde_json::Value>>> {
+    fn probe(
+        &self,
+        url: String,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>>> {
         let http = self.http.clone();
         let timeout = self.timeout;
         Box::pin(async move {
@@ -58,18 +66,22 @@ impl Prober for McpProber {
                 value.set_sensitive(true);
                 custom.insert(name, value);
             }
-            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+            let config =
+                StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             let transport = StreamableHttpClientTransport::with_client(http, config);
             let lifecycle = ClientLifecycleMode::Auto {
                 preferred_versions: vec![ProtocolVersion::V_2026_07_28],
                 legacy_version: Some(ProtocolVersion::V_2025_11_25),
             };
             let work = async {
-                let mut client = ()
-                    .serve_with_lifecycle(transport, lifecycle)
+                let mut client =
+                    ().serve_with_lifecycle(transport, lifecycle)
+                        .await
+                        .map_err(|e| err(format!("connecting: {e}")))?;
+                let tools = client
+                    .list_all_tools()
                     .await
-                    .map_err(|e| err(format!("connecting: {e}")))?;
-                let tools = client.list_all_tools().await.map_err(|e| err(format!("tools/list: {e}")));
+                    .map_err(|e| err(format!("tools/list: {e}")));
                 let _ = client.close_with_timeout(Duration::from_secs(2)).await;
                 tools
             };
@@ -113,7 +125,11 @@ fn canonical(v: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&m[k]))).collect())
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&m[k])))
+                    .collect(),
+            )
         }
         serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical).collect()),
         other => other.clone(),

@@ -46,7 +46,10 @@ pub fn portal_selects(portal: &McpPortal, server: &McpServer) -> bool {
 
 /// The servers a portal fronts, sorted by name.
 pub fn selected_servers<'a>(portal: &McpPortal, servers: &'a [McpServer]) -> Vec<&'a McpServer> {
-    let mut out: Vec<&McpServer> = servers.iter().filter(|s| portal_selects(portal, s)).collect();
+    let mut out: Vec<&McpServer> = servers
+        .iter()
+        .filter(|s| portal_selects(portal, s))
+        .collect();
     out.sort_by_key(|s| s.name_any());
     out
 }
@@ -75,7 +78,10 @@ pub fn policy_binds(policy: &McpPolicy, portal: &McpPortal) -> bool {
 
 /// The policies bound to a portal, sorted by name.
 pub fn bound_policies<'a>(portal: &McpPortal, policies: &'a [McpPolicy]) -> Vec<&'a McpPolicy> {
-    let mut out: Vec<&McpPolicy> = policies.iter().filter(|p| policy_binds(p, portal)).collect();
+    let mut out: Vec<&McpPolicy> = policies
+        .iter()
+        .filter(|p| policy_binds(p, portal))
+        .collect();
     out.sort_by_key(|p| p.name_any());
     out
 }
@@ -121,7 +127,11 @@ pub fn secret_names(refs: &[SecretKeyRef]) -> BTreeSet<String> {
 
 /// The prefix a server's tools get in a portal.
 pub fn prefix_of(server: &McpServer) -> String {
-    server.spec.prefix.clone().unwrap_or_else(|| server.name_any())
+    server
+        .spec
+        .prefix
+        .clone()
+        .unwrap_or_else(|| server.name_any())
 }
 
 /// Pairs of servers that would share a tool prefix in one portal (the proxy refuses those).

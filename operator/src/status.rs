@@ -3,7 +3,13 @@
 use crds::Condition;
 
 /// A condition of `generation` with the current time as its transition time.
-pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -17,7 +23,9 @@ pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>
 /// Current time, RFC 3339 with seconds.
 pub fn now() -> String {
     let ts = k8s_openapi::jiff::Timestamp::now();
-    ts.round(k8s_openapi::jiff::Unit::Second).unwrap_or(ts).to_string()
+    ts.round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or(ts)
+        .to_string()
 }
 
 /// `new` with each condition's transition time taken from `old` when its status is unchanged.

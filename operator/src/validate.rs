@@ -35,13 +35,17 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<String> {
             if let Some(v) = v
                 && (v.trim().is_empty() || v.len() > 256)
             {
-                out.push(format!("spec.subjects[{i}].{field}: must be 1-256 non-blank characters"));
+                out.push(format!(
+                    "spec.subjects[{i}].{field}: must be 1-256 non-blank characters"
+                ));
             }
         }
         if let Some(c) = &s.claim
             && (c.name.trim().is_empty() || c.name.len() > 256)
         {
-            out.push(format!("spec.subjects[{i}].claim.name: must be 1-256 non-blank characters"));
+            out.push(format!(
+                "spec.subjects[{i}].claim.name: must be 1-256 non-blank characters"
+            ));
         }
     }
     for (i, r) in spec.rules.iter().enumerate() {
@@ -58,7 +62,9 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<String> {
             out.push(format!("spec.dlp[{i}].name: must not be empty"));
         }
         if d.detectors.is_empty() && d.patterns.is_empty() {
-            out.push(format!("spec.dlp[{i}]: set detectors or patterns (or both)"));
+            out.push(format!(
+                "spec.dlp[{i}]: set detectors or patterns (or both)"
+            ));
         }
         for (j, det) in d.detectors.iter().enumerate() {
             if !DETECTORS.contains(&det.as_str()) {
@@ -70,8 +76,16 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<String> {
         }
         for (j, p) in d.patterns.iter().enumerate() {
             if let Err(e) = regex::RegexBuilder::new(p).size_limit(1 << 20).build() {
-                let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                out.push(format!("spec.dlp[{i}].patterns[{j}]: not a valid regular expression: {first}"));
+                let first = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                out.push(format!(
+                    "spec.dlp[{i}].patterns[{j}]: not a valid regular expression: {first}"
+                ));
             }
         }
         for (field, globs) in [("servers", &d.servers), ("tools", &d.tools)] {
@@ -89,7 +103,9 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<String> {
             ("burst", l.burst),
         ] {
             if v == Some(0) {
-                out.push(format!("spec.limits.{field}: must be at least 1 (omit it for no limit)"));
+                out.push(format!(
+                    "spec.limits.{field}: must be at least 1 (omit it for no limit)"
+                ));
             }
         }
     }

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crds::server::{DeployedServer, DiscoveredTools, RemoteServer};
-use crds::{Condition, McpPolicy, McpPolicySpec, McpPortal, McpPortalSpec, McpServer, McpServerSpec, McpServerStatus, SecretKeyRef};
+use crds::{
+    Condition, McpPolicy, McpPolicySpec, McpPortal, McpPortalSpec, McpServer, McpServerSpec,
+    McpServerStatus, SecretKeyRef,
+};
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -27,7 +30,11 @@ struct FakeProber {
 }
 
 impl Prober for FakeProber {
-    fn probe(&self, url: String, _headers: Vec<(String, String)>) -> BoxFuture<'static, operator::Result<Vec<Value>>> {
+    fn probe(
+        &self,
+        url: String,
+        _headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, operator::Result<Vec<Value>>> {
         self.probed.lock().unwrap().push(url);
         let tools = self.tools.clone();
         Box::pin(async move { Ok(tools) })
@@ -41,7 +48,12 @@ fn context(tools: Vec<Value>) -> (Arc<Context>, ApiServer, Arc<FakeProber>) {
         tools,
         probed: Mutex::default(),
     });
-    let ctx = Context::new(client, RenderOptions::default(), prober.clone(), Arc::new(Metrics::default()));
+    let ctx = Context::new(
+        client,
+        RenderOptions::default(),
+        prober.clone(),
+        Arc::new(Metrics::default()),
+    );
     (Arc::new(ctx), ApiServer(handle), prober)
 }
 
@@ -64,11 +76,21 @@ impl ApiServer {
         assert_eq!(req.uri().path(), path, "path");
         if method == Method::PATCH && !path.contains("/events") {
             let q = req.uri().query().unwrap_or_default();
-            assert!(q.contains("fieldManager=portcullis-operator"), "one field manager: {q}");
-            assert!(q.contains("force=true"), "server-side apply with force: {q}");
+            assert!(
+                q.contains("fieldManager=portcullis-operator"),
+                "one field manager: {q}"
+            );
+            assert!(
+                q.contains("force=true"),
+                "server-side apply with force: {q}"
+            );
         }
         let bytes = req.into_body().collect_bytes().await.unwrap();
-        let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
         let (status, answer) = respond(body.clone());
         send.send_response(
             Response::builder()
@@ -81,7 +103,8 @@ impl ApiServer {
 
     /// Answers with the request body itself (what an apply returns, near enough).
     async fn expect_apply(&mut self, path: &str) -> Value {
-        self.expect(Method::PATCH, path, |b| (StatusCode::OK, b)).await
+        self.expect(Method::PATCH, path, |b| (StatusCode::OK, b))
+            .await
     }
 
     /// A Deployment apply answered with `available` ready replicas.
@@ -94,7 +117,11 @@ impl ApiServer {
     }
 
     /// A status apply of `obj`, answered with the object carrying that status.
-    async fn expect_status<K: Resource + serde::Serialize>(&mut self, path: &str, obj: &K) -> Value {
+    async fn expect_status<K: Resource + serde::Serialize>(
+        &mut self,
+        path: &str,
+        obj: &K,
+    ) -> Value {
         let full = serde_json::to_value(obj).unwrap();
         let body = self
             .expect(Method::PATCH, path, move |b| {
@@ -108,7 +135,11 @@ impl ApiServer {
 
     async fn expect_event(&mut self, reason: &str) -> Value {
         let body = self
-            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events", |b| (StatusCode::CREATED, b))
+            .expect(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                |b| (StatusCode::CREATED, b),
+            )
             .await;
         assert_eq!(body["reason"], reason, "event {body}");
         body
@@ -214,34 +245,68 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 
 /// Applies the four portal objects, in order, and returns the Deployment body.
 async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> Value {
-    let cm = api.expect_apply("/api/v1/namespaces/default/configmaps/demo-portal").await;
-    assert!(cm["data"]["manifests.yaml"].as_str().unwrap().contains("kind: McpPortal"));
-    assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "uid-demo", "owned by the portal");
-    api.expect_apply("/api/v1/namespaces/default/services/demo-portal").await;
-    let dep = api
-        .expect_deployment("/apis/apps/v1/namespaces/default/deployments/demo-portal", available)
+    let cm = api
+        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
         .await;
-    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal").await;
+    assert!(
+        cm["data"]["manifests.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("kind: McpPortal")
+    );
+    assert_eq!(
+        cm["metadata"]["ownerReferences"][0]["uid"], "uid-demo",
+        "owned by the portal"
+    );
+    api.expect_apply("/api/v1/namespaces/default/services/demo-portal")
+        .await;
+    let dep = api
+        .expect_deployment(
+            "/apis/apps/v1/namespaces/default/deployments/demo-portal",
+            available,
+        )
+        .await;
+    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
+        .await;
     dep
 }
 
 #[tokio::test]
-async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url_servers_and_tools() {
+async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url_servers_and_tools()
+{
     let (ctx, mut api, _) = context(vec![]);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(Arc::new(p.clone()), ctx.clone()));
-    api.expect_list(SERVERS, "McpServer", vec![v(&ready_remote_server("wiki", 3))]).await;
-    api.expect_list(POLICIES, "McpPolicy", vec![v(&policy("all", &[]))]).await;
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(
+        SERVERS,
+        "McpServer",
+        vec![v(&ready_remote_server("wiki", 3))],
+    )
+    .await;
+    api.expect_list(POLICIES, "McpPolicy", vec![v(&policy("all", &[]))])
+        .await;
     let dep = expect_portal_objects(&mut api, 2).await;
-    let hash = dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"].clone();
+    let hash =
+        dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"].clone();
     assert!(hash.is_string());
-    let status = api.expect_status(&format!("{PORTALS}/demo/status"), &p).await;
-    assert_eq!(status["url"], "http://demo-portal.default.svc.cluster.local/mcp");
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    assert_eq!(
+        status["url"],
+        "http://demo-portal.default.svc.cluster.local/mcp"
+    );
     assert_eq!(status["serversSummary"], "1/1");
     assert_eq!(status["toolsExposed"], 3);
     assert_eq!(status["configHash"], hash);
     assert_eq!(condition(&status, "Ready")["status"], "True");
-    assert_eq!(condition(&status, "ConfigRendered")["observedGeneration"], 1);
+    assert_eq!(
+        condition(&status, "ConfigRendered")["observedGeneration"],
+        1
+    );
     let action = task.await.unwrap().unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     api.done().await;
@@ -257,15 +322,25 @@ async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
         config_hash: Some("0000000000000000".into()),
         ..Default::default()
     });
-    let task = tokio::spawn(controller::portal::reconcile(Arc::new(p.clone()), ctx.clone()));
-    api.expect_list(SERVERS, "McpServer", vec![v(&ready_remote_server("wiki", 3))]).await;
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(
+        SERVERS,
+        "McpServer",
+        vec![v(&ready_remote_server("wiki", 3))],
+    )
+    .await;
     api.expect_list(POLICIES, "McpPolicy", vec![]).await;
     let dep = expect_portal_objects(&mut api, 1).await;
     assert_eq!(dep["spec"]["replicas"], 3);
     let ev = api.expect_event("ConfigChanged").await;
     assert_eq!(ev["type"], "Normal");
     assert_eq!(ev["regarding"]["name"], "demo");
-    let status = api.expect_status(&format!("{PORTALS}/demo/status"), &p).await;
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
     assert_eq!(status["observedGeneration"], 2);
     assert_ne!(status["configHash"], "0000000000000000");
     task.await.unwrap().unwrap();
@@ -282,8 +357,16 @@ async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_
     });
     let mut hashes = Vec::new();
     for rv in ["1", "2"] {
-        let task = tokio::spawn(controller::portal::reconcile(Arc::new(p.clone()), ctx.clone()));
-        api.expect_list(SERVERS, "McpServer", vec![v(&ready_remote_server("wiki", 3))]).await;
+        let task = tokio::spawn(controller::portal::reconcile(
+            Arc::new(p.clone()),
+            ctx.clone(),
+        ));
+        api.expect_list(
+            SERVERS,
+            "McpServer",
+            vec![v(&ready_remote_server("wiki", 3))],
+        )
+        .await;
         api.expect_list(POLICIES, "McpPolicy", vec![]).await;
         api.expect(Method::GET, "/api/v1/namespaces/default/secrets/session", move |_| {
             (
@@ -293,10 +376,20 @@ async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_
         })
         .await;
         let dep = expect_portal_objects(&mut api, 2).await;
-        let vols = dep["spec"]["template"]["spec"]["volumes"].as_array().unwrap().clone();
-        assert!(vols.iter().any(|v| v["secret"]["secretName"] == "session"), "secret mounted: {vols:?}");
-        hashes.push(dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"].clone());
-        api.expect_status(&format!("{PORTALS}/demo/status"), &p).await;
+        let vols = dep["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            vols.iter().any(|v| v["secret"]["secretName"] == "session"),
+            "secret mounted: {vols:?}"
+        );
+        hashes.push(
+            dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"]
+                .clone(),
+        );
+        api.expect_status(&format!("{PORTALS}/demo/status"), &p)
+            .await;
         task.await.unwrap().unwrap();
         assert_eq!(ctx.portals_reading("default", "session"), ["demo"]);
     }
@@ -312,7 +405,10 @@ async fn a_missing_secret_keeps_the_running_config_and_says_which_secret_to_crea
         name: "session".into(),
         key: "key".into(),
     });
-    let task = tokio::spawn(controller::portal::reconcile(Arc::new(p.clone()), ctx.clone()));
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
     api.expect_list(SERVERS, "McpServer", vec![]).await;
     api.expect_list(POLICIES, "McpPolicy", vec![]).await;
     api.expect(Method::GET, "/api/v1/namespaces/default/secrets/session", |_| {
@@ -321,12 +417,20 @@ async fn a_missing_secret_keeps_the_running_config_and_says_which_secret_to_crea
     .await;
     let ev = api.expect_event("SecretMissing").await;
     assert_eq!(ev["type"], "Warning");
-    let status = api.expect_status(&format!("{PORTALS}/demo/status"), &p).await;
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
     let c = condition(&status, "ConfigRendered");
     assert_eq!(c["reason"], "SecretMissing");
     assert!(c["message"].as_str().unwrap().contains("session"), "{c}");
-    assert_eq!(condition(&status, "ServersReady")["reason"], "NoServersSelected");
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(Duration::from_secs(15)));
+    assert_eq!(
+        condition(&status, "ServersReady")["reason"],
+        "NoServersSelected"
+    );
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(15))
+    );
     api.done().await;
 }
 
@@ -336,20 +440,45 @@ async fn a_server_that_stops_being_deployed_has_its_objects_deleted() {
     let (ctx, mut api, prober) = context(tools);
     let mut s = ready_remote_server("wiki", 1);
     s.status.as_mut().unwrap().kind = Some("deployment".into());
-    let task = tokio::spawn(controller::server::reconcile(Arc::new(s.clone()), ctx.clone()));
-    let ok = |_| (StatusCode::OK, json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
-    api.expect(Method::DELETE, "/apis/apps/v1/namespaces/default/deployments/wiki-mcp", ok).await;
-    api.expect(Method::DELETE, "/api/v1/namespaces/default/services/wiki-mcp", ok).await;
+    let task = tokio::spawn(controller::server::reconcile(
+        Arc::new(s.clone()),
+        ctx.clone(),
+    ));
+    let ok = |_| {
+        (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )
+    };
+    api.expect(
+        Method::DELETE,
+        "/apis/apps/v1/namespaces/default/deployments/wiki-mcp",
+        ok,
+    )
+    .await;
+    api.expect(
+        Method::DELETE,
+        "/api/v1/namespaces/default/services/wiki-mcp",
+        ok,
+    )
+    .await;
     // Already gone: fine.
     api.expect(Method::DELETE, "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/wiki-mcp", |_| {
         (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}))
     })
     .await;
-    api.expect(Method::DELETE, "/api/v1/namespaces/default/configmaps/wiki-mcp", ok).await;
+    api.expect(
+        Method::DELETE,
+        "/api/v1/namespaces/default/configmaps/wiki-mcp",
+        ok,
+    )
+    .await;
     api.expect_event("Cleanup").await;
     // The hash differs from the old one ("h"): the tool definitions changed.
     api.expect_event("ToolDefinitionsChanged").await;
-    let status = api.expect_status(&format!("{SERVERS}/wiki/status"), &s).await;
+    let status = api
+        .expect_status(&format!("{SERVERS}/wiki/status"), &s)
+        .await;
     assert_eq!(status["kind"], "remote");
     assert_eq!(status["tools"]["count"], 1);
     assert_eq!(status["tools"]["names"], json!(["search"]));
@@ -377,15 +506,38 @@ async fn a_deployed_server_gets_config_service_network_policy_and_deployment_the
         ),
         "tickets",
     );
-    let task = tokio::spawn(controller::server::reconcile(Arc::new(s.clone()), ctx.clone()));
-    api.expect_apply("/api/v1/namespaces/default/configmaps/tickets-mcp").await;
-    api.expect_apply("/api/v1/namespaces/default/services/tickets-mcp").await;
-    let np = api.expect_apply("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/tickets-mcp").await;
-    assert_eq!(np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["portcullis.dev/component"], "portal");
-    let dep = api.expect_deployment("/apis/apps/v1/namespaces/default/deployments/tickets-mcp", 1).await;
-    assert_eq!(dep["spec"]["template"]["spec"]["initContainers"][0]["name"], "install-proxy");
-    let status = api.expect_status(&format!("{SERVERS}/tickets/status"), &s).await;
-    assert_eq!(status["endpoint"], "http://tickets-mcp.default.svc.cluster.local:80/mcp");
+    let task = tokio::spawn(controller::server::reconcile(
+        Arc::new(s.clone()),
+        ctx.clone(),
+    ));
+    api.expect_apply("/api/v1/namespaces/default/configmaps/tickets-mcp")
+        .await;
+    api.expect_apply("/api/v1/namespaces/default/services/tickets-mcp")
+        .await;
+    let np = api
+        .expect_apply("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/tickets-mcp")
+        .await;
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["portcullis.dev/component"],
+        "portal"
+    );
+    let dep = api
+        .expect_deployment(
+            "/apis/apps/v1/namespaces/default/deployments/tickets-mcp",
+            1,
+        )
+        .await;
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "install-proxy"
+    );
+    let status = api
+        .expect_status(&format!("{SERVERS}/tickets/status"), &s)
+        .await;
+    assert_eq!(
+        status["endpoint"],
+        "http://tickets-mcp.default.svc.cluster.local:80/mcp"
+    );
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(condition(&status, "Reachable")["status"], "True");
     task.await.unwrap().unwrap();
@@ -430,13 +582,28 @@ async fn an_invalid_policy_is_rejected_with_the_field_and_an_event() {
         patterns: vec!["([a-z".into()],
         ..Default::default()
     }];
-    let task = tokio::spawn(controller::policy::reconcile(Arc::new(pol.clone()), ctx.clone()));
-    api.expect_list(PORTALS, "McpPortal", vec![v(&portal("demo"))]).await;
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(pol.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(PORTALS, "McpPortal", vec![v(&portal("demo"))])
+        .await;
     api.expect_event("Rejected").await;
-    let status = api.expect_status("/apis/portcullis.dev/v1alpha1/namespaces/default/mcppolicies/bad/status", &pol).await;
+    let status = api
+        .expect_status(
+            "/apis/portcullis.dev/v1alpha1/namespaces/default/mcppolicies/bad/status",
+            &pol,
+        )
+        .await;
     let accepted = condition(&status, "Accepted");
     assert_eq!(accepted["status"], "False");
-    assert!(accepted["message"].as_str().unwrap().contains("spec.dlp[0].patterns[0]"), "{accepted}");
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.dlp[0].patterns[0]"),
+        "{accepted}"
+    );
     assert_eq!(condition(&status, "Bound")["reason"], "PortalNotFound");
     assert_eq!(status["portals"], "demo");
     task.await.unwrap().unwrap();

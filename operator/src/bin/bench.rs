@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crds::server::{DiscoveredTools, RemoteServer};
-use crds::{Condition, McpPolicy, McpPolicySpec, McpPortal, McpPortalSpec, McpServer, McpServerSpec, McpServerStatus};
+use crds::{
+    Condition, McpPolicy, McpPolicySpec, McpPortal, McpPortalSpec, McpServer, McpServerSpec,
+    McpServerStatus,
+};
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use kube::client::Body;
@@ -23,7 +26,11 @@ const ITERATIONS: usize = 200;
 
 struct NoProbe;
 impl Prober for NoProbe {
-    fn probe(&self, _: String, _: Vec<(String, String)>) -> BoxFuture<'static, operator::Result<Vec<Value>>> {
+    fn probe(
+        &self,
+        _: String,
+        _: Vec<(String, String)>,
+    ) -> BoxFuture<'static, operator::Result<Vec<Value>>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }
@@ -111,15 +118,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (portal, servers, policies) = fixtures();
-    let server_items: Vec<Value> = servers.iter().map(|s| serde_json::to_value(s).unwrap()).collect();
-    let policy_items: Vec<Value> = policies.iter().map(|s| serde_json::to_value(s).unwrap()).collect();
+    let server_items: Vec<Value> = servers
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    let policy_items: Vec<Value> = policies
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
     let server_list = Arc::new(serde_json::to_vec(&list("McpServer", &server_items)).unwrap());
     let policy_list = Arc::new(serde_json::to_vec(&list("McpPolicy", &policy_items)).unwrap());
     let portal_json = serde_json::to_value(&portal).unwrap();
 
     // The mocked API server: lists answer with the fixtures, applies echo the body back.
     let svc = tower::service_fn(move |req: Request<Body>| {
-        let (server_list, policy_list, portal_json) = (server_list.clone(), policy_list.clone(), portal_json.clone());
+        let (server_list, policy_list, portal_json) = (
+            server_list.clone(),
+            policy_list.clone(),
+            portal_json.clone(),
+        );
         async move {
             let path = req.uri().path().to_owned();
             let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
@@ -139,18 +156,27 @@ async fn main() {
         }
     });
     let client = Client::new(svc, "bench");
-    let ctx = Arc::new(Context::new(client, RenderOptions::default(), Arc::new(NoProbe), Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client,
+        RenderOptions::default(),
+        Arc::new(NoProbe),
+        Arc::new(Metrics::default()),
+    ));
     let portal = Arc::new(portal);
 
     let rss_before = rss_kib("VmRSS:");
     // Warm up, then measure.
     for _ in 0..10 {
-        controller::portal::reconcile(portal.clone(), ctx.clone()).await.unwrap();
+        controller::portal::reconcile(portal.clone(), ctx.clone())
+            .await
+            .unwrap();
     }
     let mut times = Vec::with_capacity(ITERATIONS);
     for _ in 0..ITERATIONS {
         let t = Instant::now();
-        controller::portal::reconcile(portal.clone(), ctx.clone()).await.unwrap();
+        controller::portal::reconcile(portal.clone(), ctx.clone())
+            .await
+            .unwrap();
         times.push(t.elapsed());
     }
     times.sort();
@@ -161,16 +187,38 @@ async fn main() {
     let mut config_bytes = 0;
     for _ in 0..ITERATIONS {
         let t = Instant::now();
-        let objs = operator::desired::portal::objects(&portal, &selected, &bound, &Default::default(), &RenderOptions::default()).unwrap();
+        let objs = operator::desired::portal::objects(
+            &portal,
+            &selected,
+            &bound,
+            &Default::default(),
+            &RenderOptions::default(),
+        )
+        .unwrap();
         render_times.push(t.elapsed());
         config_bytes = objs.config_map.data.as_ref().unwrap()["manifests.yaml"].len();
     }
     render_times.sort();
 
-    println!("operator bench: one McpPortal over {SERVERS} McpServers and {POLICIES} McpPolicies, mocked API (in-process)");
-    println!("  reconcile (list, list, 4 applies, status): median {:?}  p95 {:?}  max {:?}  ({ITERATIONS} runs)",
-        percentile(&times, 0.5), percentile(&times, 0.95), times[times.len() - 1]);
-    println!("  pure render (spec -> objects):             median {:?}  p95 {:?}", percentile(&render_times, 0.5), percentile(&render_times, 0.95));
+    println!(
+        "operator bench: one McpPortal over {SERVERS} McpServers and {POLICIES} McpPolicies, mocked API (in-process)"
+    );
+    println!(
+        "  reconcile (list, list, 4 applies, status): median {:?}  p95 {:?}  max {:?}  ({ITERATIONS} runs)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.95),
+        times[times.len() - 1]
+    );
+    println!(
+        "  pure render (spec -> objects):             median {:?}  p95 {:?}",
+        percentile(&render_times, 0.5),
+        percentile(&render_times, 0.95)
+    );
     println!("  rendered config: {config_bytes} bytes of manifests");
-    println!("  RSS: {} KiB before, {} KiB after, peak {} KiB", rss_before, rss_kib("VmRSS:"), rss_kib("VmHWM:"));
+    println!(
+        "  RSS: {} KiB before, {} KiB after, peak {} KiB",
+        rss_before,
+        rss_kib("VmRSS:"),
+        rss_kib("VmHWM:")
+    );
 }

@@ -48,13 +48,20 @@ pub struct Context {
 
 impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
 impl Context {
     /// A context over `client`.
-    pub fn new(client: Client, options: RenderOptions, prober: Arc<dyn Prober>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        options: RenderOptions,
+        prober: Arc<dyn Prober>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -80,7 +87,11 @@ impl Context {
         note: impl Into<String>,
     ) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note.into()),
             action: action.into(),
@@ -123,7 +134,10 @@ impl Context {
     }
 
     fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -143,7 +157,11 @@ fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 }
 
 /// Error policy shared by the controllers: count the failure and back off exponentially.
-pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let controller = K::kind(&()).to_lowercase();
     tracing::warn!(controller, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
     ctx.metrics.failure(&controller, error.metric_label());
@@ -174,7 +192,9 @@ where
         + Clone
         + Debug,
 {
-    let ns = obj.namespace().ok_or(Error::MissingField("object", "namespace"))?;
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("object", "namespace"))?;
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     Ok(api.patch(&obj.name_any(), &pp, &Patch::Apply(obj)).await?)
@@ -187,9 +207,11 @@ pub async fn apply_object(client: &Client, obj: &Object) -> Result<Option<Deploy
         Object::Service(o) => apply_typed(client, o).await.map(|_| None),
         Object::NetworkPolicy(o) => apply_typed(client, o).await.map(|_| None),
         Object::PodDisruptionBudget(o) => apply_typed(client, o).await.map(|_| None),
-        Object::Deployment(o) => apply_typed(client, o).await.map(Some),
+        Object::Deployment(o) => apply_typed(client, o.as_ref()).await.map(Some),
         Object::ServiceMonitor(o) => {
-            let ns = o.namespace().ok_or(Error::MissingField("ServiceMonitor", "namespace"))?;
+            let ns = o
+                .namespace()
+                .ok_or(Error::MissingField("ServiceMonitor", "namespace"))?;
             let ar = crate::desired::portal::service_monitor_resource();
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
             let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -202,9 +224,14 @@ pub async fn apply_object(client: &Client, obj: &Object) -> Result<Option<Deploy
 /// Server-side applies the `status` of a custom resource.
 pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl Serialize) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
-    let ns = obj.namespace().ok_or(Error::MissingField("object", "namespace"))?;
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("object", "namespace"))?;
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -212,14 +239,18 @@ where
         "status": status,
     });
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&obj.name_any(), &pp, &Patch::Apply(&patch)).await?;
+    api.patch_status(&obj.name_any(), &pp, &Patch::Apply(&patch))
+        .await?;
     Ok(())
 }
 
 /// Deletes `name` of kind `K` in `ns`; absent is fine.
 pub async fn delete_if_present<K>(client: &Client, ns: &str, name: &str) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     match api.delete(name, &Default::default()).await {
@@ -256,20 +287,28 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let ctx_for_secrets = ctx.clone();
     let portals = portals
         .owns(Api::<Deployment>::all(client.clone()), wc.clone())
-        .watches(Api::<crds::McpServer>::all(client.clone()), wc.clone(), move |s| {
-            portal::portals_in_namespace(&ps1, s.namespace().as_deref())
-        })
-        .watches(Api::<crds::McpPolicy>::all(client.clone()), wc.clone(), move |p| {
-            portal::portals_in_namespace(&ps2, p.namespace().as_deref())
-        })
-        .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |s: Secret| {
-            let ns = s.namespace().unwrap_or_default();
-            ctx_for_secrets
-                .portals_reading(&ns, &s.name_any())
-                .into_iter()
-                .map(move |p| kube::runtime::reflector::ObjectRef::new(&p).within(&ns))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<crds::McpServer>::all(client.clone()),
+            wc.clone(),
+            move |s| portal::portals_in_namespace(&ps1, s.namespace().as_deref()),
+        )
+        .watches(
+            Api::<crds::McpPolicy>::all(client.clone()),
+            wc.clone(),
+            move |p| portal::portals_in_namespace(&ps2, p.namespace().as_deref()),
+        )
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            wc.clone(),
+            move |s: Secret| {
+                let ns = s.namespace().unwrap_or_default();
+                ctx_for_secrets
+                    .portals_reading(&ns, &s.name_any())
+                    .into_iter()
+                    .map(move |p| kube::runtime::reflector::ObjectRef::new(&p).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(portal::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move { log_result("mcpportal", r) });
@@ -283,9 +322,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let policies = Controller::new(Api::<crds::McpPolicy>::all(client.clone()), wc.clone());
     let policy_store = policies.store();
     let policies = policies
-        .watches(Api::<crds::McpPortal>::all(client.clone()), wc.clone(), move |p| {
-            policy::policies_in_namespace(&policy_store, p.namespace().as_deref())
-        })
+        .watches(
+            Api::<crds::McpPortal>::all(client.clone()),
+            wc.clone(),
+            move |p| policy::policies_in_namespace(&policy_store, p.namespace().as_deref()),
+        )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(policy::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move { log_result("mcppolicy", r) });

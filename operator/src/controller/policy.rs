@@ -16,7 +16,10 @@ use crate::status::{condition, merge};
 use crate::validate::policy_problems;
 
 /// Every policy of a namespace (mapper of the McpPortal watch).
-pub fn policies_in_namespace(store: &Store<McpPolicy>, ns: Option<&str>) -> Vec<ObjectRef<McpPolicy>> {
+pub fn policies_in_namespace(
+    store: &Store<McpPolicy>,
+    ns: Option<&str>,
+) -> Vec<ObjectRef<McpPolicy>> {
     store
         .state()
         .iter()
@@ -45,11 +48,22 @@ pub fn desired_status(policy: &McpPolicy, portals: &[McpPortal]) -> McpPolicySta
         .filter(|p| select::policy_binds(policy, p))
         .map(|p| p.name_any())
         .collect();
-    let missing: Vec<&String> = policy.spec.portals.iter().filter(|n| !bound.contains(*n)).collect();
+    let missing: Vec<&String> = policy
+        .spec
+        .portals
+        .iter()
+        .filter(|n| !bound.contains(*n))
+        .collect();
     let mut conditions = vec![if problems.is_empty() {
         condition("Accepted", true, "Valid", "the policy is valid", generation)
     } else {
-        condition("Accepted", false, "Invalid", problems.join("; "), generation)
+        condition(
+            "Accepted",
+            false,
+            "Invalid",
+            problems.join("; "),
+            generation,
+        )
     }];
     conditions.push(if !missing.is_empty() {
         condition(
@@ -58,14 +72,30 @@ pub fn desired_status(policy: &McpPolicy, portals: &[McpPortal]) -> McpPolicySta
             "PortalNotFound",
             format!(
                 "no McpPortal named {} in this namespace",
-                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             generation,
         )
     } else if bound.is_empty() {
-        condition("Bound", false, "NoPortals", "no McpPortal in this namespace yet", generation)
+        condition(
+            "Bound",
+            false,
+            "NoPortals",
+            "no McpPortal in this namespace yet",
+            generation,
+        )
     } else {
-        condition("Bound", true, "Bound", format!("bound to {} portal(s)", bound.len()), generation)
+        condition(
+            "Bound",
+            true,
+            "Bound",
+            format!("bound to {} portal(s)", bound.len()),
+            generation,
+        )
     });
     McpPolicyStatus {
         portals: names_csv(&bound),
@@ -75,7 +105,9 @@ pub fn desired_status(policy: &McpPolicy, portals: &[McpPortal]) -> McpPolicySta
 }
 
 async fn apply(policy: &McpPolicy, ctx: &Context) -> Result<Action> {
-    let ns = policy.namespace().ok_or(Error::MissingField("McpPolicy", "namespace"))?;
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingField("McpPolicy", "namespace"))?;
     let portals = Api::<McpPortal>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default())
         .await?
@@ -83,7 +115,10 @@ async fn apply(policy: &McpPolicy, ctx: &Context) -> Result<Action> {
     let old = policy.status.clone().unwrap_or_default();
     let mut status = desired_status(policy, &portals);
     status.conditions = merge(&old.conditions, status.conditions);
-    let was_invalid = old.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "False");
+    let was_invalid = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Accepted" && c.status == "False");
     let invalid = !crate::status::is_true(&status.conditions, "Accepted");
     if invalid && !was_invalid {
         let msg = status.conditions[0].message.clone();

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crds::{McpPolicy, McpPortal, McpPortalStatus, McpServer};
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::ResourceExt;
 
 use super::{Context, SecretVersions, apply_object, apply_status, instrumented, secret_value};
 use crate::desired::{self, Object};
@@ -19,7 +19,10 @@ use crate::{names, select, validate};
 
 /// Every portal of a namespace (the mapper of the McpServer and McpPolicy watches: a change
 /// can add a server to a portal or take it away, so each portal of the namespace re-resolves).
-pub fn portals_in_namespace(store: &Store<McpPortal>, ns: Option<&str>) -> Vec<ObjectRef<McpPortal>> {
+pub fn portals_in_namespace(
+    store: &Store<McpPortal>,
+    ns: Option<&str>,
+) -> Vec<ObjectRef<McpPortal>> {
     store
         .state()
         .iter()
@@ -47,7 +50,11 @@ struct SecretCheck {
     missing: Vec<String>,
 }
 
-async fn check_secrets(ctx: &Context, ns: &str, refs: &[crds::SecretKeyRef]) -> Result<SecretCheck> {
+async fn check_secrets(
+    ctx: &Context,
+    ns: &str,
+    refs: &[crds::SecretKeyRef],
+) -> Result<SecretCheck> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut out = SecretCheck::default();
     for name in select::secret_names(refs) {
@@ -55,10 +62,12 @@ async fn check_secrets(ctx: &Context, ns: &str, refs: &[crds::SecretKeyRef]) -> 
             Some(secret) => {
                 for r in refs.iter().filter(|r| r.name == name) {
                     if secret_value(&secret, &r.key).is_none() {
-                        out.missing.push(format!("{}/{} (no key {:?})", r.name, r.key, r.key));
+                        out.missing
+                            .push(format!("{}/{} (no key {:?})", r.name, r.key, r.key));
                     }
                 }
-                out.versions.insert(name, secret.resource_version().unwrap_or_default());
+                out.versions
+                    .insert(name, secret.resource_version().unwrap_or_default());
             }
             None => out.missing.push(format!("Secret {name:?}")),
         }
@@ -67,7 +76,9 @@ async fn check_secrets(ctx: &Context, ns: &str, refs: &[crds::SecretKeyRef]) -> 
 }
 
 async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
-    let ns = portal.namespace().ok_or(Error::MissingField("McpPortal", "namespace"))?;
+    let ns = portal
+        .namespace()
+        .ok_or(Error::MissingField("McpPortal", "namespace"))?;
     let name = portal.name_any();
     let generation = portal.metadata.generation;
     let servers = Api::<McpServer>::namespaced(ctx.client.clone(), &ns)
@@ -96,7 +107,8 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
     let mut wanted = 0;
     let rendered = secrets.missing.is_empty() && conflicts.is_empty();
     if rendered {
-        let objs = desired::portal::objects(portal, &selected, &bound, &secrets.versions, &ctx.options)?;
+        let objs =
+            desired::portal::objects(portal, &selected, &bound, &secrets.versions, &ctx.options)?;
         config_hash = Some(objs.config_hash.clone());
         for obj in objs.into_vec() {
             if let Object::Deployment(d) = &obj {
@@ -119,10 +131,16 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
             generation,
         ));
         if old.config_hash.is_some() && old.config_hash != config_hash {
-            ctx.event(portal, false, "ConfigChanged", "Render", format!(
-                "configuration {} rolled out to the proxy pods",
-                config_hash.as_deref().unwrap_or_default()
-            ))
+            ctx.event(
+                portal,
+                false,
+                "ConfigChanged",
+                "Render",
+                format!(
+                    "configuration {} rolled out to the proxy pods",
+                    config_hash.as_deref().unwrap_or_default()
+                ),
+            )
             .await;
         }
     } else {
@@ -138,18 +156,31 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
             let (a, b, p) = &conflicts[0];
             (
                 "PrefixConflict",
-                format!("McpServers {a} and {b} both use the tool prefix {p:?}: set spec.prefix on one of them"),
+                format!(
+                    "McpServers {a} and {b} both use the tool prefix {p:?}: set spec.prefix on one of them"
+                ),
             )
         };
         if !has_reason(&old, "ConfigRendered", reason) {
-            ctx.event(portal, true, reason, "Render", message.clone()).await;
+            ctx.event(portal, true, reason, "Render", message.clone())
+                .await;
         }
-        conditions.push(condition("ConfigRendered", false, reason, message, generation));
+        conditions.push(condition(
+            "ConfigRendered",
+            false,
+            reason,
+            message,
+            generation,
+        ));
     }
 
     let ready: Vec<&&McpServer> = selected
         .iter()
-        .filter(|s| s.status.as_ref().is_some_and(|st| is_true(&st.conditions, "Ready")))
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| is_true(&st.conditions, "Ready"))
+        })
         .collect();
     let not_ready: Vec<String> = selected
         .iter()
@@ -169,14 +200,29 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
             "ServersReady",
             false,
             "ServersNotReady",
-            format!("not ready: {} (see kubectl describe mcpserver)", not_ready.join(", ")),
+            format!(
+                "not ready: {} (see kubectl describe mcpserver)",
+                not_ready.join(", ")
+            ),
             generation,
         )
     } else {
-        condition("ServersReady", true, "AllServersReady", format!("{} server(s) ready", ready.len()), generation)
+        condition(
+            "ServersReady",
+            true,
+            "AllServersReady",
+            format!("{} server(s) ready", ready.len()),
+            generation,
+        )
     });
     conditions.push(if !rendered {
-        condition("Ready", false, "ConfigNotRendered", "see the ConfigRendered condition", generation)
+        condition(
+            "Ready",
+            false,
+            "ConfigNotRendered",
+            "see the ConfigRendered condition",
+            generation,
+        )
     } else if available < 1 && wanted > 0 {
         condition(
             "Ready",
@@ -213,12 +259,20 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
     if portal.status.as_ref() != Some(&status) {
         apply_status(&ctx.client, portal, &status).await?;
     }
-    let all_good = is_true(&status.conditions, "Ready") && is_true(&status.conditions, "ServersReady");
-    Ok(Action::requeue(Duration::from_secs(if all_good { 300 } else { 15 })))
+    let all_good =
+        is_true(&status.conditions, "Ready") && is_true(&status.conditions, "ServersReady");
+    Ok(Action::requeue(Duration::from_secs(if all_good {
+        300
+    } else {
+        15
+    })))
 }
 
 fn has_reason(status: &McpPortalStatus, type_: &str, reason: &str) -> bool {
-    status.conditions.iter().any(|c| c.type_ == type_ && c.reason == reason)
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.reason == reason)
 }
 
 /// Tools a ready server contributes: what it lists, less the ones hidden by overrides.
@@ -233,6 +287,12 @@ fn exposed_tools(server: &McpServer) -> u32 {
         .filter(|t| t.hidden)
         .map(|t| t.name.as_str())
         .collect();
-    let hidden_listed = tools.names.iter().filter(|n| hidden.contains(n.as_str())).count();
-    tools.count.saturating_sub(u32::try_from(hidden_listed).unwrap_or(0))
+    let hidden_listed = tools
+        .names
+        .iter()
+        .filter(|n| hidden.contains(n.as_str()))
+        .count();
+    tools
+        .count
+        .saturating_sub(u32::try_from(hidden_listed).unwrap_or(0))
 }

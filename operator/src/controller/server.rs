@@ -28,7 +28,8 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             return Ok(Action::await_change());
         }
         if server.spec.deployment.is_none() {
-            let was_deployed = server.status.as_ref().and_then(|s| s.kind.as_deref()) == Some("deployment");
+            let was_deployed =
+                server.status.as_ref().and_then(|s| s.kind.as_deref()) == Some("deployment");
             if was_deployed {
                 cleanup(&server, &ctx).await?;
             }
@@ -40,27 +41,45 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
 
 /// Deletes the objects of a server that is no longer deployed by the operator.
 pub async fn cleanup(server: &McpServer, ctx: &Context) -> Result<()> {
-    let ns = server.namespace().ok_or(Error::MissingField("McpServer", "namespace"))?;
+    let ns = server
+        .namespace()
+        .ok_or(Error::MissingField("McpServer", "namespace"))?;
     let name = names::server_object_name(&server.name_any());
     delete_if_present::<Deployment>(&ctx.client, &ns, &name).await?;
     delete_if_present::<Service>(&ctx.client, &ns, &name).await?;
     delete_if_present::<NetworkPolicy>(&ctx.client, &ns, &name).await?;
     delete_if_present::<ConfigMap>(&ctx.client, &ns, &name).await?;
-    ctx.event(server, false, "Cleanup", "Delete", format!("deleted the objects of the former deployment ({name})"))
-        .await;
+    ctx.event(
+        server,
+        false,
+        "Cleanup",
+        "Delete",
+        format!("deleted the objects of the former deployment ({name})"),
+    )
+    .await;
     Ok(())
 }
 
 /// Resolves a remote server's headers; `Err` lists what is missing.
-async fn remote_headers(server: &McpServer, ctx: &Context, ns: &str) -> Result<Result<Vec<(String, String)>, String>> {
+async fn remote_headers(
+    server: &McpServer,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<Vec<(String, String)>, String>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for h in server.spec.remote.iter().flat_map(|r| r.headers.iter()) {
         let value = match (&h.value, &h.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(r)) => match api.get_opt(&r.name).await?.and_then(|s| secret_value(&s, &r.key)) {
-                Some(bytes) => String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r']).to_owned(),
+            (None, Some(r)) => match api
+                .get_opt(&r.name)
+                .await?
+                .and_then(|s| secret_value(&s, &r.key))
+            {
+                Some(bytes) => String::from_utf8_lossy(&bytes)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
                 None => {
                     missing.push(format!("{}/{}", r.name, r.key));
                     continue;
@@ -70,11 +89,17 @@ async fn remote_headers(server: &McpServer, ctx: &Context, ns: &str) -> Result<R
         };
         out.push((h.name.clone(), value));
     }
-    Ok(if missing.is_empty() { Ok(out) } else { Err(missing.join(", ")) })
+    Ok(if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing.join(", "))
+    })
 }
 
 async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
-    let ns = server.namespace().ok_or(Error::MissingField("McpServer", "namespace"))?;
+    let ns = server
+        .namespace()
+        .ok_or(Error::MissingField("McpServer", "namespace"))?;
     let name = server.name_any();
     let generation = server.metadata.generation;
     let old = server.status.clone().unwrap_or_default();
@@ -89,22 +114,33 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
                     "Reachable",
                     false,
                     "SecretMissing",
-                    format!("missing Secret key(s) {missing}: create them or fix spec.remote.headers"),
+                    format!(
+                        "missing Secret key(s) {missing}: create them or fix spec.remote.headers"
+                    ),
                     generation,
                 ));
                 None
             }
         };
-        ("remote", remote.url.clone(), None, target.map(|h| (remote.url.clone(), h)))
+        (
+            "remote",
+            remote.url.clone(),
+            None,
+            target.map(|h| (remote.url.clone(), h)),
+        )
     } else if let Some(dep) = &server.spec.deployment {
         let port = i32::from(dep.port.unwrap_or(8080));
         if dep.transport == DeployedTransport::Http && RESERVED_PORTS.contains(&port) {
             let msg = format!(
                 "spec.deployment.port {port} is used by the proxy sidecar: pick another port (not {RESERVED_PORTS:?})"
             );
-            let conds = vec![
-                condition("Ready", false, "PortConflict", msg.clone(), generation),
-            ];
+            let conds = vec![condition(
+                "Ready",
+                false,
+                "PortConflict",
+                msg.clone(),
+                generation,
+            )];
             ctx.event(server, true, "PortConflict", "Deploy", msg).await;
             let status = McpServerStatus {
                 kind: Some("deployment".into()),
@@ -118,7 +154,9 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
             }
             return Ok(Action::await_change());
         }
-        let objs = desired::server::objects(server, &ctx.options)?.into_iter().flat_map(|o| o.into_vec());
+        let objs = desired::server::objects(server, &ctx.options)?
+            .into_iter()
+            .flat_map(|o| o.into_vec());
         let mut available = 0;
         let mut wanted = 0;
         for obj in objs {
@@ -136,13 +174,19 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
                 "Reachable",
                 false,
                 "Starting",
-                format!("0/{wanted} pods available yet; see kubectl describe deployment {}", names::server_object_name(&name)),
+                format!(
+                    "0/{wanted} pods available yet; see kubectl describe deployment {}",
+                    names::server_object_name(&name)
+                ),
                 generation,
             ));
         }
         ("deployment", url, Some((available, wanted)), target)
     } else {
-        return Err(Error::MissingField("McpServer", "spec.remote or spec.deployment"));
+        return Err(Error::MissingField(
+            "McpServer",
+            "spec.remote or spec.deployment",
+        ));
     };
 
     let mut reachable = false;
@@ -155,8 +199,14 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
                     && !prev.hash.is_empty()
                     && prev.hash != summary.hash
                 {
-                    ctx.event(server, false, "ToolDefinitionsChanged", "Probe", tools_diff(&prev.names, &summary.names, summary.count))
-                        .await;
+                    ctx.event(
+                        server,
+                        false,
+                        "ToolDefinitionsChanged",
+                        "Probe",
+                        tools_diff(&prev.names, &summary.names, summary.count),
+                    )
+                    .await;
                 }
                 conditions.push(condition(
                     "Reachable",
@@ -170,7 +220,8 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
             Err(e) => {
                 let was = crate::status::is_true(&old.conditions, "Reachable");
                 if was || old.conditions.is_empty() {
-                    ctx.event(server, true, "Unreachable", "Probe", e.to_string()).await;
+                    ctx.event(server, true, "Unreachable", "Probe", e.to_string())
+                        .await;
                 }
                 conditions.push(condition(
                     "Reachable",
@@ -186,14 +237,26 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
         None => condition(
             "Ready",
             reachable,
-            if reachable { "Reachable" } else { "Unreachable" },
-            if reachable { "the server answers tools/list" } else { "see the Reachable condition" },
+            if reachable {
+                "Reachable"
+            } else {
+                "Unreachable"
+            },
+            if reachable {
+                "the server answers tools/list"
+            } else {
+                "see the Reachable condition"
+            },
             generation,
         ),
         Some((available, wanted)) => condition(
             "Ready",
             available > 0,
-            if available > 0 { "Available" } else { "DeploymentUnavailable" },
+            if available > 0 {
+                "Available"
+            } else {
+                "DeploymentUnavailable"
+            },
             format!("{available}/{wanted} server pods available"),
             generation,
         ),
@@ -210,7 +273,11 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
         apply_status(&ctx.client, server, &status).await?;
     }
     let ok = crate::status::is_true(&status.conditions, "Ready") && reachable;
-    Ok(Action::requeue(Duration::from_secs(if ok { 300 } else { 30 })))
+    Ok(Action::requeue(Duration::from_secs(if ok {
+        300
+    } else {
+        30
+    })))
 }
 
 fn tools_diff(before: &[String], after: &[String], count: u32) -> String {

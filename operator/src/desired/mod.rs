@@ -53,11 +53,12 @@ impl Default for RenderOptions {
 
 /// One object the operator applies.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a handful per reconcile, built once, applied, dropped
 pub enum Object {
     /// Rendered proxy configuration.
     ConfigMap(ConfigMap),
     /// Proxy (portal) or server-plus-sidecar pods.
-    Deployment(Deployment),
+    Deployment(Box<Deployment>),
     /// Stable address of a portal or a deployed server.
     Service(Service),
     /// Admits only portal pods (and the operator) to a deployed server.
@@ -140,7 +141,10 @@ pub fn to_yaml(objects: &[Object]) -> Result<String> {
 
 /// The controller owner reference to `owner`, when it has a uid (it has none in `render`).
 pub(crate) fn owner_refs<K: Resource<DynamicType = ()>>(owner: &K) -> Option<Vec<OwnerReference>> {
-    owner.controller_owner_ref(&()).filter(|r| !r.uid.is_empty()).map(|r| vec![r])
+    owner
+        .controller_owner_ref(&())
+        .filter(|r| !r.uid.is_empty())
+        .map(|r| vec![r])
 }
 
 /// SHA-256 (hex) of any serializable value.
@@ -204,7 +208,10 @@ pub(crate) fn proxy_resources() -> ResourceRequirements {
             ("cpu".into(), Quantity("100m".into())),
             ("memory".into(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([("memory".into(), Quantity("256Mi".into()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity("256Mi".into()),
+        )])),
         ..Default::default()
     }
 }
@@ -266,7 +273,9 @@ pub(crate) fn config_and_secret_volumes(
     config_map: &str,
     secrets: impl IntoIterator<Item = String>,
 ) -> (Vec<Volume>, Vec<VolumeMount>) {
-    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, EmptyDirVolumeSource, SecretVolumeSource};
+    use k8s_openapi::api::core::v1::{
+        ConfigMapVolumeSource, EmptyDirVolumeSource, SecretVolumeSource,
+    };
     let mut volumes = vec![
         Volume {
             name: "config".into(),

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use crds::server::RemoteServer;
 use crds::{McpPolicy, McpPortal, McpServer};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
 };
@@ -46,7 +48,7 @@ impl PortalObjects {
         let mut v = vec![
             Object::ConfigMap(self.config_map),
             Object::Service(self.service),
-            Object::Deployment(self.deployment),
+            Object::Deployment(Box::new(self.deployment)),
             Object::PodDisruptionBudget(self.pdb),
         ];
         v.extend(self.service_monitor.map(Object::ServiceMonitor));
@@ -61,7 +63,9 @@ pub fn url(portal: &McpPortal, opts: &RenderOptions) -> String {
         None => format!(
             "http://{}.{}.svc.{}/mcp",
             names::portal_object_name(&portal.name_any()),
-            portal.namespace().unwrap_or_else(|| opts.default_namespace.clone()),
+            portal
+                .namespace()
+                .unwrap_or_else(|| opts.default_namespace.clone()),
             opts.cluster_domain
         ),
     }
@@ -72,7 +76,9 @@ pub fn url(portal: &McpPortal, opts: &RenderOptions) -> String {
 pub fn server_as_seen_by_portal(server: &McpServer, opts: &RenderOptions) -> McpServer {
     let mut s = server.clone();
     if s.spec.deployment.take().is_some() {
-        let ns = server.namespace().unwrap_or_else(|| opts.default_namespace.clone());
+        let ns = server
+            .namespace()
+            .unwrap_or_else(|| opts.default_namespace.clone());
         s.spec.remote = Some(RemoteServer {
             url: names::server_url(&server.name_any(), &ns, &opts.cluster_domain),
             ..Default::default()
@@ -96,7 +102,8 @@ pub fn config_yaml(
     for p in policies {
         docs.push(clean_document(*p)?);
     }
-    let mut out = String::from("# Rendered by portcullis-operator. Do not edit: changes are overwritten.\n");
+    let mut out =
+        String::from("# Rendered by portcullis-operator. Do not edit: changes are overwritten.\n");
     for d in docs {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&d)?);
@@ -114,7 +121,9 @@ pub fn objects(
     opts: &RenderOptions,
 ) -> Result<PortalObjects> {
     let name = portal.name_any();
-    let ns = portal.namespace().unwrap_or_else(|| opts.default_namespace.clone());
+    let ns = portal
+        .namespace()
+        .unwrap_or_else(|| opts.default_namespace.clone());
     let obj_name = names::portal_object_name(&name);
     let selector = names::portal_selector(&name);
     let labels = names::object_labels(&selector, &name);
@@ -140,7 +149,8 @@ pub fn objects(
     };
 
     let refs = select::portal_secret_refs(portal, servers);
-    let (volumes, mounts) = super::config_and_secret_volumes(&obj_name, select::secret_names(&refs));
+    let (volumes, mounts) =
+        super::config_and_secret_volumes(&obj_name, select::secret_names(&refs));
     let container = Container {
         name: "proxy".into(),
         image: Some(opts.proxy_image.clone()),
@@ -149,7 +159,13 @@ pub fn objects(
         ports: Some(super::proxy_ports()),
         readiness_probe: Some(super::http_probe("/readyz", 5)),
         liveness_probe: Some(super::http_probe("/healthz", 10)),
-        resources: Some(portal.spec.resources.clone().unwrap_or_else(super::proxy_resources)),
+        resources: Some(
+            portal
+                .spec
+                .resources
+                .clone()
+                .unwrap_or_else(super::proxy_resources),
+        ),
         security_context: Some(super::restricted_container(true)),
         volume_mounts: Some(mounts),
         ..Default::default()
@@ -257,7 +273,10 @@ pub fn service_monitor_resource() -> ApiResource {
 }
 
 fn service_monitor(meta: ObjectMeta, selector: &BTreeMap<String, String>) -> Result<DynamicObject> {
-    let mut sm = DynamicObject::new(meta.name.as_deref().unwrap_or_default(), &service_monitor_resource());
+    let mut sm = DynamicObject::new(
+        meta.name.as_deref().unwrap_or_default(),
+        &service_monitor_resource(),
+    );
     sm.metadata = meta;
     sm.data = serde_json::json!({
         "spec": {

@@ -22,7 +22,8 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -31,7 +32,9 @@ use kube::api::ObjectMeta;
 
 use super::{Object, RenderOptions, clean_document, owner_refs, sha256_hex};
 use crate::error::Result;
-use crate::names::{self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, PROXY_BIN_DIR, PROXY_PORT, SERVICE_PORT};
+use crate::names::{
+    self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, PROXY_BIN_DIR, PROXY_PORT, SERVICE_PORT,
+};
 
 /// Ports a deployed `http` server may not listen on (the sidecar's).
 pub const RESERVED_PORTS: [i32; 2] = [PROXY_PORT, names::ADMIN_PORT];
@@ -56,7 +59,7 @@ impl ServerObjects {
             Object::ConfigMap(self.config_map),
             Object::Service(self.service),
             Object::NetworkPolicy(self.network_policy),
-            Object::Deployment(self.deployment),
+            Object::Deployment(Box::new(self.deployment)),
         ]
     }
 }
@@ -96,7 +99,8 @@ pub fn sidecar_config_yaml(server: &McpServer) -> Result<String> {
             ..Default::default()
         },
     );
-    let mut out = String::from("# Rendered by portcullis-operator: the sidecar of a deployed McpServer.\n");
+    let mut out =
+        String::from("# Rendered by portcullis-operator: the sidecar of a deployed McpServer.\n");
     for doc in [clean_document(&portal)?, clean_document(&inner)?] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&doc)?);
@@ -110,7 +114,9 @@ pub fn objects(server: &McpServer, opts: &RenderOptions) -> Result<Option<Server
         return Ok(None);
     };
     let name = server.name_any();
-    let ns = server.namespace().unwrap_or_else(|| opts.default_namespace.clone());
+    let ns = server
+        .namespace()
+        .unwrap_or_else(|| opts.default_namespace.clone());
     let obj_name = names::server_object_name(&name);
     let selector = names::server_selector(&name);
     let labels = names::object_labels(&selector, &name);
@@ -257,7 +263,10 @@ pub fn objects(server: &McpServer, opts: &RenderOptions) -> Result<Option<Server
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels.clone()),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash)])),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash,
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
