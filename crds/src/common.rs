@@ -39,6 +39,10 @@ pub struct Condition {
 /// An HTTP header sent to an upstream, with its value inline or from a Secret.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.value) != has(self.valueFrom)",
+    "message": "set exactly one of value and valueFrom"
+}]))]
 pub struct HeaderValue {
     /// Header name, for example `Authorization` or `X-Api-Key`.
     pub name: String,
@@ -53,6 +57,10 @@ pub struct HeaderValue {
 /// An environment variable for a deployed server, with its value inline or from a Secret.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.value) && has(self.valueFrom))",
+    "message": "set at most one of value and valueFrom"
+}]))]
 pub struct EnvVar {
     /// Variable name.
     pub name: String,

@@ -44,6 +44,10 @@ pub struct McpPolicySpec {
 /// A subject matcher: exactly one of `user`, `group` or `claim` is set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.user) ? 1 : 0) + (has(self.group) ? 1 : 0) + (has(self.claim) ? 1 : 0) == 1",
+    "message": "set exactly one of user, group and claim"
+}]))]
 pub struct Subject {
     /// The subject (`sub` claim, or the configured subject claim) of one user or client.
     #[serde(default, skip_serializing_if = "Option::is_none")]

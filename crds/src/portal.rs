@@ -1,5 +1,6 @@
 //! `McpPortal`: one portal endpoint that fronts a set of McpServers.
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -58,6 +59,10 @@ pub struct McpPortalSpec {
     /// Bounds on what clients may send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PortalLimits>,
+    /// CPU and memory of each proxy replica. Defaults to requests of 100m CPU and 64Mi memory
+    /// and a 256Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// Which servers a portal fronts.
@@ -157,4 +162,8 @@ pub struct McpPortalStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Hash of the rendered proxy configuration (and the versions of the Secrets it
+    /// references) that the portal's pods run with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
 }

@@ -1,5 +1,6 @@
 //! `McpServer`: one upstream MCP server, remote or deployed by the operator.
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,13 @@ pub struct OAuthClientCredentials {
 /// A server the operator deploys.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",
+    "message": "a stdio server needs command: the proxy in front of it starts that command"
+}, {
+    "rule": "self.transport == 'http' || (!has(self.port) && !has(self.path))",
+    "message": "port and path apply only to transport http"
+}]))]
 pub struct DeployedServer {
     /// Container image of the server.
     pub image: String,
@@ -132,6 +140,9 @@ pub struct DeployedServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: Option<i32>,
+    /// CPU and memory of the server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// How a deployed server speaks MCP.

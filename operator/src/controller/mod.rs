@@ -1,0 +1,350 @@
+//! The controllers: shared context, server-side apply, events, error policy and `run`.
+
+pub mod policy;
+pub mod portal;
+pub mod server;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::desired::{Object, RenderOptions};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::names::FIELD_MANAGER;
+use crate::probe::Prober;
+
+/// Everything a reconciler needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events (`kubectl describe`).
+    pub recorder: Recorder,
+    /// Reconcile metrics.
+    pub metrics: Arc<Metrics>,
+    /// What to render.
+    pub options: RenderOptions,
+    /// Lists an MCP server's tools.
+    pub prober: Arc<dyn Prober>,
+    /// Which portals read which Secret: `(namespace, secret)` -> portal names. Filled by the
+    /// portal reconciler, read by the Secret watch's mapper.
+    pub secret_index: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    /// Consecutive failures per object, for exponential backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context over `client`.
+    pub fn new(
+        client: Client,
+        options: RenderOptions,
+        prober: Arc<dyn Prober>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            options,
+            prober,
+            secret_index: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `obj`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note.into()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Records the portals that read each Secret of `secrets`, replacing what `portal` had.
+    pub fn index_secrets(&self, namespace: &str, portal: &str, secrets: &BTreeSet<String>) {
+        let mut idx = self.secret_index.lock().unwrap_or_else(|e| e.into_inner());
+        for ((ns, secret), portals) in idx.iter_mut() {
+            if ns == namespace && !secrets.contains(secret) {
+                portals.remove(portal);
+            }
+        }
+        for s in secrets {
+            idx.entry((namespace.to_owned(), s.clone()))
+                .or_default()
+                .insert(portal.to_owned());
+        }
+        idx.retain(|_, p| !p.is_empty());
+    }
+
+    /// Portals that read `secret` in `namespace`.
+    pub fn portals_reading(&self, namespace: &str, secret: &str) -> Vec<String> {
+        let idx = self.secret_index.lock().unwrap_or_else(|e| e.into_inner());
+        idx.get(&(namespace.to_owned(), secret.to_owned()))
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn backoff(&self, key: String) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// 5s, 10s, 20s, ... capped at 5 minutes.
+pub fn backoff_delay(consecutive_failures: u32) -> Duration {
+    let exp = consecutive_failures.saturating_sub(1).min(6);
+    Duration::from_secs((5u64 << exp).min(300))
+}
+
+fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Error policy shared by the controllers: count the failure and back off exponentially.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let controller = K::kind(&()).to_lowercase();
+    tracing::warn!(controller, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
+    ctx.metrics.failure(&controller, error.metric_label());
+    Action::requeue(ctx.backoff(key(obj.as_ref())))
+}
+
+/// Wraps a reconciler: metrics, and resetting the backoff after a success.
+pub(crate) async fn instrumented<K, F>(obj: Arc<K>, ctx: Arc<Context>, f: F) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    F: Future<Output = Result<Action>>,
+{
+    let controller = K::kind(&()).to_lowercase();
+    let _timer = ctx.metrics.reconcile(&controller);
+    let out = f.await;
+    if out.is_ok() {
+        ctx.succeeded(&key(obj.as_ref()));
+    }
+    out
+}
+
+/// Server-side applies a typed object under the operator's field manager.
+pub async fn apply_typed<K>(client: &Client, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("object", "namespace"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&obj.name_any(), &pp, &Patch::Apply(obj)).await?)
+}
+
+/// Server-side applies one desired object; returns the Deployment as the server has it.
+pub async fn apply_object(client: &Client, obj: &Object) -> Result<Option<Deployment>> {
+    match obj {
+        Object::ConfigMap(o) => apply_typed(client, o).await.map(|_| None),
+        Object::Service(o) => apply_typed(client, o).await.map(|_| None),
+        Object::NetworkPolicy(o) => apply_typed(client, o).await.map(|_| None),
+        Object::PodDisruptionBudget(o) => apply_typed(client, o).await.map(|_| None),
+        Object::Deployment(o) => apply_typed(client, o.as_ref()).await.map(Some),
+        Object::ServiceMonitor(o) => {
+            let ns = o
+                .namespace()
+                .ok_or(Error::MissingField("ServiceMonitor", "namespace"))?;
+            let ar = crate::desired::portal::service_monitor_resource();
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(&o.name_any(), &pp, &Patch::Apply(o)).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Server-side applies the `status` of a custom resource.
+pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("object", "namespace"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&obj.name_any(), &pp, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Deletes `name` of kind `K` in `ns`; absent is fine.
+pub async fn delete_if_present<K>(client: &Client, ns: &str, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The value of one key of a Secret (`data`, then `stringData`).
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
+}
+
+/// Runs the three controllers until `shutdown` is cancelled (or a signal arrives).
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default().any_semantic();
+
+    let portals = Controller::new(Api::<crds::McpPortal>::all(client.clone()), wc.clone());
+    let portal_store = portals.store();
+    let (ps1, ps2) = (portal_store.clone(), portal_store.clone());
+    let ctx_for_secrets = ctx.clone();
+    let portals = portals
+        .owns(Api::<Deployment>::all(client.clone()), wc.clone())
+        .watches(
+            Api::<crds::McpServer>::all(client.clone()),
+            wc.clone(),
+            move |s| portal::portals_in_namespace(&ps1, s.namespace().as_deref()),
+        )
+        .watches(
+            Api::<crds::McpPolicy>::all(client.clone()),
+            wc.clone(),
+            move |p| portal::portals_in_namespace(&ps2, p.namespace().as_deref()),
+        )
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            wc.clone(),
+            move |s: Secret| {
+                let ns = s.namespace().unwrap_or_default();
+                ctx_for_secrets
+                    .portals_reading(&ns, &s.name_any())
+                    .into_iter()
+                    .map(move |p| kube::runtime::reflector::ObjectRef::new(&p).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(portal::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move { log_result("mcpportal", r) });
+
+    let servers = Controller::new(Api::<crds::McpServer>::all(client.clone()), wc.clone())
+        .owns(Api::<Deployment>::all(client.clone()), wc.clone())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(server::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move { log_result("mcpserver", r) });
+
+    let policies = Controller::new(Api::<crds::McpPolicy>::all(client.clone()), wc.clone());
+    let policy_store = policies.store();
+    let policies = policies
+        .watches(
+            Api::<crds::McpPortal>::all(client.clone()),
+            wc.clone(),
+            move |p| policy::policies_in_namespace(&policy_store, p.namespace().as_deref()),
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(policy::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move { log_result("mcppolicy", r) });
+
+    tokio::join!(portals, servers, policies);
+}
+
+fn log_result<T: Debug, E: std::fmt::Display>(controller: &str, r: std::result::Result<T, E>) {
+    match r {
+        Ok(o) => tracing::debug!(controller, object = ?o, "reconciled"),
+        Err(e) => tracing::debug!(controller, error = %e, "reconcile did not complete"),
+    }
+}
+
+/// Condition summary helpers shared by the reconcilers.
+pub(crate) fn names_csv(names: &BTreeSet<String>) -> Option<String> {
+    (!names.is_empty()).then(|| names.iter().cloned().collect::<Vec<_>>().join(","))
+}
+
+/// A map of Secret name -> resourceVersion, for the config hash.
+pub(crate) type SecretVersions = BTreeMap<String, String>;

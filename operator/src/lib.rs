@@ -1,0 +1,20 @@
+//! Portcullis operator: kube-runtime controllers that turn McpServer, McpPortal and McpPolicy
+//! resources into running portals, and `render`, which prints what they would apply.
+//!
+//! Layout: [`desired`] holds the pure `spec -> objects` functions; [`controller`] applies them
+//! (server-side apply, one field manager), writes status and events; [`probe`] lists an MCP
+//! server's tools; [`lease`] is leader election; [`metrics`] the reconcile metrics.
+
+pub mod controller;
+pub mod desired;
+pub mod error;
+pub mod lease;
+pub mod manifests;
+pub mod metrics;
+pub mod names;
+pub mod probe;
+pub mod select;
+pub mod status;
+pub mod validate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,126 @@
+//! Prometheus metrics of the reconcilers, served on `/metrics`.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of the reconcile counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `mcpserver`, `mcpportal` or `mcppolicy`.
+    pub controller: String,
+}
+
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `mcpserver`, `mcpportal` or `mcppolicy`.
+    pub controller: String,
+    /// The error's kind.
+    pub error: String,
+}
+
+/// The operator's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Reconciliations started.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconciliations that failed.
+    pub failures: Family<ErrorLabels, Counter>,
+    /// Reconcile durations.
+    pub duration: Family<ReconcileLabels, Histogram>,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("portcullis_operator");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let failures = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciliations started", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciliations that failed",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            reconciles,
+            failures,
+            duration,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile of `controller` and times it until the guard drops.
+    pub fn reconcile(&self, controller: &str) -> ReconcileTimer<'_> {
+        let labels = ReconcileLabels {
+            controller: controller.to_owned(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        ReconcileTimer {
+            metrics: self,
+            labels,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn failure(&self, controller: &str, error: &str) {
+        self.failures
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_owned(),
+                error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// Observes the reconcile duration when dropped.
+#[derive(Debug)]
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    labels: ReconcileLabels,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .get_or_create(&self.labels)
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,156 @@
+//! Probing an MCP server: connect (server/discover, falling back to initialize), list every
+//! tool, and summarize the definitions (count, sorted names, a hash).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crds::server::DiscoveredTools;
+use futures::future::BoxFuture;
+use rmcp::model::ProtocolVersion;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+};
+use rmcp::{ClientLifecycleMode, ClientServiceExt};
+
+use crate::error::{Error, Result};
+
+/// Lists the tools of an MCP endpoint. A trait so controller tests can answer without a
+/// network; [`McpProber`] is the real one.
+pub trait Prober: Send + Sync {
+    /// The tool definitions (as JSON) of the server at `url`, sent `headers`.
+    fn probe(
+        &self,
+        url: String,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>>>;
+}
+
+/// Probes over Streamable HTTP with the official SDK, either protocol era.
+#[derive(Debug, Clone)]
+pub struct McpProber {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl McpProber {
+    /// A prober whose whole probe (connect and list) is bounded by `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self { http, timeout }
+    }
+}
+
+impl Prober for McpProber {
+    fn probe(
+        &self,
+        url: String,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>>> {
+        let http = self.http.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let err = |message: String| Error::Probe {
+                url: url.clone(),
+                message,
+            };
+            let mut custom = HashMap::new();
+            for (k, v) in &headers {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| err(format!("invalid header name {k:?}")))?;
+                let mut value = http::HeaderValue::from_str(v)
+                    .map_err(|_| err(format!("invalid value for header {k:?}")))?;
+                value.set_sensitive(true);
+                custom.insert(name, value);
+            }
+            let config =
+                StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+            let transport = StreamableHttpClientTransport::with_client(http, config);
+            let lifecycle = ClientLifecycleMode::Auto {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                legacy_version: Some(ProtocolVersion::V_2025_11_25),
+            };
+            let work = async {
+                let mut client =
+                    ().serve_with_lifecycle(transport, lifecycle)
+                        .await
+                        .map_err(|e| err(format!("connecting: {e}")))?;
+                let tools = client
+                    .list_all_tools()
+                    .await
+                    .map_err(|e| err(format!("tools/list: {e}")));
+                let _ = client.close_with_timeout(Duration::from_secs(2)).await;
+                tools
+            };
+            let tools = tokio::time::timeout(timeout, work)
+                .await
+                .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))??;
+            tools
+                .iter()
+                .map(|t| {
+                    serde_json::to_value(t).map_err(|source| Error::Serialize {
+                        what: "tool".into(),
+                        source,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Count, sorted names and SHA-256 of the canonical JSON (keys sorted, tools sorted by name)
+/// of tool definitions.
+pub fn summarize(tools: &[serde_json::Value]) -> DiscoveredTools {
+    let mut sorted: Vec<serde_json::Value> = tools.iter().map(canonical).collect();
+    sorted.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    let names = sorted.iter().map(|t| name_of(t).to_owned()).collect();
+    let bytes = serde_json::to_vec(&sorted).unwrap_or_default();
+    DiscoveredTools {
+        count: u32::try_from(tools.len()).unwrap_or(u32::MAX),
+        names,
+        hash: crate::desired::sha256_hex(&bytes),
+    }
+}
+
+fn name_of(v: &serde_json::Value) -> &str {
+    v.get("name").and_then(|n| n.as_str()).unwrap_or("")
+}
+
+/// The value with every object's keys sorted (serde_json here preserves insertion order).
+fn canonical(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&m[k])))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn summary_is_independent_of_tool_and_key_order_and_changes_with_any_definition() {
+        let a = json!({"name": "a", "description": "x", "inputSchema": {"type": "object"}});
+        let b = json!({"inputSchema": {"type": "object"}, "name": "b"});
+        let s1 = summarize(&[a.clone(), b.clone()]);
+        let s2 = summarize(&[b.clone(), a.clone()]);
+        assert_eq!(s1, s2);
+        assert_eq!(s1.count, 2);
+        assert_eq!(s1.names, ["a", "b"]);
+        let a2 = json!({"name": "a", "description": "y", "inputSchema": {"type": "object"}});
+        assert_ne!(summarize(&[a2, b]).hash, s1.hash);
+    }
+}

@@ -1,0 +1,611 @@
+//! Controller scenarios against kube-rs's mocked API server (the tower-test pattern of
+//! kube-rs/controller-rs): each test drives one reconcile and asserts every request it makes,
+//! in order, answering with canned responses.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crds::server::{DeployedServer, DiscoveredTools, RemoteServer};
+use crds::{
+    Condition, McpPolicy, McpPolicySpec, McpPortal, McpPortalSpec, McpServer, McpServerSpec,
+    McpServerStatus, SecretKeyRef,
+};
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
+use operator::controller::{self, Context};
+use operator::desired::RenderOptions;
+use operator::metrics::Metrics;
+use operator::probe::Prober;
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// Answers probes with a fixed tool list, and records the URLs probed.
+struct FakeProber {
+    tools: Vec<Value>,
+    probed: Mutex<Vec<String>>,
+}
+
+impl Prober for FakeProber {
+    fn probe(
+        &self,
+        url: String,
+        _headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, operator::Result<Vec<Value>>> {
+        self.probed.lock().unwrap().push(url);
+        let tools = self.tools.clone();
+        Box::pin(async move { Ok(tools) })
+    }
+}
+
+fn context(tools: Vec<Value>) -> (Arc<Context>, ApiServer, Arc<FakeProber>) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let prober = Arc::new(FakeProber {
+        tools,
+        probed: Mutex::default(),
+    });
+    let ctx = Context::new(
+        client,
+        RenderOptions::default(),
+        prober.clone(),
+        Arc::new(Metrics::default()),
+    );
+    (Arc::new(ctx), ApiServer(handle), prober)
+}
+
+/// The mocked API server: `expect` takes the next request, checks it and answers it.
+struct ApiServer(Handle);
+
+impl ApiServer {
+    /// Takes the next request; asserts method and path; answers with `respond(body)`.
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        respond: impl FnOnce(Value) -> (StatusCode, Value),
+    ) -> Value {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+            .expect("a request");
+        assert_eq!(req.method(), method, "method of {}", req.uri());
+        assert_eq!(req.uri().path(), path, "path");
+        if method == Method::PATCH && !path.contains("/events") {
+            let q = req.uri().query().unwrap_or_default();
+            assert!(
+                q.contains("fieldManager=portcullis-operator"),
+                "one field manager: {q}"
+            );
+            assert!(
+                q.contains("force=true"),
+                "server-side apply with force: {q}"
+            );
+        }
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let (status, answer) = respond(body.clone());
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap(),
+        );
+        body
+    }
+
+    /// Answers with the request body itself (what an apply returns, near enough).
+    async fn expect_apply(&mut self, path: &str) -> Value {
+        self.expect(Method::PATCH, path, |b| (StatusCode::OK, b))
+            .await
+    }
+
+    /// A Deployment apply answered with `available` ready replicas.
+    async fn expect_deployment(&mut self, path: &str, available: i32) -> Value {
+        self.expect(Method::PATCH, path, move |mut b| {
+            b["status"] = json!({"availableReplicas": available});
+            (StatusCode::OK, b)
+        })
+        .await
+    }
+
+    /// A status apply of `obj`, answered with the object carrying that status.
+    async fn expect_status<K: Resource + serde::Serialize>(
+        &mut self,
+        path: &str,
+        obj: &K,
+    ) -> Value {
+        let full = serde_json::to_value(obj).unwrap();
+        let body = self
+            .expect(Method::PATCH, path, move |b| {
+                let mut full = full;
+                full["status"] = b["status"].clone();
+                (StatusCode::OK, full)
+            })
+            .await;
+        body["status"].clone()
+    }
+
+    async fn expect_event(&mut self, reason: &str) -> Value {
+        let body = self
+            .expect(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                |b| (StatusCode::CREATED, b),
+            )
+            .await;
+        assert_eq!(body["reason"], reason, "event {body}");
+        body
+    }
+
+    async fn expect_list(&mut self, path: &str, kind: &str, items: Vec<Value>) {
+        self.expect(Method::GET, path, move |_| {
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}),
+            )
+        })
+        .await;
+    }
+
+    /// Asserts that no request is pending.
+    async fn done(mut self) {
+        let extra = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await;
+        if let Ok(Some((req, _))) = extra {
+            panic!("unexpected request {} {}", req.method(), req.uri());
+        }
+    }
+}
+
+const SERVERS: &str = "/apis/portcullis.dev/v1alpha1/namespaces/default/mcpservers";
+const POLICIES: &str = "/apis/portcullis.dev/v1alpha1/namespaces/default/mcppolicies";
+const PORTALS: &str = "/apis/portcullis.dev/v1alpha1/namespaces/default/mcpportals";
+
+fn meta<K: Resource<DynamicType = ()>>(mut obj: K, name: &str) -> K {
+    let m = obj.meta_mut();
+    m.name = Some(name.into());
+    m.namespace = Some("default".into());
+    m.uid = Some(format!("uid-{name}"));
+    m.generation = Some(1);
+    obj
+}
+
+fn ready_remote_server(name: &str, tools: u32) -> McpServer {
+    let mut s = meta(
+        McpServer::new(
+            name,
+            McpServerSpec {
+                remote: Some(RemoteServer {
+                    url: format!("http://{name}.example/mcp"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        name,
+    );
+    s.status = Some(McpServerStatus {
+        kind: Some("remote".into()),
+        tools: Some(DiscoveredTools {
+            count: tools,
+            names: (0..tools).map(|i| format!("t{i}")).collect(),
+            hash: "h".into(),
+        }),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    s
+}
+
+fn portal(name: &str) -> McpPortal {
+    let mut spec = McpPortalSpec {
+        public: Some(true),
+        ..Default::default()
+    };
+    spec.servers.names = vec!["wiki".into()];
+    meta(McpPortal::new(name, spec), name)
+}
+
+fn policy(name: &str, portals: &[&str]) -> McpPolicy {
+    meta(
+        McpPolicy::new(
+            name,
+            McpPolicySpec {
+                portals: portals.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        ),
+        name,
+    )
+}
+
+fn v<T: serde::Serialize>(x: &T) -> Value {
+    serde_json::to_value(x).unwrap()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+/// Applies the four portal objects, in order, and returns the Deployment body.
+async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> Value {
+    let cm = api
+        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
+        .await;
+    assert!(
+        cm["data"]["manifests.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("kind: McpPortal")
+    );
+    assert_eq!(
+        cm["metadata"]["ownerReferences"][0]["uid"], "uid-demo",
+        "owned by the portal"
+    );
+    api.expect_apply("/api/v1/namespaces/default/services/demo-portal")
+        .await;
+    let dep = api
+        .expect_deployment(
+            "/apis/apps/v1/namespaces/default/deployments/demo-portal",
+            available,
+        )
+        .await;
+    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
+        .await;
+    dep
+}
+
+#[tokio::test]
+async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url_servers_and_tools()
+{
+    let (ctx, mut api, _) = context(vec![]);
+    let p = portal("demo");
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(
+        SERVERS,
+        "McpServer",
+        vec![v(&ready_remote_server("wiki", 3))],
+    )
+    .await;
+    api.expect_list(POLICIES, "McpPolicy", vec![v(&policy("all", &[]))])
+        .await;
+    let dep = expect_portal_objects(&mut api, 2).await;
+    let hash =
+        dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"].clone();
+    assert!(hash.is_string());
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    assert_eq!(
+        status["url"],
+        "http://demo-portal.default.svc.cluster.local/mcp"
+    );
+    assert_eq!(status["serversSummary"], "1/1");
+    assert_eq!(status["toolsExposed"], 3);
+    assert_eq!(status["configHash"], hash);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(
+        condition(&status, "ConfigRendered")["observedGeneration"],
+        1
+    );
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    api.done().await;
+}
+
+#[tokio::test]
+async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
+    let (ctx, mut api, _) = context(vec![]);
+    let mut p = portal("demo");
+    p.spec.replicas = Some(3);
+    p.metadata.generation = Some(2);
+    p.status = Some(crds::McpPortalStatus {
+        config_hash: Some("0000000000000000".into()),
+        ..Default::default()
+    });
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(
+        SERVERS,
+        "McpServer",
+        vec![v(&ready_remote_server("wiki", 3))],
+    )
+    .await;
+    api.expect_list(POLICIES, "McpPolicy", vec![]).await;
+    let dep = expect_portal_objects(&mut api, 1).await;
+    assert_eq!(dep["spec"]["replicas"], 3);
+    let ev = api.expect_event("ConfigChanged").await;
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["regarding"]["name"], "demo");
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    assert_eq!(status["observedGeneration"], 2);
+    assert_ne!(status["configHash"], "0000000000000000");
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_the_watch() {
+    let (ctx, mut api, _) = context(vec![]);
+    let mut p = portal("demo");
+    p.spec.session_key_from = Some(SecretKeyRef {
+        name: "session".into(),
+        key: "key".into(),
+    });
+    let mut hashes = Vec::new();
+    for rv in ["1", "2"] {
+        let task = tokio::spawn(controller::portal::reconcile(
+            Arc::new(p.clone()),
+            ctx.clone(),
+        ));
+        api.expect_list(
+            SERVERS,
+            "McpServer",
+            vec![v(&ready_remote_server("wiki", 3))],
+        )
+        .await;
+        api.expect_list(POLICIES, "McpPolicy", vec![]).await;
+        api.expect(Method::GET, "/api/v1/namespaces/default/secrets/session", move |_| {
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "session", "namespace": "default", "resourceVersion": rv}, "data": {"key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="}}),
+            )
+        })
+        .await;
+        let dep = expect_portal_objects(&mut api, 2).await;
+        let vols = dep["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            vols.iter().any(|v| v["secret"]["secretName"] == "session"),
+            "secret mounted: {vols:?}"
+        );
+        hashes.push(
+            dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"]
+                .clone(),
+        );
+        api.expect_status(&format!("{PORTALS}/demo/status"), &p)
+            .await;
+        task.await.unwrap().unwrap();
+        assert_eq!(ctx.portals_reading("default", "session"), ["demo"]);
+    }
+    assert_ne!(hashes[0], hashes[1], "a new Secret version rolls the pods");
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_keeps_the_running_config_and_says_which_secret_to_create() {
+    let (ctx, mut api, _) = context(vec![]);
+    let mut p = portal("demo");
+    p.spec.session_key_from = Some(SecretKeyRef {
+        name: "session".into(),
+        key: "key".into(),
+    });
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(SERVERS, "McpServer", vec![]).await;
+    api.expect_list(POLICIES, "McpPolicy", vec![]).await;
+    api.expect(Method::GET, "/api/v1/namespaces/default/secrets/session", |_| {
+        (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "secrets \"session\" not found"}))
+    })
+    .await;
+    let ev = api.expect_event("SecretMissing").await;
+    assert_eq!(ev["type"], "Warning");
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    let c = condition(&status, "ConfigRendered");
+    assert_eq!(c["reason"], "SecretMissing");
+    assert!(c["message"].as_str().unwrap().contains("session"), "{c}");
+    assert_eq!(
+        condition(&status, "ServersReady")["reason"],
+        "NoServersSelected"
+    );
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(15))
+    );
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_server_that_stops_being_deployed_has_its_objects_deleted() {
+    let tools = vec![json!({"name": "search", "inputSchema": {"type": "object"}})];
+    let (ctx, mut api, prober) = context(tools);
+    let mut s = ready_remote_server("wiki", 1);
+    s.status.as_mut().unwrap().kind = Some("deployment".into());
+    let task = tokio::spawn(controller::server::reconcile(
+        Arc::new(s.clone()),
+        ctx.clone(),
+    ));
+    let ok = |_| {
+        (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )
+    };
+    api.expect(
+        Method::DELETE,
+        "/apis/apps/v1/namespaces/default/deployments/wiki-mcp",
+        ok,
+    )
+    .await;
+    api.expect(
+        Method::DELETE,
+        "/api/v1/namespaces/default/services/wiki-mcp",
+        ok,
+    )
+    .await;
+    // Already gone: fine.
+    api.expect(Method::DELETE, "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/wiki-mcp", |_| {
+        (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}))
+    })
+    .await;
+    api.expect(
+        Method::DELETE,
+        "/api/v1/namespaces/default/configmaps/wiki-mcp",
+        ok,
+    )
+    .await;
+    api.expect_event("Cleanup").await;
+    // The hash differs from the old one ("h"): the tool definitions changed.
+    api.expect_event("ToolDefinitionsChanged").await;
+    let status = api
+        .expect_status(&format!("{SERVERS}/wiki/status"), &s)
+        .await;
+    assert_eq!(status["kind"], "remote");
+    assert_eq!(status["tools"]["count"], 1);
+    assert_eq!(status["tools"]["names"], json!(["search"]));
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    task.await.unwrap().unwrap();
+    assert_eq!(*prober.probed.lock().unwrap(), ["http://wiki.example/mcp"]);
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_deployed_server_gets_config_service_network_policy_and_deployment_then_is_probed() {
+    let (ctx, mut api, prober) = context(vec![json!({"name": "a"})]);
+    let s = meta(
+        McpServer::new(
+            "tickets",
+            McpServerSpec {
+                deployment: Some(DeployedServer {
+                    image: "demo:1".into(),
+                    command: vec!["portcullis-demo".into()],
+                    args: vec!["tickets".into(), "--stdio".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        "tickets",
+    );
+    let task = tokio::spawn(controller::server::reconcile(
+        Arc::new(s.clone()),
+        ctx.clone(),
+    ));
+    api.expect_apply("/api/v1/namespaces/default/configmaps/tickets-mcp")
+        .await;
+    api.expect_apply("/api/v1/namespaces/default/services/tickets-mcp")
+        .await;
+    let np = api
+        .expect_apply("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/tickets-mcp")
+        .await;
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["portcullis.dev/component"],
+        "portal"
+    );
+    let dep = api
+        .expect_deployment(
+            "/apis/apps/v1/namespaces/default/deployments/tickets-mcp",
+            1,
+        )
+        .await;
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "install-proxy"
+    );
+    let status = api
+        .expect_status(&format!("{SERVERS}/tickets/status"), &s)
+        .await;
+    assert_eq!(
+        status["endpoint"],
+        "http://tickets-mcp.default.svc.cluster.local:80/mcp"
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Reachable")["status"], "True");
+    task.await.unwrap().unwrap();
+    assert_eq!(prober.probed.lock().unwrap().len(), 1);
+    api.done().await;
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
+    let (ctx, mut api, _) = context(vec![]);
+    let p = Arc::new(portal("demo"));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let task = tokio::spawn(controller::portal::reconcile(p.clone(), ctx.clone()));
+        api.expect(Method::GET, SERVERS, |_| {
+            (StatusCode::INTERNAL_SERVER_ERROR, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd unavailable"}))
+        })
+        .await;
+        let err = task.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("etcd unavailable"), "{err}");
+        delays.push(controller::error_policy(p.clone(), &err, ctx.clone()));
+    }
+    assert_eq!(
+        delays,
+        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s))),
+        "5s, 10s, 20s"
+    );
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("portcullis_operator_reconcile_failures_total{controller=\"mcpportal\",error=\"kube\"} 3"),
+        "{metrics}"
+    );
+    api.done().await;
+}
+
+#[tokio::test]
+async fn an_invalid_policy_is_rejected_with_the_field_and_an_event() {
+    let (ctx, mut api, _) = context(vec![]);
+    let mut pol = policy("bad", &["demo", "nope"]);
+    pol.spec.dlp = vec![crds::policy::DlpRule {
+        name: "x".into(),
+        patterns: vec!["([a-z".into()],
+        ..Default::default()
+    }];
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(pol.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(PORTALS, "McpPortal", vec![v(&portal("demo"))])
+        .await;
+    api.expect_event("Rejected").await;
+    let status = api
+        .expect_status(
+            "/apis/portcullis.dev/v1alpha1/namespaces/default/mcppolicies/bad/status",
+            &pol,
+        )
+        .await;
+    let accepted = condition(&status, "Accepted");
+    assert_eq!(accepted["status"], "False");
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.dlp[0].patterns[0]"),
+        "{accepted}"
+    );
+    assert_eq!(condition(&status, "Bound")["reason"], "PortalNotFound");
+    assert_eq!(status["portals"], "demo");
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
