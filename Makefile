@@ -13,6 +13,13 @@ build:
 test:
 	$(CARGO) test --workspace
 	$(MAKE) e2e
+	$(MAKE) operator-e2e
+
+## operator-e2e: render/helm schema validation, helm lint, proxy serving a rendered ConfigMap
+## (needs `make operator-setup` once)
+operator-e2e:
+	$(CARGO) build -p portcullis-operator -p portcullis-proxy --bins
+	e2e/operator/.venv/bin/pytest e2e/operator -v
 
 ## e2e: local end-to-end tests against real third-party MCP peers (needs `make e2e-setup` once)
 e2e: build
