@@ -4,9 +4,11 @@
 //! eras; Origin, Host, size and header checks) -> [`portal::PortalHandler`] (aggregated lists,
 //! routed calls) -> [`upstream`] connections (Streamable HTTP, legacy SSE, stdio).
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod policy;
 pub mod portal;
 pub mod upstream;
 

@@ -24,13 +24,28 @@ pub struct Portal {
     catalog_changes: watch::Sender<[u8; 32]>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Validates access tokens (keys cached across requests).
+    pub authenticator: Arc<crate::auth::Authenticator>,
+    /// The compiled McpPolicies in force (follows the configuration).
+    policy: ArcSwap<crate::policy::PolicySet>,
+    /// Per-subject rate limits.
+    pub limiter: crate::policy::ratelimit::RateLimiter,
+    /// Authentication and authorization counters, for metrics.
+    pub counters: Arc<crate::policy::AccessCounters>,
 }
 
 impl Portal {
     /// Starts the portal's upstreams and the task that keeps the merged catalog current.
     pub async fn start(config: PortalConfig, shutdown: CancellationToken) -> Arc<Portal> {
         let upstreams = Upstreams::new(shutdown.clone());
+        let counters = Arc::new(crate::policy::AccessCounters::default());
+        let policy = crate::policy::PolicySet::for_config(&config);
+        warn_about_policy(&config, &policy);
         let portal = Arc::new(Portal {
+            authenticator: Arc::new(crate::auth::Authenticator::new(counters.clone())),
+            policy: ArcSwap::from_pointee(policy),
+            limiter: Default::default(),
+            counters,
             config: ArcSwap::from_pointee(config),
             upstreams,
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -51,8 +66,16 @@ impl Portal {
     /// in-flight requests finish on the old ones.
     pub async fn reconfigure(&self, config: Arc<PortalConfig>) {
         self.upstreams.apply(&config.servers).await;
+        let policy = crate::policy::PolicySet::for_config(&config);
+        warn_about_policy(&config, &policy);
+        self.policy.store(Arc::new(policy));
         self.config.store(config);
         self.rebuild().await;
+    }
+
+    /// The McpPolicies in force, compiled.
+    pub fn policy(&self) -> Arc<crate::policy::PolicySet> {
+        self.policy.load_full()
     }
 
     /// The merged catalog in force.
@@ -86,6 +109,14 @@ impl Portal {
             *h = hash;
             changed
         });
+    }
+}
+
+fn warn_about_policy(cfg: &PortalConfig, policy: &crate::policy::PolicySet) {
+    if policy.is_open() {
+        tracing::warn!(portal = %cfg.name, "public portal without McpPolicy: every tool is open to everyone");
+    } else if cfg.policies.is_empty() {
+        tracing::warn!(portal = %cfg.name, "no McpPolicy binds to this portal: users will see no tools");
     }
 }
 
