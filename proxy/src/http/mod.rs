@@ -27,10 +27,12 @@ pub struct ServeOptions {
     pub loopback: bool,
 }
 
-/// The portal router: `/mcp` (both MCP eras), `/healthz`, `/readyz`.
+/// The portal router: `/mcp` (both MCP eras), `/healthz`, `/readyz`, and the RFC 9728
+/// protected-resource metadata at `/.well-known/oauth-protected-resource[/mcp]`.
 ///
-/// Layers on `/mcp`, outermost first: session sealing (opens and seals legacy session ids),
-/// then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
+/// Layers on `/mcp`, outermost first: authentication (bearer JWT -> `auth::Identity` and the
+/// session `Subject`; 401/403 with `WWW-Authenticate`), session sealing (opens and seals legacy
+/// session ids, binds them to the subject), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
 /// (413) and the protocol headers before the handler sees a request.
 pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
     let cfg = portal.config();
@@ -55,9 +57,14 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
     );
     let mcp = Router::new()
         .route_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(seal, session::middleware));
+        // Inner: needs the Subject the auth layer inserts.
+        .layer(axum::middleware::from_fn_with_state(seal, session::middleware))
+        // Outer (added last, runs first): authentication.
+        .layer(axum::middleware::from_fn_with_state(portal.clone(), crate::auth::middleware));
     Router::new()
         .merge(mcp)
+        .route("/.well-known/oauth-protected-resource", get(crate::auth::metadata))
+        .route("/.well-known/oauth-protected-resource/{*resource}", get(crate::auth::metadata))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(portal)
@@ -79,9 +86,11 @@ async fn readyz(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
     }
 }
 
-/// The admin router: `/admin/upstreams` and `/metrics`. Serve it on a separate, internal port.
+/// The admin router: `/admin/upstreams`, `/admin/access` and `/metrics`. Serve it on a
+/// separate, internal port.
 pub fn admin_app(portal: Arc<Portal>) -> Router {
     Router::new()
+        .route("/admin/access", get(crate::policy::access::admin_handler))
         .route(
             "/admin/upstreams",
             get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),

@@ -18,6 +18,8 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionConte
 use rmcp::{ErrorData, RoleClient, RoleServer, ServerHandler};
 
 use super::Portal;
+use crate::auth::Identity;
+use crate::policy::AccessCounters;
 use super::pagination::page;
 
 /// Handles one client session (legacy) or request (2026-07-28); cheap to clone.
@@ -42,6 +44,23 @@ impl PortalHandler {
     /// The portal this handler serves.
     pub fn portal(&self) -> &Arc<Portal> {
         &self.portal
+    }
+
+    /// Who is calling: the [`Identity`] the auth middleware put in the HTTP request. Without
+    /// one (a transport that bypasses the HTTP layer), anonymous on a public portal, else
+    /// nobody (sees nothing).
+    fn identity(&self, ctx: &RequestContext<RoleServer>) -> Identity {
+        ctx.extensions
+            .get::<::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Identity>())
+            .cloned()
+            .unwrap_or_else(|| {
+                if self.portal.config().spec.public == Some(true) {
+                    Identity::anonymous()
+                } else {
+                    Identity::nobody()
+                }
+            })
     }
 
     /// Resolves an upstream by McpServer name to a callable peer and its timeout.
@@ -135,10 +154,11 @@ impl ServerHandler for PortalHandler {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let tools: Vec<_> = catalog.tools.iter().map(|t| t.tool.clone()).collect();
+        let (identity, policy) = (self.identity(&context), self.portal.policy());
+        let tools: Vec<_> = policy.visible_tools(&identity, &catalog).map(|t| t.tool.clone()).collect();
         let (tools, next_cursor) = page(&tools, cursor(&request), &catalog.hash)?;
         let mut result = ListToolsResult::with_all_items(tools);
         result.next_cursor = next_cursor;
@@ -151,9 +171,17 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let catalog = self.portal.catalog();
-        let Some(tool) = catalog.tool(&request.name) else {
-            // A stale client may call a tool of a server that is down: say so plainly.
+        let (identity, policy) = (self.identity(&context), self.portal.policy());
+        // A hidden tool gets exactly the answer of an unknown one.
+        let Some(tool) = policy.authorize_call(&identity, &catalog, &request.name) else {
+            if catalog.tool(&request.name).is_some() {
+                AccessCounters::inc(&self.portal.counters.calls_denied);
+            }
+            // A stale client may call a tool of a server that is down: say so plainly (only to
+            // callers who may see that server).
             if let Some(server) = catalog.server_for_name(&request.name)
+                && catalog.tool(&request.name).is_none()
+                && policy.server_visible(&identity, &catalog, server)
                 && let Some(up) = self.portal.upstreams.get(server).await
                 && let Err(reason) = up.peer()
             {
@@ -161,6 +189,19 @@ impl ServerHandler for PortalHandler {
             }
             return Err(ErrorData::invalid_params(format!("Unknown tool: {}", short(&request.name)), None));
         };
+        if let Err(limited) = self.portal.limiter.check(&identity.subject, &request.name, &policy.limits(&identity)) {
+            let counter = match limited.scope {
+                crate::policy::ratelimit::Scope::Portal => &self.portal.counters.rate_limited_portal,
+                crate::policy::ratelimit::Scope::Tool => &self.portal.counters.rate_limited_tool,
+            };
+            AccessCounters::inc(counter);
+            return Err(ErrorData::new(
+                rmcp::model::ErrorCode(RATE_LIMITED),
+                limited.to_string(),
+                Some(serde_json::json!({"retryAfterMs": limited.retry_after.as_millis() as u64})),
+            ));
+        }
+        AccessCounters::inc(&self.portal.counters.calls_allowed);
         let (meta, _route) = self.upstream_meta(&context);
         let mut params = CallToolRequestParams::new(tool.upstream_name.clone());
         params.arguments = request.arguments;
@@ -175,10 +216,16 @@ impl ServerHandler for PortalHandler {
     async fn list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let prompts: Vec<_> = catalog.prompts.iter().map(|p| p.prompt.clone()).collect();
+        let visible = self.visible_servers(&context, &catalog);
+        let prompts: Vec<_> = catalog
+            .prompts
+            .iter()
+            .filter(|p| visible.contains(&p.server))
+            .map(|p| p.prompt.clone())
+            .collect();
         let (prompts, next_cursor) = page(&prompts, cursor(&request), &catalog.hash)?;
         let mut result = ListPromptsResult::with_all_items(prompts);
         result.next_cursor = next_cursor;
@@ -191,7 +238,8 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let catalog = self.portal.catalog();
-        let Some(prompt) = catalog.prompt(&request.name) else {
+        let visible = self.visible_servers(&context, &catalog);
+        let Some(prompt) = catalog.prompt(&request.name).filter(|p| visible.contains(&p.server)) else {
             return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", short(&request.name)), None));
         };
         let (meta, _route) = self.upstream_meta(&context);
@@ -207,10 +255,17 @@ impl ServerHandler for PortalHandler {
     async fn list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let (resources, next_cursor) = page(&catalog.resources, cursor(&request), &catalog.hash)?;
+        let visible = self.visible_servers(&context, &catalog);
+        let resources: Vec<_> = catalog
+            .resources
+            .iter()
+            .filter(|r| catalog.route_uri(&r.uri).is_some_and(|(s, _)| visible.contains(&s)))
+            .cloned()
+            .collect();
+        let (resources, next_cursor) = page(&resources, cursor(&request), &catalog.hash)?;
         let mut result = ListResourcesResult::with_all_items(resources);
         result.next_cursor = next_cursor;
         Ok(result)
@@ -219,10 +274,17 @@ impl ServerHandler for PortalHandler {
     async fn list_resource_templates(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let (templates, next_cursor) = page(&catalog.templates, cursor(&request), &catalog.hash)?;
+        let visible = self.visible_servers(&context, &catalog);
+        let templates: Vec<_> = catalog
+            .templates
+            .iter()
+            .filter(|t| catalog.route_uri(&t.uri_template).is_some_and(|(s, _)| visible.contains(&s)))
+            .cloned()
+            .collect();
+        let (templates, next_cursor) = page(&templates, cursor(&request), &catalog.hash)?;
         let mut result = ListResourceTemplatesResult::with_all_items(templates);
         result.next_cursor = next_cursor;
         Ok(result)
@@ -234,7 +296,8 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let catalog = self.portal.catalog();
-        let Some((server, uri)) = catalog.route_uri(&request.uri) else {
+        let visible = self.visible_servers(&context, &catalog);
+        let Some((server, uri)) = catalog.route_uri(&request.uri).filter(|(s, _)| visible.contains(s)) else {
             return Err(ErrorData::resource_not_found(
                 format!("Unknown resource: {}", short(&request.uri)),
                 None,
@@ -270,12 +333,14 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let catalog = self.portal.catalog();
+        let visible = self.visible_servers(&context, &catalog);
         let mut params = request.clone();
         params.meta = None;
         let server = match &request.r#ref {
             Reference::Prompt(p) => {
                 let prompt = catalog
                     .prompt(&p.name)
+                    .filter(|p| visible.contains(&p.server))
                     .ok_or_else(|| ErrorData::invalid_params("Unknown prompt", None))?;
                 if let Reference::Prompt(q) = &mut params.r#ref {
                     q.name = prompt.upstream_name.clone();
@@ -285,6 +350,7 @@ impl ServerHandler for PortalHandler {
             Reference::Resource(r) => {
                 let (server, uri) = catalog
                     .route_uri(&r.uri)
+                    .filter(|(s, _)| visible.contains(s))
                     .ok_or_else(|| ErrorData::invalid_params("Unknown resource", None))?;
                 if let Reference::Resource(q) = &mut params.r#ref {
                     q.uri = uri;
@@ -353,6 +419,21 @@ impl ServerHandler for PortalHandler {
                 }
             }
         }
+    }
+}
+
+/// JSON-RPC error code of a call refused by a rate limit.
+pub const RATE_LIMITED: i32 = -32029;
+
+impl PortalHandler {
+    /// McpServers whose prompts and resources the caller may see (see [`crate::policy`]).
+    fn visible_servers(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        catalog: &super::Catalog,
+    ) -> std::collections::BTreeSet<String> {
+        let servers = self.portal.config().servers.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        self.portal.policy().visible_servers(&self.identity(ctx), catalog, servers)
     }
 }
 
