@@ -6,19 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use proxy::{config, http, portal::Portal};
 
 /// One governed MCP endpoint over many upstream MCP servers.
+///
+/// Without a subcommand: serve the portal.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-proxy", version, about)]
+#[command(name = "portcullis-proxy", version, about, subcommand_negates_reqs = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A YAML file, or a directory of them, with McpServer, McpPortal and McpPolicy documents
     /// (and, locally, v1 Secrets).
-    #[arg(long, env = "PORTCULLIS_MANIFESTS")]
-    manifests: PathBuf,
+    #[arg(long, env = "PORTCULLIS_MANIFESTS", required = true)]
+    manifests: Option<PathBuf>,
     /// The McpPortal to serve. May be omitted when the manifests hold exactly one.
     #[arg(long, env = "PORTCULLIS_PORTAL")]
     portal: Option<String>,
@@ -39,18 +43,85 @@ struct Cli {
     log_format: String,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what a subject (with groups and claims) could see and call through a portal,
+    /// without logging in. Connects to the portal's upstreams to learn their tools.
+    Access(AccessArgs),
+}
+
+#[derive(Debug, Args)]
+struct AccessArgs {
+    /// Manifests file or directory.
+    #[arg(long, env = "PORTCULLIS_MANIFESTS")]
+    manifests: PathBuf,
+    /// The McpPortal. May be omitted when the manifests hold exactly one.
+    #[arg(long, env = "PORTCULLIS_PORTAL")]
+    portal: Option<String>,
+    /// The subject (omit for an anonymous user of a public portal).
+    #[arg(long)]
+    subject: Option<String>,
+    /// A group of the subject (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// A claim of the subject, `name=value` (repeatable).
+    #[arg(long = "claim", value_parser = parse_claim)]
+    claims: Vec<(String, String)>,
+    /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
+    #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
+    secrets_dir: PathBuf,
+    /// How long to wait for upstreams to list their tools, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    settle_ms: u64,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+async fn access(a: AccessArgs) -> anyhow::Result<()> {
+    let query = proxy::policy::access::AccessQuery {
+        manifests: a.manifests,
+        portal: a.portal,
+        secrets_dir: a.secrets_dir,
+        subject: a.subject,
+        groups: a.groups,
+        claims: a.claims,
+        settle: Duration::from_millis(a.settle_ms),
+    };
+    let report = proxy::policy::access::run(&query).await?;
+    let mut out = std::io::stdout().lock();
+    if a.format == "json" {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", report.to_text())?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let manifests = config::manifests::load(&cli.manifests)?;
+    if let Some(Command::Access(a)) = cli.command {
+        return access(a).await;
+    }
+    let Some(manifests_path) = cli.manifests.clone() else {
+        anyhow::bail!("--manifests is required");
+    };
+    let manifests = config::manifests::load(&manifests_path)?;
     let portal_name = match &cli.portal {
         Some(p) => p.clone(),
         None => match manifests.portals.as_slice() {
             [only] => only.metadata.name.clone().unwrap_or_default(),
             _ => anyhow::bail!(
                 "{}: holds {} McpPortals; choose one with --portal",
-                cli.manifests.display(),
+                manifests_path.display(),
                 manifests.portals.len()
             ),
         },
@@ -71,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (tx, mut rx) = tokio::sync::watch::channel(portal.config());
     config::watch::spawn(
-        cli.manifests.clone(),
+        manifests_path.clone(),
         portal_name.clone(),
         cli.secrets_dir.clone(),
         Duration::from_millis(cli.reload_interval_ms.max(100)),
