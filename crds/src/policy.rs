@@ -83,7 +83,9 @@ pub struct ToolRule {
     /// Upstream tool names (glob patterns with `*`). Empty: every tool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
-    /// `read` (read-only tools) or `write` (every tool). Defaults to `read`.
+    /// `read` (read-only tools) or `write` (every tool). Defaults to `read`. On a `Deny` rule,
+    /// `read` takes the matching tools away entirely and `write` takes away only the write
+    /// tools among them (a "no writes" rule).
     #[serde(default)]
     pub access: Access,
 }

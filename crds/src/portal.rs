@@ -86,7 +86,8 @@ pub struct PortalAuth {
     /// Expected `aud` of access tokens. Defaults to the portal's resource URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// Scopes advertised in the protected-resource metadata and 401 challenges.
+    /// Scopes advertised in the protected-resource metadata and 401 challenges, and required of
+    /// every access token (a token without one of them gets 403 `insufficient_scope`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
     /// Claim holding the user's groups. Defaults to `groups`.

@@ -7,12 +7,14 @@
 //! calls go through the same pipeline.
 
 pub mod audit;
+pub mod auth;
 pub mod codemode;
 pub mod config;
 pub mod dlp;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod portal;
 pub mod upstream;
 

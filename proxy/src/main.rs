@@ -37,6 +37,64 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show what a subject (with groups and claims) could see and call through a portal,
+    /// without logging in. Connects to the portal's upstreams to learn their tools.
+    Access(AccessArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AccessArgs {
+    /// Manifests file or directory.
+    #[arg(long, env = "PORTCULLIS_MANIFESTS")]
+    manifests: PathBuf,
+    /// The McpPortal. May be omitted when the manifests hold exactly one.
+    #[arg(long, env = "PORTCULLIS_PORTAL")]
+    portal: Option<String>,
+    /// The subject (omit for an anonymous user of a public portal).
+    #[arg(long)]
+    subject: Option<String>,
+    /// A group of the subject (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// A claim of the subject, `name=value` (repeatable).
+    #[arg(long = "claim", value_parser = parse_claim)]
+    claims: Vec<(String, String)>,
+    /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
+    #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
+    secrets_dir: PathBuf,
+    /// How long to wait for upstreams to list their tools, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    settle_ms: u64,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+async fn access(a: AccessArgs) -> anyhow::Result<()> {
+    init_logging("text");
+    let query = proxy::policy::access::AccessQuery {
+        manifests: a.manifests,
+        portal: a.portal,
+        secrets_dir: a.secrets_dir,
+        subject: a.subject,
+        groups: a.groups,
+        claims: a.claims,
+        settle: Duration::from_millis(a.settle_ms),
+    };
+    let report = proxy::policy::access::run(&query).await?;
+    let mut out = std::io::stdout().lock();
+    if a.format == "json" {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", report.to_text())?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             file,
         })) => dlp_scan(manifests, portal, all_detectors, file),
         Some(Command::Audit(AuditCommand::Verify { file })) => audit_verify(&file),
+        Some(Command::Access(a)) => access(a).await,
         None => serve(cli.serve).await,
     }
 }

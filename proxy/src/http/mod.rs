@@ -30,7 +30,9 @@ pub struct ServeOptions {
 
 /// The portal router: `/mcp` (both MCP eras), `/healthz`, `/readyz`.
 ///
-/// Layers on `/mcp`, outermost first: body validation (size, JSON, JSON-RPC shape), session
+/// Layers on `/mcp`, outermost first: authentication (bearer JWT -> `auth::Identity` and the
+/// session `Subject`; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
+/// `/.well-known/oauth-protected-resource[/mcp]`), body validation (size, JSON, JSON-RPC shape), session
 /// sealing (opens and seals legacy session ids), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
 /// (413) and the protocol headers before the handler sees a request.
 pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
@@ -76,9 +78,22 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
                 max_bytes: cfg.max_body_bytes,
             },
             validate::middleware,
+        ))
+        // Outermost (added last, runs first): authentication, before any body is read.
+        .layer(axum::middleware::from_fn_with_state(
+            portal.clone(),
+            crate::auth::middleware,
         ));
     Router::new()
         .merge(mcp)
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(crate::auth::metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*resource}",
+            get(crate::auth::metadata),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(portal)
@@ -103,6 +118,7 @@ async fn readyz(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
 /// The admin router: `/admin/upstreams` and `/metrics`. Serve it on a separate, internal port.
 pub fn admin_app(portal: Arc<Portal>) -> Router {
     Router::new()
+        .route("/admin/access", get(crate::policy::access::admin_handler))
         .route(
             "/admin/upstreams",
             get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),

@@ -144,6 +144,7 @@ pub async fn call(
                 ct: ctx.ct.child_token(),
                 progress: None,
                 origin: Origin::CodeMode,
+                identity: ctx.identity.clone(),
                 subject: ctx.subject.clone(),
                 session: ctx.session.clone(),
             },

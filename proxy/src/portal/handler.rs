@@ -17,7 +17,7 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionConte
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::pagination::page;
-use super::pipeline::{CallContext, short};
+use super::pipeline::{CallContext, identity_of, short};
 use super::{Portal, code_mode};
 
 /// Handles one client session (legacy) or request (2026-07-28); cheap to clone.
@@ -86,9 +86,10 @@ impl ServerHandler for PortalHandler {
             ));
         }
         let catalog = self.portal.catalog();
+        let identity = identity_of(&context);
         let tools: Vec<_> = self
             .portal
-            .visible_tools(&catalog)
+            .visible_tools(&identity, &catalog)
             .into_iter()
             .map(|t| t.tool)
             .collect();
@@ -107,7 +108,9 @@ impl ServerHandler for PortalHandler {
         if code_mode::is_code_mode_tool(&request.name)
             && code_mode::requested(&self.portal, &context)
         {
-            let visible = self.portal.visible_tools(&self.portal.catalog());
+            let visible = self
+                .portal
+                .visible_tools(&ctx.identity, &self.portal.catalog());
             return code_mode::call(
                 &self.portal,
                 &request.name,
@@ -130,10 +133,16 @@ impl ServerHandler for PortalHandler {
     async fn list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let prompts: Vec<_> = catalog.prompts.iter().map(|p| p.prompt.clone()).collect();
+        let visible = self.visible_servers(&context, &catalog);
+        let prompts: Vec<_> = catalog
+            .prompts
+            .iter()
+            .filter(|p| visible.contains(&p.server))
+            .map(|p| p.prompt.clone())
+            .collect();
         let (prompts, next_cursor) = page(&prompts, cursor(&request), &catalog.hash)?;
         let mut result = ListPromptsResult::with_all_items(prompts);
         result.next_cursor = next_cursor;
@@ -146,7 +155,11 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let catalog = self.portal.catalog();
-        let Some(prompt) = catalog.prompt(&request.name) else {
+        let visible = self.visible_servers(&context, &catalog);
+        let Some(prompt) = catalog
+            .prompt(&request.name)
+            .filter(|p| visible.contains(&p.server))
+        else {
             return Err(ErrorData::invalid_params(
                 format!("Unknown prompt: {}", short(&request.name)),
                 None,
@@ -159,10 +172,21 @@ impl ServerHandler for PortalHandler {
     async fn list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let (resources, next_cursor) = page(&catalog.resources, cursor(&request), &catalog.hash)?;
+        let visible = self.visible_servers(&context, &catalog);
+        let resources: Vec<_> = catalog
+            .resources
+            .iter()
+            .filter(|r| {
+                catalog
+                    .route_uri(&r.uri)
+                    .is_some_and(|(s, _)| visible.contains(&s))
+            })
+            .cloned()
+            .collect();
+        let (resources, next_cursor) = page(&resources, cursor(&request), &catalog.hash)?;
         let mut result = ListResourcesResult::with_all_items(resources);
         result.next_cursor = next_cursor;
         Ok(result)
@@ -171,10 +195,21 @@ impl ServerHandler for PortalHandler {
     async fn list_resource_templates(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let catalog = self.portal.catalog();
-        let (templates, next_cursor) = page(&catalog.templates, cursor(&request), &catalog.hash)?;
+        let visible = self.visible_servers(&context, &catalog);
+        let templates: Vec<_> = catalog
+            .templates
+            .iter()
+            .filter(|t| {
+                catalog
+                    .route_uri(&t.uri_template)
+                    .is_some_and(|(s, _)| visible.contains(&s))
+            })
+            .cloned()
+            .collect();
+        let (templates, next_cursor) = page(&templates, cursor(&request), &catalog.hash)?;
         let mut result = ListResourceTemplatesResult::with_all_items(templates);
         result.next_cursor = next_cursor;
         Ok(result)
@@ -186,7 +221,11 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let catalog = self.portal.catalog();
-        let Some((server, uri)) = catalog.route_uri(&request.uri) else {
+        let visible = self.visible_servers(&context, &catalog);
+        let Some((server, uri)) = catalog
+            .route_uri(&request.uri)
+            .filter(|(s, _)| visible.contains(s))
+        else {
             return Err(ErrorData::resource_not_found(
                 format!("Unknown resource: {}", short(&request.uri)),
                 None,
@@ -204,12 +243,14 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let catalog = self.portal.catalog();
+        let visible = self.visible_servers(&context, &catalog);
         let mut params = request.clone();
         params.meta = None;
         let server = match &request.r#ref {
             Reference::Prompt(p) => {
                 let prompt = catalog
                     .prompt(&p.name)
+                    .filter(|p| visible.contains(&p.server))
                     .ok_or_else(|| ErrorData::invalid_params("Unknown prompt", None))?;
                 if let Reference::Prompt(q) = &mut params.r#ref {
                     q.name = prompt.upstream_name.clone();
@@ -219,6 +260,7 @@ impl ServerHandler for PortalHandler {
             Reference::Resource(r) => {
                 let (server, uri) = catalog
                     .route_uri(&r.uri)
+                    .filter(|(s, _)| visible.contains(s))
                     .ok_or_else(|| ErrorData::invalid_params("Unknown resource", None))?;
                 if let Reference::Resource(q) = &mut params.r#ref {
                     q.uri = uri;
@@ -292,6 +334,26 @@ impl ServerHandler for PortalHandler {
                 }
             }
         }
+    }
+}
+
+impl PortalHandler {
+    /// McpServers whose prompts and resources the caller may see (see [`crate::policy`]).
+    fn visible_servers(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        catalog: &super::Catalog,
+    ) -> std::collections::BTreeSet<String> {
+        let servers = self
+            .portal
+            .config()
+            .servers
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>();
+        self.portal
+            .policy()
+            .visible_servers(&identity_of(ctx), catalog, servers)
     }
 }
 

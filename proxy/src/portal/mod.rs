@@ -33,6 +33,14 @@ pub struct Portal {
     audit: Option<Arc<crate::audit::AuditLog>>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Validates access tokens (keys cached across requests).
+    pub authenticator: Arc<crate::auth::Authenticator>,
+    /// The compiled McpPolicies in force (follows the configuration).
+    policy: ArcSwap<crate::policy::PolicySet>,
+    /// Per-subject rate limits.
+    pub limiter: crate::policy::ratelimit::RateLimiter,
+    /// Authentication and authorization counters, for metrics.
+    pub counters: Arc<crate::policy::AccessCounters>,
 }
 
 impl Portal {
@@ -45,7 +53,14 @@ impl Portal {
         let upstreams = Upstreams::new(shutdown.clone());
         let config = Arc::new(config);
         let rails = guardrails::Guardrails::new(config.clone()).map_err(crate::Error::Config)?;
+        let counters = Arc::new(crate::policy::AccessCounters::default());
+        let policy = crate::policy::PolicySet::for_config(&config);
+        warn_about_policy(&config, &policy);
         let portal = Arc::new(Portal {
+            authenticator: Arc::new(crate::auth::Authenticator::new(counters.clone())),
+            policy: ArcSwap::from_pointee(policy),
+            limiter: Default::default(),
+            counters,
             guardrails: ArcSwap::from_pointee(rails),
             audit,
             metrics: crate::metrics::Metrics::new(),
@@ -84,6 +99,9 @@ impl Portal {
             }
         }
         self.upstreams.apply(&config.servers).await;
+        let policy = crate::policy::PolicySet::for_config(&config);
+        warn_about_policy(&config, &policy);
+        self.policy.store(Arc::new(policy));
         self.config.store(config);
         self.rebuild().await;
     }
@@ -93,11 +111,24 @@ impl Portal {
         self.catalog.load_full()
     }
 
-    /// The tools the caller may see and call. This is the one filtering function: `tools/list`,
-    /// Code Mode search, Code Mode execute and call authorization all use it, so a tool hidden
-    /// in one place is hidden in all.
-    pub fn visible_tools(&self, catalog: &Catalog) -> Vec<catalog::PortalTool> {
-        catalog.tools.clone()
+    /// The McpPolicies in force, compiled.
+    pub fn policy(&self) -> Arc<crate::policy::PolicySet> {
+        self.policy.load_full()
+    }
+
+    /// The tools `identity` may see and call. `tools/list`, Code Mode search and Code Mode
+    /// execute all use this, and call authorization uses the same policy filter
+    /// ([`crate::policy::PolicySet::tool_access`]), so a tool hidden in one place is hidden in
+    /// all.
+    pub fn visible_tools(
+        &self,
+        identity: &crate::auth::Identity,
+        catalog: &Catalog,
+    ) -> Vec<catalog::PortalTool> {
+        self.policy()
+            .visible_tools(identity, catalog)
+            .cloned()
+            .collect()
     }
 
     /// Changes whenever the merged catalog's definitions change (value: the catalog hash).
@@ -144,6 +175,14 @@ impl Portal {
             *h = hash;
             changed
         });
+    }
+}
+
+fn warn_about_policy(cfg: &PortalConfig, policy: &crate::policy::PolicySet) {
+    if policy.is_open() {
+        tracing::warn!(portal = %cfg.name, "public portal without McpPolicy: every tool is open to everyone");
+    } else if cfg.policies.is_empty() {
+        tracing::warn!(portal = %cfg.name, "no McpPolicy binds to this portal: users will see no tools");
     }
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Portal, guardrails};
 use crate::audit::{self, Decision, Event};
 use crate::dlp::Scope;
+use crate::policy::AccessCounters;
 use crate::upstream::ProgressRouter;
 use crate::upstream::Upstream;
 
@@ -44,6 +45,8 @@ pub struct CallContext {
     pub progress: Option<(rmcp::model::ProgressToken, Peer<RoleServer>)>,
     /// Direct or from Code Mode.
     pub origin: Origin,
+    /// Who is calling (set by the auth middleware).
+    pub identity: crate::auth::Identity,
     /// The authenticated subject (empty for anonymous callers of public portals).
     pub subject: String,
     /// A short, non-reversible tag of the legacy session, for audit correlation.
@@ -57,11 +60,10 @@ impl CallContext {
         let session = parts
             .and_then(|p| p.headers.get("mcp-session-id"))
             .map(|v| session_tag(v.as_bytes()));
-        let subject = parts
-            .and_then(|p| p.extensions.get::<crate::http::session::Subject>())
-            .map(|s| s.0.clone())
-            .unwrap_or_default();
+        let identity = identity_of(ctx);
+        let subject = identity.subject.clone();
         CallContext {
+            identity,
             ct: ctx.ct.clone(),
             progress: ctx.meta.get_progress_token().map(|t| (t, ctx.peer.clone())),
             origin: Origin::Direct,
@@ -70,6 +72,19 @@ impl CallContext {
         }
     }
 }
+
+/// Who is calling: the [`crate::auth::Identity`] the auth middleware put in the HTTP request.
+/// Without one (a transport that bypasses the HTTP layer): nobody, who sees nothing.
+pub fn identity_of(ctx: &rmcp::service::RequestContext<RoleServer>) -> crate::auth::Identity {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<crate::auth::Identity>())
+        .cloned()
+        .unwrap_or_else(crate::auth::Identity::nobody)
+}
+
+/// JSON-RPC error code of a call refused by a rate limit.
+pub const RATE_LIMITED: i32 = -32029;
 
 /// A short tag for a session id: enough to correlate audit events, useless to hijack it.
 fn session_tag(id: &[u8]) -> String {
@@ -150,10 +165,18 @@ impl Portal {
         event: &mut Event,
     ) -> Result<CallToolResponse, ErrorData> {
         let catalog = self.catalog();
-        let visible = self.visible_tools(&catalog);
-        let Some(tool) = visible.iter().find(|t| t.tool.name == name) else {
-            // A stale client may call a tool of a server that is down: say so plainly.
+        let policy = self.policy();
+        let identity = &ctx.identity;
+        // A hidden tool gets exactly the answer of an unknown one.
+        let Some(tool) = policy.authorize_call(identity, &catalog, name) else {
+            if catalog.tool(name).is_some() {
+                AccessCounters::inc(&self.counters.calls_denied);
+            }
+            // A stale client may call a tool of a server that is down: say so plainly, but only
+            // to callers who may see that server.
             if let Some(server) = catalog.server_for_name(name)
+                && catalog.tool(name).is_none()
+                && policy.server_visible(identity, &catalog, server)
                 && let Some(up) = self.upstreams.get(server).await
                 && let Err(reason) = up.peer()
             {
@@ -164,6 +187,25 @@ impl Portal {
             event.reason = Some("unknown or not visible".into());
             return Err(unknown_tool(name));
         };
+        if let Err(limited) = self
+            .limiter
+            .check(&identity.subject, name, &policy.limits(identity))
+        {
+            let counter = match limited.scope {
+                crate::policy::ratelimit::Scope::Portal => &self.counters.rate_limited_portal,
+                crate::policy::ratelimit::Scope::Tool => &self.counters.rate_limited_tool,
+            };
+            AccessCounters::inc(counter);
+            self.metrics.rate_limited.inc();
+            event.decision = Decision::Deny;
+            event.reason = Some("rate limited".into());
+            return Err(ErrorData::new(
+                rmcp::model::ErrorCode(RATE_LIMITED),
+                limited.to_string(),
+                Some(serde_json::json!({"retryAfterMs": limited.retry_after.as_millis() as u64})),
+            ));
+        }
+        AccessCounters::inc(&self.counters.calls_allowed);
         event.server = Some(tool.server.clone());
         event.tool = Some(tool.upstream_name.clone());
 
@@ -377,10 +419,9 @@ impl Portal {
     }
 
     /// The DLP engine for the caller.
-    pub fn dlp_engine(&self, _ctx: &CallContext) -> Arc<crate::dlp::Engine> {
-        // Policies with subjects need an authenticated identity to match; until then only
-        // policies that cover everyone apply.
-        self.guardrails().engine(|p| p.spec.subjects.is_empty())
+    pub fn dlp_engine(&self, ctx: &CallContext) -> Arc<crate::dlp::Engine> {
+        self.guardrails()
+            .engine(|p| crate::policy::covers(p, &ctx.identity))
     }
 
     /// Writes an audit event, when auditing is on.

@@ -1,0 +1,473 @@
+//! McpPolicy enforcement: who sees and calls which tools of this portal.
+//!
+//! [`PolicySet::tool_access`] is the one filter. `tools/list`, call authorization, prompt and
+//! resource visibility, Code Mode's search and execute, the admin endpoint and the `access`
+//! CLI all go through it, so a tool hidden in one place is hidden in all.
+//!
+//! Semantics (per tool; a tool is identified by its McpServer name and upstream tool name):
+//! - A policy applies to an identity when its `subjects` is empty (everyone, anonymous users of
+//!   public portals included) or one of its subjects matches (user = subject; group in the
+//!   groups claim; claim = value, or value in an array claim, or in a space-separated `scope`).
+//! - A rule matches a tool when its `servers` globs match the server (empty: all) and its
+//!   `tools` globs match the upstream tool name (empty: all). Globs know `*` only.
+//! - `Deny` wins over any allow. A deny rule with `access: read` (the default) takes the tool
+//!   away entirely; with `access: write` it takes away only write tools (a "no writes" rule).
+//! - `Allow` with `access: write` grants the tool; with `access: read` only when the tool is
+//!   read-only ([`PortalTool::read_only`]: the McpServer override, else `readOnlyHint`).
+//! - Nothing matched: denied. Writes are therefore denied unless a rule grants `write`.
+//! - A public portal with no McpPolicy bound at all is open (the demo mode): every tool to
+//!   everyone. Binding any policy switches it to the rules above. A portal with `auth` and no
+//!   policy serves nothing.
+//!
+//! Prompts and resources (and resource templates) carry no tool name. They are visible (and
+//! usable) when the identity may see some tool of the same McpServer, or when a rule grants the
+//! whole server (a read-only tool of that server with an unnamed tool: rules with empty
+//! `tools` or a `*` pattern). The server-level check is the same [`PolicySet::tool_access`].
+
+pub mod access;
+pub mod ratelimit;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crds::McpPolicy;
+use crds::policy::PolicyLimits;
+use crds::policy::{Access, Effect, Subject};
+use serde::Serialize;
+
+use crate::auth::{Identity, IdentityKind};
+use crate::portal::catalog::{Catalog, PortalTool};
+
+/// A glob with `*` as the only wildcard (matches any run of characters, also none).
+#[derive(Debug, Clone)]
+pub struct Glob {
+    parts: Vec<String>,
+    star_start: bool,
+    star_end: bool,
+}
+
+impl Glob {
+    /// Compiles `pattern`.
+    pub fn new(pattern: &str) -> Glob {
+        Glob {
+            parts: pattern
+                .split('*')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            star_start: pattern.starts_with('*'),
+            star_end: pattern.ends_with('*'),
+        }
+    }
+
+    /// Whether `s` matches.
+    pub fn matches(&self, s: &str) -> bool {
+        if self.parts.is_empty() {
+            // "" matches only ""; "*", "**" match everything.
+            return self.star_start || s.is_empty();
+        }
+        let mut rest = s;
+        let n = self.parts.len();
+        for (i, part) in self.parts.iter().enumerate() {
+            if i == 0 && !self.star_start {
+                let Some(r) = rest.strip_prefix(part.as_str()) else {
+                    return false;
+                };
+                rest = r;
+                if n == 1 && !self.star_end {
+                    return rest.is_empty();
+                }
+                continue;
+            }
+            if i == n - 1 && !self.star_end {
+                return rest.len() >= part.len() && rest.ends_with(part.as_str());
+            }
+            match rest.find(part.as_str()) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+fn any_glob(globs: &[Glob], s: &str) -> bool {
+    globs.is_empty() || globs.iter().any(|g| g.matches(s))
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    effect: Effect,
+    servers: Vec<Glob>,
+    tools: Vec<Glob>,
+    access: Access,
+}
+
+#[derive(Debug, Clone)]
+struct Policy {
+    name: String,
+    subjects: Vec<Subject>,
+    rules: Vec<Rule>,
+    limits: Option<PolicyLimits>,
+}
+
+impl Policy {
+    fn applies_to(&self, id: &Identity) -> bool {
+        self.subjects.is_empty() || self.subjects.iter().any(|s| subject_matches(s, id))
+    }
+}
+
+/// Whether an McpPolicy covers `identity` (a policy without subjects covers everyone). Used to
+/// pick the DLP rules that apply to a caller.
+pub fn covers(policy: &McpPolicy, identity: &Identity) -> bool {
+    identity.kind != IdentityKind::Nobody
+        && (policy.spec.subjects.is_empty()
+            || policy
+                .spec
+                .subjects
+                .iter()
+                .any(|s| subject_matches(s, identity)))
+}
+
+fn subject_matches(s: &Subject, id: &Identity) -> bool {
+    if id.kind != IdentityKind::Authenticated {
+        // Anonymous users have no subject, groups or claims to match.
+        return false;
+    }
+    if let Some(u) = &s.user {
+        return *u == id.subject;
+    }
+    if let Some(g) = &s.group {
+        return id.groups.iter().any(|x| x == g);
+    }
+    if let Some(c) = &s.claim {
+        return id.claim_has(&c.name, &c.value);
+    }
+    false
+}
+
+/// Why a tool is visible or not. Internal: shown on the admin endpoint and in logs, never to
+/// MCP clients (they only ever see "Unknown tool").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "reason", content = "policy")]
+pub enum Reason {
+    /// A public portal without policies: everything is allowed.
+    OpenPortal,
+    /// The named policy grants it.
+    GrantedBy(String),
+    /// A deny rule of the named policy takes it away.
+    DeniedBy(String),
+    /// A write tool that the named policy grants only for reading.
+    WriteNotGranted(String),
+    /// No rule of any policy that applies to the identity matches.
+    NoGrant,
+    /// The request carried no identity on a portal that needs one.
+    NotAuthenticated,
+}
+
+/// The outcome of [`PolicySet::tool_access`]. Serialized flat, for example
+/// `{"decision": "deny", "reason": "writeNotGranted", "policy": "finance-read"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "decision")]
+pub enum Decision {
+    /// Visible and callable, and why.
+    Allow(Reason),
+    /// Hidden and not callable, and why.
+    Deny(Reason),
+}
+
+impl Decision {
+    /// Whether the tool is visible and callable.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+/// Rate limits in force for one identity (the most restrictive of every applicable policy:
+/// each policy's limits apply to the subjects it covers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Calls per minute per subject on this portal.
+    pub calls_per_minute: Option<u32>,
+    /// Calls per minute per subject per tool.
+    pub calls_per_minute_per_tool: Option<u32>,
+    /// Burst of the portal bucket.
+    pub burst: Option<u32>,
+    /// Burst of the per-tool bucket.
+    pub tool_burst: Option<u32>,
+}
+
+/// The compiled McpPolicies of one portal.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+    open: bool,
+}
+
+impl PolicySet {
+    /// Compiles the policies bound to a portal. `public`: whether the portal serves anonymous
+    /// users (a public portal without policies is open).
+    pub fn compile(policies: &[McpPolicy], public: bool) -> PolicySet {
+        let policies: Vec<Policy> = policies
+            .iter()
+            .map(|p| Policy {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                subjects: p.spec.subjects.clone(),
+                rules: p
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| Rule {
+                        effect: r.effect,
+                        servers: r.servers.iter().map(|g| Glob::new(g)).collect(),
+                        tools: r.tools.iter().map(|g| Glob::new(g)).collect(),
+                        access: r.access,
+                    })
+                    .collect(),
+                limits: p.spec.limits.clone(),
+            })
+            .collect();
+        PolicySet {
+            open: public && policies.is_empty(),
+            policies,
+        }
+    }
+
+    /// The policy set of a portal configuration.
+    pub fn for_config(cfg: &crate::config::PortalConfig) -> PolicySet {
+        Self::compile(&cfg.policies, cfg.spec.public == Some(true))
+    }
+
+    /// Whether this set allows everything (a public portal without policies).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// THE filter: may `identity` see and call `tool`?
+    pub fn tool_access(&self, identity: &Identity, tool: &PortalTool) -> Decision {
+        self.access(identity, &tool.server, &tool.upstream_name, tool.read_only)
+    }
+
+    fn access(&self, identity: &Identity, server: &str, tool: &str, read_only: bool) -> Decision {
+        if identity.kind == IdentityKind::Nobody {
+            return Decision::Deny(Reason::NotAuthenticated);
+        }
+        if self.open {
+            return Decision::Allow(Reason::OpenPortal);
+        }
+        let mut granted: Option<&str> = None;
+        let mut read_only_grant: Option<&str> = None;
+        for p in self.policies.iter().filter(|p| p.applies_to(identity)) {
+            for r in &p.rules {
+                if !any_glob(&r.servers, server) || !any_glob(&r.tools, tool) {
+                    continue;
+                }
+                match (r.effect, r.access) {
+                    (Effect::Deny, Access::Read) => {
+                        return Decision::Deny(Reason::DeniedBy(p.name.clone()));
+                    }
+                    (Effect::Deny, Access::Write) if !read_only => {
+                        return Decision::Deny(Reason::DeniedBy(p.name.clone()));
+                    }
+                    (Effect::Deny, Access::Write) => {}
+                    (Effect::Allow, Access::Write) => {
+                        granted.get_or_insert(&p.name);
+                    }
+                    (Effect::Allow, Access::Read) if read_only => {
+                        granted.get_or_insert(&p.name);
+                    }
+                    (Effect::Allow, Access::Read) => {
+                        read_only_grant.get_or_insert(&p.name);
+                    }
+                }
+            }
+        }
+        match (granted, read_only_grant) {
+            (Some(p), _) => Decision::Allow(Reason::GrantedBy(p.to_owned())),
+            (None, Some(p)) => Decision::Deny(Reason::WriteNotGranted(p.to_owned())),
+            (None, None) => Decision::Deny(Reason::NoGrant),
+        }
+    }
+
+    /// The catalog's tools `identity` may see, in catalog order (what `tools/list` and Code
+    /// Mode search show, and exactly what [`PolicySet::authorize_call`] lets through).
+    pub fn visible_tools<'a>(
+        &'a self,
+        identity: &'a Identity,
+        catalog: &'a Catalog,
+    ) -> impl Iterator<Item = &'a PortalTool> + 'a {
+        catalog
+            .tools
+            .iter()
+            .filter(move |t| self.tool_access(identity, t).is_allowed())
+    }
+
+    /// The tool a call by exposed `name` reaches, if `identity` may call it. `None` for unknown
+    /// and for hidden tools alike, so callers answer both with the same error.
+    pub fn authorize_call<'a>(
+        &self,
+        identity: &Identity,
+        catalog: &'a Catalog,
+        name: &str,
+    ) -> Option<&'a PortalTool> {
+        catalog
+            .tool(name)
+            .filter(|t| self.tool_access(identity, t).is_allowed())
+    }
+
+    /// Whether `identity` may see the prompts and resources of McpServer `server`: some tool of
+    /// that server is visible, or a rule grants the whole server (see the module docs).
+    pub fn server_visible(&self, identity: &Identity, catalog: &Catalog, server: &str) -> bool {
+        self.access(identity, server, "", true).is_allowed()
+            || catalog
+                .tools
+                .iter()
+                .any(|t| t.server == server && self.tool_access(identity, t).is_allowed())
+    }
+
+    /// The McpServers whose prompts and resources `identity` may see.
+    pub fn visible_servers(
+        &self,
+        identity: &Identity,
+        catalog: &Catalog,
+        servers: impl IntoIterator<Item = String>,
+    ) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = catalog
+            .tools
+            .iter()
+            .filter(|t| self.tool_access(identity, t).is_allowed())
+            .map(|t| t.server.clone())
+            .collect();
+        for s in servers {
+            if !out.contains(&s) && self.access(identity, &s, "", true).is_allowed() {
+                out.insert(s);
+            }
+        }
+        out
+    }
+
+    /// The rate limits in force for `identity`.
+    pub fn limits(&self, identity: &Identity) -> Limits {
+        let mut out = Limits::default();
+        if identity.kind == IdentityKind::Nobody {
+            return out;
+        }
+        let min = |a: Option<u32>, b: Option<u32>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        for p in self.policies.iter().filter(|p| p.applies_to(identity)) {
+            let Some(l) = &p.limits else { continue };
+            if l.calls_per_minute.is_some() {
+                out.calls_per_minute = min(out.calls_per_minute, l.calls_per_minute);
+                out.burst = min(out.burst, l.burst.or(l.calls_per_minute));
+            }
+            if l.calls_per_minute_per_tool.is_some() {
+                out.calls_per_minute_per_tool =
+                    min(out.calls_per_minute_per_tool, l.calls_per_minute_per_tool);
+                out.tool_burst = min(out.tool_burst, l.burst.or(l.calls_per_minute_per_tool));
+            }
+        }
+        out
+    }
+}
+
+/// Counters of authentication and authorization outcomes, for metrics. Monotonic.
+#[derive(Debug, Default)]
+pub struct AccessCounters {
+    /// Requests with a valid token (or anonymous on a public portal).
+    pub authenticated: AtomicU64,
+    /// Requests without a bearer token (401).
+    pub missing_token: AtomicU64,
+    /// Requests with an invalid token (401).
+    pub invalid_token: AtomicU64,
+    /// Requests whose token lacked a required scope (403).
+    pub insufficient_scope: AtomicU64,
+    /// Requests refused because the identity provider's keys could not be fetched (503).
+    pub idp_unavailable: AtomicU64,
+    /// JWKS documents fetched.
+    pub jwks_fetches: AtomicU64,
+    /// JWKS or metadata fetches that failed.
+    pub jwks_fetch_errors: AtomicU64,
+    /// Tool calls the policy allowed.
+    pub calls_allowed: AtomicU64,
+    /// Tool calls (and prompt gets, resource reads) the policy denied.
+    pub calls_denied: AtomicU64,
+    /// Calls refused by the per-portal rate limit.
+    pub rate_limited_portal: AtomicU64,
+    /// Calls refused by the per-tool rate limit.
+    pub rate_limited_tool: AtomicU64,
+}
+
+impl AccessCounters {
+    /// Adds one to `c`.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(metric name, help, value)` for every counter, for an exporter.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "portcullis_auth_authenticated",
+                "Requests authenticated (or anonymous on a public portal)",
+                g(&self.authenticated),
+            ),
+            (
+                "portcullis_auth_missing_token",
+                "Requests without a bearer token (401)",
+                g(&self.missing_token),
+            ),
+            (
+                "portcullis_auth_invalid_token",
+                "Requests with an invalid token (401)",
+                g(&self.invalid_token),
+            ),
+            (
+                "portcullis_auth_insufficient_scope",
+                "Requests whose token lacked a required scope (403)",
+                g(&self.insufficient_scope),
+            ),
+            (
+                "portcullis_auth_idp_unavailable",
+                "Requests refused because the IdP keys were unavailable (503)",
+                g(&self.idp_unavailable),
+            ),
+            (
+                "portcullis_auth_jwks_fetches",
+                "JWKS documents fetched",
+                g(&self.jwks_fetches),
+            ),
+            (
+                "portcullis_auth_jwks_fetch_errors",
+                "JWKS or metadata fetches that failed",
+                g(&self.jwks_fetch_errors),
+            ),
+            (
+                "portcullis_policy_calls_allowed",
+                "Calls the policy allowed",
+                g(&self.calls_allowed),
+            ),
+            (
+                "portcullis_policy_calls_denied",
+                "Calls the policy denied",
+                g(&self.calls_denied),
+            ),
+            (
+                "portcullis_ratelimit_portal_rejected",
+                "Calls refused by the per-portal rate limit",
+                g(&self.rate_limited_portal),
+            ),
+            (
+                "portcullis_ratelimit_tool_rejected",
+                "Calls refused by the per-tool rate limit",
+                g(&self.rate_limited_tool),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests;
