@@ -3,7 +3,7 @@ CARGO  ?= cargo
 PYTEST ?= e2e/.venv/bin/pytest
 E2E_ARGS ?= -v
 
-.PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-bench kind-e2e generate operator-setup operator-test operator-bench kind-e2e
+.PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e
 
 ## build: every binary of the workspace (the e2e suite runs target/debug/portcullis-proxy)
 build:
@@ -14,12 +14,6 @@ test:
 	$(CARGO) test --workspace
 	$(MAKE) e2e
 	$(MAKE) operator-e2e
-
-## operator-e2e: render/helm schema validation, helm lint, proxy serving a rendered ConfigMap
-## (needs `make operator-setup` once)
-operator-e2e:
-	$(CARGO) build -p portcullis-operator -p portcullis-proxy --bins
-	e2e/operator/.venv/bin/pytest e2e/operator -v
 
 ## e2e: local end-to-end tests against real third-party MCP peers (needs `make e2e-setup` once)
 e2e: build
@@ -56,11 +50,15 @@ operator-setup:
 	e2e/operator/setup-venv.sh
 
 ## operator-test: operator + crds Rust tests (desired state, mocked-API controller scenarios,
-## CRD drift), then render/helm schema validation, helm lint, and the proxy serving a
-## ConfigMap that `render` produced
+## CRD drift), then operator-e2e
 operator-test: operator-setup
 	$(CARGO) test -p portcullis-operator -p portcullis-crds
-	$(CARGO) build -p portcullis-operator -p portcullis-proxy --bins
+	$(MAKE) operator-e2e
+
+## operator-e2e: render/helm schema validation (kubernetes-validate, strict), helm lint, the
+## prober against a real server, and the proxy serving ConfigMaps that `render` produced.
+## CI: after `make test` (whose `cargo test --workspace` already runs the Rust tests above).
+operator-e2e: operator-setup build
 	e2e/operator/.venv/bin/pytest e2e/operator -v
 
 ## operator-bench: reconcile time of a 50-server, 20-policy portal (mocked API) and RSS
