@@ -387,3 +387,90 @@ async fn a_dead_upstream_leaves_the_lists_and_calls_to_it_fail_fast() {
     assert!(docs.error.is_some());
     c.cancel().await.unwrap();
 }
+
+const READ_ONLY_POLICY: &str = r#"---
+apiVersion: portcullis.dev/v1alpha1
+kind: McpPolicy
+metadata: {name: readers}
+spec:
+  rules:
+  - {servers: [tickets, docs], access: read}
+"#;
+
+fn text_of(r: &rmcp::model::CallToolResult) -> String {
+    serde_json::to_string(&r.structured_content).unwrap_or_default()
+        + &serde_json::to_string(&r.content).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_tool_is_absent_from_list_search_and_execute_and_fails_like_an_unknown_one() {
+    let portal = start(&(demo_manifests(None) + READ_ONLY_POLICY)).await;
+    // Standard mode: only read-only tools are listed; a write tool is "unknown".
+    let c = client(&portal.url, legacy()).await;
+    let listed: Vec<String> = c
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        listed.contains(&"tickets_list_tickets".to_string()),
+        "{listed:?}"
+    );
+    assert!(
+        !listed.contains(&"tickets_attach_document".to_string()),
+        "{listed:?}"
+    );
+    let denied = c
+        .call_tool(CallToolRequestParams::new("tickets_attach_document"))
+        .await
+        .unwrap_err()
+        .to_string();
+    let unknown = c
+        .call_tool(CallToolRequestParams::new("tickets_no_such_tool"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        denied.replace("tickets_attach_document", "X"),
+        unknown.replace("tickets_no_such_tool", "X"),
+        "a denied tool must fail exactly like a tool that does not exist"
+    );
+    c.cancel().await.unwrap();
+
+    // Code Mode: search sees exactly the listed tools; execute cannot reach the denied one.
+    let cm = client(
+        &format!("{}?codemode=search_and_execute", portal.url),
+        legacy(),
+    )
+    .await;
+    let mut search = CallToolRequestParams::new("portal_codemode_search");
+    search.arguments = Some(
+        json!({"code": "async () => (await codemode.tools()).map(t => t.tool)"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let r = cm.call_tool(search).await.unwrap();
+    let mut seen: Vec<String> =
+        serde_json::from_value(r.structured_content.unwrap()["result"].clone()).unwrap();
+    seen.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(
+        seen, listed_sorted,
+        "Code Mode search shows exactly what tools/list shows"
+    );
+
+    let mut exec = CallToolRequestParams::new("portal_codemode_execute");
+    exec.arguments = Some(
+        json!({"code": "async () => typeof codemode.tickets_attach_document"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let r = cm.call_tool(exec).await.unwrap();
+    assert!(text_of(&r).contains("undefined"), "{}", text_of(&r));
+    cm.cancel().await.unwrap();
+}
