@@ -207,7 +207,7 @@ pub struct PolicySet {
 
 impl PolicySet {
     /// Compiles the policies bound to a portal. `public`: whether the portal serves anonymous
-    /// users (a public portal without policies is open).
+    /// users (a public portal without tool rules in any policy is open).
     pub fn compile(policies: &[McpPolicy], public: bool) -> PolicySet {
         let policies: Vec<Policy> = policies
             .iter()
@@ -228,8 +228,10 @@ impl PolicySet {
                 limits: p.spec.limits.clone(),
             })
             .collect();
+        // A public portal is open until some policy says who may use which tools: policies
+        // that only carry DLP rules or limits do not lock everyone out.
         PolicySet {
-            open: public && policies.is_empty(),
+            open: public && policies.iter().all(|p| p.rules.is_empty()),
             policies,
         }
     }

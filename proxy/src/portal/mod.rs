@@ -180,7 +180,7 @@ impl Portal {
 
 fn warn_about_policy(cfg: &PortalConfig, policy: &crate::policy::PolicySet) {
     if policy.is_open() {
-        tracing::warn!(portal = %cfg.name, "public portal without McpPolicy: every tool is open to everyone");
+        tracing::warn!(portal = %cfg.name, "public portal without McpPolicy tool rules: every tool is open to everyone");
     } else if cfg.policies.is_empty() {
         tracing::warn!(portal = %cfg.name, "no McpPolicy binds to this portal: users will see no tools");
     }
