@@ -116,7 +116,9 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
         session_key: None,
         max_body_bytes: 1 << 20,
     };
-    let portal = Portal::start(cfg, CancellationToken::new()).await;
+    let portal = Portal::start(cfg, None, CancellationToken::new())
+        .await
+        .expect("portal starts");
     portal.upstreams.settled(Duration::from_secs(10)).await;
     for _ in 0..100 {
         if !portal.catalog().tools.is_empty() {

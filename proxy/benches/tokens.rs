@@ -66,7 +66,7 @@ fn schema(i: usize) -> Arc<Map<String, Value>> {
             json!({"id": {"type": "string", "description": "Identifier of the entry"}, "fields": {"type": "object", "description": "Field names and their new values", "additionalProperties": {"type": "string"}}})
         }
     };
-    let required: Vec<&str> = if i % 4 == 0 || i % 4 == 3 {
+    let required: Vec<&str> = if matches!(i % 4, 0 | 3) {
         vec!["id"]
     } else {
         vec![]
