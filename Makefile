@@ -10,7 +10,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## test: Rust unit/integration tests, then the local end-to-end suite
-test:
+test: e2e-setup
 	$(CARGO) test --workspace
 	$(MAKE) e2e
 	$(MAKE) operator-e2e
