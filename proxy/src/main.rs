@@ -191,14 +191,7 @@ fn dlp_scan(
         let m = config::manifests::load(&path)?;
         let name = pick_portal(&m, portal.as_deref(), &path)?;
         let cfg = config::resolve(&m, &name, std::path::Path::new(config::DEFAULT_SECRETS_DIR))?;
-        let rules: Vec<_> = cfg
-            .policies
-            .iter()
-            .flat_map(|p| {
-                let n = p.metadata.name.clone().unwrap_or_default();
-                p.spec.dlp.iter().map(move |r| (n.clone(), r.clone()))
-            })
-            .collect();
+        let rules = proxy::portal::guardrails::dlp_rules(cfg.policies.iter());
         proxy::dlp::Engine::compile(&rules)?
     };
     let mut text = String::new();

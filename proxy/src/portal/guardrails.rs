@@ -27,15 +27,14 @@ pub struct Guardrails {
 impl Guardrails {
     /// Guardrails for `config`. Rules that fail to compile are reported here, at load time.
     pub fn new(config: Arc<PortalConfig>) -> Result<Self, String> {
-        let all: Vec<_> = rules(&config, |_| true);
-        Engine::compile(&all).map_err(|e| e.to_string())?;
+        Engine::compile(&dlp_rules(config.policies.iter())).map_err(|e| e.to_string())?;
         Ok(Guardrails {
             config,
             engines: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The engine for a caller: rules of every policy that covers `subject` with `groups`.
+    /// The engine for a caller: the rules of every policy that `covers` the caller.
     pub fn engine(&self, covers: impl Fn(&crds::McpPolicy) -> bool) -> Arc<Engine> {
         let key: Vec<usize> = self
             .config
@@ -48,19 +47,10 @@ impl Guardrails {
         if let Some(e) = self.engines.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return e;
         }
-        let chosen: Vec<_> = key.iter().map(|&i| &self.config.policies[i]).collect();
-        let list: Vec<_> = chosen
-            .iter()
-            .flat_map(|p| {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                p.spec.dlp.iter().map(move |r| (name.clone(), r.clone()))
-            })
-            .collect();
-        // Compiled successfully in `new`, so a subset compiles too.
-        let engine = Arc::new(
-            Engine::compile(&list)
-                .unwrap_or_else(|_| Engine::compile(&[]).expect("empty rule set compiles")),
-        );
+        let rules = dlp_rules(key.iter().map(|&i| &self.config.policies[i]));
+        // `new` compiled the whole set, so every subset compiles.
+        let engine =
+            Arc::new(Engine::compile(&rules).expect("a subset of compiled rules compiles"));
         if let Ok(mut m) = self.engines.lock() {
             m.insert(key, engine.clone());
         }
@@ -68,14 +58,11 @@ impl Guardrails {
     }
 }
 
-fn rules(
-    config: &PortalConfig,
-    keep: impl Fn(&crds::McpPolicy) -> bool,
+/// The DLP rules of `policies`, each named by its policy (what [`Engine::compile`] takes).
+pub fn dlp_rules<'a>(
+    policies: impl Iterator<Item = &'a crds::McpPolicy>,
 ) -> Vec<(String, crds::policy::DlpRule)> {
-    config
-        .policies
-        .iter()
-        .filter(|p| keep(p))
+    policies
         .flat_map(|p| {
             let name = p.metadata.name.clone().unwrap_or_default();
             p.spec.dlp.iter().map(move |r| (name.clone(), r.clone()))
