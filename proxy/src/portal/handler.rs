@@ -87,11 +87,11 @@ impl ServerHandler for PortalHandler {
         }
         let catalog = self.portal.catalog();
         let identity = identity_of(&context);
-        let tools: Vec<_> = self
-            .portal
+        // Clone each visible definition once (the page clones only its slice again).
+        let policy = self.portal.policy();
+        let tools: Vec<_> = policy
             .visible_tools(&identity, &catalog)
-            .into_iter()
-            .map(|t| t.tool)
+            .map(|t| t.tool.clone())
             .collect();
         let (tools, next_cursor) = page(&tools, cursor(&request), &catalog.hash)?;
         let mut result = ListToolsResult::with_all_items(tools);
@@ -120,13 +120,10 @@ impl ServerHandler for PortalHandler {
             )
             .await;
         }
+        let mut request = request;
+        let arguments = request.arguments.take();
         self.portal
-            .call_tool(
-                &request.name,
-                request.arguments.clone(),
-                Some(&request),
-                &ctx,
-            )
+            .call_tool(&request.name, arguments, Some(&request), &ctx)
             .await
     }
 
