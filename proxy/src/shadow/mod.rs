@@ -120,7 +120,8 @@ pub struct Hit {
     pub method: String,
     /// Path, without the query string (which may carry credentials).
     pub path: String,
-    /// Confidence in [0, 1).
+    /// Confidence in [0, 1) (serialized rounded to 4 decimals).
+    #[serde(serialize_with = "round4")]
     pub confidence: f64,
     /// Why.
     pub evidence: Vec<Evidence>,
@@ -136,6 +137,7 @@ pub struct Destination {
     /// MCP requests.
     pub requests: u64,
     /// Highest confidence of its requests.
+    #[serde(serialize_with = "round4")]
     pub confidence: f64,
     /// Distinct evidence seen (at most a dozen).
     pub evidence: BTreeSet<String>,
@@ -339,6 +341,10 @@ impl Scanner {
         self.report.destinations = std::mem::take(&mut self.destinations).into_values().collect();
         self.report
     }
+}
+
+fn round4<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 1e4).round() / 1e4)
 }
 
 fn promote(hit: &mut Hit, weight: f64) {
