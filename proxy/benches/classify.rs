@@ -37,10 +37,19 @@ impl Rng {
 }
 
 /// One request: (host, method, uri, headers, body, is_mcp).
-type Req = (String, &'static str, String, Vec<(&'static str, String)>, String, bool);
+type Req = (
+    String,
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+    String,
+    bool,
+);
 
 fn request(rng: &mut Rng) -> Req {
-    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
     let roll = rng.below(1000);
     let sid = format!("{:032x}", rng.next());
     if roll < 25 {
@@ -53,46 +62,101 @@ fn request(rng: &mut Rng) -> Req {
             ("mcp_protocol_version", "2025-11-25".into()),
             ("accept", "application/json, text/event-stream".into()),
         ];
-        ("tools.internal.example".into(), "POST", "/mcp".into(), headers, body.to_string(), true)
+        (
+            "tools.internal.example".into(),
+            "POST",
+            "/mcp".into(),
+            headers,
+            body.to_string(),
+            true,
+        )
     } else if roll < 35 {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "c", "version": "1"}}});
-        ("agents.example".into(), "POST", "/v1/mcp".into(), vec![], body.to_string(), true)
+        (
+            "agents.example".into(),
+            "POST",
+            "/v1/mcp".into(),
+            vec![],
+            body.to_string(),
+            true,
+        )
     } else if roll < 45 {
         // 2026-07-28.
         let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "search",
             "arguments": {"q": rng.pick(&words)},
             "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
-        let headers = vec![("mcp_method", "tools/call".into()), ("mcp_name", "search".into())];
-        ("mcp.vendor.example".into(), "POST", "/mcp".into(), headers, body.to_string(), true)
+        let headers = vec![
+            ("mcp_method", "tools/call".into()),
+            ("mcp_name", "search".into()),
+        ];
+        (
+            "mcp.vendor.example".into(),
+            "POST",
+            "/mcp".into(),
+            headers,
+            body.to_string(),
+            true,
+        )
     } else if roll < 50 {
         let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
         let uri = format!("/message?sessionId={sid}");
-        ("legacy-sse.example".into(), "POST", uri, vec![], body.to_string(), true)
+        (
+            "legacy-sse.example".into(),
+            "POST",
+            uri,
+            vec![],
+            body.to_string(),
+            true,
+        )
     } else if roll < 300 {
         // JSON-RPC 2.0, not MCP.
         let method = rng.pick(&["eth_getBalance", "eth_call", "getUser", "subtract", "ping"]);
         let body = json!({"jsonrpc": "2.0", "id": rng.below(1000), "method": method,
             "params": [format!("0x{:x}", rng.next()), "latest"]});
-        ("rpc.chain.example".into(), "POST", "/rpc".into(), vec![], body.to_string(), false)
+        (
+            "rpc.chain.example".into(),
+            "POST",
+            "/rpc".into(),
+            vec![],
+            body.to_string(),
+            false,
+        )
     } else if roll < 600 {
         let n = 1 + rng.below(30) as usize;
         let items: Vec<_> = (0..n)
             .map(|i| json!({"sku": i, "name": rng.pick(&words), "qty": rng.below(9), "method": "card"}))
             .collect();
         let body = json!({"order": items, "note": rng.pick(&words)}).to_string();
-        let host = rng.pick(&["api.shop.example", "mcp-metrics.example"]).to_owned();
-        let path = rng.pick(&["/api/orders", "/api/messages", "/message"]).to_owned();
+        let host = rng
+            .pick(&["api.shop.example", "mcp-metrics.example"])
+            .to_owned();
+        let path = rng
+            .pick(&["/api/orders", "/api/messages", "/message"])
+            .to_owned();
         (host, "POST", path, vec![], body, false)
     } else {
         let path = format!(
             "/{}/{}?page={}",
-            rng.pick(&["api/products", "static/app.js", "sse", "img/logo.png", "health"]),
+            rng.pick(&[
+                "api/products",
+                "static/app.js",
+                "sse",
+                "img/logo.png",
+                "health"
+            ]),
             rng.below(100_000),
             rng.below(50)
         );
         let accept = rng.pick(&["text/html", "application/json", "text/event-stream", "*/*"]);
-        ("www.shop.example".into(), "GET", path, vec![("accept", accept.into())], String::new(), false)
+        (
+            "www.shop.example".into(),
+            "GET",
+            path,
+            vec![("accept", accept.into())],
+            String::new(),
+            false,
+        )
     }
 }
 
@@ -107,7 +171,10 @@ fn nginx_line(r: &Req) -> String {
 }
 
 fn jsonl_line(r: &Req) -> String {
-    let headers: serde_json::Map<_, _> = r.3.iter().map(|(k, v)| (k.replace('_', "-"), json!(v))).collect();
+    let headers: serde_json::Map<_, _> =
+        r.3.iter()
+            .map(|(k, v)| (k.replace('_', "-"), json!(v)))
+            .collect();
     json!({"host": r.0, "method": r.1, "path": r.2, "headers": headers, "body": r.4}).to_string()
 }
 
@@ -129,7 +196,10 @@ fn scan(path: &Path, format: Format) -> (u64, u64, f64) {
 }
 
 fn main() {
-    let n: usize = std::env::var("SHADOW_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let n: usize = std::env::var("SHADOW_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let dir = std::env::temp_dir().join(format!("pc-shadow-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!("shadow classifier: {n} records, one thread, read + parse + classify");

@@ -201,6 +201,9 @@ fn shadow_scan_exits_1_on_shadow_mcp_0_when_sanctioned_and_2_naming_a_bad_file()
     std::fs::write(&rules, "threshold: 7\n").unwrap();
     let (code, _, err) = run_code(&["shadow", "scan", "--rules", rules.to_str().unwrap(), l]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("rules.yaml") && err.contains("threshold"), "{err}");
+    assert!(
+        err.contains("rules.yaml") && err.contains("threshold"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

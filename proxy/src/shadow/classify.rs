@@ -57,7 +57,11 @@ impl Verdict {
     /// Adds evidence and updates the confidence.
     pub fn add(&mut self, signal: Signal, detail: String, weight: f64) {
         self.confidence = 1.0 - (1.0 - self.confidence) * (1.0 - weight);
-        self.evidence.push(Evidence { signal, detail, weight });
+        self.evidence.push(Evidence {
+            signal,
+            detail,
+            weight,
+        });
     }
 }
 
@@ -97,18 +101,33 @@ impl Classifier {
         let host = host_name(&r.host);
         let host = host.strip_suffix('.').unwrap_or(host);
         if rules.known_exact.contains_key(host)
-            || rules.known_suffixes.iter().any(|s| host.ends_with(s.as_str()))
+            || rules
+                .known_suffixes
+                .iter()
+                .any(|s| host.ends_with(s.as_str()))
         {
-            v.add(Signal::Host, format!("known MCP host {host}"), rules.known_weight);
+            v.add(
+                Signal::Host,
+                format!("known MCP host {host}"),
+                rules.known_weight,
+            );
         }
         for i in rules.host_set.matches(host).iter() {
             let p = &rules.host_patterns[i];
-            v.add(Signal::Host, format!("host: {}", label(p.name.as_deref(), &p.regex)), p.weight);
+            v.add(
+                Signal::Host,
+                format!("host: {}", label(p.name.as_deref(), &p.regex)),
+                p.weight,
+            );
         }
 
         for i in rules.path_set.matches(&r.path).iter() {
             let p = &rules.path_patterns[i];
-            v.add(Signal::Path, format!("path: {}", label(p.name.as_deref(), &p.regex)), p.weight);
+            v.add(
+                Signal::Path,
+                format!("path: {}", label(p.name.as_deref(), &p.regex)),
+                p.weight,
+            );
         }
 
         let mut fired: Vec<&super::rules::HeaderRule> = Vec::new();
@@ -151,15 +170,23 @@ impl Classifier {
             if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
                 return;
             }
-            let Some(method) = m.get("method").and_then(Value::as_str) else { return };
+            let Some(method) = m.get("method").and_then(Value::as_str) else {
+                return;
+            };
             // A JSON-RPC method that is not MCP's adds nothing: not even its protocolVersion.
-            let Some(&w) = self.rules.methods.get(method) else { return };
+            let Some(&w) = self.rules.methods.get(method) else {
+                return;
+            };
             v.add(Signal::Body, format!("jsonrpc method {method}"), w);
             if self.rules.protocol_version_weight > 0.0
                 && let Some(pv) = protocol_version(m.get("params"))
                 && self.rules.protocol_version.is_match(pv)
             {
-                v.add(Signal::Body, format!("protocolVersion {pv}"), self.rules.protocol_version_weight);
+                v.add(
+                    Signal::Body,
+                    format!("protocolVersion {pv}"),
+                    self.rules.protocol_version_weight,
+                );
             }
         };
         match value {

@@ -54,7 +54,9 @@ impl Sanctioned {
         let s = host_or_url.trim();
         let entry = if s.contains("://") {
             let u = reqwest::Url::parse(s).map_err(|e| format!("{source}: {s:?}: {e}"))?;
-            let host = u.host_str().ok_or_else(|| format!("{source}: {s:?}: no host"))?;
+            let host = u
+                .host_str()
+                .ok_or_else(|| format!("{source}: {s:?}: no host"))?;
             match u.port() {
                 Some(p) => format!("{host}:{p}"),
                 None => host.to_owned(),
@@ -174,7 +176,13 @@ impl Report {
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let width = self.destinations.iter().map(|d| d.host.len()).max().unwrap_or(0).max(11);
+        let width = self
+            .destinations
+            .iter()
+            .map(|d| d.host.len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
         if !self.destinations.is_empty() {
             let _ = writeln!(
                 out,
@@ -258,7 +266,11 @@ impl Scanner {
                 Ok(r) => self.scan_record(&file, line, &r, on),
                 Err(message) => {
                     self.report.bad_records += 1;
-                    on(Event::Bad(&BadRecord { file: file.clone(), line, message }));
+                    on(Event::Bad(&BadRecord {
+                        file: file.clone(),
+                        line,
+                        message,
+                    }));
                 }
             }
         })?;
@@ -267,7 +279,13 @@ impl Scanner {
     }
 
     /// Classifies one record.
-    pub fn scan_record(&mut self, file: &Path, line: usize, r: &Record, on: &mut dyn FnMut(Event<'_>)) {
+    pub fn scan_record(
+        &mut self,
+        file: &Path,
+        line: usize,
+        r: &Record,
+        on: &mut dyn FnMut(Event<'_>),
+    ) {
         let verdict = self.classifier.classify(r);
         let rules = self.classifier.rules();
         let corr = rules.correlation;
@@ -316,13 +334,16 @@ impl Scanner {
         if !hit.sanctioned {
             self.report.shadow_hits += 1;
         }
-        let d = self.destinations.entry(hit.host.clone()).or_insert_with(|| Destination {
-            host: hit.host.clone(),
-            requests: 0,
-            confidence: 0.0,
-            evidence: BTreeSet::new(),
-            sanctioned: hit.sanctioned,
-        });
+        let d = self
+            .destinations
+            .entry(hit.host.clone())
+            .or_insert_with(|| Destination {
+                host: hit.host.clone(),
+                requests: 0,
+                confidence: 0.0,
+                evidence: BTreeSet::new(),
+                sanctioned: hit.sanctioned,
+            });
         d.requests += 1;
         d.confidence = d.confidence.max(hit.confidence);
         for e in &hit.evidence {
@@ -338,7 +359,9 @@ impl Scanner {
 
     /// The summary. Weak requests to destinations that never had a confirmed hit are dropped.
     pub fn finish(mut self) -> Report {
-        self.report.destinations = std::mem::take(&mut self.destinations).into_values().collect();
+        self.report.destinations = std::mem::take(&mut self.destinations)
+            .into_values()
+            .collect();
         self.report
     }
 }
@@ -348,8 +371,15 @@ fn round4<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::
 }
 
 fn promote(hit: &mut Hit, weight: f64) {
-    let mut v = Verdict { confidence: hit.confidence, evidence: std::mem::take(&mut hit.evidence) };
-    v.add(Signal::Correlation, "destination has confirmed MCP traffic".into(), weight);
+    let mut v = Verdict {
+        confidence: hit.confidence,
+        evidence: std::mem::take(&mut hit.evidence),
+    };
+    v.add(
+        Signal::Correlation,
+        "destination has confirmed MCP traffic".into(),
+        weight,
+    );
     hit.confidence = v.confidence;
     hit.evidence = v.evidence;
 }

@@ -93,7 +93,10 @@ pub fn read_file(
     each: &mut dyn FnMut(usize, std::result::Result<Record, String>),
 ) -> Result<Format> {
     let open = || {
-        std::fs::File::open(path).map_err(|source| Error::Read { path: path.to_owned(), source })
+        std::fs::File::open(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })
     };
     let mut reader = std::io::BufReader::with_capacity(256 << 10, open()?);
     let format = match format {
@@ -104,15 +107,18 @@ pub fn read_file(
         let mut text = String::new();
         reader
             .read_to_string(&mut text)
-            .map_err(|source| Error::Read { path: path.to_owned(), source })?;
+            .map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         read_har(path, &text, each)?;
         return Ok(format);
     }
     let mut lines = Lines::new(reader);
-    while let Some((n, line)) = lines
-        .next_line()
-        .map_err(|source| Error::Read { path: path.to_owned(), source })?
-    {
+    while let Some((n, line)) = lines.next_line().map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })? {
         let record = line.and_then(|l| {
             let l = l.trim();
             if l.is_empty() {
@@ -133,10 +139,14 @@ fn detect<R: BufRead>(path: &Path, reader: &mut R) -> Result<Format> {
     if path.extension().and_then(|e| e.to_str()) == Some("har") {
         return Ok(Format::Har);
     }
-    let err = |message: String| Error::Scan { path: path.to_owned(), message };
-    let buf = reader
-        .fill_buf()
-        .map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let err = |message: String| Error::Scan {
+        path: path.to_owned(),
+        message,
+    };
+    let buf = reader.fill_buf().map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let text = String::from_utf8_lossy(buf);
     let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
         // An empty file has no records in any format.
@@ -149,10 +159,14 @@ fn detect<R: BufRead>(path: &Path, reader: &mut R) -> Result<Format> {
                 m.keys().take(8).cloned().collect::<Vec<_>>().join(", ")
             ))
         }),
-        Ok(_) => Err(err("the first record is not a JSON object; pass --format".into())),
+        Ok(_) => Err(err(
+            "the first record is not a JSON object; pass --format".into()
+        )),
         // A pretty-printed JSON document: a HAR file.
         Err(_) if first.starts_with('{') => Ok(Format::Har),
-        Err(e) => Err(err(format!("line 1 is not JSON ({e}); expected a JSON access log, HAR or JSON lines"))),
+        Err(e) => Err(err(format!(
+            "line 1 is not JSON ({e}); expected a JSON access log, HAR or JSON lines"
+        ))),
     }
 }
 
@@ -162,7 +176,8 @@ fn detect_keys(m: &Map<String, Value>) -> Option<Format> {
         Some(Format::Har)
     } else if has("request_method") || has("request_uri") || has("time_local") || has("request") {
         Some(Format::Nginx)
-    } else if has("authority") || has(":authority") || has("response_code") || has("upstream_host") {
+    } else if has("authority") || has(":authority") || has("response_code") || has("upstream_host")
+    {
         Some(Format::Envoy)
     } else if (has("host") || has("url")) && (has("path") || has("method") || has("url")) {
         Some(Format::Jsonl)
@@ -180,7 +195,11 @@ struct Lines<R> {
 
 impl<R: BufRead> Lines<R> {
     fn new(reader: R) -> Self {
-        Self { reader, buf: Vec::with_capacity(4096), line: 0 }
+        Self {
+            reader,
+            buf: Vec::with_capacity(4096),
+            line: 0,
+        }
     }
 
     #[allow(clippy::type_complexity)]
@@ -272,14 +291,19 @@ fn body_text(v: Option<&Value>) -> Option<Body> {
 }
 
 fn from_nginx(m: Map<String, Value>) -> std::result::Result<Record, String> {
-    let (method, path) = match (logged(m.get("request_method")), logged(m.get("request_uri"))) {
+    let (method, path) = match (
+        logged(m.get("request_method")),
+        logged(m.get("request_uri")),
+    ) {
         (Some(meth), Some(uri)) => (meth.to_owned(), uri.to_owned()),
         (meth, _) => match logged(m.get("request")) {
             // "$request": "POST /mcp HTTP/1.1"
             Some(req) => {
                 let mut parts = req.split_ascii_whitespace();
                 let meth2 = parts.next().unwrap_or_default();
-                let uri = parts.next().ok_or("request: expected \"METHOD URI PROTOCOL\"")?;
+                let uri = parts
+                    .next()
+                    .ok_or("request: expected \"METHOD URI PROTOCOL\"")?;
                 (meth.unwrap_or(meth2).to_owned(), uri.to_owned())
             }
             None => {
@@ -312,12 +336,33 @@ fn from_nginx(m: Map<String, Value>) -> std::result::Result<Record, String> {
 
 /// Envoy fields that are not request headers.
 const ENVOY_FIELDS: &[&str] = &[
-    "start_time", "method", ":method", "path", ":path", "protocol", "response_code",
-    "response_flags", "response_code_details", "connection_termination_details",
-    "bytes_received", "bytes_sent", "duration", "upstream_service_time", "request_id",
-    "authority", ":authority", "upstream_host", "upstream_cluster", "upstream_local_address",
-    "downstream_local_address", "downstream_remote_address", "requested_server_name",
-    "route_name", "upstream_transport_failure_reason", "request_body", "request_headers",
+    "start_time",
+    "method",
+    ":method",
+    "path",
+    ":path",
+    "protocol",
+    "response_code",
+    "response_flags",
+    "response_code_details",
+    "connection_termination_details",
+    "bytes_received",
+    "bytes_sent",
+    "duration",
+    "upstream_service_time",
+    "request_id",
+    "authority",
+    ":authority",
+    "upstream_host",
+    "upstream_cluster",
+    "upstream_local_address",
+    "downstream_local_address",
+    "downstream_remote_address",
+    "requested_server_name",
+    "route_name",
+    "upstream_transport_failure_reason",
+    "request_body",
+    "request_headers",
     "x_envoy_original_path",
 ];
 
@@ -349,7 +394,10 @@ fn from_jsonl(mut m: Map<String, Value>) -> std::result::Result<Record, String> 
         (h, p) => {
             let url = logged(m.get("url")).ok_or("missing field host and path (or url)")?;
             let (uh, up) = split_url(url)?;
-            (h.map(str::to_owned).unwrap_or(uh), p.map(str::to_owned).unwrap_or(up))
+            (
+                h.map(str::to_owned).unwrap_or(uh),
+                p.map(str::to_owned).unwrap_or(up),
+            )
         }
     };
     let method = required(&m, &["method"])?.to_owned();
@@ -370,7 +418,11 @@ fn from_jsonl(mut m: Map<String, Value>) -> std::result::Result<Record, String> 
                         [Value::String(n), Value::String(v)] => push_header(&mut headers, n, v),
                         _ => return Err(format!("headers[{i}]: expected [name, value] strings")),
                     },
-                    _ => return Err(format!("headers[{i}]: expected {{name, value}} or [name, value]")),
+                    _ => {
+                        return Err(format!(
+                            "headers[{i}]: expected {{name, value}} or [name, value]"
+                        ));
+                    }
                 }
             }
         }
@@ -383,13 +435,21 @@ fn from_jsonl(mut m: Map<String, Value>) -> std::result::Result<Record, String> 
         Some(v @ (Value::Object(_) | Value::Array(_))) => Some(Body::Json(v)),
         Some(_) => return Err("body: expected a string, an object or an array".into()),
     };
-    Ok(Record { host: host.to_ascii_lowercase(), method, path, headers, body })
+    Ok(Record {
+        host: host.to_ascii_lowercase(),
+        method,
+        path,
+        headers,
+        body,
+    })
 }
 
 /// `http://host[:port]/path?query` -> (host[:port], /path?query).
 fn split_url(url: &str) -> std::result::Result<(String, String), String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
-    let host = u.host_str().ok_or_else(|| format!("url {url:?}: no host"))?;
+    let host = u
+        .host_str()
+        .ok_or_else(|| format!("url {url:?}: no host"))?;
     let host = match u.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_owned(),
@@ -406,7 +466,10 @@ fn read_har(
     text: &str,
     each: &mut dyn FnMut(usize, std::result::Result<Record, String>),
 ) -> Result<()> {
-    let err = |message: String| Error::Scan { path: path.to_owned(), message };
+    let err = |message: String| Error::Scan {
+        path: path.to_owned(),
+        message,
+    };
     let doc: Value = serde_json::from_str(text).map_err(|e| err(format!("not a HAR file: {e}")))?;
     let entries = doc
         .get("log")
@@ -414,29 +477,42 @@ fn read_har(
         .and_then(Value::as_array)
         .ok_or_else(|| err("not a HAR file: no log.entries list".into()))?;
     for (i, entry) in entries.iter().enumerate() {
-        each(i + 1, har_entry(entry).map_err(|m| format!("log.entries[{i}]: {m}")));
+        each(
+            i + 1,
+            har_entry(entry).map_err(|m| format!("log.entries[{i}]: {m}")),
+        );
     }
     Ok(())
 }
 
 fn har_entry(entry: &Value) -> std::result::Result<Record, String> {
     let req = entry.get("request").ok_or("missing request")?;
-    let method = req.get("method").and_then(Value::as_str).ok_or("request.method: missing")?;
-    let url = req.get("url").and_then(Value::as_str).ok_or("request.url: missing")?;
+    let method = req
+        .get("method")
+        .and_then(Value::as_str)
+        .ok_or("request.method: missing")?;
+    let url = req
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or("request.url: missing")?;
     let (mut host, path) = split_url(url).map_err(|m| format!("request.{m}"))?;
     let mut headers = Vec::new();
     if let Some(list) = req.get("headers").and_then(Value::as_array) {
         for h in list {
-            if let (Some(n), Some(v)) =
-                (h.get("name").and_then(Value::as_str), h.get("value").and_then(Value::as_str))
-            {
+            if let (Some(n), Some(v)) = (
+                h.get("name").and_then(Value::as_str),
+                h.get("value").and_then(Value::as_str),
+            ) {
                 push_header(&mut headers, n, v);
             }
         }
     }
     // The Host header (or HTTP/2 :authority) names the destination when it differs from the
     // address connected to (a reverse proxy, a forward proxy, a pinned IP).
-    if let Some((_, h)) = headers.iter().find(|(n, _)| n == "host" || n == ":authority") {
+    if let Some((_, h)) = headers
+        .iter()
+        .find(|(n, _)| n == "host" || n == ":authority")
+    {
         host = h.to_ascii_lowercase();
     }
     let body = req
@@ -445,5 +521,11 @@ fn har_entry(entry: &Value) -> std::result::Result<Record, String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(|s| Body::Text(s.to_owned()));
-    Ok(Record { host, method: method.to_owned(), path, headers, body })
+    Ok(Record {
+        host,
+        method: method.to_owned(),
+        path,
+        headers,
+        body,
+    })
 }

@@ -157,7 +157,10 @@ impl Rules {
 
     /// The defaults, extended by each file in order. Errors name the file and the field.
     pub fn load(files: &[&Path]) -> Result<Self> {
-        let mut texts = vec![(Path::new("<default rules>").to_owned(), DEFAULT_RULES.to_owned())];
+        let mut texts = vec![(
+            Path::new("<default rules>").to_owned(),
+            DEFAULT_RULES.to_owned(),
+        )];
         for f in files {
             let text = std::fs::read_to_string(f).map_err(|source| Error::Read {
                 path: f.to_path_buf(),
@@ -168,15 +171,20 @@ impl Rules {
         let mut acc = Accumulator::default();
         for (path, text) in &texts {
             let de = serde_yaml::Deserializer::from_str(text);
-            let file: RulesFile = serde_path_to_error::deserialize(de).map_err(|e| Error::Rules {
+            let file: RulesFile =
+                serde_path_to_error::deserialize(de).map_err(|e| Error::Rules {
+                    path: path.clone(),
+                    message: format!("{}: {}", e.path(), e.inner()),
+                })?;
+            acc.merge(file).map_err(|message| Error::Rules {
                 path: path.clone(),
-                message: format!("{}: {}", e.path(), e.inner()),
+                message,
             })?;
-            acc.merge(file)
-                .map_err(|message| Error::Rules { path: path.clone(), message })?;
         }
-        acc.compile()
-            .map_err(|message| Error::Rules { path: texts.last().unwrap().0.clone(), message })
+        acc.compile().map_err(|message| Error::Rules {
+            path: texts.last().unwrap().0.clone(),
+            message,
+        })
     }
 
     /// Confidence from which a request is a hit.
@@ -254,7 +262,9 @@ impl Accumulator {
             check_weight(&format!("headers[{i}]"), h.weight)?;
             h.name = h.name.to_ascii_lowercase();
             h.contains = h.contains.map(|c| c.to_ascii_lowercase());
-            upsert(&mut self.headers, h, |h| format!("{}\0{:?}", h.name, h.contains));
+            upsert(&mut self.headers, h, |h| {
+                format!("{}\0{:?}", h.name, h.contains)
+            });
         }
         if let Some(w) = f.jsonrpc.weight {
             check_weight("jsonrpc", w)?;
@@ -285,7 +295,9 @@ impl Accumulator {
 
     fn compile(self) -> std::result::Result<Rules, String> {
         if self.threshold <= 0.0 {
-            return Err("threshold: missing (a rules file with `replace: true` must set it)".into());
+            return Err(
+                "threshold: missing (a rules file with `replace: true` must set it)".into(),
+            );
         }
         let regex_set = |field: &str, rules: &[PatternRule]| {
             RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
@@ -317,13 +329,19 @@ impl Accumulator {
         for (name, w) in self.methods {
             let w = w.unwrap_or(self.method_weight);
             if w <= 0.0 {
-                return Err(format!("jsonrpc.methods: {name}: no weight (set jsonrpc.weight)"));
+                return Err(format!(
+                    "jsonrpc.methods: {name}: no weight (set jsonrpc.weight)"
+                ));
             }
             methods.insert(name, w);
         }
         Ok(Rules {
             threshold: self.threshold,
-            known_weight: if self.known_weight > 0.0 { self.known_weight } else { 0.7 },
+            known_weight: if self.known_weight > 0.0 {
+                self.known_weight
+            } else {
+                0.7
+            },
             known_exact,
             known_suffixes,
             host_patterns: self.host_patterns,
@@ -334,7 +352,10 @@ impl Accumulator {
             methods,
             protocol_version_weight: pv_weight,
             protocol_version,
-            correlation: self.correlation.unwrap_or(Correlation { min_confidence: 1.0, weight: 0.0 }),
+            correlation: self.correlation.unwrap_or(Correlation {
+                min_confidence: 1.0,
+                weight: 0.0,
+            }),
         })
     }
 }

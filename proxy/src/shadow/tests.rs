@@ -7,12 +7,21 @@ use serde_json::json;
 
 use super::*;
 
-fn rec(host: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Record {
+fn rec(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Record {
     Record {
         host: host.into(),
         method: method.into(),
         path: path.into(),
-        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
         body: body.map(|b| Body::Text(b.into())),
     }
 }
@@ -30,7 +39,10 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pc-shadow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     p
 }
 
@@ -50,31 +62,81 @@ fn mcp_methods_of_both_eras_are_hits_and_other_jsonrpc_methods_add_nothing() {
     assert!(v.confidence < Rules::default_rules().threshold(), "{v:?}");
     assert!(v.evidence.iter().all(|e| e.signal != Signal::Body), "{v:?}");
     // LSP's `initialize` without an MCP protocolVersion stays below the threshold.
-    let lsp = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"processId":1,"rootUri":null}}"#;
+    let lsp =
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"processId":1,"rootUri":null}}"#;
     assert!(!is_hit(&rec("lsp.test", "POST", "/", &[], Some(lsp))));
     // A "method" field without JSON-RPC.
-    assert!(!is_hit(&rec("a.test", "POST", "/api/messages", &[], Some(r#"{"method":"tools/call"}"#))));
+    assert!(!is_hit(&rec(
+        "a.test",
+        "POST",
+        "/api/messages",
+        &[],
+        Some(r#"{"method":"tools/call"}"#)
+    )));
 }
 
 #[test]
 fn mcp_headers_alone_are_hits_but_weak_paths_alone_are_not() {
-    assert!(is_hit(&rec("a.test", "DELETE", "/x", &[("mcp-session-id", "abc")], None)));
-    assert!(is_hit(&rec("a.test", "GET", "/x", &[("mcp-protocol-version", "2025-11-25")], None)));
-    assert!(is_hit(&rec("a.test", "POST", "/x", &[("mcp-method", "tools/call")], None)));
-    for path in ["/sse", "/message", "/messages/", "/api/messages", "/message?sessionId=1"] {
-        let r = rec("a.test", "GET", path, &[("accept", "text/event-stream")], None);
+    assert!(is_hit(&rec(
+        "a.test",
+        "DELETE",
+        "/x",
+        &[("mcp-session-id", "abc")],
+        None
+    )));
+    assert!(is_hit(&rec(
+        "a.test",
+        "GET",
+        "/x",
+        &[("mcp-protocol-version", "2025-11-25")],
+        None
+    )));
+    assert!(is_hit(&rec(
+        "a.test",
+        "POST",
+        "/x",
+        &[("mcp-method", "tools/call")],
+        None
+    )));
+    for path in [
+        "/sse",
+        "/message",
+        "/messages/",
+        "/api/messages",
+        "/message?sessionId=1",
+    ] {
+        let r = rec(
+            "a.test",
+            "GET",
+            path,
+            &[("accept", "text/event-stream")],
+            None,
+        );
         assert!(!is_hit(&r), "{path}");
     }
-    assert!(!is_hit(&rec("mcp-metrics.example", "GET", "/metrics", &[], None)));
-    assert!(is_hit(&rec("mcp.notion.com", "GET", "/", &[], None)), "known SaaS host");
-    assert!(is_hit(&rec("docs.mcp.cloudflare.com:443", "GET", "/", &[], None)), "wildcard entry");
+    assert!(!is_hit(&rec(
+        "mcp-metrics.example",
+        "GET",
+        "/metrics",
+        &[],
+        None
+    )));
+    assert!(
+        is_hit(&rec("mcp.notion.com", "GET", "/", &[], None)),
+        "known SaaS host"
+    );
+    assert!(
+        is_hit(&rec("docs.mcp.cloudflare.com:443", "GET", "/", &[], None)),
+        "wildcard entry"
+    );
 }
 
 #[test]
 fn batches_count_their_mcp_members() {
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"getUser"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
     assert!(is_hit(&rec("a.test", "POST", "/", &[], Some(batch))));
-    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"getUser"},{"jsonrpc":"2.0","id":2,"method":"sum"}]"#;
+    let batch =
+        r#"[{"jsonrpc":"2.0","id":1,"method":"getUser"},{"jsonrpc":"2.0","id":2,"method":"sum"}]"#;
     assert!(!is_hit(&rec("a.test", "POST", "/", &[], Some(batch))));
 }
 
@@ -99,20 +161,32 @@ fn the_four_formats_read_the_same_request() {
     let expected = [Format::Nginx, Format::Envoy, Format::Jsonl, Format::Har];
     for (file, want) in files.iter().zip(expected) {
         let mut got = Vec::new();
-        let format = records::read_file(file, Format::Auto, &mut |_, r| got.push(r.unwrap())).unwrap();
+        let format =
+            records::read_file(file, Format::Auto, &mut |_, r| got.push(r.unwrap())).unwrap();
         assert_eq!(format, want, "{}", file.display());
         assert_eq!(got.len(), 1);
         let r = &got[0];
-        assert_eq!((r.host.as_str(), r.method.as_str(), r.path.as_str()), ("tools.test", "POST", "/mcp?x=1"));
-        assert!(r.headers.contains(&("mcp-session-id".into(), "s1".into())), "{:?}", r.headers);
-        assert!(!r.headers.iter().any(|(n, _)| n == "accept"), "empty values are not headers");
+        assert_eq!(
+            (r.host.as_str(), r.method.as_str(), r.path.as_str()),
+            ("tools.test", "POST", "/mcp?x=1")
+        );
+        assert!(
+            r.headers.contains(&("mcp-session-id".into(), "s1".into())),
+            "{:?}",
+            r.headers
+        );
+        assert!(
+            !r.headers.iter().any(|(n, _)| n == "accept"),
+            "empty values are not headers"
+        );
         assert!(is_hit(r));
     }
 }
 
 #[test]
 fn bad_records_name_file_and_line_and_the_scan_goes_on() {
-    let good = r#"{"host":"t.test","path":"/","method":"POST","headers":{"mcp-method":"tools/list"}}"#;
+    let good =
+        r#"{"host":"t.test","path":"/","method":"POST","headers":{"mcp-method":"tools/list"}}"#;
     let text = format!("{good}\nnot json\n\n{{\"host\":\"t.test\"}}\n[1]\n{good}\n");
     let file = temp_file("bad.jsonl", &text);
     let mut scanner = Scanner::new(classifier(), Sanctioned::new());
@@ -126,24 +200,53 @@ fn bad_records_name_file_and_line_and_the_scan_goes_on() {
         .unwrap();
     let report = scanner.finish();
     assert_eq!((report.records, report.bad_records, hits), (5, 3, 2));
-    assert!(bad[0].starts_with(&format!("{}:2: not JSON", file.display())), "{bad:?}");
+    assert!(
+        bad[0].starts_with(&format!("{}:2: not JSON", file.display())),
+        "{bad:?}"
+    );
     assert!(bad[1].contains(":4: missing field"), "{bad:?}");
     assert!(bad[2].contains(":5: not a JSON object"), "{bad:?}");
 
-    let err = records::read_file(&file.with_extension("missing"), Format::Auto, &mut |_, _| {}).unwrap_err();
+    let err = records::read_file(
+        &file.with_extension("missing"),
+        Format::Auto,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("bad.missing"), "{err}");
     let weird = temp_file("weird.log", "{\"a\":1}\n");
     let err = records::read_file(&weird, Format::Auto, &mut |_, _| {}).unwrap_err();
-    assert!(err.to_string().contains("weird.log") && err.to_string().contains("--format"), "{err}");
+    assert!(
+        err.to_string().contains("weird.log") && err.to_string().contains("--format"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_weak_request_is_a_hit_only_at_a_destination_with_confirmed_mcp_traffic() {
     let mut scanner = Scanner::new(classifier(), Sanctioned::new());
     let mut hits = Vec::new();
-    let sse = rec("legacy.test", "GET", "/sse", &[("accept", "text/event-stream")], None);
-    let post = rec("legacy.test", "POST", "/message?sessionId=9", &[], Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#));
-    let plain_sse = rec("news.test", "GET", "/sse", &[("accept", "text/event-stream")], None);
+    let sse = rec(
+        "legacy.test",
+        "GET",
+        "/sse",
+        &[("accept", "text/event-stream")],
+        None,
+    );
+    let post = rec(
+        "legacy.test",
+        "POST",
+        "/message?sessionId=9",
+        &[],
+        Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+    );
+    let plain_sse = rec(
+        "news.test",
+        "GET",
+        "/sse",
+        &[("accept", "text/event-stream")],
+        None,
+    );
     let f = Path::new("f");
     for (i, r) in [&sse, &plain_sse, &post, &sse].into_iter().enumerate() {
         scanner.scan_record(f, i + 1, r, &mut |e| {
@@ -188,7 +291,11 @@ spec: {public: true, publicUrl: "https://portal.corp.test:8443"}
     assert!(s.contains("tools.corp.test") && s.contains("tools.corp.test:443"));
     assert!(s.contains("portal.corp.test:8443") && !s.contains("portal.corp.test:9000"));
     assert!(s.contains("EXTRA.test:80") && !s.contains("other.test"));
-    assert!(s.add("not a host/x", "--sanctioned").unwrap_err().contains("--sanctioned"));
+    assert!(
+        s.add("not a host/x", "--sanctioned")
+            .unwrap_err()
+            .contains("--sanctioned")
+    );
 }
 
 #[test]
@@ -199,23 +306,56 @@ fn rules_files_extend_the_defaults_and_errors_name_the_file_and_field() {
     );
     let rules = Rules::load(&[&extra]).unwrap();
     let c = Classifier::new(rules);
-    assert!(c.classify(&rec("tools.acme.test", "GET", "/", &[], None)).confidence >= 0.6);
+    assert!(
+        c.classify(&rec("tools.acme.test", "GET", "/", &[], None))
+            .confidence
+            >= 0.6
+    );
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"acme/run"}"#;
-    assert!(c.classify(&rec("x.test", "POST", "/", &[], Some(body))).confidence >= 0.6);
-    assert!(c.classify(&rec("mcp.notion.com", "GET", "/", &[], None)).confidence >= 0.6, "defaults kept");
+    assert!(
+        c.classify(&rec("x.test", "POST", "/", &[], Some(body)))
+            .confidence
+            >= 0.6
+    );
+    assert!(
+        c.classify(&rec("mcp.notion.com", "GET", "/", &[], None))
+            .confidence
+            >= 0.6,
+        "defaults kept"
+    );
 
-    let replace = temp_file("replace-rules.yaml", "replace: true\nthreshold: 0.5\nheaders: [{name: x-acme-mcp, weight: 0.9}]\n");
+    let replace = temp_file(
+        "replace-rules.yaml",
+        "replace: true\nthreshold: 0.5\nheaders: [{name: x-acme-mcp, weight: 0.9}]\n",
+    );
     let c = Classifier::new(Rules::load(&[&replace]).unwrap());
-    assert!(c.classify(&rec("a", "GET", "/", &[("mcp-session-id", "1")], None)).confidence < 0.5);
-    assert!(c.classify(&rec("a", "GET", "/", &[("x-acme-mcp", "1")], None)).confidence >= 0.5);
+    assert!(
+        c.classify(&rec("a", "GET", "/", &[("mcp-session-id", "1")], None))
+            .confidence
+            < 0.5
+    );
+    assert!(
+        c.classify(&rec("a", "GET", "/", &[("x-acme-mcp", "1")], None))
+            .confidence
+            >= 0.5
+    );
 
     let bad = temp_file("bad-rules.yaml", "paths:\n  - {regex: '(', weight: 0.5}\n");
     let err = Rules::load(&[&bad]).unwrap_err().to_string();
-    assert!(err.contains("bad-rules.yaml") && err.contains("paths"), "{err}");
+    assert!(
+        err.contains("bad-rules.yaml") && err.contains("paths"),
+        "{err}"
+    );
     let bad = temp_file("bad-rules2.yaml", "headers:\n  - {name: x, weight: 2}\n");
     let err = Rules::load(&[&bad]).unwrap_err().to_string();
-    assert!(err.contains("bad-rules2.yaml") && err.contains("headers[0]"), "{err}");
+    assert!(
+        err.contains("bad-rules2.yaml") && err.contains("headers[0]"),
+        "{err}"
+    );
     let bad = temp_file("bad-rules3.yaml", "hosts: {knwon: {names: [a]}}\n");
     let err = Rules::load(&[&bad]).unwrap_err().to_string();
-    assert!(err.contains("bad-rules3.yaml") && err.contains("knwon"), "{err}");
+    assert!(
+        err.contains("bad-rules3.yaml") && err.contains("knwon"),
+        "{err}"
+    );
 }
