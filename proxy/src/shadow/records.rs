@@ -100,7 +100,7 @@ pub fn read_file(
     };
     let mut reader = std::io::BufReader::with_capacity(256 << 10, open()?);
     let format = match format {
-        Format::Auto => detect(path, &mut reader)?,
+        Format::Auto => detect(path)?,
         f => f,
     };
     if format == Format::Har {
@@ -135,7 +135,8 @@ pub fn read_file(
 }
 
 /// Looks at the first non-empty line without consuming it.
-fn detect<R: BufRead>(path: &Path, reader: &mut R) -> Result<Format> {
+/// Reads the file's first non-empty line in full (a separate handle: nothing is consumed).
+fn detect(path: &Path) -> Result<Format> {
     if path.extension().and_then(|e| e.to_str()) == Some("har") {
         return Ok(Format::Har);
     }
@@ -143,15 +144,22 @@ fn detect<R: BufRead>(path: &Path, reader: &mut R) -> Result<Format> {
         path: path.to_owned(),
         message,
     };
-    let buf = reader.fill_buf().map_err(|source| Error::Read {
+    let io = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let text = String::from_utf8_lossy(buf);
-    let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
-        // An empty file has no records in any format.
-        return Ok(Format::Jsonl);
     };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut lines = Lines::new(std::io::BufReader::new(file));
+    let first = loop {
+        match lines.next_line().map_err(io)? {
+            // An empty file has no records in any format.
+            None => return Ok(Format::Jsonl),
+            Some((_, Err(m))) => return Err(err(format!("line 1: {m}"))),
+            Some((_, Ok(l))) if l.trim().is_empty() => continue,
+            Some((_, Ok(l))) => break l.trim().to_owned(),
+        }
+    };
+    let first = first.as_str();
     match serde_json::from_str::<Value>(first) {
         Ok(Value::Object(m)) => detect_keys(&m).ok_or_else(|| {
             err(format!(

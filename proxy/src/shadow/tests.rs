@@ -359,3 +359,18 @@ fn rules_files_extend_the_defaults_and_errors_name_the_file_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn a_first_record_longer_than_the_read_buffer_is_still_detected() {
+    let big = "x".repeat(600 << 10);
+    let line = json!({"time_local": "t", "request_method": "POST", "request_uri": "/upload",
+        "host": "files.test", "request_body": big});
+    let file = temp_file("big.log", &format!("{line}\n{line}\n"));
+    let mut n = 0;
+    let format = records::read_file(&file, Format::Auto, &mut |_, r| {
+        r.unwrap();
+        n += 1
+    })
+    .unwrap();
+    assert_eq!((format, n), (Format::Nginx, 2));
+}
