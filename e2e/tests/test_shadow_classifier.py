@@ -144,32 +144,21 @@ class Recorder:
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
 
-    async def on_request(self, request: Any) -> None:
-        try:
-            body = request.content.decode("utf-8", "replace")
-        except Exception:  # a streaming body: none of our clients sends one
-            body = ""
+    def on_request_sync(self, request: Any) -> None:
+        """httpx (sync) hook; our clients never send streaming bodies."""
         self.entries.append(
             {
                 "method": request.method,
                 "url": str(request.url),
                 "headers": [(k, v) for k, v in request.headers.multi_items()],
-                "body": body,
+                "body": request.content.decode("utf-8", "replace"),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
             }
         )
 
-    def _sync(self, request: Any) -> None:
-        body = request.content.decode("utf-8", "replace")
-        self.entries.append(
-            {
-                "method": request.method,
-                "url": str(request.url),
-                "headers": [(k, v) for k, v in request.headers.multi_items()],
-                "body": body,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-            }
-        )
+    async def on_request(self, request: Any) -> None:
+        """httpx2 (async) hook, used by the MCP clients."""
+        self.on_request_sync(request)
 
     def host_of(self, e: dict[str, Any]) -> str:
         return next(v for k, v in e["headers"] if k.lower() == "host").lower()
@@ -324,7 +313,7 @@ async def _mcp_traffic(rec: Recorder, base: str) -> None:
 
 
 def _ordinary_traffic(rec: Recorder, base: str) -> None:
-    hooks = {"request": [rec._sync]}
+    hooks = {"request": [rec.on_request_sync]}
     with httpx.Client(base_url=base, event_hooks=hooks, timeout=10) as c:
         for host in ("api.shop.test", "mcp-metrics.example"):
             h = {"Host": host}
