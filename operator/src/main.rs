@@ -96,7 +96,12 @@ struct DiscoveryArgs {
     #[arg(long, env = "PORTCULLIS_DISCOVER_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", global = true)]
     discover_shadow: bool,
     /// Namespaces discovery scans (comma-separated); empty scans all.
-    #[arg(long, env = "PORTCULLIS_DISCOVER_NAMESPACES", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "PORTCULLIS_DISCOVER_NAMESPACES",
+        value_delimiter = ',',
+        global = true
+    )]
     discover_namespaces: Vec<String>,
     /// Seconds between discovery passes.
     #[arg(long, env = "PORTCULLIS_DISCOVER_INTERVAL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86400), global = true)]

@@ -177,7 +177,10 @@ pub fn pod_peer(labels: BTreeMap<String, String>, namespaces: PeerNamespaces) ->
 /// The peer of portal pods (`portcullis.dev/component: portal`) in `namespaces`.
 pub fn portal_peer(namespaces: PeerNamespaces) -> NetworkPolicyPeer {
     pod_peer(
-        BTreeMap::from([(crate::names::COMPONENT_LABEL.to_owned(), "portal".to_owned())]),
+        BTreeMap::from([(
+            crate::names::COMPONENT_LABEL.to_owned(),
+            "portal".to_owned(),
+        )]),
         namespaces,
     )
 }

@@ -94,7 +94,11 @@ impl Sanctioned {
                         .pods
                         .contains(&(c.namespace.clone(), name.clone(), role))
                 {
-                    return Some(format!("pod of Mcp{}{} {name}", &role[..1].to_uppercase(), &role[1..]));
+                    return Some(format!(
+                        "pod of Mcp{}{} {name}",
+                        &role[..1].to_uppercase(),
+                        &role[1..]
+                    ));
                 }
             }
         }
@@ -115,7 +119,11 @@ impl Sanctioned {
 }
 
 /// `(service, namespace)` of an in-cluster Service host name, or `None` for other hosts.
-pub fn service_of_host(host: &str, default_ns: &str, cluster_domain: &str) -> Option<(String, String)> {
+pub fn service_of_host(
+    host: &str,
+    default_ns: &str,
+    cluster_domain: &str,
+) -> Option<(String, String)> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let suffix = format!(".svc.{}", cluster_domain.to_ascii_lowercase());
     let stem = host
@@ -128,5 +136,141 @@ pub fn service_of_host(host: &str, default_ns: &str, cluster_domain: &str) -> Op
         [svc, ns] => Some(((*svc).to_owned(), (*ns).to_owned())),
         [svc] if !stem.1 => Some(((*svc).to_owned(), default_ns.to_owned())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::candidates::candidates;
+    use crate::discovery::testkit::{pod, svc};
+    use crds::server::{DeployedServer, RemoteServer};
+    use crds::{McpPortalSpec, McpServerSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::json;
+
+    fn remote(ns: &str, name: &str, url: &str) -> McpServer {
+        let mut s = McpServer::new(
+            name,
+            McpServerSpec {
+                remote: Some(RemoteServer {
+                    url: url.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.uid = Some(format!("uid-{name}"));
+        s
+    }
+
+    fn mcp_service(ns: &str, name: &str, port: i32) -> Candidate {
+        let s = svc(ns, name, json!([{"name": "mcp", "port": port}]));
+        candidates(&[s], &[], "cluster.local").remove(0)
+    }
+
+    #[test]
+    fn in_cluster_host_names_resolve_to_service_and_namespace() {
+        let d = "cluster.local";
+        assert_eq!(
+            service_of_host("a", "ns", d),
+            Some(("a".into(), "ns".into()))
+        );
+        assert_eq!(
+            service_of_host("a.b", "ns", d),
+            Some(("a".into(), "b".into()))
+        );
+        assert_eq!(
+            service_of_host("a.b.svc", "ns", d),
+            Some(("a".into(), "b".into()))
+        );
+        assert_eq!(
+            service_of_host("a.b.svc.cluster.local.", "ns", d),
+            Some(("a".into(), "b".into()))
+        );
+        assert_eq!(service_of_host("mcp.example.com", "ns", d), None);
+        assert_eq!(service_of_host("a.b.svc.other.domain", "ns", d), None);
+    }
+
+    #[test]
+    fn a_remote_mcp_server_url_backs_the_service_it_names_on_that_port_only() {
+        let servers = [
+            remote(
+                "portal-ns",
+                "tickets",
+                "http://tickets.team.svc.cluster.local:8080/mcp",
+            ),
+            remote("team", "short", "http://short/mcp"),
+        ];
+        let s = Sanctioned::new(&servers, &[], "cluster.local");
+        assert!(s.backing(&mcp_service("team", "tickets", 8080)).is_some());
+        assert!(
+            s.backing(&mcp_service("team", "tickets", 9090)).is_none(),
+            "other port"
+        );
+        assert!(
+            s.backing(&mcp_service("other", "tickets", 8080)).is_none(),
+            "other namespace"
+        );
+        assert!(
+            s.backing(&mcp_service("team", "short", 80)).is_some(),
+            "bare name, default port"
+        );
+    }
+
+    #[test]
+    fn a_remote_url_naming_the_cluster_ip_backs_the_service() {
+        let s = Sanctioned::new(
+            &[remote("a", "ip", "http://10.0.0.1:80/mcp")],
+            &[],
+            "cluster.local",
+        );
+        assert!(s.backing(&mcp_service("team", "any", 80)).is_some());
+    }
+
+    #[test]
+    fn services_owned_by_portcullis_resources_are_sanctioned_but_labels_alone_are_not() {
+        let portal = {
+            let mut p = McpPortal::new("eng", McpPortalSpec::default());
+            p.metadata.namespace = Some("team".into());
+            p.metadata.uid = Some("uid-portal".into());
+            p
+        };
+        let s = Sanctioned::new(&[], &[portal], "cluster.local");
+        let mut owned = svc("team", "eng-portal", json!([{"name": "mcp", "port": 80}]));
+        owned.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-portal".into(),
+            ..Default::default()
+        }]);
+        let owned = candidates(&[owned], &[], "cluster.local").remove(0);
+        assert!(s.backing(&owned).is_some());
+        let mut spoofed = svc("team", "spoof", json!([{"name": "mcp", "port": 80}]));
+        spoofed.metadata.labels = Some([(COMPONENT_LABEL.to_owned(), "portal".to_owned())].into());
+        let spoofed = candidates(&[spoofed], &[], "cluster.local").remove(0);
+        assert!(
+            s.backing(&spoofed).is_none(),
+            "a label does not sanction a Service"
+        );
+    }
+
+    #[test]
+    fn pods_of_an_existing_deployed_server_are_sanctioned_and_of_a_missing_one_are_not() {
+        let mut deployed = McpServer::new(
+            "docs",
+            McpServerSpec {
+                deployment: Some(DeployedServer::default()),
+                ..Default::default()
+            },
+        );
+        deployed.metadata.namespace = Some("team".into());
+        let s = Sanctioned::new(&[deployed], &[], "cluster.local");
+        let labels = |server: &str| json!({"portcullis.dev/component": "server", "portcullis.dev/server": server});
+        let ports = json!([{"name": "mcp", "containerPort": 9180}]);
+        let ours = pod("team", "docs-1", labels("docs"), "proxy", ports.clone());
+        let stray = pod("team", "ghost-1", labels("ghost"), "proxy", ports);
+        let c = candidates(&[], &[ours, stray], "cluster.local");
+        assert!(s.backing(&c[0]).is_some(), "{:?}", c[0].name);
+        assert!(s.backing(&c[1]).is_none(), "{:?}", c[1].name);
     }
 }

@@ -254,12 +254,20 @@ pub fn candidates(services: &[Service], pods: &[Pod], cluster_domain: &str) -> V
         let selected: Vec<&Pod> = pods
             .iter()
             .copied()
-            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && selects(&selector, p.labels()))
+            .filter(|p| {
+                p.namespace().as_deref() == Some(ns.as_str()) && selects(&selector, p.labels())
+            })
             .collect();
         for p in &selected {
             covered.insert((ns.clone(), p.name_any()));
         }
-        out.extend(service_candidates(svc, &ns, &selector, &selected, cluster_domain));
+        out.extend(service_candidates(
+            svc,
+            &ns,
+            &selector,
+            &selected,
+            cluster_domain,
+        ));
     }
     for pod in pods {
         let ns = pod.namespace().unwrap_or_default();
@@ -483,4 +491,236 @@ fn pod_candidates(pod: &Pod, ns: &str) -> Vec<Candidate> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::testkit::{pod, svc};
+    use serde_json::json;
+
+    fn only(c: Vec<Candidate>) -> Candidate {
+        assert_eq!(c.len(), 1, "{c:#?}");
+        c.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn port_names_and_app_protocols_follow_the_documented_set() {
+        for n in ["mcp", "http-mcp", "mcp-sse", "MCP"] {
+            assert!(is_mcp_port_name(n), "{n}");
+        }
+        for n in ["http", "metrics", "grpc"] {
+            assert!(!is_mcp_port_name(n), "{n}");
+        }
+        for p in [
+            "mcp",
+            "kubernetes.io/mcp",
+            "example.com/mcp",
+            "mcp+http",
+            "mcp-sse",
+        ] {
+            assert!(is_mcp_app_protocol(p), "{p}");
+        }
+        for p in ["http", "kubernetes.io/h2c", "mcpx", "mcp.example.com/http"] {
+            assert!(!is_mcp_app_protocol(p), "{p}");
+        }
+        assert!(is_http_port(Some("http"), None));
+        assert!(is_http_port(Some("http-api"), None));
+        assert!(is_http_port(None, Some("kubernetes.io/h2c")));
+        assert!(!is_http_port(Some("https"), None));
+        assert!(!is_http_port(Some("postgres"), None));
+        assert!(is_mcp_image("ghcr.io/github/github-mcp-server:v1"));
+        assert!(is_mcp_image("mcp/fetch@sha256:abc"));
+        assert!(!is_mcp_image("nginx:1.27"));
+        assert!(
+            !is_mcp_image("registry:5000/app:mcp"),
+            "a tag is not the repository"
+        );
+    }
+
+    #[test]
+    fn a_service_port_named_mcp_is_a_strong_candidate_on_the_service_dns_name() {
+        let s = svc(
+            "team",
+            "tickets",
+            json!([{"name": "mcp", "port": 80, "targetPort": 8000}]),
+        );
+        let c = only(candidates(&[s], &[], "cluster.local"));
+        assert!(c.has_strong_evidence());
+        assert_eq!(c.evidence[0].detail, "port name `mcp`");
+        assert_eq!(c.endpoint, "tickets.team.svc:80");
+        assert_eq!(
+            c.base_url.as_deref(),
+            Some("http://tickets.team.svc.cluster.local:80")
+        );
+        assert_eq!(c.workload, "Service/tickets");
+        assert_eq!(c.pod_port, IntOrString::Int(8000));
+    }
+
+    #[test]
+    fn app_protocol_mcp_is_strong_and_plain_http_is_probe_only() {
+        let s = svc(
+            "team",
+            "x",
+            json!([{"name": "api", "port": 8080, "appProtocol": "kubernetes.io/mcp"},
+                   {"name": "http", "port": 80}, {"name": "postgres", "port": 5432}]),
+        );
+        let c = candidates(&[s], &[], "cluster.local");
+        assert_eq!(c.len(), 2, "the postgres port is not a candidate: {c:#?}");
+        let by_port = |p| c.iter().find(|c| c.port == p).unwrap();
+        assert!(by_port(8080).has_strong_evidence());
+        assert!(!by_port(80).has_strong_evidence());
+        assert!(by_port(80).evidence[0].detail.contains("probe only"));
+    }
+
+    #[test]
+    fn a_service_inherits_evidence_from_the_pods_it_selects_and_names_their_deployment() {
+        let s = svc(
+            "team",
+            "w",
+            json!([{"name": "web", "port": 80, "targetPort": "serve"}]),
+        );
+        let mut p = pod(
+            "team",
+            "w-5d8f-abcde",
+            json!({"app": "w", "pod-template-hash": "5d8f"}),
+            "mcp/fetch:latest",
+            json!([{"name": "serve", "containerPort": 3000}]),
+        );
+        p.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "w-5d8f".into(),
+                uid: "rs".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        let all = candidates(&[s], &[p], "cluster.local");
+        let c = only(all);
+        assert_eq!(
+            c.kind,
+            SourceKind::Service,
+            "the pod is reported through its Service"
+        );
+        assert_eq!(c.workload, "Deployment/w");
+        assert!(!c.has_strong_evidence(), "an image name is weak");
+        assert!(
+            c.evidence
+                .iter()
+                .any(|e| e.detail == "image `mcp/fetch:latest`")
+        );
+        assert_eq!(
+            c.pod_port,
+            IntOrString::Int(3000),
+            "named targetPort resolved"
+        );
+    }
+
+    #[test]
+    fn a_target_port_named_mcp_on_the_pods_is_strong() {
+        let s = svc(
+            "team",
+            "w",
+            json!([{"name": "http", "port": 80, "targetPort": 9000}]),
+        );
+        let p = pod(
+            "team",
+            "w-1",
+            json!({"app": "w"}),
+            "busybox",
+            json!([{"name": "mcp", "containerPort": 9000}]),
+        );
+        let c = only(candidates(&[s], &[p], "cluster.local"));
+        assert!(
+            c.evidence
+                .iter()
+                .any(|e| e.strong && e.detail == "target port `mcp`")
+        );
+    }
+
+    #[test]
+    fn a_pod_no_service_selects_is_a_candidate_on_its_ip_with_a_label_selector() {
+        let p = pod(
+            "team",
+            "lone",
+            json!({"app": "lone", "pod-template-hash": "h"}),
+            "busybox",
+            json!([{"name": "mcp", "containerPort": 8000}, {"name": "metrics", "containerPort": 9090}]),
+        );
+        let c = only(candidates(&[], &[p], "cluster.local"));
+        assert_eq!(c.kind, SourceKind::Pod);
+        assert_eq!(c.endpoint, "10.1.0.7:8000");
+        assert_eq!(c.workload, "Pod/lone");
+        assert_eq!(
+            c.pod_selector,
+            Some(BTreeMap::from([("app".to_owned(), "lone".to_owned())])),
+            "revision hashes are not part of the selector"
+        );
+        assert_eq!(
+            c.workload_ports,
+            [IntOrString::Int(8000), IntOrString::Int(9090)]
+        );
+    }
+
+    #[test]
+    fn the_component_label_is_strong_only_on_a_single_port_workload() {
+        let one = pod(
+            "a",
+            "one",
+            json!({"app.kubernetes.io/component": "mcp-server"}),
+            "img",
+            json!([{"containerPort": 8000}]),
+        );
+        let two = pod(
+            "a",
+            "two",
+            json!({"app.kubernetes.io/component": "mcp-server"}),
+            "img",
+            json!([{"containerPort": 8000}, {"containerPort": 9090}]),
+        );
+        let c = candidates(&[], &[one, two], "cluster.local");
+        assert_eq!(c.len(), 3);
+        assert!(
+            c.iter()
+                .filter(|c| c.name == "one")
+                .all(Candidate::has_strong_evidence)
+        );
+        assert!(
+            c.iter()
+                .filter(|c| c.name == "two")
+                .all(|c| !c.has_strong_evidence())
+        );
+    }
+
+    #[test]
+    fn finished_pods_udp_ports_and_external_name_services_are_ignored() {
+        let mut done = pod(
+            "a",
+            "done",
+            json!({}),
+            "img",
+            json!([{"name": "mcp", "containerPort": 1}]),
+        );
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        let udp = pod(
+            "a",
+            "udp",
+            json!({}),
+            "img",
+            json!([{"name": "mcp", "containerPort": 2, "protocol": "UDP"}]),
+        );
+        let mut ext = svc("a", "ext", json!([{"name": "mcp", "port": 80}]));
+        ext.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
+        assert!(candidates(&[ext], &[done, udp], "cluster.local").is_empty());
+    }
+
+    #[test]
+    fn a_service_without_selector_cannot_be_confined() {
+        let mut s = svc("a", "manual", json!([{"name": "mcp", "port": 80}]));
+        s.spec.as_mut().unwrap().selector = None;
+        let c = only(candidates(&[s], &[], "cluster.local"));
+        assert_eq!(c.pod_selector, None);
+    }
 }

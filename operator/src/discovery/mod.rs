@@ -550,3 +550,30 @@ impl Discovery {
         Ok(())
     }
 }
+
+/// Fixture builders for the unit tests of discovery.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use serde_json::{Value, json};
+
+    /// A Service `name` in `ns` selecting `app: <name>` with `ports` (JSON ServicePorts).
+    pub fn svc(ns: &str, name: &str, ports: Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-svc-{name}")},
+            "spec": {"selector": {"app": name}, "clusterIP": "10.0.0.1", "ports": ports},
+        }))
+        .unwrap()
+    }
+
+    /// A running Pod `name` in `ns` with `labels`, one container of `image` with `ports`.
+    pub fn pod(ns: &str, name: &str, labels: Value, image: &str, ports: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-pod-{name}"),
+                         "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": image, "ports": ports}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.7"},
+        }))
+        .unwrap()
+    }
+}

@@ -119,7 +119,10 @@ pub fn confine(candidates: &[&Candidate], callers: &SanctionedCallers) -> Option
             name: Some(policy_name(first.kind, &first.name)),
             namespace: Some(first.namespace.clone()),
             labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    MANAGED_BY.to_owned(),
+                ),
                 (SHADOW_LABEL.to_owned(), "true".to_owned()),
             ])),
             annotations: Some(BTreeMap::from([(
@@ -148,4 +151,117 @@ pub fn confine(candidates: &[&Candidate], callers: &SanctionedCallers) -> Option
             ..Default::default()
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::candidates::candidates;
+    use crate::discovery::testkit::{pod, svc};
+    use serde_json::json;
+
+    fn callers() -> SanctionedCallers {
+        SanctionedCallers {
+            portal_namespaces: vec!["portals".into()],
+            operator_namespace: Some("portcullis-system".into()),
+        }
+    }
+
+    #[test]
+    fn mcp_ports_admit_only_portals_and_the_operator_and_other_ports_stay_open() {
+        let s = svc(
+            "team",
+            "x",
+            json!([{"name": "mcp", "port": 80, "targetPort": "mcp"}, {"name": "metrics", "port": 9090}]),
+        );
+        let p = pod(
+            "team",
+            "x-1",
+            json!({"app": "x"}),
+            "img",
+            json!([{"name": "mcp", "containerPort": 8000}, {"containerPort": 9090}]),
+        );
+        let c = candidates(&[s], &[p], "cluster.local");
+        let mcp: Vec<&Candidate> = c.iter().filter(|c| c.port == 80).collect();
+        let np = confine(&mcp, &callers()).expect("a policy");
+        let v = serde_json::to_value(&np).unwrap();
+        assert_eq!(v["metadata"]["name"], "shadow-mcp-svc-x");
+        assert_eq!(v["metadata"]["namespace"], "team");
+        assert_eq!(v["metadata"]["labels"][SHADOW_LABEL], "true");
+        assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Service");
+        assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "uid-svc-x");
+        assert_eq!(
+            v["spec"]["podSelector"],
+            json!({"matchLabels": {"app": "x"}})
+        );
+        assert_eq!(v["spec"]["policyTypes"], json!(["Ingress"]));
+        let rules = v["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0]["ports"],
+            json!([{"port": 8000, "protocol": "TCP"}])
+        );
+        let from = &rules[0]["from"];
+        assert_eq!(
+            from[0]["podSelector"]["matchLabels"]["portcullis.dev/component"],
+            "portal"
+        );
+        assert_eq!(
+            from[0]["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["portals"])
+        );
+        assert_eq!(
+            from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            "portcullis-operator"
+        );
+        assert_eq!(
+            from[1]["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["portcullis-system"])
+        );
+        assert!(rules[1].get("from").is_none(), "other ports: any source");
+        assert_eq!(
+            rules[1]["ports"],
+            json!([{"port": 9090, "protocol": "TCP"}])
+        );
+    }
+
+    #[test]
+    fn without_portals_only_the_operator_is_admitted() {
+        let s = svc("team", "x", json!([{"name": "mcp", "port": 80}]));
+        let c = candidates(&[s], &[], "cluster.local");
+        let np = confine(&[&c[0]], &SanctionedCallers::default()).unwrap();
+        let v = serde_json::to_value(&np).unwrap();
+        let from = v["spec"]["ingress"][0]["from"].as_array().unwrap().clone();
+        assert_eq!(from.len(), 1);
+        assert_eq!(
+            from[0]["namespaceSelector"],
+            json!({}),
+            "operator in any namespace"
+        );
+        assert_eq!(v["spec"]["ingress"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_endpoint_without_a_selector_is_never_confined_with_an_empty_one() {
+        let mut s = svc("a", "manual", json!([{"name": "mcp", "port": 80}]));
+        s.spec.as_mut().unwrap().selector = None;
+        let unlabelled = pod(
+            "a",
+            "bare",
+            json!({}),
+            "img",
+            json!([{"name": "mcp", "containerPort": 1}]),
+        );
+        for c in candidates(&[s], &[unlabelled], "cluster.local") {
+            assert!(confine(&[&c], &callers()).is_none(), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn policy_names_fit_the_limit_and_do_not_end_in_a_dash() {
+        assert_eq!(policy_name(SourceKind::Pod, "p"), "shadow-mcp-pod-p");
+        let long = format!("{}-{}", "a".repeat(237), "b".repeat(20));
+        let n = policy_name(SourceKind::Service, &long);
+        assert!(n.len() <= 253 && !n.ends_with('-'), "{n}");
+    }
 }

@@ -196,7 +196,10 @@ async fn post_discover(http: &reqwest::Client, url: &str) -> ProbeOutcome {
             }
             Ok(None) => break,
             Err(e) if body.is_empty() => {
-                return ProbeOutcome::Inconclusive(format!("reading the answer: {}", error_chain(&e)));
+                return ProbeOutcome::Inconclusive(format!(
+                    "reading the answer: {}",
+                    error_chain(&e)
+                ));
             }
             Err(_) => break,
         }
@@ -214,9 +217,7 @@ fn first_sse_data(body: &[u8]) -> Option<String> {
             .filter_map(|l| l.strip_prefix("data:"))
             .map(str::trim_start)
             .collect();
-        data.iter()
-            .any(|d| !d.is_empty())
-            .then(|| data.join("\n"))
+        data.iter().any(|d| !d.is_empty()).then(|| data.join("\n"))
     })
 }
 
@@ -275,14 +276,19 @@ pub fn classify(status: u16, headers: &http::HeaderMap, body: &[u8], sse: bool) 
             Err(_) if result.get("supportedVersions").is_some() => {
                 ProbeOutcome::Mcp("server/discover answered".into())
             }
-            Err(_) => ProbeOutcome::NotMcp("JSON-RPC result that is not an MCP discover result".into()),
+            Err(_) => {
+                ProbeOutcome::NotMcp("JSON-RPC result that is not an MCP discover result".into())
+            }
         };
     }
     let Some(err) = v.get("error") else {
         return ProbeOutcome::NotMcp("JSON-RPC without result or error".into());
     };
     let code = err.get("code").and_then(Value::as_i64).unwrap_or_default();
-    let message = err.get("message").and_then(Value::as_str).unwrap_or_default();
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if MCP_ERROR_CODES.contains(&code)
         || err.pointer("/data/supported").is_some()
         || err.pointer("/data/supportedVersions").is_some()
@@ -290,7 +296,10 @@ pub fn classify(status: u16, headers: &http::HeaderMap, body: &[u8], sse: bool) 
         return ProbeOutcome::Mcp(format!("MCP protocol error {code}: {}", excerpt(message)));
     }
     let lower = message.to_ascii_lowercase();
-    if lower.contains("session") || lower.contains("not initialized") || lower.contains("initialize") {
+    if lower.contains("session")
+        || lower.contains("not initialized")
+        || lower.contains("initialize")
+    {
         return ProbeOutcome::Mcp(format!(
             "legacy MCP (wants a session): {code} {}",
             excerpt(message)
@@ -320,7 +329,9 @@ async fn get_stream(http: &reqwest::Client, url: &str) -> Option<ProbeOutcome> {
     (resp.status().is_success() && sse).then(|| {
         ProbeOutcome::Mcp(format!(
             "GET {} answered text/event-stream",
-            reqwest::Url::parse(url).map(|u| u.path().to_owned()).unwrap_or_default()
+            reqwest::Url::parse(url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default()
         ))
     })
 }
@@ -334,4 +345,100 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     excerpt(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_answer(status: u16, body: Value) -> ProbeOutcome {
+        classify(
+            status,
+            &http::HeaderMap::new(),
+            body.to_string().as_bytes(),
+            false,
+        )
+    }
+
+    #[test]
+    fn a_discover_result_is_mcp_and_any_other_result_is_not() {
+        let ok = json!({"jsonrpc": "2.0", "id": 1, "result": {
+            "resultType": "complete", "supportedVersions": ["2026-07-28"], "capabilities": {},
+            "ttlMs": 0, "cacheScope": "private"}});
+        assert!(matches!(json_answer(200, ok), ProbeOutcome::Mcp(_)));
+        let other = json!({"jsonrpc": "2.0", "id": 1, "result": {"balance": 3}});
+        assert!(matches!(json_answer(200, other), ProbeOutcome::NotMcp(_)));
+    }
+
+    #[test]
+    fn method_not_found_is_a_json_rpc_service_that_is_not_mcp() {
+        let e = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "Method not found"}});
+        let o = json_answer(200, e);
+        assert!(matches!(o, ProbeOutcome::NotMcp(_)), "{o}");
+    }
+
+    #[test]
+    fn legacy_session_errors_and_modern_error_codes_are_mcp() {
+        let legacy = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "Bad Request: No valid session ID provided"}});
+        assert!(json_answer(400, legacy).is_mcp());
+        let modern = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32020, "message": "x"}});
+        assert!(json_answer(400, modern).is_mcp());
+    }
+
+    #[test]
+    fn an_event_stream_answer_is_parsed_from_its_first_data_line() {
+        let body = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"supportedVersions\":[\"2026-07-28\"]}}\r\n\r\n";
+        assert!(classify(200, &http::HeaderMap::new(), body, true).is_mcp());
+        assert_eq!(first_sse_data(b"data: {\"a\":1}"), None, "incomplete event");
+    }
+
+    #[test]
+    fn status_codes_classify_without_a_body() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            "Bearer resource_metadata=\"https://x/.well-known/oauth-protected-resource\""
+                .parse()
+                .unwrap(),
+        );
+        assert!(matches!(
+            classify(401, &h, b"", false),
+            ProbeOutcome::AuthRequired(_)
+        ));
+        let none = http::HeaderMap::new();
+        assert!(matches!(
+            classify(401, &none, b"", false),
+            ProbeOutcome::Inconclusive(_)
+        ));
+        assert!(matches!(
+            classify(503, &none, b"", false),
+            ProbeOutcome::Inconclusive(_)
+        ));
+        assert!(matches!(
+            classify(404, &none, b"<html>", false),
+            ProbeOutcome::NotMcp(_)
+        ));
+        assert!(matches!(
+            classify(501, &none, b"", false),
+            ProbeOutcome::NotMcp(_)
+        ));
+    }
+
+    #[test]
+    fn peer_text_in_details_is_bounded_and_printable() {
+        let msg = format!("session\n{}", "x".repeat(10_000));
+        let e = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": msg}});
+        let o = json_answer(400, e);
+        assert!(o.detail().len() < 200 && !o.detail().contains('\n'), "{o}");
+    }
+
+    #[test]
+    fn the_request_is_server_discover_with_the_2026_meta_and_no_tool_call() {
+        let r = discover_request();
+        assert_eq!(r["method"], "server/discover");
+        assert_eq!(
+            r["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+    }
 }
