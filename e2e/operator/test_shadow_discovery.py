@@ -30,6 +30,12 @@ PYTHON = ROOT / "e2e" / ".venv" / "bin" / "python"
 EVERYTHING = ROOT / "e2e" / "node_modules" / ".bin" / "mcp-server-everything"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def peers_installed():
+    for p in (PYTHON, EVERYTHING):
+        assert p.exists(), f"{p} missing: run `make e2e-setup` (the Python venv and npm peers)"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -124,6 +124,14 @@ impl ApiServer {
     }
 }
 
+/// Waits for a pass; a pass blocked on a request the test did not expect fails here, not hangs.
+async fn finish<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the pass did not finish: it made a request the test did not answer")
+        .unwrap()
+}
+
 fn service(name: &str, ports: Value) -> Value {
     json!({"metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
            "spec": {"selector": {"app": name}, "clusterIP": "10.96.0.10", "ports": ports}})
@@ -263,7 +271,7 @@ async fn one_pass_reports_each_kind_of_shadow_endpoint_once_and_never_the_sancti
             ev["note"].as_str().unwrap().to_owned(),
         ));
     }
-    let found = task.await.unwrap().expect("the pass succeeds");
+    let found = finish(task).await.expect("the pass succeeds");
     api.done().await;
 
     // The reported list: exactly the four shadow endpoints, with evidence and probe result.
@@ -345,7 +353,7 @@ async fn one_pass_reports_each_kind_of_shadow_endpoint_once_and_never_the_sancti
         .await;
     api.list("/apis/portcullis.dev/v1alpha1/mcpportals", portals)
         .await;
-    let found = task.await.unwrap().unwrap();
+    let found = finish(task).await.unwrap();
     api.done().await;
     assert_eq!(found.len(), 3);
     assert!(
@@ -378,7 +386,7 @@ async fn missing_crds_mean_nothing_is_backed_and_a_failed_list_counts_a_failed_p
         .await;
     }
     api.event("team").await;
-    assert_eq!(task.await.unwrap().unwrap().len(), 1);
+    assert_eq!(finish(task).await.unwrap().len(), 1);
 
     let task = tokio::spawn({
         let d = d.clone();
@@ -466,7 +474,7 @@ async fn with_confine_on_each_shadow_object_gets_a_network_policy_and_stale_ones
         |_| json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
     )
     .await;
-    task.await.unwrap().unwrap();
+    finish(task).await.unwrap();
     api.done().await;
 
     let by_name = applied
