@@ -514,3 +514,33 @@ async fn with_confine_on_each_shadow_object_gets_a_network_policy_and_stale_ones
         json!({"app": "agent-tools"})
     );
 }
+
+#[tokio::test]
+async fn the_loop_runs_a_pass_at_once_and_stops_on_shutdown_while_waiting() {
+    let opts = DiscoveryOptions {
+        interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let (d, metrics, mut api) = discovery(opts, prober());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let (d, stop) = (d.clone(), stop.clone());
+        async move { d.run(stop).await }
+    });
+    api.list("/api/v1/services", vec![]).await;
+    api.list("/api/v1/pods", vec![]).await;
+    api.list("/apis/portcullis.dev/v1alpha1/mcpservers", vec![])
+        .await;
+    api.list("/apis/portcullis.dev/v1alpha1/mcpportals", vec![])
+        .await;
+    // The first pass is done once the loop waits; stopping then ends it well before the interval.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.cancel();
+    finish(task).await;
+    api.done().await;
+    assert!(
+        metrics
+            .encode()
+            .contains("portcullis_operator_shadow_mcp_scans_total{outcome=\"ok\"} 1")
+    );
+}
