@@ -26,6 +26,21 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of the per-namespace shadow MCP gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace.
+    pub namespace: String,
+}
+
+/// Labels of the discovery counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Probe outcome (`mcp`, `authRequired`, `notMcp`, `inconclusive`) or pass result
+    /// (`ok`, `error`).
+    pub outcome: String,
+}
+
 /// The operator's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -38,6 +53,12 @@ pub struct Metrics {
     pub duration: Family<ReconcileLabels, Histogram>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Shadow MCP endpoints found by the last discovery pass, per namespace.
+    pub shadow_mcp_endpoints: Family<NamespaceLabels, Gauge>,
+    /// Discovery probes, by outcome.
+    pub shadow_mcp_probes: Family<OutcomeLabels, Counter>,
+    /// Discovery passes, by result.
+    pub shadow_mcp_scans: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,12 +86,33 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let shadow_mcp_endpoints = Family::<NamespaceLabels, Gauge>::default();
+        let shadow_mcp_probes = Family::<OutcomeLabels, Counter>::default();
+        let shadow_mcp_scans = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "shadow_mcp_endpoints",
+            "Shadow MCP endpoints (not backed by an McpServer) found by the last discovery pass",
+            shadow_mcp_endpoints.clone(),
+        );
+        registry.register(
+            "shadow_mcp_probes",
+            "Shadow MCP discovery probes, by outcome",
+            shadow_mcp_probes.clone(),
+        );
+        registry.register(
+            "shadow_mcp_scans",
+            "Shadow MCP discovery passes, by result",
+            shadow_mcp_scans.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reconciles,
             failures,
             duration,
             leader,
+            shadow_mcp_endpoints,
+            shadow_mcp_probes,
+            shadow_mcp_scans,
         }
     }
 }
@@ -95,6 +137,33 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 controller: controller.to_owned(),
                 error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of shadow MCP endpoints of `namespace`.
+    pub fn shadow_endpoints(&self, namespace: &str, n: i64) {
+        self.shadow_mcp_endpoints
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_owned(),
+            })
+            .set(n);
+    }
+
+    /// Counts `n` discovery probes with `outcome`.
+    pub fn shadow_probes(&self, outcome: &str, n: u64) {
+        self.shadow_mcp_probes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a discovery pass with `result` (`ok`, `error`).
+    pub fn shadow_scan(&self, result: &str) {
+        self.shadow_mcp_scans
+            .get_or_create(&OutcomeLabels {
+                outcome: result.to_owned(),
             })
             .inc();
     }
