@@ -112,10 +112,14 @@ class Idp:
         return r.json()["access_token"]
 
 
-def start_idp(pm: ProcessManager, workdir: Path, name: str = "idp", tls: Tls | None = None) -> Idp:
+def start_idp(
+    pm: ProcessManager, workdir: Path, name: str = "idp", tls: Tls | None = None, token_ttl: int | None = None
+) -> Idp:
     paths.require(paths.NODE_MODULES / "oidc-provider", "npm oidc-provider")
     key_file = workdir / f"{name}-key.json"
     cmd: list[Any] = [paths.NODE, IDP_JS, "--port", "0", "--key-file", key_file]
+    if token_ttl is not None:
+        cmd += ["--access-token-ttl", str(token_ttl)]
     if tls:
         cmd += ["--tls-cert", tls.cert, "--tls-key", tls.key]
     proc = pm.start(name, cmd)
@@ -163,9 +167,14 @@ def start_auth_portal(
     proxy_env: dict[str, str] | None = None,
     proxy_name: str = "proxy",
     upstream_tls: Tls | None = None,
+    upstream_oauth: dict[str, str] | None = None,
+    wait: bool = True,
 ) -> AuthPortal:
     """IdP + the Python `mcp` server (recording every request it gets) + a portal over it that
-    requires the IdP's tokens. Policies: group finance reads, group engineering writes."""
+    requires the IdP's tokens. Policies: group finance reads, group engineering writes.
+
+    `upstream_oauth` ({client_id, client_secret, resource}) makes the portal fetch its own token
+    for the upstream from the IdP (client credentials; the id and secret in a Secret)."""
     idp = idp or start_idp(pm, workdir)
     record = workdir / "upstream-requests.jsonl"
     tls = (upstream_tls.cert, upstream_tls.key) if upstream_tls else None
@@ -173,6 +182,18 @@ def start_auth_portal(
     server = manifests.remote_server("pyboth", py.url)
     # `add` and `whoami` only read; `echo` counts as a write (no readOnlyHint).
     server["spec"]["tools"] = [{"name": "add", "readOnly": True}, {"name": "whoami", "readOnly": True}]
+    extra_docs = []
+    if upstream_oauth:
+        server["spec"]["remote"]["oauth"] = {
+            "tokenUrl": f"{idp.issuer}/token",
+            "clientIdFrom": {"name": "pyboth-client", "key": "id"},
+            "clientSecretFrom": {"name": "pyboth-client", "key": "secret"},
+            "scopes": ["mcp"],
+            "resource": upstream_oauth["resource"],
+        }
+        extra_docs.append(
+            manifests.secret("pyboth-client", {"id": upstream_oauth["client_id"], "secret": upstream_oauth["client_secret"]})
+        )
     portal = manifests.portal(
         "secure",
         names=["pyboth"],
@@ -191,10 +212,12 @@ def start_auth_portal(
         portal,
         policy("finance-read", "finance", "read"),
         policy("engineering-write", "engineering", "write"),
+        *extra_docs,
     ]
     path = manifests.write(workdir, docs)
     p = start_proxy(pm, path, "secure", name=proxy_name, env=proxy_env)
-    p.wait_upstreams(["pyboth"])
+    if wait:
+        p.wait_upstreams(["pyboth"])
     return AuthPortal(p, idp, record)
 
 

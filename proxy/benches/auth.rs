@@ -111,6 +111,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
                 headers: vec![],
             },
             overrides: vec![],
+            oauth: None,
         }],
         policies,
         session_key: None,
@@ -270,6 +271,7 @@ async fn main() {
                         env: vec![],
                     },
                     overrides: vec![],
+                    oauth: None,
                 },
                 Arc::new(proxy::upstream::Catalog {
                     tools,

@@ -414,6 +414,7 @@ async fn fixture() -> Fixture {
             headers: vec![("X-Api-Key".into(), "upstream-secret".into())],
         },
         overrides: vec![],
+        oauth: None,
     }];
     let limits = PolicyLimits {
         calls_per_minute: None,

@@ -52,6 +52,35 @@ pub struct ServerConfig {
     pub transport: Transport,
     /// Per-tool overrides from the spec.
     pub overrides: Vec<ToolOverride>,
+    /// OAuth client credentials for the portal's own token to this upstream (remote servers).
+    pub oauth: Option<UpstreamOAuth>,
+}
+
+/// `spec.remote.oauth` with the client id and secret resolved from their Secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamOAuth {
+    /// Token endpoint.
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Scopes requested.
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource indicator.
+    pub resource: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamOAuth {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamOAuth")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -62,6 +91,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("transport", &self.transport.describe())
+            .field("oauth", &self.oauth)
             .finish()
     }
 }
@@ -257,6 +287,16 @@ fn server_config(server: &McpServer, secrets: &Secrets<'_>) -> Result<ServerConf
         Error::MissingSecret { .. } => Error::Config(format!("McpServer {name}: {e}")),
         other => other,
     };
+    let oauth = match spec.remote.as_ref().and_then(|r| r.oauth.as_ref()) {
+        None => None,
+        Some(o) => Some(UpstreamOAuth {
+            token_url: o.token_url.clone(),
+            client_id: secrets.text(&o.client_id_from).map_err(ctx)?,
+            client_secret: secrets.text(&o.client_secret_from).map_err(ctx)?,
+            scopes: o.scopes.clone(),
+            resource: o.resource.clone(),
+        }),
+    };
     let transport = if let Some(remote) = &spec.remote {
         let mut headers = Vec::new();
         for h in &remote.headers {
@@ -321,6 +361,7 @@ fn server_config(server: &McpServer, secrets: &Secrets<'_>) -> Result<ServerConf
             .unwrap_or(DEFAULT_TIMEOUT),
         transport,
         overrides: spec.tools.clone(),
+        oauth,
     })
 }
 

@@ -24,6 +24,7 @@ fn server(name: &str) -> ServerConfig {
             env: vec![],
         },
         overrides: vec![],
+        oauth: None,
     }
 }
 

@@ -261,6 +261,7 @@ mod tests {
                 env: vec![],
             },
             overrides: vec![],
+            oauth: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! with exponential backoff. Nothing one upstream does can stall another.
 
 pub mod client;
+pub mod oauth;
 pub mod sse;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,8 @@ pub struct Upstream {
     refresh: Notify,
     reconnect: Notify,
     cancel: CancellationToken,
+    /// The portal's own token for this upstream (`spec.remote.oauth`), kept across reconnects.
+    tokens: Option<Arc<oauth::TokenSource>>,
 }
 
 impl Upstream {
@@ -248,6 +251,10 @@ impl Upstreams {
                 refresh: Notify::new(),
                 reconnect: Notify::new(),
                 cancel: self.shutdown.child_token(),
+                tokens: cfg
+                    .oauth
+                    .clone()
+                    .map(|o| Arc::new(oauth::TokenSource::new(self.http.clone(), o))),
             });
             map.insert(name, up.clone());
             tokio::spawn(supervise(self.clone(), up));
@@ -457,7 +464,8 @@ async fn connect(
                 }
             }
             config = config.custom_headers(custom);
-            let transport = StreamableHttpClientTransport::with_client(all.http.clone(), config);
+            let client = oauth::AuthorizedClient::new(all.http.clone(), up.tokens.clone());
+            let transport = StreamableHttpClientTransport::with_client(client, config);
             handler
                 .serve_with_lifecycle(transport, lifecycle())
                 .await
@@ -468,6 +476,7 @@ async fn connect(
                 all.http.clone(),
                 url,
                 header_map(headers)?,
+                up.tokens.clone(),
                 up.config.timeout,
             )
             .await

@@ -4,12 +4,15 @@
 //! small: `GET <url>` opens an event stream whose first `endpoint` event names the URL to POST
 //! messages to; every server message then arrives as a `message` event on that stream.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rmcp::RoleClient;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use sse_stream::SseStream;
+
+use super::oauth::TokenSource;
 
 /// Errors of the SSE transport.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,7 @@ pub async fn connect(
     client: reqwest::Client,
     url: &str,
     headers: reqwest::header::HeaderMap,
+    tokens: Option<Arc<TokenSource>>,
     timeout: Duration,
 ) -> Result<
     (
@@ -43,9 +47,17 @@ pub async fn connect(
     SseError,
 > {
     let base = reqwest::Url::parse(url).map_err(|e| SseError::Protocol(format!("bad url: {e}")))?;
-    let resp = client
-        .get(base.clone())
-        .headers(headers.clone())
+    let bearer = |tokens: Option<Arc<TokenSource>>| async move {
+        match tokens {
+            Some(t) => t.token().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let mut get = client.get(base.clone()).headers(headers.clone());
+    if let Some(token) = bearer(tokens.clone()).await.map_err(SseError::Protocol)? {
+        get = get.bearer_auth(token);
+    }
+    let resp = get
         .header(reqwest::header::ACCEPT, "text/event-stream")
         .send()
         .await?;
@@ -82,15 +94,26 @@ pub async fn connect(
     let (tx, mut rx) = futures::channel::mpsc::channel::<TxJsonRpcMessage<RoleClient>>(64);
     tokio::spawn(async move {
         while let Some(msg) = rx.next().await {
-            let post = client
-                .post(endpoint.clone())
-                .headers(headers.clone())
-                .json(&msg)
-                .send()
-                .await;
+            let mut post = client.post(endpoint.clone()).headers(headers.clone());
+            match bearer(tokens.clone()).await {
+                Ok(Some(token)) => post = post.bearer_auth(token),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sse upstream: no token for a message; dropped");
+                    continue;
+                }
+            }
+            let post = post.json(&msg).send().await;
             match post {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(status = %r.status(), "sse upstream refused a message"),
+                Ok(r) => {
+                    if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                        && let Some(t) = &tokens
+                    {
+                        t.invalidate().await;
+                    }
+                    tracing::warn!(status = %r.status(), "sse upstream refused a message")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "sse upstream POST failed");
                     break;
