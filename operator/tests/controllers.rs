@@ -197,6 +197,7 @@ fn ready_remote_server(name: &str, tools: u32) -> McpServer {
             count: tools,
             names: (0..tools).map(|i| format!("t{i}")).collect(),
             hash: "h".into(),
+            ..Default::default()
         }),
         conditions: vec![Condition {
             type_: "Ready".into(),
