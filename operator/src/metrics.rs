@@ -26,6 +26,15 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of tool-definition changes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolChangeLabels {
+    /// `namespace/name` of the McpServer.
+    pub server: String,
+    /// The verdict's state: `Changed`, `New` or `Quarantined`.
+    pub state: String,
+}
+
 /// The operator's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -38,6 +47,9 @@ pub struct Metrics {
     pub duration: Family<ReconcileLabels, Histogram>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Tool definitions that differ from their approved or baseline hash (or are new), counted
+    /// once per probe that first sees them (`onChange: Alert` and `Quarantine`).
+    pub tool_definition_changes: Family<ToolChangeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,7 +77,14 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let tool_definition_changes = Family::<ToolChangeLabels, Counter>::default();
+        registry.register(
+            "tool_definition_changes",
+            "Tool definitions that differ from their approved or baseline hash, or are new",
+            tool_definition_changes.clone(),
+        );
         Self {
+            tool_definition_changes,
             registry: Mutex::new(registry),
             reconciles,
             failures,
