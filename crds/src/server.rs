@@ -65,12 +65,18 @@ pub struct McpServerSpec {
 impl McpServerSpec {
     /// `spec.pinning.onChange`, defaulted.
     pub fn on_change(&self) -> PinAction {
-        self.pinning.as_ref().map(|p| p.on_change).unwrap_or_default()
+        self.pinning
+            .as_ref()
+            .map(|p| p.on_change)
+            .unwrap_or_default()
     }
 
     /// `spec.screening.action`, defaulted.
     pub fn on_finding(&self) -> PinAction {
-        self.screening.as_ref().map(|s| s.action).unwrap_or_default()
+        self.screening
+            .as_ref()
+            .map(|s| s.action)
+            .unwrap_or_default()
     }
 
     /// `spec.pinning.approved`.

@@ -94,7 +94,9 @@ pub fn is_hash(s: &str) -> bool {
 }
 
 /// What a screening finding is about.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum FindingKind {
     /// Invisible, zero-width, bidirectional-override or Unicode tag characters: text a human
     /// reviewer does not see but the model reads.
@@ -170,8 +172,10 @@ fn first_hidden_char(text: &str) -> Option<usize> {
         let next = chars.get(k + 1).map(|&(_, c)| c);
         let benign = match c {
             '\u{FE0E}' | '\u{FE0F}' => prev.is_some_and(emoji_like),
-            '\u{200D}' => prev.is_some_and(|p| emoji_like(p) || matches!(p, '\u{FE0F}'))
-                && next.is_some_and(emoji_like),
+            '\u{200D}' => {
+                prev.is_some_and(|p| emoji_like(p) || matches!(p, '\u{FE0F}'))
+                    && next.is_some_and(emoji_like)
+            }
             _ => false,
         };
         if !benign {
@@ -386,7 +390,9 @@ impl ToolState {
 }
 
 /// A tool name with the hash of one of its definitions.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolPin {
     /// The upstream tool name (without the portal prefix).

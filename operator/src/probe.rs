@@ -227,7 +227,10 @@ mod tests {
             &first.baseline,
             Some(&first.verdicts),
         );
-        assert_ne!(allowed.baseline, first.baseline, "Allow follows the upstream");
+        assert_ne!(
+            allowed.baseline, first.baseline,
+            "Allow follows the upstream"
+        );
         assert_eq!(allowed.verdicts[0].state, ToolState::Pinned);
         assert_eq!(allowed.changed_since_last_probe, ["a"]);
         let q = pin(

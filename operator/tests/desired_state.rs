@@ -325,8 +325,12 @@ fn the_portal_config_carries_each_servers_tool_baseline_and_nothing_else_of_stat
         ..Default::default()
     });
     let refs: Vec<&crds::McpServer> = with_status.iter().collect();
-    let yaml = desired::portal::config_yaml(p, &refs, &policies, &RenderOptions::default()).unwrap();
+    let yaml =
+        desired::portal::config_yaml(p, &refs, &policies, &RenderOptions::default()).unwrap();
     assert!(yaml.contains("toolBaseline:"), "{yaml}");
     assert!(yaml.contains(&pin.hash), "{yaml}");
-    assert!(!yaml.contains("secret-endpoint"), "only the baseline: {yaml}");
+    assert!(
+        !yaml.contains("secret-endpoint"),
+        "only the baseline: {yaml}"
+    );
 }

@@ -299,7 +299,11 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
 }
 
 /// Conditions the pinning step owns.
-const PIN_CONDITIONS: [&str; 3] = ["ToolsChanged", "ToolsQuarantined", "ToolDescriptionsFlagged"];
+const PIN_CONDITIONS: [&str; 3] = [
+    "ToolsChanged",
+    "ToolsQuarantined",
+    "ToolDescriptionsFlagged",
+];
 
 /// Events and metrics for what a probe's pinning verdicts say, and the conditions to set.
 /// `probed_before`: whether an earlier probe's verdicts exist (the first probe of a server is
@@ -361,8 +365,13 @@ async fn report_pinning(
         }
     }
     let newly_quarantined: Vec<&str> = quarantined.iter().copied().filter(|n| fresh(n)).collect();
-    if !newly_quarantined.is_empty() && probed_before || (!probed_before && !quarantined.is_empty())
-    {
+    // Reported when a tool becomes quarantined, and once on a server's first probe.
+    let report_quarantine = if probed_before {
+        !newly_quarantined.is_empty()
+    } else {
+        !quarantined.is_empty()
+    };
+    if report_quarantine {
         ctx.event(
             server,
             true,

@@ -102,10 +102,7 @@ pub fn config_yaml(
         let mut doc = clean_document(&server_as_seen_by_portal(s, opts))?;
         let baseline = s.status.as_ref().map(|st| &st.tool_baseline);
         if let (Some(b), Some(obj)) = (baseline.filter(|b| !b.is_empty()), doc.as_object_mut()) {
-            obj.insert(
-                "status".into(),
-                serde_json::json!({ "toolBaseline": b }),
-            );
+            obj.insert("status".into(), serde_json::json!({ "toolBaseline": b }));
         }
         docs.push(doc);
     }

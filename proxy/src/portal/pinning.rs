@@ -104,7 +104,9 @@ impl Pinning {
             verdicts.sort_by(|a, b| a.name.cmp(&b.name));
             if pins.on_change == PinAction::Allow && pins.baseline.is_none() && input.ready {
                 // Allow: the baseline follows the upstream (the change was still reported).
-                inner.tofu.insert(name.clone(), tooldef::baseline_of(&tools));
+                inner
+                    .tofu
+                    .insert(name.clone(), tooldef::baseline_of(&tools));
             }
             for v in &verdicts {
                 report(&mut inner, &cfg.name, &name, v, metrics, audit);
@@ -404,9 +406,11 @@ mod tests {
         );
         assert_eq!(names(&applied), ["a"], "Alert does not hide");
         assert_eq!(applied.verdicts["s"][0].state, ToolState::Changed);
-        assert!(metrics.encode().contains(
-            r#"portcullis_tool_definition_changes_total{server="s",state="Changed"} 1"#
-        ));
+        assert!(
+            metrics.encode().contains(
+                r#"portcullis_tool_definition_changes_total{server="s",state="Changed"} 1"#
+            )
+        );
     }
 
     #[test]

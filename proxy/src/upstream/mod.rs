@@ -371,7 +371,10 @@ fn listen_for_list_changes(
     let peer = peer.clone();
     let up = Arc::downgrade(up);
     Some(tokio::spawn(async move {
-        let name = up.upgrade().map(|u| u.config.name.clone()).unwrap_or_default();
+        let name = up
+            .upgrade()
+            .map(|u| u.config.name.clone())
+            .unwrap_or_default();
         let mut sub = match peer.listen(filter).await {
             Ok(s) => s,
             Err(e) => {
