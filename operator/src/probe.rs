@@ -102,7 +102,7 @@ impl Prober for McpProber {
 }
 
 /// Count, sorted names and SHA-256 of the canonical JSON (keys sorted, tools sorted by name)
-/// of tool definitions.
+/// of tool definitions, and each tool's hash and screening findings.
 pub fn summarize(tools: &[serde_json::Value]) -> DiscoveredTools {
     let mut sorted: Vec<serde_json::Value> = tools.iter().map(canonical).collect();
     sorted.sort_by(|a, b| name_of(a).cmp(name_of(b)));
@@ -112,7 +112,9 @@ pub fn summarize(tools: &[serde_json::Value]) -> DiscoveredTools {
         count: u32::try_from(tools.len()).unwrap_or(u32::MAX),
         names,
         hash: crate::desired::sha256_hex(&bytes),
-        definitions: Vec::new(),
+        // Each tool against itself as the baseline: hashes and screening findings, so
+        // `portcullis-operator probe` shows what to approve.
+        definitions: pin(tools, &crds::McpServerSpec::default(), &[], None).verdicts,
     }
 }
 
