@@ -329,8 +329,7 @@ fn excerpt(text: &str, start: usize, end: usize) -> String {
     if from > 0 {
         out.push('…');
     }
-    let mut shown = 0;
-    for (i, c) in text[from..].char_indices() {
+    for (shown, (i, c)) in text[from..].char_indices().enumerate() {
         if shown >= MAX || (from + i > end && shown >= CONTEXT + (end - start).min(MAX)) {
             out.push('…');
             break;
@@ -342,7 +341,6 @@ fn excerpt(text: &str, start: usize, end: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }
