@@ -37,6 +37,7 @@ bench: operator-bench
 	$(CARGO) bench -p portcullis-proxy --bench codemode
 	$(CARGO) bench -p portcullis-proxy --bench dlp
 	$(CARGO) bench -p portcullis-proxy --bench auth
+	$(CARGO) bench -p portcullis-proxy --bench classify
 
 ## generate: the CRD YAML (crds/ and charts/portcullis/crds/) from the types in crds/src
 generate:
@@ -56,7 +57,8 @@ operator-test: operator-setup
 	$(MAKE) operator-e2e
 
 ## operator-e2e: render/helm schema validation (kubernetes-validate, strict), helm lint, the
-## prober against a real server, and the proxy serving ConfigMaps that `render` produced.
+## prober against a real server, shadow discovery's probe against real MCP and non-MCP servers
+## (needs `make e2e-setup` for those peers), and the proxy serving ConfigMaps `render` produced.
 ## CI: after `make test` (whose `cargo test --workspace` already runs the Rust tests above).
 operator-e2e: operator-setup build
 	e2e/operator/.venv/bin/pytest e2e/operator -v

@@ -61,12 +61,19 @@ class Portal:
             time.sleep(0.2)
 
 
-def start_proxy(pm: ProcessManager, manifests: Path, portal: str, name: str = "proxy", timeout: float = 60.0) -> Portal:
+def start_proxy(
+    pm: ProcessManager,
+    manifests: Path,
+    portal: str,
+    name: str = "proxy",
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Portal:
     binary = paths.require(paths.PROXY_BIN, "the portcullis-proxy binary (cargo build --workspace --bins)")
     proc = pm.start(
         name,
         [binary, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-        env={"RUST_LOG": "info", "RUST_BACKTRACE": "1", "RUST_LIB_BACKTRACE": "0"},
+        env={"RUST_LOG": "info", "RUST_BACKTRACE": "1", "RUST_LIB_BACKTRACE": "0", **(env or {})},
     )
     m = proc.wait_for(SERVING, timeout=timeout, stream="stdout")
     a = proc.wait_for(ADMIN, timeout=timeout, stream="stdout")

@@ -44,7 +44,11 @@ def everything_stdio_command() -> tuple[list[str], list[str]]:
 
 
 def py_both_eras(
-    pm: ProcessManager, name: str = "pyboth", record: Path | None = None, stateless: bool = False
+    pm: ProcessManager,
+    name: str = "pyboth",
+    record: Path | None = None,
+    stateless: bool = False,
+    tls: tuple[Path, Path] | None = None,
 ) -> Upstream:
     """Our Python `mcp` 2.x server (e2e/servers/py_both_eras.py): legacy and 2026-07-28 eras."""
     python = paths.require(paths.VENV_PYTHON, "the e2e virtualenv")
@@ -54,8 +58,10 @@ def py_both_eras(
         cmd += ["--record", str(record)]
     if stateless:
         cmd.append("--stateless")
+    if tls is not None:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     proc = pm.start(name, cmd)
-    m = proc.wait_for(r"py_both_eras: serving (http://\S+/mcp)", timeout=30, stream="stdout")
+    m = proc.wait_for(r"py_both_eras: serving (https?://\S+/mcp)", timeout=30, stream="stdout")
     return Upstream(name, m.group(1), proc)
 
 

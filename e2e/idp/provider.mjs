@@ -1,6 +1,7 @@
 // A real OAuth 2.1 / OIDC identity provider for the e2e suite: npm `oidc-provider` 9.x.
 //
 //   node e2e/idp/provider.mjs [--port 9600] [--key-file PATH] [--access-token-ttl 600]
+//                             [--tls-cert PEM --tls-key PEM]   (serve https: a company issuer)
 //
 // Prints `idp: issuer http://127.0.0.1:PORT` when ready (port 0 picks a free one).
 //
@@ -16,6 +17,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
@@ -26,6 +28,8 @@ const { values: args } = parseArgs({
     host: { type: 'string', default: '127.0.0.1' },
     'key-file': { type: 'string' },
     'access-token-ttl': { type: 'string', default: '600' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
   },
 });
 const ttl = Number(args['access-token-ttl']);
@@ -51,9 +55,12 @@ function signingKey() {
 
 // Listen first: the issuer URL needs the port.
 let handler = (_req, res) => { res.statusCode = 503; res.end(); };
-const server = http.createServer((req, res) => handler(req, res));
+const tls = args['tls-cert'] && args['tls-key'];
+const server = tls
+  ? https.createServer({ cert: fs.readFileSync(args['tls-cert']), key: fs.readFileSync(args['tls-key']) }, (req, res) => handler(req, res))
+  : http.createServer((req, res) => handler(req, res));
 await new Promise((resolve) => server.listen(Number(args.port), args.host, resolve));
-const issuer = `http://${args.host}:${server.address().port}`;
+const issuer = `${tls ? 'https' : 'http'}://${args.host}:${server.address().port}`;
 
 const resourceScopes = (resource) => (Array.isArray(resource) ? resource : resource ? [resource] : []);
 

@@ -123,18 +123,28 @@ def main() -> None:
     parser.add_argument("--name", default="pyboth")
     parser.add_argument("--record", default=None)
     parser.add_argument("--stateless", action="store_true")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve https")
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args()
 
     mcp = build(args.name)
     app = mcp.streamable_http_app(stateless_http=args.stateless, host=args.host)
-    config = uvicorn.Config(Recorder(app, args.record), host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(
+        Recorder(app, args.record),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+    )
+    scheme = "https" if args.tls_cert else "http"
     server = uvicorn.Server(config)
 
     original_startup = server.startup
 
     async def startup(sockets: Any = None) -> None:
         await original_startup(sockets)
-        print(f"py_both_eras: serving http://{args.host}:{args.port}/mcp", flush=True)
+        print(f"py_both_eras: serving {scheme}://{args.host}:{args.port}/mcp", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
     server.run()

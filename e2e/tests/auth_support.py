@@ -5,10 +5,13 @@ IdP's login form the way a user would."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,10 @@ from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from harness import manifests, paths, upstreams
 from harness.procs import Proc, ProcessManager
@@ -29,10 +34,58 @@ REDIRECT_URI = "http://127.0.0.1:33418/callback"  # nothing listens: the test re
 
 
 @dataclass
+class Tls:
+    """A private CA (as a company has) and a server certificate it issued for 127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def private_ca(workdir: Path) -> Tls:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Portcullis e2e private CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    tls = Tls(workdir / "ca.pem", workdir / "idp-cert.pem", workdir / "idp-key.pem")
+    tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tls.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return tls
+
+
+@dataclass
 class Idp:
     issuer: str
     key_file: Path
     proc: Proc
+    tls: Tls | None = None
 
     def private_jwk(self) -> dict[str, Any]:
         return json.loads(self.key_file.read_text())
@@ -53,17 +106,21 @@ class Idp:
             auth=(client_id, secret),
             data={"grant_type": "client_credentials", "scope": scope, "resource": resource},
             timeout=10,
+            verify=ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else True,
         )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
 
 
-def start_idp(pm: ProcessManager, workdir: Path, name: str = "idp") -> Idp:
+def start_idp(pm: ProcessManager, workdir: Path, name: str = "idp", tls: Tls | None = None) -> Idp:
     paths.require(paths.NODE_MODULES / "oidc-provider", "npm oidc-provider")
     key_file = workdir / f"{name}-key.json"
-    proc = pm.start(name, [paths.NODE, IDP_JS, "--port", "0", "--key-file", key_file])
-    m = proc.wait_for(r"idp: issuer (http://\S+)", timeout=60, stream="stdout")
-    return Idp(m.group(1), key_file, proc)
+    cmd: list[Any] = [paths.NODE, IDP_JS, "--port", "0", "--key-file", key_file]
+    if tls:
+        cmd += ["--tls-cert", tls.cert, "--tls-key", tls.key]
+    proc = pm.start(name, cmd)
+    m = proc.wait_for(r"idp: issuer (https?://\S+)", timeout=60, stream="stdout")
+    return Idp(m.group(1), key_file, proc, tls)
 
 
 @dataclass
@@ -99,12 +156,20 @@ class AuthPortal:
         return c
 
 
-def start_auth_portal(pm: ProcessManager, workdir: Path) -> AuthPortal:
+def start_auth_portal(
+    pm: ProcessManager,
+    workdir: Path,
+    idp: Idp | None = None,
+    proxy_env: dict[str, str] | None = None,
+    proxy_name: str = "proxy",
+    upstream_tls: Tls | None = None,
+) -> AuthPortal:
     """IdP + the Python `mcp` server (recording every request it gets) + a portal over it that
     requires the IdP's tokens. Policies: group finance reads, group engineering writes."""
-    idp = start_idp(pm, workdir)
+    idp = idp or start_idp(pm, workdir)
     record = workdir / "upstream-requests.jsonl"
-    py = upstreams.py_both_eras(pm, "pyboth", record=record)
+    tls = (upstream_tls.cert, upstream_tls.key) if upstream_tls else None
+    py = upstreams.py_both_eras(pm, "pyboth", record=record, tls=tls)
     server = manifests.remote_server("pyboth", py.url)
     # `add` and `whoami` only read; `echo` counts as a write (no readOnlyHint).
     server["spec"]["tools"] = [{"name": "add", "readOnly": True}, {"name": "whoami", "readOnly": True}]
@@ -128,7 +193,7 @@ def start_auth_portal(pm: ProcessManager, workdir: Path) -> AuthPortal:
         policy("engineering-write", "engineering", "write"),
     ]
     path = manifests.write(workdir, docs)
-    p = start_proxy(pm, path, "secure")
+    p = start_proxy(pm, path, "secure", name=proxy_name, env=proxy_env)
     p.wait_upstreams(["pyboth"])
     return AuthPortal(p, idp, record)
 

@@ -3,10 +3,12 @@
 //!
 //! Layout: [`desired`] holds the pure `spec -> objects` functions; [`controller`] applies them
 //! (server-side apply, one field manager), writes status and events; [`probe`] lists an MCP
-//! server's tools; [`lease`] is leader election; [`metrics`] the reconcile metrics.
+//! server's tools; [`lease`] is leader election; [`metrics`] the reconcile metrics;
+//! [`discovery`] finds in-cluster MCP endpoints no McpServer backs (opt-in).
 
 pub mod controller;
 pub mod desired;
+pub mod discovery;
 pub mod error;
 pub mod lease;
 pub mod manifests;

@@ -25,6 +25,8 @@ struct Cli {
     render: RenderArgs,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    discovery: DiscoveryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +48,71 @@ enum Command {
         #[arg(long = "header")]
         headers: Vec<String>,
     },
+    /// Shadow MCP discovery: MCP endpoints in the cluster that no McpServer backs.
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShadowCommand {
+    /// Run one discovery pass and list the shadow MCP endpoints (namespace, workload, endpoint,
+    /// evidence, probe result). Scans `--namespace`, else `--discover-namespaces`, else all.
+    List {
+        /// `table` or `json`.
+        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+        #[command(flatten)]
+        source: ShadowSource,
+    },
+    /// Print, as YAML for GitOps, the NetworkPolicies that `--confine-shadow` would apply.
+    Netpol {
+        #[command(flatten)]
+        source: ShadowSource,
+    },
+    /// Probe one HTTP endpoint (`http://host:port`) the way discovery does; prints JSON.
+    Probe {
+        /// Base URL, without the `/mcp` path.
+        #[arg(long)]
+        url: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ShadowSource {
+    /// Read Services, Pods, McpServers and McpPortals from this YAML file or directory
+    /// (`kubectl get svc,pods,mcpservers,mcpportals -A -o yaml`) instead of the cluster.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Do not probe: report only what names, appProtocols and labels say.
+    #[arg(long)]
+    no_probe: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DiscoveryArgs {
+    /// Run shadow MCP discovery (opt-in) next to the controllers.
+    #[arg(long, env = "PORTCULLIS_DISCOVER_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", global = true)]
+    discover_shadow: bool,
+    /// Namespaces discovery scans (comma-separated); empty scans all.
+    #[arg(
+        long,
+        env = "PORTCULLIS_DISCOVER_NAMESPACES",
+        value_delimiter = ',',
+        global = true
+    )]
+    discover_namespaces: Vec<String>,
+    /// Seconds between discovery passes.
+    #[arg(long, env = "PORTCULLIS_DISCOVER_INTERVAL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86400), global = true)]
+    discover_interval: u64,
+    /// Seconds each discovery probe request may take.
+    #[arg(long, env = "PORTCULLIS_DISCOVER_PROBE_TIMEOUT", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60), global = true)]
+    discover_probe_timeout: u64,
+    /// Apply a NetworkPolicy that confines each shadow endpoint's MCP ports to portal pods
+    /// and the operator.
+    #[arg(long, env = "PORTCULLIS_CONFINE_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", global = true)]
+    confine_shadow: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,9 +141,10 @@ struct RenderArgs {
         global = true
     )]
     cluster_domain: String,
-    /// Namespace of resources that name none (render).
-    #[arg(long, default_value = "default", global = true)]
-    namespace: String,
+    /// Namespace of resources that name none (render; default `default`); the namespace
+    /// `shadow` scans (default: `--discover-namespaces`, else all).
+    #[arg(long, global = true)]
+    namespace: Option<String>,
     /// Render ServiceMonitors: `true`, `false`, or `auto` (when the CRD exists; `render`
     /// treats auto as false).
     #[arg(long, env = "PORTCULLIS_SERVICE_MONITOR", default_value = "auto", value_parser = ["auto", "true", "false"], global = true)]
@@ -111,7 +179,7 @@ fn render_options(a: &RenderArgs) -> RenderOptions {
         proxy_image: a.proxy_image.clone(),
         image_pull_policy: a.proxy_image_pull_policy.clone(),
         cluster_domain: a.cluster_domain.clone(),
-        default_namespace: a.namespace.clone(),
+        default_namespace: a.namespace.clone().unwrap_or_else(|| "default".into()),
         service_monitor: a.service_monitor == "true",
     }
 }
@@ -143,11 +211,92 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run => run(cli.render, cli.run).await,
+        Command::Shadow { command } => shadow(command, &cli.render, &cli.run, &cli.discovery).await,
+        Command::Run => run(cli.render, cli.run, cli.discovery).await,
     }
 }
 
-async fn run(render: RenderArgs, args: RunArgs) -> anyhow::Result<()> {
+fn discovery_options(
+    render: &RenderArgs,
+    run: &RunArgs,
+    d: &DiscoveryArgs,
+) -> operator::discovery::DiscoveryOptions {
+    operator::discovery::DiscoveryOptions {
+        namespaces: d
+            .discover_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        interval: Duration::from_secs(d.discover_interval),
+        confine: d.confine_shadow,
+        cluster_domain: render.cluster_domain.clone(),
+        operator_namespace: Some(run.lease_namespace.clone()),
+        probe: true,
+        concurrency: 8,
+    }
+}
+
+async fn shadow(
+    command: ShadowCommand,
+    render: &RenderArgs,
+    run: &RunArgs,
+    d: &DiscoveryArgs,
+) -> anyhow::Result<()> {
+    use operator::discovery::{self, probe::HttpShadowProber, probe::ShadowProber};
+    let prober: Arc<dyn ShadowProber> = Arc::new(HttpShadowProber::new(Duration::from_secs(
+        d.discover_probe_timeout,
+    )));
+    let mut opts = discovery_options(render, run, d);
+    if let Some(ns) = &render.namespace {
+        opts.namespaces = vec![ns.clone()];
+    }
+    let source = match command {
+        ShadowCommand::Probe { url } => {
+            let outcome = prober.probe(url).await;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            return Ok(());
+        }
+        ShadowCommand::List { ref source, .. } | ShadowCommand::Netpol { ref source } => source,
+    };
+    opts.probe = !source.no_probe;
+    let inv = match &source.from {
+        Some(path) => {
+            let mut inv = discovery::inventory_from_files(path, "default")?;
+            inv.retain_namespaces(&opts.namespaces);
+            inv
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (kubeconfig)")?;
+            discovery::list_inventory(&client, &opts.namespaces)
+                .await
+                .context("listing Services, Pods, McpServers and McpPortals")?
+        }
+    };
+    let scan = discovery::scan(&inv, prober, &opts).await;
+    match command {
+        ShadowCommand::List { output, .. } if output == "json" => {
+            println!("{}", serde_json::to_string_pretty(&scan.endpoints)?);
+        }
+        ShadowCommand::List { .. } => print!("{}", discovery::to_table(&scan.endpoints)),
+        _ => {
+            let callers = discovery::sanctioned_callers(&inv, &opts);
+            for p in discovery::netpol::network_policies(&scan.endpoints, &callers) {
+                let mut v = serde_json::to_value(&p)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("apiVersion".into(), "networking.k8s.io/v1".into());
+                    o.insert("kind".into(), "NetworkPolicy".into());
+                }
+                print!("---\n{}", serde_yaml::to_string(&v)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(render: RenderArgs, args: RunArgs, disc: DiscoveryArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
     let client = kube::Client::try_default()
         .await
@@ -212,8 +361,24 @@ async fn run(render: RenderArgs, args: RunArgs) -> anyhow::Result<()> {
         shutdown.clone()
     };
     metrics.leader.set(1);
+    let discovery = disc.discover_shadow.then(|| {
+        use operator::discovery::{Discovery, probe::HttpShadowProber};
+        let d = Discovery::new(
+            ctx.clone(),
+            Arc::new(HttpShadowProber::new(Duration::from_secs(
+                disc.discover_probe_timeout,
+            ))),
+            discovery_options(&render, &args, &disc),
+        );
+        let stop = controllers_stop.clone();
+        tokio::spawn(async move { d.run(stop).await })
+    });
     tracing::info!("starting controllers");
     controller::run(ctx, controllers_stop.clone()).await;
+    if let Some(d) = discovery {
+        controllers_stop.cancel();
+        let _ = d.await;
+    }
     metrics.leader.set(0);
     let lost = !shutdown.is_cancelled();
     shutdown.cancel();

@@ -35,6 +35,21 @@ pub struct ToolChangeLabels {
     pub state: String,
 }
 
+/// Labels of the per-namespace shadow MCP gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace.
+    pub namespace: String,
+}
+
+/// Labels of the discovery counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Probe outcome (`mcp`, `authRequired`, `notMcp`, `inconclusive`) or pass result
+    /// (`ok`, `error`).
+    pub outcome: String,
+}
+
 /// The operator's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -50,6 +65,12 @@ pub struct Metrics {
     /// Tool definitions that differ from their approved or baseline hash (or are new), counted
     /// once per probe that first sees them (`onChange: Alert` and `Quarantine`).
     pub tool_definition_changes: Family<ToolChangeLabels, Counter>,
+    /// Shadow MCP endpoints found by the last discovery pass, per namespace.
+    pub shadow_mcp_endpoints: Family<NamespaceLabels, Gauge>,
+    /// Discovery probes, by outcome.
+    pub shadow_mcp_probes: Family<OutcomeLabels, Counter>,
+    /// Discovery passes, by result.
+    pub shadow_mcp_scans: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +104,24 @@ impl Default for Metrics {
             "Tool definitions that differ from their approved or baseline hash, or are new",
             tool_definition_changes.clone(),
         );
+        let shadow_mcp_endpoints = Family::<NamespaceLabels, Gauge>::default();
+        let shadow_mcp_probes = Family::<OutcomeLabels, Counter>::default();
+        let shadow_mcp_scans = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "shadow_mcp_endpoints",
+            "Shadow MCP endpoints (not backed by an McpServer) found by the last discovery pass",
+            shadow_mcp_endpoints.clone(),
+        );
+        registry.register(
+            "shadow_mcp_probes",
+            "Shadow MCP discovery probes, by outcome",
+            shadow_mcp_probes.clone(),
+        );
+        registry.register(
+            "shadow_mcp_scans",
+            "Shadow MCP discovery passes, by result",
+            shadow_mcp_scans.clone(),
+        );
         Self {
             tool_definition_changes,
             registry: Mutex::new(registry),
@@ -90,6 +129,9 @@ impl Default for Metrics {
             failures,
             duration,
             leader,
+            shadow_mcp_endpoints,
+            shadow_mcp_probes,
+            shadow_mcp_scans,
         }
     }
 }
@@ -114,6 +156,33 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 controller: controller.to_owned(),
                 error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of shadow MCP endpoints of `namespace`.
+    pub fn shadow_endpoints(&self, namespace: &str, n: i64) {
+        self.shadow_mcp_endpoints
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_owned(),
+            })
+            .set(n);
+    }
+
+    /// Counts `n` discovery probes with `outcome`.
+    pub fn shadow_probes(&self, outcome: &str, n: u64) {
+        self.shadow_mcp_probes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a discovery pass with `result` (`ok`, `error`).
+    pub fn shadow_scan(&self, result: &str) {
+        self.shadow_mcp_scans
+            .get_or_create(&OutcomeLabels {
+                outcome: result.to_owned(),
             })
             .inc();
     }

@@ -35,6 +35,9 @@ pub struct McpProber {
 impl McpProber {
     /// A prober whose whole probe (connect and list) is bounded by `timeout`.
     pub fn new(timeout: Duration) -> Self {
+        // reqwest is built without a crypto provider of its own (one provider, ring, in the
+        // workspace: see proxy/src/tls.rs); Err means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))

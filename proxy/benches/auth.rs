@@ -137,7 +137,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
 }
 
 async fn calls(url: &str, token: Option<&str>, n: u32) -> Vec<Duration> {
-    let http = reqwest::Client::builder()
+    let http = proxy::tls::client_builder()
         .tcp_nodelay(true)
         .build()
         .unwrap();

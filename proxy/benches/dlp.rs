@@ -951,7 +951,7 @@ fn main() {
                 .labels
                 .iter()
                 .any(|(d, s, e)| d.id() == f.detector && overlaps((f.start, f.end), (*s, *e)));
-            let st = stats.get_mut(f.detector.as_str()).unwrap();
+            let st = stats.get_mut(f.detector).unwrap();
             if hit { st.0 += 1 } else { st.1 += 1 }
         }
         for (d, s, e) in &it.labels {

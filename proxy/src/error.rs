@@ -51,4 +51,20 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A shadow-MCP rules file is invalid.
+    #[error("{path}: {message}")]
+    Rules {
+        /// The rules file.
+        path: PathBuf,
+        /// What is wrong, with the field.
+        message: String,
+    },
+    /// An input file of a shadow-MCP scan cannot be read as a whole.
+    #[error("{path}: {message}")]
+    Scan {
+        /// The input file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }

@@ -16,6 +16,8 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod portal;
+pub mod shadow;
+pub mod tls;
 pub mod upstream;
 
 pub use error::{Error, Result};

@@ -43,6 +43,9 @@ enum Command {
     /// List every upstream tool of a portal with its definition hash, pinning state and
     /// screening findings: the hashes to copy into `spec.pinning.approved`.
     Tools(ToolsArgs),
+    /// Shadow-MCP discovery in HTTP request logs.
+    #[command(subcommand)]
+    Shadow(ShadowCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +83,108 @@ async fn tools(a: ToolsArgs) -> anyhow::Result<()> {
         write!(out, "{}", proxy::portal::pinning::to_text(&verdicts))?;
     }
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+enum ShadowCommand {
+    /// Finds MCP traffic in HTTP request logs (nginx or Envoy JSON access logs, HAR files, JSON
+    /// lines of {host, path, method, headers, body}) and prints a per-destination summary:
+    /// host, requests, confidence, evidence, sanctioned or shadow. Destinations of the
+    /// manifests' McpServers and McpPortals, and --sanctioned hosts, are sanctioned.
+    ///
+    /// Exit status: 0 when no shadow MCP traffic was found, 1 when some was, 2 on errors (a file
+    /// that cannot be read, an unknown format, bad rules or manifests). Records that cannot be
+    /// read are reported on stderr as FILE:LINE: message and counted; the scan goes on.
+    Scan(ShadowScanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShadowScanArgs {
+    /// Input format (auto: decided per file from its first record).
+    #[arg(long, value_enum, default_value = "auto")]
+    format: proxy::shadow::Format,
+    /// A rules file extending (or with `replace: true`, replacing) the built-in rules
+    /// (repeatable; later files win).
+    #[arg(long = "rules")]
+    rules: Vec<PathBuf>,
+    /// Manifests file or directory: its McpServers and McpPortals are sanctioned destinations.
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+    /// A sanctioned host, host:port or URL (repeatable).
+    #[arg(long = "sanctioned")]
+    sanctioned: Vec<String>,
+    /// One JSON object per MCP request on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Print the built-in rules and exit.
+    #[arg(long, exclusive = true)]
+    print_default_rules: bool,
+    /// The log files.
+    #[arg(required_unless_present = "print_default_rules")]
+    files: Vec<PathBuf>,
+}
+
+/// Bad records echoed on stderr before only counting them.
+const SHADOW_BAD_SHOWN: u64 = 20;
+
+fn shadow_scan(a: ShadowScanArgs) -> anyhow::Result<bool> {
+    use proxy::shadow::{Classifier, Event, Rules, Sanctioned, Scanner};
+    if a.print_default_rules {
+        print!("{}", proxy::shadow::rules::DEFAULT_RULES);
+        return Ok(false);
+    }
+    let rule_files: Vec<&std::path::Path> = a.rules.iter().map(PathBuf::as_path).collect();
+    let rules = Rules::load(&rule_files)?;
+    let mut sanctioned = Sanctioned::new();
+    if let Some(path) = &a.manifests {
+        let m = config::manifests::load(path)?;
+        sanctioned
+            .add_manifests(&m)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    for s in &a.sanctioned {
+        sanctioned
+            .add(s, "--sanctioned")
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let mut scanner = Scanner::new(Classifier::new(rules), sanctioned);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut bad_shown = 0u64;
+    let mut write_err: Option<std::io::Error> = None;
+    for file in &a.files {
+        scanner.scan_file(file, a.format, &mut |event| match event {
+            Event::Hit(hit) => {
+                if a.json && write_err.is_none() {
+                    let line = serde_json::to_string(hit).unwrap_or_default();
+                    if let Err(e) = writeln!(out, "{line}") {
+                        write_err = Some(e);
+                    }
+                }
+            }
+            Event::Bad(bad) => {
+                bad_shown += 1;
+                if bad_shown <= SHADOW_BAD_SHOWN {
+                    eprintln!("{bad}");
+                }
+            }
+        })?;
+        if let Some(e) = write_err.take() {
+            return Err(e.into());
+        }
+    }
+    let report = scanner.finish();
+    if !a.json {
+        write!(out, "{}", report.to_text())?;
+    }
+    out.flush()?;
+    if report.bad_records > SHADOW_BAD_SHOWN {
+        eprintln!(
+            "{} bad records in all ({} shown)",
+            report.bad_records, SHADOW_BAD_SHOWN
+        );
+    }
+    Ok(report.has_shadow())
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,6 +319,13 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Audit(AuditCommand::Verify { file })) => audit_verify(&file),
         Some(Command::Access(a)) => access(a).await,
         Some(Command::Tools(a)) => tools(a).await,
+        Some(Command::Shadow(ShadowCommand::Scan(a))) => match shadow_scan(a) {
+            Ok(shadow) => std::process::exit(i32::from(shadow)),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(2);
+            }
+        },
         None => serve(cli.serve).await,
     }
 }

@@ -146,3 +146,64 @@ fn serving_without_manifests_or_with_a_broken_file_fails_with_a_clear_message() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn run_code(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(PROXY).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shadow_scan_exits_1_on_shadow_mcp_0_when_sanctioned_and_2_naming_a_bad_file() {
+    let dir = std::env::temp_dir().join(format!("pc-shadow-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.jsonl");
+    std::fs::write(
+        &log,
+        concat!(
+            r#"{"host":"tools.corp.test","path":"/mcp","method":"POST","headers":{"Mcp-Session-Id":"s"},"body":"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}"}"#,
+            "\n",
+            r#"{"host":"api.corp.test","path":"/rpc","method":"POST","body":"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getUser\"}"}"#,
+            "\n",
+            "{oops\n",
+        ),
+    )
+    .unwrap();
+    let l = log.to_str().unwrap();
+
+    let (code, out, err) = run_code(&["shadow", "scan", l]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("tools.corp.test") && out.contains("shadow"),
+        "{out}"
+    );
+    assert!(!out.contains("api.corp.test"), "{out}");
+    assert!(err.contains(&format!("{l}:3: not JSON")), "{err}");
+
+    let (code, out, _) = run_code(&["shadow", "scan", "--json", l]);
+    assert_eq!(code, Some(1));
+    let hit: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(hit["host"], "tools.corp.test");
+    assert_eq!(hit["line"], 1);
+    assert_eq!(hit["sanctioned"], false);
+
+    let (code, out, _) = run_code(&["shadow", "scan", "--sanctioned", "tools.corp.test", l]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sanctioned"), "{out}");
+
+    let (code, _, err) = run_code(&["shadow", "scan", "/nonexistent/access.log"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/nonexistent/access.log"), "{err}");
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, "threshold: 7\n").unwrap();
+    let (code, _, err) = run_code(&["shadow", "scan", "--rules", rules.to_str().unwrap(), l]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("rules.yaml") && err.contains("threshold"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

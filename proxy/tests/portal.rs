@@ -192,7 +192,9 @@ async fn post(
     body: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut req = reqwest::Client::new()
+    let mut req = proxy::tls::client_builder()
+        .build()
+        .unwrap()
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ContainerPort, HTTPGetAction, PodSecurityContext, Probe,
     ResourceRequirements, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
 };
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -137,6 +137,64 @@ pub fn to_yaml(objects: &[Object]) -> Result<String> {
         out.push_str(&serde_yaml::to_string(&o.to_json()?)?);
     }
     Ok(out)
+}
+
+/// Which namespaces a NetworkPolicy peer's pods may be in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerNamespaces {
+    /// The policy's own namespace.
+    Same,
+    /// Any namespace.
+    Any,
+    /// These namespaces (by `kubernetes.io/metadata.name`).
+    Named(Vec<String>),
+}
+
+/// A NetworkPolicy peer: pods with `labels` in `namespaces`.
+pub fn pod_peer(labels: BTreeMap<String, String>, namespaces: PeerNamespaces) -> NetworkPolicyPeer {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(labels),
+            ..Default::default()
+        }),
+        namespace_selector: match namespaces {
+            PeerNamespaces::Same => None,
+            PeerNamespaces::Any => Some(LabelSelector::default()),
+            PeerNamespaces::Named(names) => Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".into(),
+                    operator: "In".into(),
+                    values: Some(names),
+                }]),
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    }
+}
+
+/// The peer of portal pods (`portcullis.dev/component: portal`) in `namespaces`.
+pub fn portal_peer(namespaces: PeerNamespaces) -> NetworkPolicyPeer {
+    pod_peer(
+        BTreeMap::from([(
+            crate::names::COMPONENT_LABEL.to_owned(),
+            "portal".to_owned(),
+        )]),
+        namespaces,
+    )
+}
+
+/// The peer of the operator's pods (`app.kubernetes.io/name: portcullis-operator`), which
+/// probe servers.
+pub fn operator_peer(namespaces: PeerNamespaces) -> NetworkPolicyPeer {
+    pod_peer(
+        BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            crate::names::OPERATOR_NAME.to_owned(),
+        )]),
+        namespaces,
+    )
 }
 
 /// The controller owner reference to `owner`, when it has a uid (it has none in `render`).

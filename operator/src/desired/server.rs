@@ -22,15 +22,14 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
-use super::{Object, RenderOptions, clean_document, owner_refs, sha256_hex};
+use super::{Object, PeerNamespaces, RenderOptions, clean_document, owner_refs, sha256_hex};
 use crate::error::Result;
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, PROXY_BIN_DIR, PROXY_PORT, SERVICE_PORT,
@@ -300,14 +299,6 @@ pub fn objects(server: &McpServer, opts: &RenderOptions) -> Result<Option<Server
         ..Default::default()
     };
 
-    let peer = |labels: BTreeMap<String, String>, any_namespace: bool| NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(labels),
-            ..Default::default()
-        }),
-        namespace_selector: any_namespace.then(LabelSelector::default),
-        ..Default::default()
-    };
     let network_policy = NetworkPolicy {
         metadata: meta,
         spec: Some(NetworkPolicySpec {
@@ -319,18 +310,9 @@ pub fn objects(server: &McpServer, opts: &RenderOptions) -> Result<Option<Server
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![
                     // Portal pods of this namespace.
-                    peer(
-                        BTreeMap::from([(names::COMPONENT_LABEL.to_owned(), "portal".to_owned())]),
-                        false,
-                    ),
+                    super::portal_peer(PeerNamespaces::Same),
                     // The operator (wherever it runs), which probes the server for its tools.
-                    peer(
-                        BTreeMap::from([(
-                            "app.kubernetes.io/name".to_owned(),
-                            names::OPERATOR_NAME.to_owned(),
-                        )]),
-                        true,
-                    ),
+                    super::operator_peer(PeerNamespaces::Any),
                 ]),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::String("mcp".into())),

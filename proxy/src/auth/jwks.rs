@@ -110,10 +110,9 @@ fn rfc8414_url(issuer: &str) -> String {
 impl KeyCache {
     /// An empty cache.
     pub fn new(counters: Arc<AccessCounters>) -> KeyCache {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
         KeyCache {

@@ -457,7 +457,7 @@ async fn fixture() -> Fixture {
         url: format!("http://{addr}/mcp"),
         resource: format!("http://{addr}/mcp"),
         seen,
-        http: reqwest::Client::new(),
+        http: crate::tls::client_builder().build().unwrap(),
         portal,
         shutdown,
     }

@@ -1,7 +1,7 @@
 //! Built-in detectors: cheap candidate finders followed by validators.
 //!
 //! Scanning a string is one pass over its bytes with a class table (digits, `@`, `:`) plus one
-//! Aho-Corasick pass for keyword-anchored detectors (token prefixes, `eyJ`, `-----BEGIN `,
+//! SIMD (Teddy) multi-substring pass for keyword-anchored detectors (token prefixes, `eyJ`, `-----BEGIN `,
 //! secret-ish key names). Only candidates reach the validators (Luhn, IIN table, SSN ranges,
 //! IBAN mod-97, JWT header decoding, IPv6 parsing, Shannon entropy), so plain prose and
 //! structured data without sensitive values cost little more than the byte scan.
@@ -204,6 +204,9 @@ const TOKEN_PREFIXES: &[(&str, Detector)] = &[
     ("-----BEGIN ", Detector::PrivateKey),
 ];
 
+/// No keyword-anchored detector matches fewer bytes than this.
+const MIN_TOKEN_LEN: usize = 15;
+
 const KEYWORD_DETECTORS: &[Detector] = &[
     Detector::Jwt,
     Detector::PrivateKey,
@@ -226,11 +229,16 @@ const DIGIT_DETECTORS: &[Detector] = &[
     Detector::Ipv4,
 ];
 
+enum TokenSearch {
+    Packed(aho_corasick::packed::Searcher),
+    Dfa(AhoCorasick),
+}
+
 /// Compiled built-in detectors, shared by every engine.
 pub(crate) struct Builtins {
-    /// Case-sensitive token prefixes (`AKIA`, `ghp_`, `eyJ`, …).
-    tokens: AhoCorasick,
-    token_kinds: Vec<Detector>,
+    /// Case-sensitive token prefixes (`AKIA`, `ghp_`, `eyJ`, …), searched with Teddy (SIMD)
+    /// where the CPU has it, else with an Aho-Corasick DFA.
+    tokens: TokenSearch,
     /// Case-insensitive secret-ish names, run only over the identifier before a `=` or `:`.
     names: AhoCorasick,
     token_res: Vec<(Detector, Regex)>,
@@ -245,11 +253,23 @@ impl Builtins {
     }
 
     fn build() -> Builtins {
-        let tokens = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .build(TOKEN_PREFIXES.iter().map(|(p, _)| p))
-            .expect("built-in token prefixes compile");
-        let token_kinds = TOKEN_PREFIXES.iter().map(|(_, d)| *d).collect();
+        let tokens = match aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(TOKEN_PREFIXES.iter().map(|(p, _)| p))
+            .build()
+        {
+            Some(s) => TokenSearch::Packed(s),
+            // The prefixes start with common letters (`s`, `e`, `g`, `A`), so a prefilter
+            // rarely skips ahead: a full DFA keeps the per-byte cost lowest.
+            None => TokenSearch::Dfa(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(TOKEN_PREFIXES.iter().map(|(p, _)| p))
+                    .expect("built-in token prefixes compile"),
+            ),
+        };
         let names = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -285,7 +305,6 @@ impl Builtins {
         ];
         Builtins {
             tokens,
-            token_kinds,
             names,
             token_res,
             private_key_header: re(r"^-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"),
@@ -341,16 +360,32 @@ impl Builtins {
                 }
             }
         }
-        if set.any(KEYWORD_DETECTORS) {
-            // Standard semantics: each match is reported as soon as it ends, scanning resumes
-            // after it. `sk-` covers both OpenAI and Anthropic keys (see `token_at`).
-            for m in self.tokens.find_iter(s) {
-                match self.token_kinds[m.pattern().as_usize()] {
-                    Detector::OpenaiKey if s[m.start()..].starts_with("sk-ant-") => {
-                        self.anthropic_at(s, m.start(), set, out)
+        // Every keyword-anchored match is longer than MIN_TOKEN_LEN (the shortest, a JWT, is
+        // `eyJ` + 8 + `.` + 2 + `.`), so short strings (most object keys, ids, enum values)
+        // skip the automaton and its per-call setup.
+        if s.len() >= MIN_TOKEN_LEN && set.any(KEYWORD_DETECTORS) {
+            // Each prefix match is examined by its detector; `sk-` covers both OpenAI and
+            // Anthropic keys. Matches do not overlap: the search resumes after each prefix.
+            let mut at = |start: usize, pattern: usize| {
+                let d = TOKEN_PREFIXES[pattern].1;
+                match d {
+                    Detector::OpenaiKey if s[start..].starts_with("sk-ant-") => {
+                        self.anthropic_at(s, start, set, out)
                     }
-                    d if set.contains(d) => self.token_at(s, m.start(), d, out),
+                    d if set.contains(d) => self.token_at(s, start, d, out),
                     _ => {}
+                }
+            };
+            match &self.tokens {
+                TokenSearch::Packed(p) => {
+                    for m in p.find_iter(b) {
+                        at(m.start(), m.pattern().as_usize());
+                    }
+                }
+                TokenSearch::Dfa(ac) => {
+                    for m in ac.find_iter(b) {
+                        at(m.start(), m.pattern().as_usize());
+                    }
                 }
             }
         }

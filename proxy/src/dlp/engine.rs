@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use crds::policy::{Direction, DlpAction, DlpRule};
 use regex::Regex;
@@ -27,11 +28,11 @@ pub enum Scope {
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// Detector id (`creditCard`, …) or `pattern` for a rule's custom regex.
-    pub detector: String,
-    /// Policy the rule belongs to.
-    pub policy: String,
+    pub detector: &'static str,
+    /// Policy the rule belongs to (shared with the compiled rule: no copy per finding).
+    pub policy: Arc<str>,
     /// Rule name.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// The rule's action.
     pub action: DlpAction,
     /// JSON pointer of the string (for a key: of the object holding it); empty for raw text.
@@ -68,7 +69,7 @@ impl Report {
         let mut out = BTreeMap::new();
         for f in &self.findings {
             if seen.insert((&f.detector, &f.path, f.key, f.start, f.end)) {
-                *out.entry(f.detector.clone()).or_insert(0) += 1;
+                *out.entry(f.detector.to_string()).or_insert(0) += 1;
             }
         }
         out
@@ -108,8 +109,8 @@ enum Allow {
 }
 
 struct Rule {
-    policy: String,
-    name: String,
+    policy: Arc<str>,
+    name: Arc<str>,
     action: DlpAction,
     direction: Direction,
     servers: Vec<String>,
@@ -217,8 +218,8 @@ impl Engine {
                 })
                 .collect();
             out.push(Rule {
-                policy: policy.clone(),
-                name: r.name.clone(),
+                policy: policy.as_str().into(),
+                name: r.name.as_str().into(),
                 action: r.action,
                 direction: r.direction,
                 servers: r.servers.clone(),
@@ -543,7 +544,7 @@ impl<'e> Walker<'e> {
                     continue;
                 }
                 self.findings.push(Finding {
-                    detector: h.det.id().to_string(),
+                    detector: h.det.id(),
                     policy: r.policy.clone(),
                     rule: r.name.clone(),
                     action: r.action,
@@ -554,7 +555,7 @@ impl<'e> Walker<'e> {
                 });
                 strictest = strictest.max(Some(r.action));
                 if r.action == DlpAction::Block && self.blocked_by.is_none() {
-                    self.blocked_by = Some(r.name.clone());
+                    self.blocked_by = Some(r.name.to_string());
                 }
             }
             self.action = self.action.max(strictest);

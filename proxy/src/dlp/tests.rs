@@ -525,7 +525,7 @@ fn escaped_json_strings_cannot_hide_data() {
     let raw = r#"{"a": "4111\u003111111111111", "b": "x\u0040corp.example.com"}"#;
     let mut v: serde_json::Value = serde_json::from_str(raw).unwrap();
     let r = e.scan(&mut v, Scope::Arguments, "s", "t");
-    let dets: Vec<&str> = r.findings.iter().map(|f| f.detector.as_str()).collect();
+    let dets: Vec<&str> = r.findings.iter().map(|f| f.detector).collect();
     assert_eq!(dets, ["creditCard", "email"]);
     assert_eq!(scan_document(&e, raw).len(), 2);
 }
@@ -634,7 +634,7 @@ fn overlapping_matches_redact_to_one_marker() {
 fn all_detectors_engine_scans_documents_as_text_when_not_json() {
     let e = Engine::all_detectors();
     let f = scan_document(&e, "ip 10.1.2.3 and mail a@b.io");
-    let dets: Vec<&str> = f.iter().map(|f| f.detector.as_str()).collect();
+    let dets: Vec<&str> = f.iter().map(|f| f.detector).collect();
     assert_eq!(dets, ["ipv4", "email"]);
     assert_eq!((f[0].start, f[0].end, f[0].path.as_str()), (3, 11, ""));
 }

@@ -317,7 +317,7 @@ impl Portal {
             self.metrics
                 .dlp_findings
                 .get_or_create(&crate::metrics::DlpLabels {
-                    detector: f.detector.clone(),
+                    detector: f.detector.to_string(),
                     action: action.into(),
                 })
                 .inc();

@@ -163,8 +163,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// An empty set; call [`Upstreams::apply`] with the servers.
     pub fn new(shutdown: CancellationToken) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
+        let http = crate::tls::client_builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -390,7 +390,9 @@ mod tests {
     #[tokio::test]
     async fn http_endpoint_answers_a_stateless_2026_call_without_a_session() {
         let (url, shutdown) = start(SyntheticServer::new(3, "")).await;
-        let response = reqwest::Client::new()
+        let response = proxy::tls::client_builder()
+            .build()
+            .unwrap()
             .post(&url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
@@ -423,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn http_endpoint_opens_a_legacy_session_on_initialize() {
         let (url, shutdown) = start(SyntheticServer::new(3, "")).await;
-        let http = reqwest::Client::new();
+        let http = proxy::tls::client_builder().build().unwrap();
         let post = |body: Value, session: Option<String>| {
             let mut request = http
                 .post(&url)
