@@ -8,6 +8,7 @@ pub mod common;
 pub mod policy;
 pub mod portal;
 pub mod server;
+pub mod tooldef;
 
 pub use common::{Condition, SecretKeyRef};
 pub use policy::{McpPolicy, McpPolicySpec, McpPolicyStatus};

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, EnvVar, HeaderValue, SecretKeyRef};
+use crate::tooldef::{PinAction, ToolPin, ToolVerdict};
 
 /// One upstream MCP server. Exactly one of `remote` and `deployment` is set.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
@@ -50,6 +51,68 @@ pub struct McpServerSpec {
     /// override here is what the portal believes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolOverride>,
+    /// What happens when a tool definition differs from the one first observed (the baseline
+    /// in `status.toolBaseline`) or from its approved hashes. Defaults to `onChange: Alert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinning: Option<Pinning>,
+    /// What happens when a tool definition carries text aimed at the model (hidden directives,
+    /// requests to read secrets or call other tools, invisible Unicode). Defaults to
+    /// `action: Alert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<Screening>,
+}
+
+impl McpServerSpec {
+    /// `spec.pinning.onChange`, defaulted.
+    pub fn on_change(&self) -> PinAction {
+        self.pinning
+            .as_ref()
+            .map(|p| p.on_change)
+            .unwrap_or_default()
+    }
+
+    /// `spec.screening.action`, defaulted.
+    pub fn on_finding(&self) -> PinAction {
+        self.screening
+            .as_ref()
+            .map(|s| s.action)
+            .unwrap_or_default()
+    }
+
+    /// `spec.pinning.approved`.
+    pub fn approved(&self) -> &[ToolPin] {
+        self.pinning.as_ref().map_or(&[], |p| p.approved.as_slice())
+    }
+}
+
+/// Tool-definition pinning.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pinning {
+    /// `Allow`: record the change in status and emit an event (the new definition becomes the
+    /// baseline). `Alert` (default): also count it in `portcullis_*_tool_definition_changes_total`
+    /// and set the `ToolsChanged` condition until it is approved. `Quarantine`: also hide changed
+    /// and new tools from every portal (list, Code Mode search and execute, calls) until their
+    /// hash is listed in `approved`.
+    #[serde(default)]
+    pub on_change: PinAction,
+    /// Definitions a human reviewed: a tool with entries here is trusted only with one of these
+    /// hashes (`status.tools.definitions[].hash`, or `portcullis-proxy tools`); a tool without
+    /// entries is trusted with its baseline hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub approved: Vec<ToolPin>,
+}
+
+/// Tool description screening.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Screening {
+    /// `Allow`: findings are only listed in status and audit. `Alert` (default): also the
+    /// `ToolDescriptionsFlagged` condition and a metric. `Quarantine`: also hide flagged tools
+    /// from every portal unless their exact hash is listed in `spec.pinning.approved`.
+    #[serde(default)]
+    pub action: PinAction,
 }
 
 /// How the portal reaches a remote server.
@@ -184,7 +247,14 @@ pub struct McpServerStatus {
     /// Tools discovered at the last probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<DiscoveredTools>,
-    /// Standard conditions: `Ready`, `Reachable`.
+    /// The tool definitions first observed (name and hash), sorted by name: what a changed
+    /// definition is compared with when `spec.pinning.approved` has no entry for it. Recorded
+    /// once; with `onChange: Allow` it follows the upstream. The operator carries it into each
+    /// portal's configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_baseline: Vec<ToolPin>,
+    /// Standard conditions: `Ready`, `Reachable`, and `ToolsChanged`, `ToolsQuarantined`,
+    /// `ToolDescriptionsFlagged` once tools were listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
@@ -204,4 +274,8 @@ pub struct DiscoveredTools {
     /// SHA-256 over the canonical JSON of all tool definitions; changes when any definition does.
     #[serde(default)]
     pub hash: String,
+    /// Each tool's definition hash, state against the baseline and approvals, and screening
+    /// findings, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub definitions: Vec<ToolVerdict>,
 }

@@ -26,6 +26,15 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of tool-definition changes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolChangeLabels {
+    /// `namespace/name` of the McpServer.
+    pub server: String,
+    /// The verdict's state: `Changed`, `New` or `Quarantined`.
+    pub state: String,
+}
+
 /// Labels of the per-namespace shadow MCP gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabels {
@@ -53,6 +62,9 @@ pub struct Metrics {
     pub duration: Family<ReconcileLabels, Histogram>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Tool definitions that differ from their approved or baseline hash (or are new), counted
+    /// once per probe that first sees them (`onChange: Alert` and `Quarantine`).
+    pub tool_definition_changes: Family<ToolChangeLabels, Counter>,
     /// Shadow MCP endpoints found by the last discovery pass, per namespace.
     pub shadow_mcp_endpoints: Family<NamespaceLabels, Gauge>,
     /// Discovery probes, by outcome.
@@ -86,6 +98,12 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let tool_definition_changes = Family::<ToolChangeLabels, Counter>::default();
+        registry.register(
+            "tool_definition_changes",
+            "Tool definitions that differ from their approved or baseline hash, or are new",
+            tool_definition_changes.clone(),
+        );
         let shadow_mcp_endpoints = Family::<NamespaceLabels, Gauge>::default();
         let shadow_mcp_probes = Family::<OutcomeLabels, Counter>::default();
         let shadow_mcp_scans = Family::<OutcomeLabels, Counter>::default();
@@ -105,6 +123,7 @@ impl Default for Metrics {
             shadow_mcp_scans.clone(),
         );
         Self {
+            tool_definition_changes,
             registry: Mutex::new(registry),
             reconciles,
             failures,

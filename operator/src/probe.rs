@@ -105,7 +105,7 @@ impl Prober for McpProber {
 }
 
 /// Count, sorted names and SHA-256 of the canonical JSON (keys sorted, tools sorted by name)
-/// of tool definitions.
+/// of tool definitions, and each tool's hash and screening findings.
 pub fn summarize(tools: &[serde_json::Value]) -> DiscoveredTools {
     let mut sorted: Vec<serde_json::Value> = tools.iter().map(canonical).collect();
     sorted.sort_by(|a, b| name_of(a).cmp(name_of(b)));
@@ -115,6 +115,60 @@ pub fn summarize(tools: &[serde_json::Value]) -> DiscoveredTools {
         count: u32::try_from(tools.len()).unwrap_or(u32::MAX),
         names,
         hash: crate::desired::sha256_hex(&bytes),
+        // Each tool against itself as the baseline: hashes and screening findings, so
+        // `portcullis-operator probe` shows what to approve.
+        definitions: pin(tools, &crds::McpServerSpec::default(), &[], None).verdicts,
+    }
+}
+
+/// The outcome of comparing a probe's tool definitions with the recorded baseline and the
+/// approvals in the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pinned {
+    /// The baseline to record in status (first observation; follows the upstream under
+    /// `onChange: Allow`).
+    pub baseline: Vec<crds::tooldef::ToolPin>,
+    /// The verdict on each tool, sorted by name.
+    pub verdicts: Vec<crds::tooldef::ToolVerdict>,
+    /// Tools whose definition differs from the last probe's, or that are new since it (empty on
+    /// the first probe).
+    pub changed_since_last_probe: Vec<String>,
+}
+
+/// Compares `tools` with `spec.pinning`, `spec.screening`, the recorded baseline and the last
+/// probe's verdicts (`previous`). An empty baseline is a first observation: `tools` become it.
+pub fn pin(
+    tools: &[serde_json::Value],
+    spec: &crds::McpServerSpec,
+    baseline: &[crds::tooldef::ToolPin],
+    previous: Option<&[crds::tooldef::ToolVerdict]>,
+) -> Pinned {
+    use crds::tooldef::{self, PinAction, Rules};
+    let baseline = if baseline.is_empty() || spec.on_change() == PinAction::Allow {
+        tooldef::baseline_of(tools)
+    } else {
+        baseline.to_vec()
+    };
+    let rules = Rules {
+        on_change: spec.on_change(),
+        on_finding: spec.on_finding(),
+        approved: spec.approved(),
+        baseline: &baseline,
+    };
+    let mut verdicts: Vec<_> = tools.iter().map(|t| tooldef::evaluate(t, &rules)).collect();
+    verdicts.sort_by(|a, b| a.name.cmp(&b.name));
+    let changed_since_last_probe = match previous {
+        None => Vec::new(),
+        Some(prev) => verdicts
+            .iter()
+            .filter(|v| !prev.iter().any(|p| p.name == v.name && p.hash == v.hash))
+            .map(|v| v.name.clone())
+            .collect(),
+    };
+    Pinned {
+        baseline,
+        verdicts,
+        changed_since_last_probe,
     }
 }
 
@@ -143,6 +197,55 @@ fn canonical(v: &serde_json::Value) -> serde_json::Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn spec(on_change: crds::tooldef::PinAction) -> crds::McpServerSpec {
+        crds::McpServerSpec {
+            pinning: Some(crds::server::Pinning {
+                on_change,
+                approved: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_probe_records_the_baseline_and_a_changed_description_is_reported_against_it() {
+        use crds::tooldef::{PinAction, ToolState};
+        let v1 = [json!({"name": "a", "description": "Reads a"})];
+        let v2 = [json!({"name": "a", "description": "Reads a, then deletes it"})];
+        let first = pin(&v1, &spec(PinAction::Alert), &[], None);
+        assert_eq!(first.baseline.len(), 1);
+        assert_eq!(first.verdicts[0].state, ToolState::Pinned);
+        assert!(first.changed_since_last_probe.is_empty());
+        let second = pin(
+            &v2,
+            &spec(PinAction::Alert),
+            &first.baseline,
+            Some(&first.verdicts),
+        );
+        assert_eq!(second.baseline, first.baseline, "Alert keeps the baseline");
+        assert_eq!(second.verdicts[0].state, ToolState::Changed);
+        assert_eq!(second.changed_since_last_probe, ["a"]);
+        let allowed = pin(
+            &v2,
+            &spec(PinAction::Allow),
+            &first.baseline,
+            Some(&first.verdicts),
+        );
+        assert_ne!(
+            allowed.baseline, first.baseline,
+            "Allow follows the upstream"
+        );
+        assert_eq!(allowed.verdicts[0].state, ToolState::Pinned);
+        assert_eq!(allowed.changed_since_last_probe, ["a"]);
+        let q = pin(
+            &v2,
+            &spec(PinAction::Quarantine),
+            &first.baseline,
+            Some(&first.verdicts),
+        );
+        assert_eq!(q.verdicts[0].state, ToolState::Quarantined);
+    }
 
     #[test]
     fn summary_is_independent_of_tool_and_key_order_and_changes_with_any_definition() {

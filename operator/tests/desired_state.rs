@@ -309,3 +309,28 @@ fn policy_validation_names_each_bad_field() {
         operator::validate::policy_problems(&McpPolicy::new("ok", Default::default())).is_empty()
     );
 }
+
+#[test]
+fn the_portal_config_carries_each_servers_tool_baseline_and_nothing_else_of_status() {
+    let m = manifests();
+    let (p, servers, policies) = portal_parts(&m);
+    let mut with_status: Vec<crds::McpServer> = servers.iter().map(|s| (*s).clone()).collect();
+    let pin = crds::tooldef::ToolPin {
+        name: "list_tickets".into(),
+        hash: format!("sha256:{}", "ab".repeat(32)),
+    };
+    with_status[0].status = Some(crds::McpServerStatus {
+        tool_baseline: vec![pin.clone()],
+        endpoint: Some("http://secret-endpoint".into()),
+        ..Default::default()
+    });
+    let refs: Vec<&crds::McpServer> = with_status.iter().collect();
+    let yaml =
+        desired::portal::config_yaml(p, &refs, &policies, &RenderOptions::default()).unwrap();
+    assert!(yaml.contains("toolBaseline:"), "{yaml}");
+    assert!(yaml.contains(&pin.hash), "{yaml}");
+    assert!(
+        !yaml.contains("secret-endpoint"),
+        "only the baseline: {yaml}"
+    );
+}

@@ -116,6 +116,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
         policies,
         session_key: None,
         max_body_bytes: 1 << 20,
+        pins: Default::default(),
     };
     let portal = Portal::start(cfg, None, CancellationToken::new())
         .await

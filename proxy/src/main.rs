@@ -40,9 +40,49 @@ enum Command {
     /// Show what a subject (with groups and claims) could see and call through a portal,
     /// without logging in. Connects to the portal's upstreams to learn their tools.
     Access(AccessArgs),
+    /// List every upstream tool of a portal with its definition hash, pinning state and
+    /// screening findings: the hashes to copy into `spec.pinning.approved`.
+    Tools(ToolsArgs),
     /// Shadow-MCP discovery in HTTP request logs.
     #[command(subcommand)]
     Shadow(ShadowCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ToolsArgs {
+    /// Manifests file or directory.
+    #[arg(long, env = "PORTCULLIS_MANIFESTS")]
+    manifests: PathBuf,
+    /// The McpPortal. May be omitted when the manifests hold exactly one.
+    #[arg(long, env = "PORTCULLIS_PORTAL")]
+    portal: Option<String>,
+    /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
+    #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
+    secrets_dir: PathBuf,
+    /// How long to wait for upstreams to list their tools, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    settle_ms: u64,
+    /// Output format: a table, or JSON (McpServer name -> verdicts).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+async fn tools(a: ToolsArgs) -> anyhow::Result<()> {
+    init_logging("text");
+    let verdicts = proxy::portal::pinning::inspect(
+        &a.manifests,
+        a.portal.as_deref(),
+        &a.secrets_dir,
+        Duration::from_millis(a.settle_ms),
+    )
+    .await?;
+    let mut out = std::io::stdout().lock();
+    if a.format == "json" {
+        writeln!(out, "{}", serde_json::to_string_pretty(&verdicts)?)?;
+    } else {
+        write!(out, "{}", proxy::portal::pinning::to_text(&verdicts))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
         })) => dlp_scan(manifests, portal, all_detectors, file),
         Some(Command::Audit(AuditCommand::Verify { file })) => audit_verify(&file),
         Some(Command::Access(a)) => access(a).await,
+        Some(Command::Tools(a)) => tools(a).await,
         Some(Command::Shadow(ShadowCommand::Scan(a))) => match shadow_scan(a) {
             Ok(shadow) => std::process::exit(i32::from(shadow)),
             Err(e) => {

@@ -55,6 +55,24 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Labels of tool-definition changes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PinLabels {
+    /// McpServer name.
+    pub server: String,
+    /// `Changed`, `New` or `Quarantined` (the verdict's state).
+    pub state: String,
+}
+
+/// Labels of screening findings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    /// McpServer name.
+    pub server: String,
+    /// Finding kind (`HiddenDirective`, `SecretAccess`, ...).
+    pub kind: String,
+}
+
 /// Every metric of one portal process.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +100,12 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     /// Legacy sessions with a live notification channel in this process.
     pub active_sessions: Gauge,
+    /// Tool definitions seen that differ from their trusted hash (or have none), by state.
+    pub tool_definition_changes: Family<PinLabels, Counter>,
+    /// Tool definitions seen with screening findings, by kind.
+    pub tool_description_findings: Family<FindingLabels, Counter>,
+    /// Tools currently quarantined (hidden) per server.
+    pub tools_quarantined: Family<ServerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,8 +199,29 @@ impl Metrics {
             "Legacy sessions with a live channel in this process",
             active_sessions.clone(),
         );
+        let tool_definition_changes = Family::default();
+        registry.register(
+            "tool_definition_changes",
+            "Tool definitions seen that differ from their approved or baseline hash, or are new",
+            tool_definition_changes.clone(),
+        );
+        let tool_description_findings = Family::default();
+        registry.register(
+            "tool_description_findings",
+            "Tool definitions seen with screening findings, by kind",
+            tool_description_findings.clone(),
+        );
+        let tools_quarantined = Family::default();
+        registry.register(
+            "tools_quarantined",
+            "Tools hidden from the portal until their definition is approved",
+            tools_quarantined.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            tool_definition_changes,
+            tool_description_findings,
+            tools_quarantined,
             requests,
             call_duration,
             upstream_duration,

@@ -66,6 +66,7 @@ fn fixtures() -> (McpPortal, Vec<McpServer>, Vec<McpPolicy>) {
                     count: 20,
                     names: (0..20).map(|t| format!("tool_{t}")).collect(),
                     hash: "h".into(),
+                    ..Default::default()
                 }),
                 conditions: vec![Condition {
                     type_: "Ready".into(),

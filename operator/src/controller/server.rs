@@ -17,7 +17,7 @@ use super::{Context, apply_object, apply_status, delete_if_present, instrumented
 use crate::desired::{self, server::RESERVED_PORTS};
 use crate::error::{Error, Result};
 use crate::names;
-use crate::probe::summarize;
+use crate::probe::{Pinned, pin, summarize};
 use crate::status::{condition, merge};
 
 /// Reconciles one McpServer. No finalizer: the objects of a deployed server carry owner
@@ -105,6 +105,14 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
     let old = server.status.clone().unwrap_or_default();
     let mut conditions: Vec<Condition> = Vec::new();
     let mut tools = old.tools.clone();
+    let mut tool_baseline = old.tool_baseline.clone();
+    // Pinning conditions describe the last successful probe; kept while the server is down.
+    let mut pin_conditions: Vec<Condition> = old
+        .conditions
+        .iter()
+        .filter(|c| PIN_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
 
     let (kind, endpoint, deployed_ready, probe_target) = if let Some(remote) = &server.spec.remote {
         let target = match remote_headers(server, ctx, &ns).await? {
@@ -146,6 +154,7 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
                 kind: Some("deployment".into()),
                 endpoint: None,
                 tools,
+                tool_baseline,
                 conditions: merge(&old.conditions, conds),
                 observed_generation: generation,
             };
@@ -193,8 +202,15 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
     if let Some((url, headers)) = probe_target {
         match ctx.prober.probe(url, headers).await {
             Ok(defs) => {
-                let summary = summarize(&defs);
+                let mut summary = summarize(&defs);
                 reachable = true;
+                let previous = old.tools.as_ref().map(|t| t.definitions.as_slice());
+                let pinned = pin(&defs, &server.spec, &old.tool_baseline, previous);
+                pin_conditions =
+                    report_pinning(server, ctx, &ns, &pinned, old.tools.is_some(), generation)
+                        .await;
+                tool_baseline = pinned.baseline;
+                summary.definitions = pinned.verdicts;
                 if let Some(prev) = &old.tools
                     && !prev.hash.is_empty()
                     && prev.hash != summary.hash
@@ -262,10 +278,12 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
         ),
     };
     conditions.insert(0, ready);
+    conditions.extend(pin_conditions);
     let status = McpServerStatus {
         kind: Some(kind.into()),
         endpoint: Some(endpoint),
         tools,
+        tool_baseline,
         conditions: merge(&old.conditions, conditions),
         observed_generation: generation,
     };
@@ -278,6 +296,175 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
     } else {
         30
     })))
+}
+
+/// Conditions the pinning step owns.
+const PIN_CONDITIONS: [&str; 3] = [
+    "ToolsChanged",
+    "ToolsQuarantined",
+    "ToolDescriptionsFlagged",
+];
+
+/// Events and metrics for what a probe's pinning verdicts say, and the conditions to set.
+/// `probed_before`: whether an earlier probe's verdicts exist (the first probe of a server is
+/// its baseline and reports nothing but screening findings).
+async fn report_pinning(
+    server: &McpServer,
+    ctx: &Context,
+    ns: &str,
+    pinned: &Pinned,
+    probed_before: bool,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    use crds::tooldef::{PinAction, ToolState};
+    let spec = &server.spec;
+    let (on_change, on_finding) = (spec.on_change(), spec.on_finding());
+    let fresh = |name: &str| pinned.changed_since_last_probe.iter().any(|n| n == name);
+    let untrusted: Vec<&str> = pinned
+        .verdicts
+        .iter()
+        .filter(|v| {
+            matches!(v.state, ToolState::Changed | ToolState::New)
+                || matches!(v.reason.as_deref(), Some("changed" | "new"))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    let quarantined: Vec<&str> = pinned
+        .verdicts
+        .iter()
+        .filter(|v| v.hidden())
+        .map(|v| v.name.as_str())
+        .collect();
+    let flagged: Vec<String> = pinned
+        .verdicts
+        .iter()
+        .filter(|v| !v.findings.is_empty())
+        .map(|v| {
+            let kinds: BTreeSet<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
+            format!(
+                "{} ({})",
+                v.name,
+                kinds.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    let newly_untrusted: Vec<&str> = untrusted.iter().copied().filter(|n| fresh(n)).collect();
+    if on_change != PinAction::Allow && probed_before {
+        for v in pinned
+            .verdicts
+            .iter()
+            .filter(|v| newly_untrusted.contains(&v.name.as_str()))
+        {
+            ctx.metrics
+                .tool_definition_changes
+                .get_or_create(&crate::metrics::ToolChangeLabels {
+                    server: format!("{ns}/{}", server.name_any()),
+                    state: v.state.as_str().to_owned(),
+                })
+                .inc();
+        }
+    }
+    let newly_quarantined: Vec<&str> = quarantined.iter().copied().filter(|n| fresh(n)).collect();
+    // Reported when a tool becomes quarantined, and once on a server's first probe.
+    let report_quarantine = if probed_before {
+        !newly_quarantined.is_empty()
+    } else {
+        !quarantined.is_empty()
+    };
+    if report_quarantine {
+        ctx.event(
+            server,
+            true,
+            "ToolsQuarantined",
+            "Pin",
+            format!(
+                "hidden from every portal until spec.pinning.approved lists their hash: {}",
+                quarantined.join(", ")
+            ),
+        )
+        .await;
+    }
+    let newly_flagged = pinned
+        .verdicts
+        .iter()
+        .any(|v| !v.findings.is_empty() && (fresh(&v.name) || !probed_before));
+    if newly_flagged {
+        ctx.event(
+            server,
+            on_finding != PinAction::Allow,
+            "ToolDescriptionsFlagged",
+            "Screen",
+            format!(
+                "tool definitions address the model: {}; see status.tools.definitions[].findings",
+                flagged.join("; ")
+            ),
+        )
+        .await;
+    }
+    let mut conds = Vec::new();
+    if on_change != PinAction::Allow {
+        conds.push(if untrusted.is_empty() {
+            condition(
+                "ToolsChanged",
+                false,
+                "Pinned",
+                "every tool definition matches its approved or baseline hash",
+                generation,
+            )
+        } else {
+            condition(
+                "ToolsChanged",
+                true,
+                "DefinitionsChanged",
+                format!(
+                    "{} differ from their approved or baseline hash, or are new: review status.tools.definitions and add the hashes to spec.pinning.approved",
+                    untrusted.join(", ")
+                ),
+                generation,
+            )
+        });
+    }
+    if on_change == PinAction::Quarantine || on_finding == PinAction::Quarantine {
+        conds.push(condition(
+            "ToolsQuarantined",
+            !quarantined.is_empty(),
+            if quarantined.is_empty() {
+                "NoneQuarantined"
+            } else {
+                "Quarantined"
+            },
+            if quarantined.is_empty() {
+                "no tool is quarantined".to_owned()
+            } else {
+                format!(
+                    "hidden from every portal until approved: {}",
+                    quarantined.join(", ")
+                )
+            },
+            generation,
+        ));
+    }
+    if on_finding != PinAction::Allow {
+        conds.push(condition(
+            "ToolDescriptionsFlagged",
+            !flagged.is_empty(),
+            if flagged.is_empty() {
+                "Clean"
+            } else {
+                "InstructionLikeText"
+            },
+            if flagged.is_empty() {
+                "no tool definition carries instruction-like text".to_owned()
+            } else {
+                format!(
+                    "{}; see status.tools.definitions[].findings",
+                    flagged.join("; ")
+                )
+            },
+            generation,
+        ));
+    }
+    conds
 }
 
 fn tools_diff(before: &[String], after: &[String], count: u32) -> String {

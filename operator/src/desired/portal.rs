@@ -88,7 +88,9 @@ pub fn server_as_seen_by_portal(server: &McpServer, opts: &RenderOptions) -> Mcp
 }
 
 /// The proxy's manifests for one portal: the McpPortal, the servers it selects and the
-/// policies bound to it, as multi-document YAML without status or secret values.
+/// policies bound to it, as multi-document YAML without secret values. Status is dropped except
+/// each server's `status.toolBaseline`: the tool-definition baseline the portal pins against
+/// (it changes only on a server's first probe, or with `onChange: Allow`).
 pub fn config_yaml(
     portal: &McpPortal,
     servers: &[&McpServer],
@@ -97,7 +99,12 @@ pub fn config_yaml(
 ) -> Result<String> {
     let mut docs = vec![clean_document(portal)?];
     for s in servers {
-        docs.push(clean_document(&server_as_seen_by_portal(s, opts))?);
+        let mut doc = clean_document(&server_as_seen_by_portal(s, opts))?;
+        let baseline = s.status.as_ref().map(|st| &st.tool_baseline);
+        if let (Some(b), Some(obj)) = (baseline.filter(|b| !b.is_empty()), doc.as_object_mut()) {
+            obj.insert("status".into(), serde_json::json!({ "toolBaseline": b }));
+        }
+        docs.push(doc);
     }
     for p in policies {
         docs.push(clean_document(*p)?);

@@ -359,6 +359,7 @@ fn portal_config(
         policies,
         session_key: None,
         max_body_bytes: 1 << 20,
+        pins: Default::default(),
     }
 }
 

@@ -37,6 +37,41 @@ pub struct PortalConfig {
     pub session_key: Option<Vec<u8>>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Tool-definition pinning and screening of each server, by McpServer name. Kept apart from
+    /// [`ServerConfig`] so approving a hash does not reconnect the upstream.
+    pub pins: BTreeMap<String, ServerPins>,
+}
+
+/// How one server's tool definitions are pinned and screened (`spec.pinning`,
+/// `spec.screening`, and the baseline the operator recorded in `status.toolBaseline`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerPins {
+    /// `spec.pinning.onChange`.
+    pub on_change: crds::tooldef::PinAction,
+    /// `spec.screening.action`.
+    pub on_finding: crds::tooldef::PinAction,
+    /// `spec.pinning.approved`.
+    pub approved: Vec<crds::tooldef::ToolPin>,
+    /// `status.toolBaseline` as the operator rendered it; `None` (a laptop's manifests) means
+    /// the first definitions this process sees become the baseline (trust on first use).
+    pub baseline: Option<Vec<crds::tooldef::ToolPin>>,
+}
+
+impl ServerPins {
+    /// The pinning and screening of an McpServer document.
+    pub fn of(server: &McpServer) -> ServerPins {
+        let baseline = server
+            .status
+            .as_ref()
+            .map(|s| s.tool_baseline.clone())
+            .filter(|b| !b.is_empty());
+        ServerPins {
+            on_change: server.spec.on_change(),
+            on_finding: server.spec.on_finding(),
+            approved: server.spec.approved().to_vec(),
+            baseline,
+        }
+    }
 }
 
 /// One upstream as the proxy uses it: secrets resolved, defaults applied.
@@ -217,6 +252,7 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         )));
     }
     let mut servers = Vec::new();
+    let mut pins = BTreeMap::new();
     for wanted in &spec.servers.names {
         if !manifests
             .servers
@@ -238,6 +274,7 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
             .is_some_and(|sel| selector_matches(sel, server.metadata.labels.as_ref()));
         if by_name || by_label {
             servers.push(server_config(server, &secrets)?);
+            pins.insert(sname, ServerPins::of(server));
         }
     }
     servers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -277,6 +314,7 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         policies,
         session_key,
         max_body_bytes,
+        pins,
     })
 }
 

@@ -115,13 +115,19 @@ async fn readyz(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
     }
 }
 
-/// The admin router: `/admin/upstreams` and `/metrics`. Serve it on a separate, internal port.
+/// The admin router: `/admin/upstreams`, `/admin/tools` (pinning verdicts) and `/metrics`. Serve it on a separate, internal port.
 pub fn admin_app(portal: Arc<Portal>) -> Router {
     Router::new()
         .route("/admin/access", get(crate::policy::access::admin_handler))
         .route(
             "/admin/upstreams",
             get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),
+        )
+        .route(
+            "/admin/tools",
+            get(|State(p): State<Arc<Portal>>| async move {
+                axum::Json((*p.tool_verdicts()).clone())
+            }),
         )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))

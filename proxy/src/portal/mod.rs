@@ -5,6 +5,7 @@ pub mod code_mode;
 pub mod guardrails;
 pub mod handler;
 pub mod pagination;
+pub mod pinning;
 pub mod pipeline;
 
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct Portal {
     pub limiter: crate::policy::ratelimit::RateLimiter,
     /// Authentication and authorization counters, for metrics.
     pub counters: Arc<crate::policy::AccessCounters>,
+    /// Tool-definition pinning state (first-use baselines, what was reported).
+    pinning: pinning::Pinning,
+    /// The last verdict on every upstream tool, by server.
+    verdicts: ArcSwap<pinning::Verdicts>,
 }
 
 impl Portal {
@@ -67,6 +72,8 @@ impl Portal {
             config: ArcSwap::new(config),
             upstreams,
             catalog: ArcSwap::from_pointee(Catalog::default()),
+            pinning: Default::default(),
+            verdicts: Default::default(),
             catalog_changes: watch::channel([0; 32]).0,
             shutdown,
             executions: Arc::new(tokio::sync::Semaphore::new(
@@ -131,6 +138,13 @@ impl Portal {
             .collect()
     }
 
+    /// The last pinning and screening verdict on every upstream tool, by McpServer name
+    /// (quarantined tools included: this is what `/admin/tools` and `portcullis-proxy tools`
+    /// show).
+    pub fn tool_verdicts(&self) -> Arc<pinning::Verdicts> {
+        self.verdicts.load_full()
+    }
+
     /// Changes whenever the merged catalog's definitions change (value: the catalog hash).
     pub fn catalog_changes(&self) -> watch::Receiver<[u8; 32]> {
         self.catalog_changes.subscribe()
@@ -140,33 +154,40 @@ impl Portal {
         let cfg = self.config();
         let mut inputs = Vec::new();
         for server in &cfg.servers {
+            let mut input = pinning::PinInput {
+                server: server.clone(),
+                catalog: Arc::new(Default::default()),
+                ready: false,
+            };
             if let Some(up) = self.upstreams.get(&server.name).await {
                 let st = up.state();
                 if st.health == crate::upstream::Health::Ready {
-                    inputs.push((server.clone(), st.catalog.clone()));
-                    continue;
+                    input.catalog = st.catalog.clone();
+                    input.ready = true;
                 }
             }
-            inputs.push((server.clone(), Arc::new(Default::default())));
+            inputs.push(input);
         }
-        for (server, catalog) in &inputs {
+        for input in &inputs {
             let labels = crate::metrics::ServerLabels {
-                server: server.name.clone(),
+                server: input.server.name.clone(),
             };
-            let up = self
-                .upstreams
-                .get(&server.name)
-                .await
-                .is_some_and(|u| u.state().health == crate::upstream::Health::Ready);
             self.metrics
                 .upstream_up
                 .get_or_create(&labels)
-                .set(i64::from(up));
+                .set(i64::from(input.ready));
             self.metrics
                 .upstream_tools
                 .get_or_create(&labels)
-                .set(catalog.tools.len() as i64);
+                .set(input.catalog.tools.len() as i64);
         }
+        // Pinning and screening decide which upstream tools exist for the portal at all, so a
+        // quarantined tool is absent from every path that reads the catalog.
+        let applied = self
+            .pinning
+            .apply(&cfg, inputs, &self.metrics, &|e| self.audit(e));
+        self.verdicts.store(Arc::new(applied.verdicts));
+        let inputs = applied.inputs;
         let catalog = Catalog::build(&inputs);
         let hash = catalog.hash;
         self.catalog.store(Arc::new(catalog));

@@ -328,7 +328,11 @@ async fn supervise(all: Arc<Upstreams>, up: Arc<Upstream>) {
                 continue;
             }
         }
+        let listener = listen_for_list_changes(&up, &peer);
         let reason = watch_connection(&up, &peer, &running, &all).await;
+        if let Some(l) = listener {
+            l.abort();
+        }
         close(running).await;
         if up.cancel.is_cancelled() {
             break;
@@ -336,6 +340,72 @@ async fn supervise(all: Arc<Upstreams>, up: Arc<Upstream>) {
         fail(&all, &up, reason, &mut backoff).await;
     }
     tracing::debug!(upstream = %name, "supervisor stopped");
+}
+
+/// In the 2026-07-28 era a server sends `notifications/*/list_changed` only on a
+/// `subscriptions/listen` stream: open one when the server says its lists can change, and ask
+/// for a re-list on each notification (legacy sessions deliver them to [`client`]'s handler).
+/// Without this an upstream could change a tool definition unseen until the next reconnect.
+fn listen_for_list_changes(
+    up: &Arc<Upstream>,
+    peer: &Peer<RoleClient>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use rmcp::model::{ServerNotification, SubscriptionFilter};
+    let info = peer.peer_info()?;
+    if info.protocol_version != ProtocolVersion::V_2026_07_28 {
+        return None;
+    }
+    let caps = &info.capabilities;
+    let mut filter = SubscriptionFilter::builder();
+    let mut any = false;
+    if caps.tools.as_ref().and_then(|t| t.list_changed) == Some(true) {
+        filter = filter.tools_list_changed();
+        any = true;
+    }
+    if caps.prompts.as_ref().and_then(|p| p.list_changed) == Some(true) {
+        filter = filter.prompts_list_changed();
+        any = true;
+    }
+    if caps.resources.as_ref().and_then(|r| r.list_changed) == Some(true) {
+        filter = filter.resources_list_changed();
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    let filter = filter.build();
+    let peer = peer.clone();
+    let up = Arc::downgrade(up);
+    Some(tokio::spawn(async move {
+        let name = up
+            .upgrade()
+            .map(|u| u.config.name.clone())
+            .unwrap_or_default();
+        let mut sub = match peer.listen(filter).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(upstream = %name, error = %e, "subscriptions/listen refused; list changes are seen on reconnect");
+                return;
+            }
+        };
+        loop {
+            match sub.next().await {
+                Ok(Some(
+                    ServerNotification::ToolListChangedNotification(_)
+                    | ServerNotification::PromptListChangedNotification(_)
+                    | ServerNotification::ResourceListChangedNotification(_),
+                )) => match up.upgrade() {
+                    Some(u) => u.request_refresh(),
+                    None => return,
+                },
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    tracing::debug!(upstream = %name, end = ?sub.end(), "subscriptions/listen stream ended");
+                    return;
+                }
+            }
+        }
+    }))
 }
 
 /// Watches a live connection; returns why it ended.
