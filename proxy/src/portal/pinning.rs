@@ -290,6 +290,7 @@ mod tests {
                 env: vec![],
             },
             overrides: vec![],
+            oauth: None,
         }
     }
 
