@@ -65,6 +65,26 @@ async fn start(yaml: &str) -> Running {
     let shutdown = CancellationToken::new();
     let portal = Portal::start(cfg, None, shutdown.clone()).await.unwrap();
     portal.upstreams.settled(Duration::from_secs(20)).await;
+    // Every upstream ready and the portal's catalog rebuilt over it (a task follows upstream
+    // changes; on a loaded machine it can trail `settled`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ups = portal.upstreams.all().await;
+        let catalog = portal.catalog();
+        let covered = ups.iter().all(|u| {
+            u.state().health == proxy::upstream::Health::Ready
+                && catalog.tools.iter().any(|t| t.server == u.config.name)
+        });
+        if covered {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstreams not ready: {:?}",
+            portal.upstreams.status().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (listener, addr) = http::bind("127.0.0.1:0").await.unwrap();
     let router = http::app(portal.clone(), &ServeOptions { loopback: true });
     tokio::spawn(http::serve(listener, router, shutdown.clone()));
