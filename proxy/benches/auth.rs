@@ -112,10 +112,12 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
             },
             overrides: vec![],
             oauth: None,
+            identity: None,
         }],
         policies,
         session_key: None,
         max_body_bytes: 1 << 20,
+        identity_signer: None,
     };
     let portal = Portal::start(cfg, None, CancellationToken::new())
         .await
@@ -272,6 +274,7 @@ async fn main() {
                     },
                     overrides: vec![],
                     oauth: None,
+                    identity: None,
                 },
                 Arc::new(proxy::upstream::Catalog {
                     tools,

@@ -359,6 +359,7 @@ fn portal_config(
         policies,
         session_key: None,
         max_body_bytes: 1 << 20,
+        identity_signer: None,
     }
 }
 
@@ -415,6 +416,7 @@ async fn fixture() -> Fixture {
         },
         overrides: vec![],
         oauth: None,
+        identity: None,
     }];
     let limits = PolicyLimits {
         calls_per_minute: None,

@@ -35,6 +35,7 @@ pub async fn connect(
     url: &str,
     headers: reqwest::header::HeaderMap,
     tokens: Option<Arc<TokenSource>>,
+    identity_header: Option<reqwest::header::HeaderName>,
     timeout: Duration,
 ) -> Result<
     (
@@ -93,8 +94,13 @@ pub async fn connect(
 
     let (tx, mut rx) = futures::channel::mpsc::channel::<TxJsonRpcMessage<RoleClient>>(64);
     tokio::spawn(async move {
-        while let Some(msg) = rx.next().await {
+        while let Some(mut msg) = rx.next().await {
+            let mut extra = std::collections::HashMap::new();
+            crate::identity::take_into_header(&mut msg, identity_header.as_ref(), &mut extra);
             let mut post = client.post(endpoint.clone()).headers(headers.clone());
+            for (k, v) in extra {
+                post = post.header(k, v);
+            }
             match bearer(tokens.clone()).await {
                 Ok(Some(token)) => post = post.bearer_auth(token),
                 Ok(None) => {}
