@@ -138,6 +138,23 @@ def test_the_upstream_that_opted_in_gets_the_callers_identity_signed_by_the_port
     assert verify(setup, identity_of(setup, "identity-2"))["jti"] != claims["jti"]
 
 
+def test_a_code_mode_call_carries_the_same_signed_identity(setup: Setup) -> None:
+    user = setup.user_token("dave", ["engineering"])
+    h = dict(HEADERS, **{"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "portal_codemode_execute"})
+    h["authorization"] = f"Bearer {user}"
+    code = "async () => await codemode.pyboth_echo({message: 'codemode-1'})"
+    params = {"name": "portal_codemode_execute", "arguments": {"code": code}, "_meta": MODERN_META}
+    r = httpx.post(
+        setup.portal.url + "?codemode=search_and_execute",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params},
+        headers=h,
+        timeout=15,
+    )
+    assert r.status_code == 200 and "codemode-1" in r.text, r.text
+    claims = verify(setup, identity_of(setup, "codemode-1"))
+    assert claims["sub"] == "dave" and claims["groups"] == ["engineering"], claims
+
+
 def test_a_server_that_did_not_opt_in_gets_no_identity_and_no_one_gets_the_users_token(setup: Setup) -> None:
     user = setup.user_token("bob", ["engineering"])
     call(setup.portal, user, "pyplain_echo", "plain-1")

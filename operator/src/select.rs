@@ -148,3 +148,26 @@ pub fn prefix_conflicts(servers: &[&McpServer]) -> Vec<(String, String, String)>
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crds::McpPortalSpec;
+
+    use super::*;
+
+    #[test]
+    fn the_identity_signing_key_is_among_the_secrets_a_portal_reads() {
+        let key = SecretKeyRef {
+            name: "identity-signing".into(),
+            key: "key.pem".into(),
+        };
+        let portal = McpPortal::new(
+            "p",
+            McpPortalSpec {
+                identity_signing_key_from: Some(key.clone()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(portal_secret_refs(&portal, &[]), [key]);
+    }
+}
