@@ -63,6 +63,11 @@ pub struct McpPortalSpec {
     /// and a 256Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Secret key holding the PEM (PKCS#8) private key, EC P-256 (ES256) or Ed25519 (EdDSA),
+    /// that signs user identities for servers with `spec.identity`. Its public key is served at
+    /// `/.well-known/jwks.json`. Required when a selected server asks for identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_signing_key_from: Option<SecretKeyRef>,
 }
 
 /// Which servers a portal fronts.

@@ -60,6 +60,12 @@ pub struct McpServerSpec {
     /// `action: Alert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screening: Option<Screening>,
+    /// Send the calling user's identity to this server in a header the portal signs (a
+    /// short-lived JWT; verify it with the portal's `/.well-known/jwks.json`). Present: sent on
+    /// `tools/call`, `prompts/get` and `resources/read` of authenticated users over HTTP
+    /// transports. The portal needs `spec.identitySigningKeyFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityHeader>,
 }
 
 impl McpServerSpec {
@@ -113,6 +119,25 @@ pub struct Screening {
     /// from every portal unless their exact hash is listed in `spec.pinning.approved`.
     #[serde(default)]
     pub action: PinAction,
+}
+
+/// How a server receives the caller's signed identity.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityHeader {
+    /// Header carrying the token. Defaults to `X-Portcullis-Identity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub header: Option<String>,
+    /// Lifetime of each token, in seconds. Defaults to 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub ttl_seconds: Option<u32>,
+    /// Claims of the user's access token copied into the signed token (for example `email`),
+    /// when present. `sub` and `groups` are always included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub claims: Vec<String>,
 }
 
 /// How the portal reaches a remote server.

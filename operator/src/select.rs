@@ -86,11 +86,13 @@ pub fn bound_policies<'a>(portal: &McpPortal, policies: &'a [McpPolicy]) -> Vec<
     out
 }
 
-/// The Secret refs the portal's proxy reads: its session key and the credentials of the
-/// remote servers it fronts (deployed servers keep their secrets in their own pods).
+/// The Secret refs the portal's proxy reads: its session key, its identity signing key and the
+/// credentials of the remote servers it fronts (deployed servers keep their secrets in their
+/// own pods).
 pub fn portal_secret_refs(portal: &McpPortal, servers: &[&McpServer]) -> Vec<SecretKeyRef> {
     let mut refs = Vec::new();
     refs.extend(portal.spec.session_key_from.clone());
+    refs.extend(portal.spec.identity_signing_key_from.clone());
     for s in servers {
         refs.extend(remote_secret_refs(s));
     }
@@ -145,4 +147,27 @@ pub fn prefix_conflicts(servers: &[&McpServer]) -> Vec<(String, String, String)>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crds::McpPortalSpec;
+
+    use super::*;
+
+    #[test]
+    fn the_identity_signing_key_is_among_the_secrets_a_portal_reads() {
+        let key = SecretKeyRef {
+            name: "identity-signing".into(),
+            key: "key.pem".into(),
+        };
+        let portal = McpPortal::new(
+            "p",
+            McpPortalSpec {
+                identity_signing_key_from: Some(key.clone()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(portal_secret_refs(&portal, &[]), [key]);
+    }
 }

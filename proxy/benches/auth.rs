@@ -1,6 +1,7 @@
 //! `make bench`: what authentication and authorization add to a tool call.
 //!
 //! 1. Token validation alone (JWKS cached): RS256 and ES256, microseconds per token.
+//!    Then signing a user identity for an upstream (`spec.identity`): microseconds per token.
 //! 2. The policy filter alone: `tools/list` filtering of a 500-tool catalog under 20 policies.
 //! 3. End to end over loopback HTTP (stateless 2026-07-28 `tools/call`, one connection, sequential):
 //!    a public portal vs the same portal requiring a bearer JWT and a McpPolicy, over the same
@@ -112,11 +113,13 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
             },
             overrides: vec![],
             oauth: None,
+            identity: None,
         }],
         policies,
         session_key: None,
         max_body_bytes: 1 << 20,
         pins: Default::default(),
+        identity_signer: None,
     };
     let portal = Portal::start(cfg, None, CancellationToken::new())
         .await
@@ -217,6 +220,28 @@ async fn main() {
         );
     }
 
+    // 1b. Signing a user identity for an upstream that asks for one (`spec.identity`), once
+    // per call.
+    let ed25519 = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIABis2UcDDO1xIvhvAb/Wb5axz7nn40fNnk/S/xG6m9A\n-----END PRIVATE KEY-----\n";
+    let who = Identity::user("bench", ["engineering"]);
+    let wanted = proxy::identity::IdentityConfig {
+        header: proxy::identity::DEFAULT_HEADER.into(),
+        ttl: proxy::identity::DEFAULT_TTL,
+        claims: vec![],
+    };
+    for (label, pem) in [("ES256", EC_PEM), ("EdDSA", ed25519)] {
+        let signer = proxy::identity::Signer::from_pem(pem.as_bytes(), "bench").unwrap();
+        let k = 2000;
+        let t0 = Instant::now();
+        for _ in 0..k {
+            signer.sign(&who, "s0", &wanted).unwrap().unwrap();
+        }
+        println!(
+            "auth/identity_sign_{label}: {:.1} us/token",
+            per_op(t0.elapsed(), k)
+        );
+    }
+
     // 2. The policy filter alone.
     let servers: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
     let policies: Vec<crds::McpPolicy> = (0..20)
@@ -273,6 +298,7 @@ async fn main() {
                     },
                     overrides: vec![],
                     oauth: None,
+                    identity: None,
                 },
                 Arc::new(proxy::upstream::Catalog {
                     tools,

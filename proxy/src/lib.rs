@@ -13,6 +13,7 @@ pub mod config;
 pub mod dlp;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod portal;

@@ -360,6 +360,7 @@ fn portal_config(
         session_key: None,
         max_body_bytes: 1 << 20,
         pins: Default::default(),
+        identity_signer: None,
     }
 }
 
@@ -416,6 +417,7 @@ async fn fixture() -> Fixture {
         },
         overrides: vec![],
         oauth: None,
+        identity: None,
     }];
     let limits = PolicyLimits {
         calls_per_minute: None,

@@ -40,6 +40,8 @@ pub struct PortalConfig {
     /// Tool-definition pinning and screening of each server, by McpServer name. Kept apart from
     /// [`ServerConfig`] so approving a hash does not reconnect the upstream.
     pub pins: BTreeMap<String, ServerPins>,
+    /// Signs user identities for servers with `spec.identity` (from `identitySigningKeyFrom`).
+    pub identity_signer: Option<std::sync::Arc<crate::identity::Signer>>,
 }
 
 /// How one server's tool definitions are pinned and screened (`spec.pinning`,
@@ -89,6 +91,8 @@ pub struct ServerConfig {
     pub overrides: Vec<ToolOverride>,
     /// OAuth client credentials for the portal's own token to this upstream (remote servers).
     pub oauth: Option<UpstreamOAuth>,
+    /// Send the caller's signed identity in this header (`spec.identity`).
+    pub identity: Option<crate::identity::IdentityConfig>,
 }
 
 /// `spec.remote.oauth` with the client id and secret resolved from their Secrets.
@@ -127,6 +131,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("timeout", &self.timeout)
             .field("transport", &self.transport.describe())
             .field("oauth", &self.oauth)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -301,6 +306,7 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         }
         None => None,
     };
+    let identity_signer = identity_signer(name, &spec, &servers, &secrets)?;
     let max_body_bytes = spec
         .limits
         .as_ref()
@@ -315,6 +321,96 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         session_key,
         max_body_bytes,
         pins,
+        identity_signer,
+    })
+}
+
+/// The portal's identity signer: required when a selected server asks for identity, so that
+/// every replica signs with the same key (see [`crate::identity`]).
+fn identity_signer(
+    portal: &str,
+    spec: &McpPortalSpec,
+    servers: &[ServerConfig],
+    secrets: &Secrets<'_>,
+) -> Result<Option<std::sync::Arc<crate::identity::Signer>>> {
+    let Some(r) = &spec.identity_signing_key_from else {
+        if let Some(s) = servers.iter().find(|s| s.identity.is_some()) {
+            return Err(Error::Config(format!(
+                "McpPortal {portal}: McpServer {} sets spec.identity, but spec.identitySigningKeyFrom is not set: name a Secret key holding a PEM private key (EC P-256 or Ed25519; `openssl genpkey -algorithm ed25519`)",
+                s.name
+            )));
+        }
+        return Ok(None);
+    };
+    let pem = secrets.bytes(r).map_err(|e| match e {
+        Error::MissingSecret { .. } => Error::Config(format!(
+            "McpPortal {portal}: spec.identitySigningKeyFrom: {e}"
+        )),
+        other => other,
+    })?;
+    let issuer = match &spec.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => portal.to_owned(),
+    };
+    let signer = crate::identity::Signer::from_pem(&pem, issuer).map_err(|e| {
+        Error::Config(format!(
+            "McpPortal {portal}: spec.identitySigningKeyFrom: secret {}/{}: {e}",
+            r.name, r.key
+        ))
+    })?;
+    for s in servers {
+        if s.identity.is_some() && matches!(s.transport, Transport::Stdio { .. }) {
+            tracing::warn!(portal, server = %s.name, "spec.identity has no effect on a stdio server (no headers): it gets no identity");
+        }
+    }
+    Ok(Some(std::sync::Arc::new(signer)))
+}
+
+/// `spec.identity` with defaults applied and the header and claim names checked.
+fn identity_config(
+    name: &str,
+    spec: &crds::server::IdentityHeader,
+    transport: &Transport,
+) -> Result<crate::identity::IdentityConfig> {
+    let header = spec
+        .header
+        .clone()
+        .unwrap_or_else(|| crate::identity::DEFAULT_HEADER.to_owned());
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        || crate::identity::header_is_reserved(&header)
+    {
+        return Err(Error::Config(format!(
+            "McpServer {name}: spec.identity.header: {header:?} is not a header name the portal may set (transport, session and credential headers are reserved)"
+        )));
+    }
+    let static_headers = match transport {
+        Transport::StreamableHttp { headers, .. } | Transport::Sse { headers, .. } => {
+            headers.as_slice()
+        }
+        Transport::Stdio { .. } => &[],
+    };
+    if static_headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(&header))
+    {
+        return Err(Error::Config(format!(
+            "McpServer {name}: spec.identity.header: {header:?} is also in spec.remote.headers"
+        )));
+    }
+    for c in &spec.claims {
+        if crate::identity::RESERVED_CLAIMS.contains(&c.as_str()) {
+            return Err(Error::Config(format!(
+                "McpServer {name}: spec.identity.claims: {c:?} is set by the portal itself"
+            )));
+        }
+    }
+    Ok(crate::identity::IdentityConfig {
+        header,
+        ttl: spec
+            .ttl_seconds
+            .map(|s| Duration::from_secs(s.into()))
+            .unwrap_or(crate::identity::DEFAULT_TTL),
+        claims: spec.claims.clone(),
     })
 }
 
@@ -390,7 +486,12 @@ fn server_config(server: &McpServer, secrets: &Secrets<'_>) -> Result<ServerConf
             "McpServer {name}: exactly one of spec.remote and spec.deployment must be set"
         )));
     };
+    let identity = match &spec.identity {
+        Some(i) => Some(identity_config(&name, i, &transport)?),
+        None => None,
+    };
     Ok(ServerConfig {
+        identity,
         prefix: spec.prefix.clone().unwrap_or_else(|| name.clone()),
         name,
         timeout: spec
@@ -510,6 +611,86 @@ stringData: {a: "s3cret\n"}
         ));
         let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("secret nokey/k not found"), "{e}");
+    }
+
+    const IDENTITY_KEY: &str = "-----BEGIN PRIVATE KEY-----\n    MC4CAQAwBQYDK2VwBCIEIABis2UcDDO1xIvhvAb/Wb5axz7nn40fNnk/S/xG6m9A\n    -----END PRIVATE KEY-----";
+
+    fn identity_manifests(identity: &str, portal_extra: &str) -> Manifests {
+        manifests(&format!(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {{name: wiki}}\nspec: {{remote: {{url: http://127.0.0.1:1/mcp, headers: [{{name: X-Api-Key, value: k}}]}}, identity: {identity}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: signing}}\nstringData:\n  key: |\n    {IDENTITY_KEY}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true, publicUrl: 'https://mcp.example.com/', servers: {{names: [wiki]}}{portal_extra}}}\n"
+        ))
+    }
+
+    #[test]
+    fn identity_defaults_apply_and_the_issuer_is_the_public_url() {
+        let m = identity_manifests("{}", ", identitySigningKeyFrom: {name: signing, key: key}");
+        let cfg = resolve(&m, "p", Path::new("/x")).unwrap();
+        let id = cfg.servers[0].identity.as_ref().unwrap();
+        assert_eq!(id.header, "X-Portcullis-Identity");
+        assert_eq!(id.ttl, Duration::from_secs(60));
+        let signer = cfg.identity_signer.as_ref().unwrap();
+        assert_eq!(signer.issuer(), "https://mcp.example.com");
+        assert!(
+            !format!("{cfg:?}").contains("MC4CAQ"),
+            "the key in debug output"
+        );
+    }
+
+    #[test]
+    fn identity_without_a_signing_key_or_with_a_bad_one_is_refused_naming_the_field() {
+        let m = identity_manifests("{}", "");
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(
+            e.contains("McpPortal p: McpServer wiki sets spec.identity")
+                && e.contains("spec.identitySigningKeyFrom is not set"),
+            "{e}"
+        );
+        let m = identity_manifests("{}", ", identitySigningKeyFrom: {name: nope, key: key}");
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(
+            e.contains("spec.identitySigningKeyFrom: secret nope/key not found"),
+            "{e}"
+        );
+        let mut m = identity_manifests("{}", ", identitySigningKeyFrom: {name: signing, key: key}");
+        m.secrets.get_mut("signing").unwrap().insert(
+            "key".into(),
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec(),
+        );
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "McpPortal p: spec.identitySigningKeyFrom: secret signing/key: not a PKCS#8 PEM"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn identity_header_and_claims_may_not_take_over_what_the_portal_sets() {
+        let key = ", identitySigningKeyFrom: {name: signing, key: key}";
+        for (identity, want) in [
+            (
+                "{header: Authorization}",
+                "spec.identity.header: \"Authorization\" is not a header name",
+            ),
+            (
+                "{header: Mcp-Session-Id}",
+                "spec.identity.header: \"Mcp-Session-Id\"",
+            ),
+            ("{header: x-api-key}", "is also in spec.remote.headers"),
+            (
+                "{claims: [email, sub]}",
+                "spec.identity.claims: \"sub\" is set by the portal",
+            ),
+        ] {
+            let e = resolve(&identity_manifests(identity, key), "p", Path::new("/x"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("McpServer wiki: ") && e.contains(want),
+                "{identity}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct ServeOptions {
     pub loopback: bool,
 }
 
-/// The portal router: `/mcp` (both MCP eras), `/healthz`, `/readyz`.
+/// The portal router: `/mcp` (both MCP eras), `/.well-known/jwks.json`, `/healthz`, `/readyz`.
 ///
 /// Layers on `/mcp`, outermost first: authentication (bearer JWT -> `auth::Identity` and the
 /// session `Subject`; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
@@ -94,9 +94,27 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
             "/.well-known/oauth-protected-resource/{*resource}",
             get(crate::auth::metadata),
         )
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(portal)
+}
+
+/// The public key that signs user identities for upstreams (`spec.identitySigningKeyFrom`),
+/// as a JWK Set. 404 when the portal signs none.
+async fn jwks(State(portal): State<Arc<Portal>>) -> axum::response::Response {
+    match &portal.config().identity_signer {
+        Some(signer) => (
+            [(http::header::CACHE_CONTROL, "public, max-age=300")],
+            axum::Json(signer.jwks()),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this portal signs no identities (spec.identitySigningKeyFrom is not set)",
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(portal): State<Arc<Portal>>) -> impl IntoResponse {

@@ -25,6 +25,7 @@ fn server(name: &str) -> ServerConfig {
         },
         overrides: vec![],
         oauth: None,
+        identity: None,
     }
 }
 

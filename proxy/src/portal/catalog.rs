@@ -262,6 +262,7 @@ mod tests {
             },
             overrides: vec![],
             oauth: None,
+            identity: None,
         }
     }
 

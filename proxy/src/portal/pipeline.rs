@@ -230,12 +230,16 @@ impl Portal {
             params.input_responses = r.input_responses.clone();
             params.request_state = r.request_state.clone();
         }
+        let mut request = CallToolRequest::new(params);
+        if let Some(signed) = self.signed_identity(&tool.server, identity)? {
+            request.extensions.insert(signed);
+        }
         let upstream_started = Instant::now();
         let progress = ctx.progress.clone();
         let router = self.upstreams.progress().clone();
         let response = self
             .forward(&tool.server, &ctx.ct, async move |peer| {
-                let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                let request = ClientRequest::CallToolRequest(request);
                 send_routed(&peer, request, progress, &router)
                     .await
                     .and_then(call_tool_response)
@@ -334,11 +338,15 @@ impl Portal {
         let mut params = GetPromptRequestParams::new(prompt.upstream_name.clone());
         params.arguments = request.arguments;
         params.input_responses = request.input_responses;
+        let mut request = GetPromptRequest::new(params);
+        if let Some(signed) = self.signed_identity(&prompt.server, &ctx.identity)? {
+            request.extensions.insert(signed);
+        }
         let progress = ctx.progress.clone();
         let router = self.upstreams.progress().clone();
         let answer = self
             .forward(&prompt.server, &ctx.ct, async move |peer| {
-                let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
+                let request = ClientRequest::GetPromptRequest(request);
                 send_routed(&peer, request, progress, &router).await
             })
             .await?;
@@ -382,11 +390,15 @@ impl Portal {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let mut params = ReadResourceRequestParams::new(uri.clone());
         params.input_responses = request.input_responses;
+        let mut request = ReadResourceRequest::new(params);
+        if let Some(signed) = self.signed_identity(&server, &ctx.identity)? {
+            request.extensions.insert(signed);
+        }
         let progress = ctx.progress.clone();
         let router = self.upstreams.progress().clone();
         let answer = self
             .forward(&server, &ctx.ct, async move |peer| {
-                let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
+                let request = ClientRequest::ReadResourceRequest(request);
                 send_routed(&peer, request, progress, &router).await
             })
             .await?;
@@ -415,6 +427,42 @@ impl Portal {
                 format!("upstream {server} answered resources/read with something else"),
                 None,
             )),
+        }
+    }
+
+    /// The caller's signed identity for `server`, when that server opted in (`spec.identity`)
+    /// and the caller is authenticated. It rides in the request's extensions, which are never
+    /// serialized: only the HTTP transport of that server turns it into its header.
+    pub fn signed_identity(
+        &self,
+        server: &str,
+        identity: &crate::auth::Identity,
+    ) -> Result<Option<crate::identity::SignedIdentity>, ErrorData> {
+        let cfg = self.config();
+        let Some(wanted) = cfg
+            .servers
+            .iter()
+            .find(|s| s.name == server)
+            .and_then(|s| s.identity.as_ref())
+        else {
+            return Ok(None);
+        };
+        let Some(signer) = &cfg.identity_signer else {
+            // `config::resolve` refuses this combination; never send an unsigned identity.
+            return Err(ErrorData::internal_error(
+                "the portal has no identity signing key",
+                None,
+            ));
+        };
+        match signer.sign(identity, server, wanted) {
+            Ok(token) => Ok(token.map(crate::identity::SignedIdentity)),
+            Err(e) => {
+                tracing::error!(upstream = %server, error = %e, "cannot sign the caller's identity");
+                Err(ErrorData::internal_error(
+                    "the portal could not sign the caller's identity",
+                    None,
+                ))
+            }
         }
     }
 

@@ -504,6 +504,18 @@ fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap
     Ok(map)
 }
 
+/// The header an upstream that opted in to `spec.identity` gets the caller's signed identity in.
+fn identity_header(config: &ServerConfig) -> Result<Option<reqwest::header::HeaderName>, String> {
+    config
+        .identity
+        .as_ref()
+        .map(|i| {
+            reqwest::header::HeaderName::from_bytes(i.header.as_bytes())
+                .map_err(|_| format!("invalid identity header name {:?}", i.header))
+        })
+        .transpose()
+}
+
 fn lifecycle() -> ClientLifecycleMode {
     ClientLifecycleMode::Auto {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
@@ -534,7 +546,11 @@ async fn connect(
                 }
             }
             config = config.custom_headers(custom);
-            let client = oauth::AuthorizedClient::new(all.http.clone(), up.tokens.clone());
+            let client = oauth::AuthorizedClient::new(
+                all.http.clone(),
+                up.tokens.clone(),
+                identity_header(&up.config)?,
+            );
             let transport = StreamableHttpClientTransport::with_client(client, config);
             handler
                 .serve_with_lifecycle(transport, lifecycle())
@@ -547,6 +563,7 @@ async fn connect(
                 url,
                 header_map(headers)?,
                 up.tokens.clone(),
+                identity_header(&up.config)?,
                 up.config.timeout,
             )
             .await

@@ -165,19 +165,30 @@ fn urlencode(s: &str) -> String {
     out
 }
 
-/// rmcp's Streamable HTTP client with the upstream's current token on every request.
+/// rmcp's Streamable HTTP client with the upstream's current token on every request, and the
+/// caller's signed identity ([`crate::identity`]) on the requests that carry one.
 #[derive(Clone)]
 pub struct AuthorizedClient {
     http: reqwest::Client,
     tokens: Option<Arc<TokenSource>>,
+    identity_header: Option<HeaderName>,
 }
 
 type HttpResult<T> = Result<T, StreamableHttpError<reqwest::Error>>;
 
 impl AuthorizedClient {
-    /// `tokens` is `None` for upstreams without OAuth (requests go out unchanged).
-    pub fn new(http: reqwest::Client, tokens: Option<Arc<TokenSource>>) -> Self {
-        AuthorizedClient { http, tokens }
+    /// `tokens` is `None` for upstreams without OAuth. `identity_header` is `None` for
+    /// upstreams that did not opt in to `spec.identity` (a signed identity is then dropped).
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Option<Arc<TokenSource>>,
+        identity_header: Option<HeaderName>,
+    ) -> Self {
+        AuthorizedClient {
+            http,
+            tokens,
+            identity_header,
+        }
     }
 
     async fn bearer(&self, given: Option<String>) -> HttpResult<Option<String>> {
@@ -208,8 +219,14 @@ impl StreamableHttpClient for AuthorizedClient {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> HttpResult<StreamableHttpPostResponse> {
+        let mut message = message;
+        crate::identity::take_into_header(
+            &mut message,
+            self.identity_header.as_ref(),
+            &mut custom_headers,
+        );
         let auth = self.bearer(auth_header).await?;
         let r = self
             .http
@@ -224,9 +241,15 @@ impl StreamableHttpClient for AuthorizedClient {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> HttpResult<StreamableHttpPostResponse> {
+        let mut message = message;
+        crate::identity::take_into_header(
+            &mut message,
+            self.identity_header.as_ref(),
+            &mut custom_headers,
+        );
         let auth = self.bearer(auth_header).await?;
         let r = self
             .http

@@ -35,6 +35,7 @@ pub async fn connect(
     url: &str,
     headers: reqwest::header::HeaderMap,
     tokens: Option<Arc<TokenSource>>,
+    identity_header: Option<reqwest::header::HeaderName>,
     timeout: Duration,
 ) -> Result<
     (
@@ -93,8 +94,13 @@ pub async fn connect(
 
     let (tx, mut rx) = futures::channel::mpsc::channel::<TxJsonRpcMessage<RoleClient>>(64);
     tokio::spawn(async move {
-        while let Some(msg) = rx.next().await {
+        while let Some(mut msg) = rx.next().await {
+            let mut extra = std::collections::HashMap::new();
+            crate::identity::take_into_header(&mut msg, identity_header.as_ref(), &mut extra);
             let mut post = client.post(endpoint.clone()).headers(headers.clone());
+            for (k, v) in extra {
+                post = post.header(k, v);
+            }
             match bearer(tokens.clone()).await {
                 Ok(Some(token)) => post = post.bearer_auth(token),
                 Ok(None) => {}
@@ -143,4 +149,88 @@ pub async fn connect(
         })
         .boxed();
     Ok((tx.sink_map_err(|e| e), stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::{get, post};
+    use futures::SinkExt;
+    use rmcp::model::{
+        CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, RequestId,
+    };
+
+    use crate::identity::SignedIdentity;
+
+    #[tokio::test]
+    async fn the_sse_sink_sends_the_signed_identity_as_the_opted_in_header_and_not_in_the_body() {
+        // (identity header, body) of every POST.
+        type Seen = Arc<Mutex<Vec<(Option<String>, String)>>>;
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        let app = Router::new()
+            .route(
+                "/sse",
+                get(|| async {
+                    (
+                        [(http::header::CONTENT_TYPE, "text/event-stream")],
+                        "event: endpoint\ndata: /messages\n\n",
+                    )
+                }),
+            )
+            .route(
+                "/messages",
+                post(move |headers: http::HeaderMap, body: String| async move {
+                    let h = headers
+                        .get("x-portcullis-identity")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    record.lock().unwrap().push((h, body));
+                    http::StatusCode::ACCEPTED
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (mut sink, _stream) = super::connect(
+            reqwest::Client::new(),
+            &format!("http://{addr}/sse"),
+            Default::default(),
+            None,
+            Some(reqwest::header::HeaderName::from_static(
+                "x-portcullis-identity",
+            )),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        for (id, signed) in [(1, Some("signed.jwt.token")), (2, None)] {
+            let mut req = CallToolRequest::new(CallToolRequestParams::new("echo"));
+            if let Some(t) = signed {
+                req.extensions.insert(SignedIdentity(t.into()));
+            }
+            sink.send(ClientJsonRpcMessage::request(
+                ClientRequest::CallToolRequest(req),
+                RequestId::Number(id),
+            ))
+            .await
+            .unwrap();
+        }
+        for _ in 0..200 {
+            if seen.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].0.as_deref(), Some("signed.jwt.token"));
+        assert_eq!(seen[1].0, None, "a call without an identity gets no header");
+        assert!(
+            seen.iter()
+                .all(|(_, body)| !body.contains("signed.jwt.token"))
+        );
+    }
 }
