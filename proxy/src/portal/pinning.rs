@@ -291,6 +291,7 @@ mod tests {
             },
             overrides: vec![],
             oauth: None,
+            identity: None,
         }
     }
 
@@ -319,6 +320,7 @@ mod tests {
             session_key: None,
             max_body_bytes: 1,
             pins: [("s".to_string(), pins)].into(),
+            identity_signer: None,
         }
     }
 
