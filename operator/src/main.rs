@@ -186,6 +186,7 @@ fn render_options(a: &RenderArgs) -> RenderOptions {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    operator::probe::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Render { manifests } => {

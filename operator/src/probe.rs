@@ -14,6 +14,14 @@ use rmcp::{ClientLifecycleMode, ClientServiceExt};
 
 use crate::error::{Error, Result};
 
+/// Installs ring as the process's rustls crypto provider. reqwest is built without a provider of
+/// its own (one provider in the workspace: see proxy/src/tls.rs) and panics when a client is
+/// built before one is installed, so every client constructor here calls this first.
+pub fn install_crypto_provider() {
+    // Err means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Lists the tools of an MCP endpoint. A trait so controller tests can answer without a
 /// network; [`McpProber`] is the real one.
 pub trait Prober: Send + Sync {
@@ -35,9 +43,7 @@ pub struct McpProber {
 impl McpProber {
     /// A prober whose whole probe (connect and list) is bounded by `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        // reqwest is built without a crypto provider of its own (one provider, ring, in the
-        // workspace: see proxy/src/tls.rs); Err means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))

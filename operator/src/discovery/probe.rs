@@ -97,6 +97,7 @@ pub struct HttpShadowProber {
 impl HttpShadowProber {
     /// A prober whose every request is bounded by `timeout`.
     pub fn new(timeout: Duration) -> Self {
+        crate::probe::install_crypto_provider();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(timeout)

@@ -195,7 +195,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let (mut sink, _stream) = super::connect(
-            reqwest::Client::new(),
+            crate::tls::client_builder().build().unwrap(),
             &format!("http://{addr}/sse"),
             Default::default(),
             None,
