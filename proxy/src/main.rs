@@ -342,7 +342,7 @@ fn dlp_scan(
     } else {
         let path = manifests.context("--manifests or --all-detectors is required")?;
         let m = config::manifests::load(&path)?;
-        let name = pick_portal(&m, portal.as_deref(), &path)?;
+        let name = config::portal_name(&m, portal.as_deref(), &path)?;
         let cfg = config::resolve(&m, &name, std::path::Path::new(config::DEFAULT_SECRETS_DIR))?;
         let rules = proxy::portal::guardrails::dlp_rules(cfg.policies.iter());
         proxy::dlp::Engine::compile(&rules)?
@@ -395,29 +395,11 @@ fn audit_verify(file: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
-fn pick_portal(
-    manifests: &config::Manifests,
-    portal: Option<&str>,
-    path: &std::path::Path,
-) -> anyhow::Result<String> {
-    Ok(match portal {
-        Some(p) => p.to_owned(),
-        None => match manifests.portals.as_slice() {
-            [only] => only.metadata.name.clone().unwrap_or_default(),
-            _ => anyhow::bail!(
-                "{}: holds {} McpPortals; choose one with --portal",
-                path.display(),
-                manifests.portals.len()
-            ),
-        },
-    })
-}
-
 async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
     init_logging(&cli.log_format);
     let manifests_path = cli.manifests.clone().context("--manifests is required")?;
     let manifests = config::manifests::load(&manifests_path)?;
-    let portal_name = pick_portal(&manifests, cli.portal.as_deref(), &manifests_path)?;
+    let portal_name = config::portal_name(&manifests, cli.portal.as_deref(), &manifests_path)?;
     let cfg = config::resolve(&manifests, &portal_name, &cli.secrets_dir)?;
     if cfg.session_key.is_none() {
         tracing::warn!(

@@ -222,6 +222,20 @@ impl<'a> Secrets<'a> {
     }
 }
 
+/// The portal to serve: `portal` when given, else the only McpPortal in the manifests read from
+/// `path` (an error naming the file when there are none or several).
+pub fn portal_name(manifests: &Manifests, portal: Option<&str>, path: &Path) -> Result<String> {
+    match (portal, manifests.portals.as_slice()) {
+        (Some(p), _) => Ok(p.to_owned()),
+        (None, [only]) => Ok(only.metadata.name.clone().unwrap_or_default()),
+        (None, all) => Err(Error::Config(format!(
+            "{}: holds {} McpPortals; choose one with --portal",
+            path.display(),
+            all.len()
+        ))),
+    }
+}
+
 /// Resolves portal `name` from the manifests: its servers, policies and secrets.
 pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<PortalConfig> {
     let portal = manifests

@@ -297,26 +297,9 @@ pub struct AccessQuery {
 /// Loads the manifests, connects to the portal's upstreams to learn their tools (as the portal
 /// would), and reports what the identity could use. Makes no request as the user.
 pub async fn run(q: &AccessQuery) -> crate::Result<AccessReport> {
-    let manifests = crate::config::manifests::load(&q.manifests)?;
-    let name = match &q.portal {
-        Some(p) => p.clone(),
-        None => match manifests.portals.as_slice() {
-            [only] => only.metadata.name.clone().unwrap_or_default(),
-            _ => {
-                return Err(crate::Error::Config(format!(
-                    "{}: holds {} McpPortals; choose one with --portal",
-                    q.manifests.display(),
-                    manifests.portals.len()
-                )));
-            }
-        },
-    };
-    let cfg = crate::config::resolve(&manifests, &name, &q.secrets_dir)?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let portal = Portal::start(cfg, None, shutdown.clone()).await?;
-    portal.upstreams.settled(q.settle).await;
-    // Let the catalog rebuild task see the last upstream change.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (portal, shutdown) =
+        Portal::start_from_manifests(&q.manifests, q.portal.as_deref(), &q.secrets_dir, q.settle)
+            .await?;
     let identity = identity_of(q.subject.clone(), q.groups.clone(), q.claims.clone());
     let report = for_portal(&portal, &identity);
     shutdown.cancel();

@@ -49,6 +49,26 @@ pub struct Portal {
 }
 
 impl Portal {
+    /// A portal started from a manifests file for a one-off question (the `access` and `tools`
+    /// commands): upstreams connected and listed, catalog built. Cancel the returned token to
+    /// stop it.
+    pub async fn start_from_manifests(
+        manifests: &std::path::Path,
+        portal: Option<&str>,
+        secrets_dir: &std::path::Path,
+        settle: std::time::Duration,
+    ) -> crate::Result<(Arc<Portal>, CancellationToken)> {
+        let loaded = crate::config::manifests::load(manifests)?;
+        let name = crate::config::portal_name(&loaded, portal, manifests)?;
+        let cfg = crate::config::resolve(&loaded, &name, secrets_dir)?;
+        let shutdown = CancellationToken::new();
+        let portal = Portal::start(cfg, None, shutdown.clone()).await?;
+        portal.upstreams.settled(settle).await;
+        // Let the catalog rebuild task see the last upstream change.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Ok((portal, shutdown))
+    }
+
     /// Starts the portal's upstreams and the task that keeps the merged catalog current.
     pub async fn start(
         config: PortalConfig,

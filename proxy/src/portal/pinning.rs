@@ -145,26 +145,8 @@ pub async fn inspect(
     secrets_dir: &std::path::Path,
     settle: std::time::Duration,
 ) -> crate::Result<Verdicts> {
-    let loaded = crate::config::manifests::load(manifests)?;
-    let name = match portal {
-        Some(p) => p.to_owned(),
-        None => match loaded.portals.as_slice() {
-            [only] => only.metadata.name.clone().unwrap_or_default(),
-            _ => {
-                return Err(crate::Error::Config(format!(
-                    "{}: holds {} McpPortals; choose one with --portal",
-                    manifests.display(),
-                    loaded.portals.len()
-                )));
-            }
-        },
-    };
-    let cfg = crate::config::resolve(&loaded, &name, secrets_dir)?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let portal = super::Portal::start(cfg, None, shutdown.clone()).await?;
-    portal.upstreams.settled(settle).await;
-    // Let the catalog rebuild task see the last upstream change.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (portal, shutdown) =
+        super::Portal::start_from_manifests(manifests, portal, secrets_dir, settle).await?;
     let verdicts = (*portal.tool_verdicts()).clone();
     shutdown.cancel();
     Ok(verdicts)
