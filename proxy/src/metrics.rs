@@ -90,6 +90,8 @@ pub struct Metrics {
     pub policy_denials: Family<ServerLabels, Counter>,
     /// Calls refused by rate limits.
     pub rate_limited: Counter,
+    /// Stateless 2026-07-28 `tools/call` requests answered by the portal's fast path.
+    pub fast_path_calls: Counter,
     /// 1 when the upstream is ready, else 0.
     pub upstream_up: Family<ServerLabels, Gauge>,
     /// Tools an upstream currently offers.
@@ -169,6 +171,12 @@ impl Metrics {
             "Calls refused by rate limits",
             rate_limited.clone(),
         );
+        let fast_path_calls = Counter::default();
+        registry.register(
+            "fast_path_tool_calls",
+            "Stateless 2026-07-28 tools/call requests answered by the fast path (no rmcp serve loop)",
+            fast_path_calls.clone(),
+        );
         let upstream_up = Family::default();
         registry.register(
             "upstream_up",
@@ -229,6 +237,7 @@ impl Metrics {
             dlp_findings,
             policy_denials,
             rate_limited,
+            fast_path_calls,
             upstream_up,
             upstream_tools,
             codemode_executions,

@@ -496,3 +496,106 @@ async fn a_denied_tool_is_absent_from_list_search_and_execute_and_fails_like_an_
     assert!(text_of(&r).contains("undefined"), "{}", text_of(&r));
     cm.cancel().await.unwrap();
 }
+
+/// The fast path (`proxy::http::fast`) answers plain stateless `tools/call` requests without
+/// rmcp. The same requests sent with an allowed `Origin` header go through rmcp instead; both
+/// answers must be identical, byte for byte, and the fast path must actually have been taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_answers_exactly_as_rmcp_does() {
+    let portal = start(&demo_manifests(None)).await;
+    let http = proxy::tls::client_builder().build().unwrap();
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "fast-path-test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let post = async |name: &str, arguments: Value, via_rmcp: bool, extra_meta: Value| {
+        let mut meta = meta.clone();
+        meta.as_object_mut()
+            .unwrap()
+            .extend(extra_meta.as_object().unwrap().clone());
+        let body = json!({"jsonrpc": "2.0", "id": "call-1", "method": "tools/call",
+            "params": {"name": name, "arguments": arguments, "_meta": meta}});
+        let mut req = http
+            .post(&portal.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", name)
+            .body(body.to_string());
+        if via_rmcp {
+            // Allowed on a loopback listener, and enough to send the request to rmcp.
+            req = req.header("origin", "http://127.0.0.1:9");
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        (status, ctype, resp.bytes().await.unwrap())
+    };
+    let fast_calls = || {
+        let text = portal.portal.metrics.encode_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("portcullis_fast_path_tool_calls_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no fast-path counter in:\n{text}"))
+    };
+
+    let cases = [
+        ("tickets_list_tickets", json!({"status": "in_progress"})),
+        ("docs_search_documents", json!({"query": "rotation"})),
+        ("docs_get_document", json!({})),
+        ("nobody_nothing", json!({})),
+    ];
+    for (name, args) in &cases {
+        let fast = post(name, args.clone(), false, json!({})).await;
+        let slow = post(name, args.clone(), true, json!({})).await;
+        assert_eq!(fast.0, slow.0, "{name}: status");
+        assert_eq!(fast.1, slow.1, "{name}: content type");
+        assert_eq!(
+            String::from_utf8_lossy(&fast.2),
+            String::from_utf8_lossy(&slow.2),
+            "{name}: body"
+        );
+    }
+    let answer: Value = serde_json::from_slice(
+        &post(
+            "tickets_list_tickets",
+            json!({"status": "in_progress"}),
+            false,
+            json!({}),
+        )
+        .await
+        .2,
+    )
+    .unwrap();
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["tickets"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(
+        fast_calls(),
+        cases.len() as u64 + 1,
+        "only the requests without Origin took the fast path"
+    );
+
+    // A progress token needs rmcp's stream: served, but not by the fast path.
+    let with_progress = post(
+        "tickets_list_tickets",
+        json!({"status": "in_progress"}),
+        false,
+        json!({"progressToken": "p1"}),
+    )
+    .await;
+    assert_eq!(with_progress.0, 200);
+    assert!(
+        String::from_utf8_lossy(&with_progress.2).contains("tickets"),
+        "{:?}",
+        with_progress.2
+    );
+    assert_eq!(fast_calls(), cases.len() as u64 + 1);
+}

@@ -1,5 +1,6 @@
 //! HTTP: the portal router, the admin router, and serving them.
 
+pub mod fast;
 pub mod session;
 pub mod validate;
 
@@ -32,7 +33,8 @@ pub struct ServeOptions {
 ///
 /// Layers on `/mcp`, outermost first: authentication (bearer JWT -> `auth::Identity` and the
 /// session `Subject`; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
-/// `/.well-known/oauth-protected-resource[/mcp]`), body validation (size, JSON, JSON-RPC shape), session
+/// `/.well-known/oauth-protected-resource[/mcp]`), body validation (size, JSON, JSON-RPC shape), the
+/// fast path for plain stateless `tools/call` requests (`fast`), session
 /// sealing (opens and seals legacy session ids), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
 /// (413) and the protocol headers before the handler sees a request.
 pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
@@ -72,6 +74,11 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             seal,
             session::middleware,
+        ))
+        // Answers plain stateless 2026-07-28 `tools/call` requests without rmcp's machinery.
+        .layer(axum::middleware::from_fn_with_state(
+            fast::FastPath::new(portal.clone(), options.loopback),
+            fast::middleware,
         ))
         .layer(axum::middleware::from_fn_with_state(
             validate::BodyLimits {

@@ -82,6 +82,8 @@ pub async fn middleware(State(limits): State<BodyLimits>, req: Request, next: Ne
             format!("Invalid Request: {reason}"),
         );
     }
+    let mut parts = parts;
+    parts.extensions.insert(super::fast::ParsedBody(value));
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

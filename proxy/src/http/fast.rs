@@ -1,0 +1,434 @@
+//! The fast path for the hot request: a stateless 2026-07-28 `tools/call`.
+//!
+//! rmcp's Streamable HTTP service answers a stateless request by spawning a serve loop with a
+//! one-shot transport for it, and passing the request and its answer through channels between
+//! tasks. That machinery is most of the portal's own CPU per call. A `tools/call` with the
+//! 2026-07-28 `_meta` envelope needs none of it: there is no session, nothing to stream back
+//! (the call asks for no progress), and the answer is one JSON object.
+//!
+//! This layer answers exactly those requests itself, through the same [`Portal::call_tool`]
+//! pipeline (authorization, rate limits, DLP, audit, metrics) the rmcp handler uses. It is
+//! deliberately narrow: every request it is not sure about — other methods, sessions, progress
+//! tokens, Code Mode, an `Origin` header, unusual `Accept` values, SEP-2243 headers that are
+//! missing, duplicated or encoded, a `_meta` envelope that is incomplete — goes on to rmcp
+//! unchanged, so rmcp keeps producing every protocol error (-32020/-32021/-32022, 400, 406,
+//! 415, 403). What this layer answers is byte-for-byte what rmcp answers
+//! (`proxy/tests/fast_path.rs` compares the two).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorCode, ProtocolVersion, RequestId,
+    ServerJsonRpcMessage, ServerResult,
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::portal::pipeline::{CallContext, Origin};
+use crate::portal::{Portal, code_mode};
+
+/// The body of a POST, parsed once by [`super::validate`] and handed on in the request's
+/// extensions. This layer always removes it, so it never reaches rmcp (which copies the
+/// request parts into every handler context).
+#[derive(Clone)]
+pub struct ParsedBody(pub Value);
+
+/// State of the fast-path layer.
+#[derive(Clone)]
+pub struct FastPath {
+    portal: Arc<Portal>,
+    /// Whether rmcp checks `Host` against loopback names (the listener is on loopback).
+    loopback: bool,
+}
+
+impl FastPath {
+    /// The layer for `portal`; `loopback` as in [`super::ServeOptions`].
+    pub fn new(portal: Arc<Portal>, loopback: bool) -> Self {
+        FastPath { portal, loopback }
+    }
+}
+
+const MODERN: &str = "2026-07-28";
+const JSON: &str = "application/json";
+const SSE: &str = "text/event-stream";
+
+/// A request this layer answers.
+#[derive(Debug)]
+struct Call {
+    id: RequestId,
+    params: CallToolRequestParams,
+}
+
+/// Axum middleware: answers a plain stateless `tools/call`, passes everything else on.
+pub async fn middleware(State(fast): State<FastPath>, mut req: Request, next: Next) -> Response {
+    let Some(ParsedBody(body)) = req.extensions_mut().remove::<ParsedBody>() else {
+        return next.run(req).await;
+    };
+    if !headers_qualify(req.headers(), fast.loopback) || req.uri().authority().is_some() {
+        return next.run(req).await;
+    }
+    let Some(call) = call_of(body, req.headers()) else {
+        return next.run(req).await;
+    };
+    let identity = req
+        .extensions()
+        .get::<crate::auth::Identity>()
+        .cloned()
+        .unwrap_or_else(crate::auth::Identity::nobody);
+    drop(req);
+    fast.portal.metrics.fast_path_calls.inc();
+    answer(&fast.portal, call, identity).await
+}
+
+/// Runs the call through the portal's pipeline and encodes the answer as rmcp would.
+async fn answer(portal: &Portal, call: Call, identity: crate::auth::Identity) -> Response {
+    let Call { id, mut params } = call;
+    // rmcp gives every stateless request its own token, cancelled when the client goes away;
+    // here the whole future is dropped then, which cancels the upstream call the same way.
+    let ctx = CallContext {
+        ct: CancellationToken::new(),
+        progress: None,
+        origin: Origin::Direct,
+        subject: identity.subject.clone(),
+        identity,
+        session: None,
+    };
+    let tasks_declared = params
+        .meta
+        .as_ref()
+        .and_then(|m| m.client_capabilities())
+        .is_some_and(|c| c.supports_tasks());
+    let arguments = params.arguments.take();
+    let result = portal
+        .call_tool(&params.name, arguments, Some(&params), &ctx)
+        .await
+        .and_then(|response| {
+            // As rmcp's server handler: never hand a task to a client that cannot take one.
+            if matches!(response, CallToolResponse::Task(_)) && !tasks_declared {
+                return Err(rmcp::ErrorData::missing_required_client_capability(
+                    rmcp::model::ClientCapabilities::builder()
+                        .enable_tasks()
+                        .build(),
+                ));
+            }
+            Ok(ServerResult::from(response))
+        });
+    let (message, status) = match result {
+        Ok(result) => (ServerJsonRpcMessage::response(result, id), StatusCode::OK),
+        Err(error) => {
+            let status = status_of(error.code);
+            (ServerJsonRpcMessage::error(error, Some(id)), status)
+        }
+    };
+    match serde_json::to_vec(&message) {
+        Ok(body) => Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, HeaderValue::from_static(JSON))
+            .body(Body::from(body))
+            .unwrap_or_else(|_| internal_error()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a tools/call answer");
+            internal_error()
+        }
+    }
+}
+
+fn internal_error() -> Response {
+    let mut response = Response::new(Body::from("Internal Server Error"));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// The HTTP status rmcp gives a JSON-RPC error on the 2026-07-28 path (the request's `_meta`
+/// is known to be complete here).
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
+        | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY
+        | ErrorCode::HEADER_MISMATCH => StatusCode::BAD_REQUEST,
+        ErrorCode::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+/// The one value of a header, when there is exactly one and it is text.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// The transport-level conditions under which rmcp would accept the request without a word:
+/// no session, both media types accepted (no quality values), a JSON body, no `Origin`, an
+/// allowed `Host`, and the 2026-07-28 protocol header.
+fn headers_qualify(headers: &HeaderMap, loopback: bool) -> bool {
+    if headers.contains_key(crate::http::session::SESSION_HEADER) || headers.contains_key(ORIGIN) {
+        return false;
+    }
+    if single(headers, "mcp-protocol-version") != Some(MODERN) {
+        return false;
+    }
+    let Some(content_type) = single(headers, CONTENT_TYPE.as_str()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case(JSON) {
+        return false;
+    }
+    let Some(accept) = single(headers, ACCEPT.as_str()) else {
+        return false;
+    };
+    let (mut json, mut sse) = (false, false);
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let essence = parts.next().unwrap_or_default().trim();
+        if parts.next().is_some() {
+            // Parameters (quality values): rmcp's own parser decides.
+            return false;
+        }
+        json |= essence.eq_ignore_ascii_case(JSON);
+        sse |= essence.eq_ignore_ascii_case(SSE);
+    }
+    if !(json && sse) {
+        return false;
+    }
+    !loopback || single(headers, HOST.as_str()).is_some_and(is_loopback_host)
+}
+
+/// Whether `host` (a `Host` header) names loopback as rmcp's default allowed hosts do.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inner, "")) => inner,
+            Some((inner, port)) if port.strip_prefix(':').is_some_and(is_port) => inner,
+            _ => return false,
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "::1")
+}
+
+fn is_port(s: &str) -> bool {
+    s.parse::<u16>().is_ok()
+}
+
+/// The call, when the body is a plain 2026-07-28 `tools/call` whose SEP-2243 headers agree
+/// with it and whose `_meta` is complete and asks for no progress.
+fn call_of(body: Value, headers: &HeaderMap) -> Option<Call> {
+    let Value::Object(mut message) = body else {
+        return None;
+    };
+    if message.len() != 4 || message.get("method")?.as_str()? != "tools/call" {
+        return None;
+    }
+    if single(headers, "mcp-method")? != "tools/call" {
+        return None;
+    }
+    let id: RequestId = match message.remove("id")? {
+        id @ (Value::String(_) | Value::Number(_)) => serde_json::from_value(id).ok()?,
+        _ => return None,
+    };
+    let params = message.remove("params")?;
+    let raw_meta = params.get("_meta")?.as_object()?;
+    if raw_meta.contains_key("progressToken") {
+        return None;
+    }
+    let params: CallToolRequestParams = serde_json::from_value(params).ok()?;
+    let name = single(headers, "mcp-name")?;
+    // An encoded name (`=?base64?...?=`) is rmcp's to decode.
+    if name != params.name || name.starts_with("=?") || code_mode::is_code_mode_tool(name) {
+        return None;
+    }
+    let meta = params.meta.as_ref()?;
+    if meta.protocol_version()? != ProtocolVersion::V_2026_07_28
+        || !meta
+            .missing_required_keys(&ProtocolVersion::V_2026_07_28)
+            .is_empty()
+    {
+        return None;
+    }
+    Some(Call { id, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn good_headers() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "a_echo"),
+            ("host", "127.0.0.1:8080"),
+        ]
+    }
+
+    fn good_body() -> Value {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "a_echo", "arguments": {"message": "hi"},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }})
+    }
+
+    #[test]
+    fn a_plain_modern_call_qualifies() {
+        let h = headers(&good_headers());
+        assert!(headers_qualify(&h, true));
+        let call = call_of(good_body(), &h).expect("qualifies");
+        assert_eq!(call.id, RequestId::Number(7));
+        assert_eq!(call.params.name, "a_echo");
+    }
+
+    #[test]
+    fn anything_rmcp_must_judge_goes_to_rmcp() {
+        let without = |name: &str| {
+            let h: Vec<_> = good_headers()
+                .into_iter()
+                .filter(|(k, _)| *k != name)
+                .collect();
+            headers(&h)
+        };
+        let with = |extra: (&'static str, &'static str)| {
+            let mut h = good_headers();
+            h.push(extra);
+            headers(&h)
+        };
+        // Transport conditions.
+        for missing in ["content-type", "accept", "mcp-protocol-version", "host"] {
+            assert!(!headers_qualify(&without(missing), true), "{missing}");
+        }
+        assert!(!headers_qualify(
+            &with(("origin", "http://127.0.0.1:1")),
+            true
+        ));
+        assert!(!headers_qualify(&with(("mcp-session-id", "x")), true));
+        assert!(!headers_qualify(
+            &with(("mcp-protocol-version", MODERN)),
+            true
+        ));
+        let mut h = good_headers();
+        h[1] = ("accept", "application/json;q=0.5, text/event-stream");
+        assert!(!headers_qualify(&headers(&h), true));
+        h[1] = ("accept", "application/json");
+        assert!(!headers_qualify(&headers(&h), true));
+        let mut h = good_headers();
+        h[2] = ("mcp-protocol-version", "2025-11-25");
+        assert!(!headers_qualify(&headers(&h), true));
+        let mut h = good_headers();
+        h[5] = ("host", "evil.example:8080");
+        assert!(!headers_qualify(&headers(&h), true));
+        assert!(headers_qualify(&headers(&h), false));
+
+        // SEP-2243 headers against the body.
+        assert!(call_of(good_body(), &without("mcp-method")).is_none());
+        assert!(call_of(good_body(), &without("mcp-name")).is_none());
+        let mut h = good_headers();
+        h[4] = ("mcp-name", "a_other");
+        assert!(call_of(good_body(), &headers(&h)).is_none());
+        assert!(call_of(good_body(), &with(("mcp-name", "a_echo"))).is_none());
+
+        // The body.
+        let h = headers(&good_headers());
+        let mut b = good_body();
+        b["params"]["_meta"]["progressToken"] = json!(1);
+        assert!(call_of(b, &h).is_none(), "progress needs rmcp's stream");
+        let mut b = good_body();
+        b["params"]["_meta"]
+            .as_object_mut()
+            .unwrap()
+            .remove("io.modelcontextprotocol/clientCapabilities");
+        assert!(call_of(b, &h).is_none(), "incomplete _meta");
+        let mut b = good_body();
+        b["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2025-11-25");
+        assert!(call_of(b, &h).is_none(), "version mismatch");
+        let mut b = good_body();
+        b["method"] = json!("tools/list");
+        assert!(call_of(b, &h).is_none());
+        let mut b = good_body();
+        b["id"] = json!(null);
+        assert!(call_of(b, &h).is_none());
+        let mut b = good_body();
+        b["extra"] = json!(1);
+        assert!(call_of(b, &h).is_none());
+        let mut b = good_body();
+        b["params"]["name"] = json!(3);
+        assert!(call_of(b, &h).is_none());
+    }
+
+    #[test]
+    fn code_mode_tools_go_to_rmcp() {
+        for tool in [crate::codemode::EXECUTE_TOOL, crate::codemode::SEARCH_TOOL] {
+            let mut h = good_headers();
+            h[4] = ("mcp-name", tool);
+            let mut b = good_body();
+            b["params"]["name"] = json!(tool);
+            assert!(call_of(b, &headers(&h)).is_none(), "{tool}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "localhost:3000",
+            "[::1]:9",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "127.0.0.2",
+            "localhost.evil",
+            "localhost:",
+            "[::1]x",
+            "a:b:c",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_statuses_match_rmcp() {
+        assert_eq!(
+            status_of(ErrorCode::HEADER_MISMATCH),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(ErrorCode::METHOD_NOT_FOUND),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(status_of(ErrorCode::INVALID_PARAMS), StatusCode::OK);
+        assert_eq!(status_of(ErrorCode(-32029)), StatusCode::OK);
+    }
+}
