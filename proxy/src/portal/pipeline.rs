@@ -135,9 +135,7 @@ impl Portal {
                 method: "tools/call".into(),
                 tool: Some(short(name)),
                 origin: Some(ctx.origin.as_str().into()),
-                args_hash: arguments
-                    .as_ref()
-                    .map(|a| audit::args_hash(&serde_json::Value::Object(a.clone()))),
+                args_hash: arguments.as_ref().map(audit::object_hash),
                 ..Event::default()
             },
         };
