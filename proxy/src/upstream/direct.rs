@@ -243,10 +243,16 @@ impl DirectClient {
         }
         let mut retried = false;
         loop {
+            // Only a call with a token source may need a second attempt.
+            let attempt = if self.tokens.is_some() && !retried {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
             let mut post = self
                 .http
                 .post(self.url.clone())
-                .headers(headers.clone())
+                .headers(attempt)
                 .body(body.clone());
             if let Some(tokens) = &self.tokens {
                 let token = tokens.token().await.map_err(DirectError::Token)?;
