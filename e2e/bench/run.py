@@ -41,7 +41,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RELEASE = ROOT / "target" / "release"
+# Release binaries of the workspace; CARGO_TARGET_DIR moves them, as it does for cargo and the
+# e2e harness (e2e/harness/paths.py).
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")).resolve() / "release"
 PROXY = RELEASE / "portcullis-proxy"
 DEMO = RELEASE / "portcullis-demo"
 DEMO_MANIFESTS = ROOT / "examples" / "demo" / "portal.yaml"

@@ -30,6 +30,9 @@ pub struct PortalTool {
     pub tool: Tool,
     /// Whether the portal treats the tool as read-only (override, else `readOnlyHint == true`).
     pub read_only: bool,
+    /// Whether a call may take the direct path to a stateless upstream (see
+    /// [`crate::upstream::direct::fits`]): decided once here, not on every call.
+    pub direct: bool,
 }
 
 /// A prompt as the portal exposes it.
@@ -91,6 +94,7 @@ impl Catalog {
                 c.tools.push(PortalTool {
                     server: cfg.name.clone(),
                     upstream_name: tool.name.to_string(),
+                    direct: crate::upstream::direct::fits(tool),
                     tool: exposed,
                     read_only,
                 });

@@ -25,7 +25,7 @@ use crate::audit::{self, Decision, Event};
 use crate::dlp::Scope;
 use crate::policy::AccessCounters;
 use crate::upstream::ProgressRouter;
-use crate::upstream::Upstream;
+use crate::upstream::{Link, Upstream};
 
 /// Where a call comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,19 +228,27 @@ impl Portal {
             params.input_responses = r.input_responses.clone();
             params.request_state = r.request_state.clone();
         }
-        let mut request = CallToolRequest::new(params);
-        if let Some(signed) = self.signed_identity(&tool.server, identity)? {
-            request.extensions.insert(signed);
-        }
+        let signed = self.signed_identity(&tool.server, identity)?;
         let upstream_started = Instant::now();
         let progress = ctx.progress.clone();
         let router = self.upstreams.progress().clone();
+        // A stateless upstream gets the call as one POST from this task, unless the caller
+        // wants progress (rmcp routes it) or the tool needs headers only rmcp computes.
+        let direct = progress.is_none() && tool.direct;
         let response = self
-            .forward(&tool.server, &ctx.ct, async move |peer| {
-                let request = ClientRequest::CallToolRequest(request);
-                send_routed(&peer, request, progress, &router)
-                    .await
-                    .and_then(call_tool_response)
+            .forward_link(&tool.server, &ctx.ct, async move |link| {
+                let answer = match link.direct.filter(|_| direct) {
+                    Some(client) => client.call_tool(params, signed).await,
+                    None => {
+                        let mut request = CallToolRequest::new(params);
+                        if let Some(signed) = signed {
+                            request.extensions.insert(signed);
+                        }
+                        let request = ClientRequest::CallToolRequest(request);
+                        send_routed(&link.peer, request, progress, &router).await
+                    }
+                };
+                answer.and_then(call_tool_response)
             })
             .await;
         event.upstream_ms = Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
@@ -477,22 +485,23 @@ impl Portal {
         }
     }
 
-    /// Resolves an upstream by McpServer name to a callable peer and its timeout.
+    /// Resolves an upstream by McpServer name to a callable link and its timeout.
     async fn upstream(
         &self,
         server: &str,
-    ) -> Result<(Peer<RoleClient>, Duration, std::sync::Arc<Upstream>), ErrorData> {
+    ) -> Result<(Link, Duration, std::sync::Arc<Upstream>), ErrorData> {
         let up = self.upstreams.get(server).await.ok_or_else(|| {
             ErrorData::internal_error(format!("upstream {server} is not configured"), None)
         })?;
-        let peer = up.peer().map_err(|e| ErrorData::internal_error(e, None))?;
-        Ok((peer, up.config.timeout, up))
+        let link = up.link().map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok((link, up.config.timeout, up))
     }
 
     /// Whether an upstream advertises completions.
     pub async fn supports_completions(&self, server: &str) -> Result<bool, ErrorData> {
-        let (peer, _, _) = self.upstream(server).await?;
-        Ok(peer
+        let (link, _, _) = self.upstream(server).await?;
+        Ok(link
+            .peer
             .peer_info()
             .is_some_and(|i| i.capabilities.completions.is_some()))
     }
@@ -504,11 +513,25 @@ impl Portal {
         ct: &CancellationToken,
         call: impl AsyncFnOnce(Peer<RoleClient>) -> Result<T, rmcp::ServiceError>,
     ) -> Result<T, ErrorData> {
-        let (peer, timeout, up) = self.upstream(server).await?;
+        self.forward_link(server, ct, async move |link: Link| call(link.peer).await)
+            .await
+    }
+
+    /// [`Portal::forward`] for callers that may use the direct `tools/call` client: the one
+    /// place where upstream timeouts, cancellation and error mapping happen.
+    async fn forward_link<T>(
+        &self,
+        server: &str,
+        ct: &CancellationToken,
+        call: impl AsyncFnOnce(Link) -> Result<T, rmcp::ServiceError>,
+    ) -> Result<T, ErrorData> {
+        let (link, timeout, up) = self.upstream(server).await?;
         tokio::select! {
-            // Dropping the call future sends notifications/cancelled upstream.
+            // Dropping the call future ends the request upstream: rmcp sends
+            // notifications/cancelled to legacy-era upstreams, and a stateless upstream (either
+            // path) sees its HTTP exchange closed.
             _ = ct.cancelled() => Err(ErrorData::internal_error("request cancelled", None)),
-            r = tokio::time::timeout(timeout, call(peer)) => match r {
+            r = tokio::time::timeout(timeout, call(link)) => match r {
                 Err(_) => Err(ErrorData::internal_error(
                     format!("upstream {server} did not answer within {}s", timeout.as_secs()),
                     None,

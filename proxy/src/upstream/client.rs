@@ -96,12 +96,26 @@ impl UpstreamClient {
     }
 }
 
+/// What the portal tells every upstream about itself: its name and version, and no client
+/// capabilities (no sampling, elicitation or roots to offer). The direct `tools/call` path puts
+/// the same into each request's `_meta`.
+pub fn client_config() -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
+    )
+}
+
+/// An upstream's `notifications/message` goes to the portal's log (bounded).
+pub(crate) fn log_message(upstream: &str, params: &LoggingMessageNotificationParam) {
+    let data = params.data.to_string();
+    let data: String = data.chars().take(2000).collect();
+    tracing::info!(upstream = %upstream, level = ?params.level, "{data}");
+}
+
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
-        )
+        client_config()
     }
 
     async fn on_progress(
@@ -129,8 +143,6 @@ impl ClientHandler for UpstreamClient {
         params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let data = params.data.to_string();
-        let data: String = data.chars().take(2000).collect();
-        tracing::info!(upstream = %self.name, level = ?params.level, "{data}");
+        log_message(&self.name, &params);
     }
 }

@@ -7,11 +7,13 @@
 //! with exponential backoff. Nothing one upstream does can stall another.
 
 pub mod client;
+pub mod direct;
 pub mod oauth;
 pub mod sse;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rmcp::RoleClient;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServerConfig, Transport};
 pub use client::{ProgressRouter, UpstreamClient};
+pub use direct::DirectClient;
 
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -68,6 +71,9 @@ pub struct State {
     pub health: Health,
     /// The live connection, when ready.
     pub peer: Option<Peer<RoleClient>>,
+    /// The direct `tools/call` client, when ready and the upstream is a stateless (2026-07-28)
+    /// Streamable HTTP server. Built and dropped with `peer`.
+    pub direct: Option<Arc<DirectClient>>,
     /// The lists, when ready (empty otherwise).
     pub catalog: Arc<Catalog>,
     /// Last error, for status and logs.
@@ -88,6 +94,18 @@ pub struct Upstream {
     cancel: CancellationToken,
     /// The portal's own token for this upstream (`spec.remote.oauth`), kept across reconnects.
     tokens: Option<Arc<oauth::TokenSource>>,
+    /// `tools/call` requests sent by the [`DirectClient`] (across reconnects).
+    direct_calls: AtomicU64,
+}
+
+/// How to reach a ready upstream: its rmcp peer, and the direct `tools/call` client when it
+/// has one.
+#[derive(Clone)]
+pub struct Link {
+    /// The rmcp peer (every method).
+    pub peer: Peer<RoleClient>,
+    /// The direct `tools/call` client (stateless Streamable HTTP upstreams only).
+    pub direct: Option<Arc<DirectClient>>,
 }
 
 impl Upstream {
@@ -99,9 +117,17 @@ impl Upstream {
     /// The peer to call, or a reason fit for clients (the details stay in the admin status
     /// and the log: they can hold internal URLs).
     pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        self.link().map(|l| l.peer)
+    }
+
+    /// Like [`Upstream::peer`], with the direct `tools/call` client when there is one.
+    pub fn link(&self) -> Result<Link, String> {
         let st = self.state.borrow();
         match (&st.peer, st.health) {
-            (Some(p), Health::Ready) => Ok(p.clone()),
+            (Some(p), Health::Ready) => Ok(Link {
+                peer: p.clone(),
+                direct: st.direct.clone(),
+            }),
             (_, Health::Connecting) => Err(format!(
                 "upstream {} is not connected yet",
                 self.config.name
@@ -151,6 +177,8 @@ pub struct UpstreamStatus {
     pub error: Option<String>,
     /// Seconds in the current state.
     pub seconds_in_state: u64,
+    /// `tools/call` requests sent without rmcp's client (stateless Streamable HTTP upstreams).
+    pub direct_calls: u64,
 }
 
 /// All upstreams of a portal.
@@ -215,6 +243,7 @@ impl Upstreams {
                     transport: u.config.transport.describe(),
                     error: st.error.clone(),
                     seconds_in_state: st.since.elapsed().as_secs(),
+                    direct_calls: u.direct_calls.load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -242,6 +271,7 @@ impl Upstreams {
                 state: watch::channel(State {
                     health: Health::Connecting,
                     peer: None,
+                    direct: None,
                     catalog: Arc::new(Catalog::default()),
                     error: None,
                     protocol: None,
@@ -255,6 +285,7 @@ impl Upstreams {
                     .oauth
                     .clone()
                     .map(|o| Arc::new(oauth::TokenSource::new(self.http.clone(), o))),
+                direct_calls: AtomicU64::new(0),
             });
             map.insert(name, up.clone());
             tokio::spawn(supervise(self.clone(), up));
@@ -311,10 +342,12 @@ async fn supervise(all: Arc<Upstreams>, up: Arc<Upstream>) {
         let protocol = peer.peer_info().map(|i| i.protocol_version.to_string());
         match fetch_catalog(&peer, up.config.timeout).await {
             Ok(catalog) => {
-                tracing::info!(upstream = %name, tools = catalog.tools.len(), protocol = ?protocol, "upstream ready");
+                let direct = direct_client(&all, &up, &peer);
+                tracing::info!(upstream = %name, tools = catalog.tools.len(), protocol = ?protocol, direct = direct.is_some(), "upstream ready");
                 up.set(|s| {
                     s.health = Health::Ready;
                     s.peer = Some(peer.clone());
+                    s.direct = direct;
                     s.catalog = Arc::new(catalog);
                     s.error = None;
                     s.protocol = protocol;
@@ -476,6 +509,7 @@ async fn fail(all: &Upstreams, up: &Upstream, error: String, backoff: &mut Durat
     up.set(|s| {
         s.health = Health::Down;
         s.peer = None;
+        s.direct = None;
         s.catalog = Arc::new(Catalog::default());
         s.error = Some(error);
     });
@@ -514,6 +548,40 @@ fn identity_header(config: &ServerConfig) -> Result<Option<reqwest::header::Head
                 .map_err(|_| format!("invalid identity header name {:?}", i.header))
         })
         .transpose()
+}
+
+/// The direct `tools/call` client for a Streamable HTTP upstream that negotiated 2026-07-28
+/// (stateless: a call is one POST). `None` for every other upstream.
+fn direct_client(
+    all: &Upstreams,
+    up: &Arc<Upstream>,
+    peer: &Peer<RoleClient>,
+) -> Option<Arc<DirectClient>> {
+    let Transport::StreamableHttp { url, headers } = &up.config.transport else {
+        return None;
+    };
+    if peer.peer_info()?.protocol_version != ProtocolVersion::V_2026_07_28 {
+        return None;
+    }
+    // Both succeeded in `connect` moments ago; a failure here only means no direct path.
+    let built = header_map(headers).and_then(|custom| {
+        DirectClient::new(
+            up.config.name.clone(),
+            all.http.clone(),
+            url,
+            custom,
+            up.tokens.clone(),
+            identity_header(&up.config)?,
+            Arc::downgrade(up),
+        )
+    });
+    match built {
+        Ok(d) => Some(Arc::new(d)),
+        Err(e) => {
+            tracing::warn!(upstream = %up.config.name, error = %e, "no direct tools/call path");
+            None
+        }
+    }
 }
 
 fn lifecycle() -> ClientLifecycleMode {

@@ -1,0 +1,585 @@
+//! `tools/call` straight to a stateless (2026-07-28) Streamable HTTP upstream.
+//!
+//! Through rmcp's client a call crosses the `Peer`, the service loop task, the Streamable HTTP
+//! worker task and a spawned POST future, with channels back, and the worker serializes every
+//! message to a `serde_json::Value` once more to build the SEP-2243 headers. For a stateless
+//! upstream none of that is needed: a call is one POST whose answer is one JSON body or one SSE
+//! stream. [`DirectClient`] makes that POST in the caller's own task and parses the answer into
+//! rmcp's types. Everything else (discover, lists, prompts, resources, `subscriptions/listen`,
+//! legacy-era, SSE and stdio upstreams, and calls that want progress or `Mcp-Param-*` headers)
+//! stays on rmcp; see `Portal::call_tool_inner` for when this path is taken.
+//!
+//! What goes on the wire is what rmcp's client sends for the same call at 2026-07-28: the
+//! message serialized from rmcp's own types with `_meta` carrying the protocol version, the
+//! portal's `clientInfo` and `clientCapabilities` (no `progressToken`: nobody asked for
+//! progress); `Accept: text/event-stream, application/json`, `MCP-Protocol-Version`,
+//! `Mcp-Method` and `Mcp-Name`; the configured headers, the portal's bearer token and, for
+//! servers that opted in, the caller's signed identity. Answers are read the way rmcp's reqwest
+//! client reads them (same size limits; JSON-RPC errors in JSON bodies of failed statuses pass
+//! through as errors; 401/403/429 and other failed statuses are transport errors), with two
+//! deliberate differences: a 401 with a token source is retried once with a fresh token, and an
+//! answer that cannot carry our result (202, a notification in a JSON body, an SSE stream that
+//! ends without the response) fails at once instead of waiting for the timeout.
+//!
+//! Cancellation: dropping the future drops the HTTP exchange and its connection; a stateless
+//! rmcp server cancels the handler when its client goes away. rmcp's client does the same for
+//! this era (it drops the request's stream and sends no `notifications/cancelled`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, JsonObject,
+    ProtocolVersion, RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerNotification,
+    ServerResult, Tool,
+};
+use rmcp::service::ServiceError;
+use rmcp::transport::DynamicTransportError;
+
+use super::Upstream;
+use super::oauth::TokenSource;
+use crate::identity::SignedIdentity;
+
+/// Largest JSON answer read (rmcp's `max_json_response_size` default).
+const MAX_JSON_ANSWER: usize = 16 * 1024 * 1024;
+/// Largest single SSE event read (rmcp's default SSE event size limit).
+const MAX_SSE_EVENT: usize = 16 * 1024 * 1024;
+/// How much of a failed answer's body is kept for the log.
+const ERROR_BODY_PREFIX: usize = 300;
+
+const EVENT_STREAM: &str = "text/event-stream";
+const JSON: &str = "application/json";
+/// `Mcp-Name` (SEP-2243).
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+/// SEP-2243 marker of a Base64-wrapped header value.
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
+
+/// Why a direct call failed below JSON-RPC. These reach the log, never a client.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    /// The HTTP exchange failed (connect, reset, body).
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The token endpoint did not give us a token.
+    #[error("no token for the upstream: {0}")]
+    Token(String),
+    /// A failed HTTP status without a JSON-RPC error in it.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The start of the body.
+        body: String,
+    },
+    /// An answer larger than the limits.
+    #[error("answer larger than {limit} bytes")]
+    TooLarge {
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// An answer that is not a well-formed answer to our request.
+    #[error("unexpected answer: {0}")]
+    Protocol(Cow<'static, str>),
+}
+
+impl From<DirectError> for ServiceError {
+    fn from(e: DirectError) -> Self {
+        ServiceError::TransportSend(DynamicTransportError::from_parts(
+            "direct streamable HTTP",
+            std::any::TypeId::of::<DirectClient>(),
+            Box::new(e),
+        ))
+    }
+}
+
+fn protocol(m: impl Into<Cow<'static, str>>) -> ServiceError {
+    DirectError::Protocol(m.into()).into()
+}
+
+/// Whether a `tools/call` of `tool` can go the direct way: its name travels as a bare
+/// `Mcp-Name` value, and its input schema asks for no `Mcp-Param-*` headers (rmcp computes
+/// those; any `x-mcp-header` anywhere sends the call through rmcp).
+pub fn fits(tool: &Tool) -> bool {
+    bare_header_value(&tool.name) && !mentions_param_header(&tool.input_schema)
+}
+
+/// The negation of rmcp's `requires_base64` (SEP-2243): printable ASCII, no surrounding space
+/// or tab, not already shaped like the Base64 sentinel.
+fn bare_header_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let padded = matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'));
+    let printable = b.iter().all(|c| (0x20..=0x7e).contains(c));
+    let sentinel = v.starts_with(BASE64_PREFIX) && v.ends_with(BASE64_SUFFIX);
+    printable && !padded && !sentinel
+}
+
+fn mentions_param_header(schema: &JsonObject) -> bool {
+    fn walk(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => m.iter().any(|(k, v)| k == "x-mcp-header" || walk(v)),
+            serde_json::Value::Array(a) => a.iter().any(walk),
+            _ => false,
+        }
+    }
+    schema.iter().any(|(k, v)| k == "x-mcp-header" || walk(v))
+}
+
+/// The `tools/call` client of one stateless Streamable HTTP upstream, living as long as the
+/// supervisor's connection to it.
+pub struct DirectClient {
+    name: String,
+    http: reqwest::Client,
+    url: reqwest::Url,
+    /// Accept, Content-Type, the configured headers (sensitive), MCP-Protocol-Version and
+    /// Mcp-Method: the same on every call.
+    headers: HeaderMap,
+    tokens: Option<Arc<TokenSource>>,
+    identity_header: Option<HeaderName>,
+    /// The client context SEP-2575 wants in every request's `_meta`.
+    meta: RequestMetaObject,
+    next_id: AtomicI64,
+    upstream: Weak<Upstream>,
+}
+
+impl std::fmt::Debug for DirectClient {
+    // Header values may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectClient")
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectClient {
+    /// A client for the upstream `name` at `url`. `custom` are the configured headers (marked
+    /// sensitive); `tokens` the portal's OAuth token source; `identity_header` where a signed
+    /// identity goes (only for servers that opted in).
+    pub fn new(
+        name: String,
+        http: reqwest::Client,
+        url: &str,
+        custom: HeaderMap,
+        tokens: Option<Arc<TokenSource>>,
+        identity_header: Option<HeaderName>,
+        upstream: Weak<Upstream>,
+    ) -> Result<Self, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+        let version = ProtocolVersion::V_2026_07_28;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream, application/json"),
+        );
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        for (k, v) in &custom {
+            headers.append(k, v.clone());
+        }
+        // The protocol headers win over configured ones, as in rmcp.
+        headers.insert(
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderValue::from_str(version.as_str()).map_err(|e| e.to_string())?,
+        );
+        headers.insert(
+            HeaderName::from_static("mcp-method"),
+            HeaderValue::from_static("tools/call"),
+        );
+        let config = super::client::client_config();
+        let meta = RequestMetaObject::with_client_context(
+            version,
+            config.client_info,
+            config.capabilities,
+        );
+        Ok(DirectClient {
+            name,
+            http,
+            url,
+            headers,
+            tokens,
+            identity_header,
+            meta,
+            next_id: AtomicI64::new(0),
+            upstream,
+        })
+    }
+
+    /// Calls a tool. JSON-RPC errors of the upstream come back as [`ServiceError::McpError`];
+    /// everything else that goes wrong is a transport error.
+    pub async fn call_tool(
+        &self,
+        mut params: CallToolRequestParams,
+        signed: Option<SignedIdentity>,
+    ) -> Result<ServerResult, ServiceError> {
+        let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut headers = self.headers.clone();
+        headers.insert(
+            MCP_NAME,
+            HeaderValue::from_str(&params.name)
+                .map_err(|_| protocol("tool name is not a header value"))?,
+        );
+        if let (Some(name), Some(SignedIdentity(token))) = (&self.identity_header, signed)
+            && let Ok(mut value) = HeaderValue::from_str(&token)
+        {
+            value.set_sensitive(true);
+            headers.insert(name.clone(), value);
+        }
+        let mut meta = self.meta.clone();
+        if let Some(extra) = params.meta.take() {
+            meta.extend(extra);
+        }
+        let mut request = CallToolRequest::new(params);
+        request.extensions.insert(meta);
+        let message =
+            ClientJsonRpcMessage::request(ClientRequest::CallToolRequest(request), id.clone());
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(&message).map_err(|e| protocol(format!("serializing: {e}")))?,
+        );
+        if let Some(up) = self.upstream.upgrade() {
+            up.direct_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut retried = false;
+        loop {
+            // Only a call with a token source may need a second attempt.
+            let attempt = if self.tokens.is_some() && !retried {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let mut post = self
+                .http
+                .post(self.url.clone())
+                .headers(attempt)
+                .body(body.clone());
+            if let Some(tokens) = &self.tokens {
+                let token = tokens.token().await.map_err(DirectError::Token)?;
+                post = post.bearer_auth(token);
+            }
+            let response = post.send().await.map_err(DirectError::from)?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && let Some(tokens) = &self.tokens
+            {
+                // The token was revoked or rotated early: fetch a fresh one, once. A 401 means
+                // the server did not run the tool, so sending it again is safe.
+                tokens.invalidate().await;
+                if !retried {
+                    retried = true;
+                    continue;
+                }
+            }
+            return self.answer(response, &id).await;
+        }
+    }
+
+    /// Reads the answer to the request `id`.
+    async fn answer(
+        &self,
+        mut response: reqwest::Response,
+        id: &RequestId,
+    ) -> Result<ServerResult, ServiceError> {
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes().to_vec());
+        let is = |mime: &str| {
+            content_type
+                .as_deref()
+                .is_some_and(|ct| media_type_is(ct, mime))
+        };
+        if !status.is_success() {
+            // As rmcp: a JSON body of a failed status may be the JSON-RPC error; but 401/403
+            // are authentication failures and 429 a rate limit, whatever the body says.
+            let auth = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+            if is(JSON) && !auth && status != StatusCode::TOO_MANY_REQUESTS {
+                let body = read_bounded(&mut response, MAX_JSON_ANSWER).await?;
+                if let Ok(ServerJsonRpcMessage::Error(e)) = serde_json::from_slice(&body) {
+                    return self
+                        .on_message(ServerJsonRpcMessage::Error(e), id)
+                        .unwrap_or_else(|| Err(protocol("error answer without a result")));
+                }
+                return Err(DirectError::Status {
+                    status,
+                    body: prefix(&body),
+                }
+                .into());
+            }
+            let body = read_prefix(&mut response).await;
+            return Err(DirectError::Status { status, body }.into());
+        }
+        if matches!(status, StatusCode::ACCEPTED | StatusCode::NO_CONTENT) {
+            return Err(protocol(format!("answered {status} to a request")));
+        }
+        if is(EVENT_STREAM) {
+            return self.read_sse(response, id).await;
+        }
+        if is(JSON) {
+            let body = read_bounded(&mut response, MAX_JSON_ANSWER).await?;
+            let message: ServerJsonRpcMessage = serde_json::from_slice(&body).map_err(|e| {
+                protocol(format!(
+                    "JSON answer is not JSON-RPC: {e}: {}",
+                    prefix(&body)
+                ))
+            })?;
+            return match message {
+                ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_) => self
+                    .on_message(message, id)
+                    .unwrap_or_else(|| Err(protocol("no result"))),
+                _ => Err(protocol("a JSON answer that is not a response")),
+            };
+        }
+        Err(protocol(format!(
+            "content type {:?}",
+            content_type
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        )))
+    }
+
+    async fn read_sse(
+        &self,
+        mut response: reqwest::Response,
+        id: &RequestId,
+    ) -> Result<ServerResult, ServiceError> {
+        let mut parser = SseParser::new(MAX_SSE_EVENT);
+        let mut events = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(DirectError::from)? {
+            parser.feed(&chunk, &mut events)?;
+            for event in events.drain(..) {
+                // Only unnamed and `message` events carry JSON-RPC (as rmcp reads them); an
+                // empty one is a priming event for resumption, which we never use.
+                if !matches!(event.event.as_deref(), None | Some("" | "message"))
+                    || event.data.trim().is_empty()
+                {
+                    continue;
+                }
+                match serde_json::from_str::<ServerJsonRpcMessage>(&event.data) {
+                    Ok(message) => {
+                        if let Some(done) = self.on_message(message, id) {
+                            return done;
+                        }
+                    }
+                    // rmcp skips such events too; if the answer never comes, the stream's end
+                    // or the timeout says so.
+                    Err(e) => {
+                        tracing::debug!(upstream = %self.name, error = %e, "SSE event that is not JSON-RPC skipped")
+                    }
+                }
+            }
+        }
+        Err(protocol("event stream ended without the response"))
+    }
+
+    /// Handles one message of the answer: `Some` when it settles the call.
+    fn on_message(
+        &self,
+        message: ServerJsonRpcMessage,
+        id: &RequestId,
+    ) -> Option<Result<ServerResult, ServiceError>> {
+        match message {
+            ServerJsonRpcMessage::Response(r) if r.id == *id => Some(Ok(r.result)),
+            ServerJsonRpcMessage::Response(r) => Some(Err(protocol(format!(
+                "a response to another request ({})",
+                r.id
+            )))),
+            // Without an id the server could not read our request; it is still the answer to it.
+            ServerJsonRpcMessage::Error(e) if e.id.as_ref().is_none_or(|i| i == id) => {
+                Some(Err(ServiceError::McpError(e.error)))
+            }
+            ServerJsonRpcMessage::Error(_) => Some(Err(protocol("an error for another request"))),
+            ServerJsonRpcMessage::Notification(n) => {
+                self.on_notification(n.notification);
+                None
+            }
+            // The portal advertises no client capabilities, so a server has nothing to ask.
+            ServerJsonRpcMessage::Request(r) => Some(Err(protocol(format!(
+                "a server request (id {}) in the answer",
+                r.id
+            )))),
+        }
+    }
+
+    fn on_notification(&self, n: ServerNotification) {
+        #[allow(deprecated)] // logging notifications (SEP-2577) are still sent
+        match n {
+            ServerNotification::LoggingMessageNotification(n) => {
+                super::client::log_message(&self.name, &n.params)
+            }
+            ServerNotification::ToolListChangedNotification(_)
+            | ServerNotification::PromptListChangedNotification(_)
+            | ServerNotification::ResourceListChangedNotification(_) => {
+                if let Some(up) = self.upstream.upgrade() {
+                    up.request_refresh();
+                }
+            }
+            // No progress token was sent, so progress is for nobody; the rest is not ours.
+            _ => {}
+        }
+    }
+}
+
+/// Whether a `Content-Type` value names `mime` (parameters and case ignored).
+fn media_type_is(content_type: &[u8], mime: &str) -> bool {
+    let essence = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(mime.as_bytes())
+}
+
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ServiceError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(DirectError::TooLarge { limit }.into());
+    }
+    let mut out = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(DirectError::from)? {
+        if out.len() + chunk.len() > limit {
+            return Err(DirectError::TooLarge { limit }.into());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The start of a failed answer's body, for the log; read errors are not worth reporting.
+async fn read_prefix(response: &mut reqwest::Response) -> String {
+    let mut out = Vec::new();
+    while out.len() < ERROR_BODY_PREFIX * 4
+        && let Ok(Some(chunk)) = response.chunk().await
+    {
+        out.extend_from_slice(&chunk);
+    }
+    prefix(&out)
+}
+
+fn prefix(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_PREFIX * 4)])
+        .chars()
+        .take(ERROR_BODY_PREFIX)
+        .collect()
+}
+
+/// One server-sent event.
+#[derive(Debug, PartialEq)]
+struct SseEvent {
+    event: Option<String>,
+    data: String,
+}
+
+/// An incremental `text/event-stream` parser (the WHATWG rules: lines end with CRLF, LF or CR;
+/// `data` lines are joined with LF; a blank line dispatches; comments and `id`/`retry` are
+/// ignored) that refuses an event larger than its limit before buffering it.
+struct SseParser {
+    /// Bytes after the last complete line.
+    partial: Vec<u8>,
+    event: Option<String>,
+    data: Vec<u8>,
+    has_data: bool,
+    /// The previous chunk ended in CR: a leading LF belongs to it.
+    skip_lf: bool,
+    started: bool,
+    limit: usize,
+}
+
+impl SseParser {
+    fn new(limit: usize) -> Self {
+        SseParser {
+            partial: Vec::new(),
+            event: None,
+            data: Vec::new(),
+            has_data: false,
+            skip_lf: false,
+            started: false,
+            limit,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ServiceError> {
+        let mut chunk = chunk;
+        if !self.started && !chunk.is_empty() {
+            // A UTF-8 byte order mark may open the stream.
+            self.started = true;
+            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
+        }
+        if self.skip_lf && !chunk.is_empty() {
+            self.skip_lf = false;
+            chunk = chunk.strip_prefix(b"\n").unwrap_or(chunk);
+        }
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            let line_end = &rest[..end];
+            let mut next = end + 1;
+            if rest[end] == b'\r' {
+                if next < rest.len() {
+                    if rest[next] == b'\n' {
+                        next += 1;
+                    }
+                } else {
+                    self.skip_lf = true;
+                }
+            }
+            if self.partial.is_empty() {
+                self.line(line_end, out)?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(line_end);
+                self.line(&line, out)?;
+            }
+            rest = &rest[next..];
+        }
+        self.partial.extend_from_slice(rest);
+        if self.data.len() + self.partial.len() > self.limit {
+            return Err(DirectError::TooLarge { limit: self.limit }.into());
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ServiceError> {
+        if line.is_empty() {
+            let data = std::mem::take(&mut self.data);
+            let event = self.event.take();
+            if std::mem::take(&mut self.has_data) {
+                let data = String::from_utf8(data)
+                    .map_err(|_| protocol("an SSE event that is not UTF-8"))?;
+                out.push(SseEvent { event, data });
+            }
+            return Ok(());
+        }
+        if line[0] == b':' {
+            return Ok(());
+        }
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &[][..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.has_data = true;
+                self.data.extend_from_slice(value);
+                if self.data.len() > self.limit {
+                    return Err(DirectError::TooLarge { limit: self.limit }.into());
+                }
+            }
+            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,562 @@
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, ProtocolVersion};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn client() -> DirectClient {
+    client_with(Weak::new(), None, None, "http://127.0.0.1:9/mcp")
+}
+
+fn client_with(
+    upstream: Weak<Upstream>,
+    tokens: Option<Arc<TokenSource>>,
+    identity: Option<HeaderName>,
+    url: &str,
+) -> DirectClient {
+    let mut custom = HeaderMap::new();
+    let mut v = HeaderValue::from_static("configured-secret");
+    v.set_sensitive(true);
+    custom.insert("x-api-key", v);
+    DirectClient::new(
+        "up".into(),
+        crate::tls::client_builder().build().unwrap(),
+        url,
+        custom,
+        tokens,
+        identity,
+        upstream,
+    )
+    .unwrap()
+}
+
+fn id() -> RequestId {
+    RequestId::Number(7)
+}
+
+fn response(status: u16, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    http::Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .body(body.into())
+        .unwrap()
+        .into()
+}
+
+/// A body delivered in the given chunks, without a length.
+fn chunked(chunks: Vec<Vec<u8>>) -> reqwest::Body {
+    reqwest::Body::wrap_stream(futures::stream::iter(
+        chunks
+            .into_iter()
+            .map(Ok::<_, std::io::Error>)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn result_json(id: i64, text: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "result": {
+        "content": [{"type": "text", "text": text}], "resultType": "complete"}})
+    .to_string()
+}
+
+fn text(r: ServerResult) -> String {
+    let ServerResult::CallToolResult(r) = r else {
+        panic!("not a CallToolResult: {r:?}");
+    };
+    r.content[0].as_text().unwrap().text.clone()
+}
+
+/// The transport error's message, or a panic if it is an McpError or no error.
+fn transport(r: Result<ServerResult, ServiceError>) -> String {
+    match r {
+        Err(ServiceError::TransportSend(e)) => e.error.to_string(),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_json_answer_is_the_result() {
+    let r = client()
+        .answer(
+            response(200, "application/json", result_json(7, "hi")),
+            &id(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(r), "hi");
+}
+
+#[tokio::test]
+async fn a_content_type_with_parameters_and_odd_case_still_counts() {
+    let r = client()
+        .answer(
+            response(200, "Application/JSON; charset=utf-8", result_json(7, "hi")),
+            &id(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(r), "hi");
+}
+
+#[tokio::test]
+async fn an_sse_answer_skips_priming_and_notifications_until_the_response() {
+    let stream = [
+        "id: 0\ndata: \n\n".to_string(),
+        ": keep-alive comment\n\n".into(),
+        format!(
+            "event: message\ndata: {}\n\n",
+            json!({"jsonrpc": "2.0", "method": "notifications/message",
+                   "params": {"level": "info", "data": "working"}})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                   "params": {"progressToken": 1, "progress": 1}})
+        ),
+        format!("data: {}\n\n", result_json(7, "done")),
+        // Anything after the response is not read.
+        "data: {broken\n\n".into(),
+    ]
+    .concat();
+    // Split into 5-byte chunks: every line and event straddles chunk boundaries.
+    let chunks = stream.as_bytes().chunks(5).map(<[u8]>::to_vec).collect();
+    let r = client()
+        .answer(response(200, "text/event-stream", chunked(chunks)), &id())
+        .await
+        .unwrap();
+    assert_eq!(text(r), "done");
+}
+
+#[tokio::test]
+async fn a_list_changed_notification_in_the_stream_asks_the_supervisor_for_a_refresh() {
+    let up = Arc::new(test_upstream());
+    let c = client_with(Arc::downgrade(&up), None, None, "http://127.0.0.1:9/mcp");
+    let stream = format!(
+        "data: {}\r\n\r\ndata: {}\r\n\r\n",
+        json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        result_json(7, "ok"),
+    );
+    c.answer(response(200, "text/event-stream", stream), &id())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), up.refresh.notified())
+        .await
+        .expect("refresh requested");
+}
+
+fn test_upstream() -> Upstream {
+    use crate::config::{ServerConfig, Transport};
+    let config = ServerConfig {
+        name: "up".into(),
+        prefix: "up".into(),
+        timeout: Duration::from_secs(5),
+        transport: Transport::StreamableHttp {
+            url: "http://127.0.0.1:9/mcp".into(),
+            headers: vec![],
+        },
+        overrides: vec![],
+        oauth: None,
+        identity: None,
+    };
+    Upstream {
+        config,
+        state: tokio::sync::watch::channel(State {
+            health: super::super::Health::Ready,
+            peer: None,
+            direct: None,
+            catalog: Default::default(),
+            error: None,
+            protocol: None,
+            since: std::time::Instant::now(),
+        })
+        .0,
+        refresh: Default::default(),
+        reconnect: Default::default(),
+        cancel: Default::default(),
+        tokens: None,
+        direct_calls: Default::default(),
+    }
+}
+
+use super::super::State;
+
+#[tokio::test]
+async fn a_json_rpc_error_reaches_the_caller_unchanged_whatever_the_status() {
+    let body = json!({"jsonrpc": "2.0", "id": 7,
+        "error": {"code": -32602, "message": "Unknown tool: nope", "data": {"hint": 1}}})
+    .to_string();
+    for status in [200, 400, 404, 500] {
+        let err = client()
+            .answer(response(status, "application/json", body.clone()), &id())
+            .await
+            .unwrap_err();
+        let ServiceError::McpError(e) = err else {
+            panic!("{status}: expected McpError, got {err:?}");
+        };
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{status}");
+        assert_eq!(e.message, "Unknown tool: nope", "{status}");
+        assert_eq!(e.data, Some(json!({"hint": 1})), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn an_error_in_an_sse_stream_reaches_the_caller_unchanged() {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32021, "message": "x"}});
+    let err = client()
+        .answer(
+            response(200, "text/event-stream", format!("data: {body}\n\n")),
+            &id(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::McpError(e) if e.code.0 == -32021));
+}
+
+#[tokio::test]
+async fn auth_failures_and_rate_limits_are_transport_errors_naming_the_status() {
+    let body =
+        json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32600, "message": "no"}}).to_string();
+    for status in [401, 403, 429] {
+        let e = transport(
+            client()
+                .answer(response(status, "application/json", body.clone()), &id())
+                .await,
+        );
+        assert!(e.contains(&status.to_string()), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_status_without_json_rpc_is_a_transport_error_naming_it() {
+    let e = transport(
+        client()
+            .answer(response(502, "text/html", "<h1>Bad Gateway</h1>"), &id())
+            .await,
+    );
+    assert!(e.contains("502") && e.contains("Bad Gateway"), "{e}");
+    let e = transport(
+        client()
+            .answer(response(500, "application/json", "{\"oops\": 1}"), &id())
+            .await,
+    );
+    assert!(e.contains("500"), "{e}");
+}
+
+#[tokio::test]
+async fn garbage_answers_are_transport_errors() {
+    let cases: Vec<(u16, &str, String)> = vec![
+        (200, "application/json", "not json".into()),
+        (200, "application/json", "{\"jsonrpc\": \"2.0\"}".into()),
+        // A notification alone cannot answer a request.
+        (
+            200,
+            "application/json",
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string(),
+        ),
+        // The answer to someone else's request.
+        (200, "application/json", result_json(8, "x")),
+        (200, "text/plain", result_json(7, "x")),
+        (202, "application/json", String::new()),
+        // A stream that ends without the response, or carries only garbage.
+        (200, "text/event-stream", "data: {not json\n\n".into()),
+        // An event is dispatched by its blank line; a stream cut before it has no response.
+        (
+            200,
+            "text/event-stream",
+            format!("data: {}", result_json(7, "no blank line")),
+        ),
+        // The server asks something of a client that offers nothing.
+        (
+            200,
+            "text/event-stream",
+            format!(
+                "data: {}\n\n",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list"})
+            ),
+        ),
+        (200, "text/event-stream", "data: \u{0}\u{1}\n\n".into()),
+    ];
+    for (status, ct, body) in cases {
+        let r = client()
+            .answer(response(status, ct, body.clone()), &id())
+            .await;
+        let e = transport(r);
+        assert!(!e.is_empty(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn oversize_answers_are_refused() {
+    // JSON: announced too large.
+    let big = vec![b' '; MAX_JSON_ANSWER + 1];
+    let e = transport(
+        client()
+            .answer(response(200, "application/json", big), &id())
+            .await,
+    );
+    assert!(e.contains("larger than"), "{e}");
+    // JSON: streamed without a length.
+    let chunks = (0..17).map(|_| vec![b' '; 1024 * 1024]).collect();
+    let e = transport(
+        client()
+            .answer(response(200, "application/json", chunked(chunks)), &id())
+            .await,
+    );
+    assert!(e.contains("larger than"), "{e}");
+    // SSE: one event that never ends.
+    let mut chunks = vec![b"data: ".to_vec()];
+    chunks.extend((0..17).map(|_| vec![b'x'; 1024 * 1024]));
+    let e = transport(
+        client()
+            .answer(response(200, "text/event-stream", chunked(chunks)), &id())
+            .await,
+    );
+    assert!(e.contains("larger than"), "{e}");
+}
+
+#[test]
+fn the_sse_parser_follows_the_line_rules() {
+    let mut p = SseParser::new(1024);
+    let mut out = Vec::new();
+    // CR, LF and CRLF endings, a CR at a chunk's end whose LF starts the next chunk, a BOM,
+    // multi-line data, a field without a colon, an event name, comments, id and retry.
+    for chunk in [
+        &b"\xEF\xBB\xBFdata: a\r"[..],
+        b"\ndata:b\rdata\n\n",
+        b": c\nid: 3\nretry: 10\nevent: note\ndata: x\r\n\r\n",
+        b"event: lost\n\n",
+        b"data:  two spaces\n\n",
+    ] {
+        p.feed(chunk, &mut out).unwrap();
+    }
+    assert_eq!(
+        out,
+        vec![
+            SseEvent {
+                event: None,
+                data: "a\nb\n".into()
+            },
+            SseEvent {
+                event: Some("note".into()),
+                data: "x".into()
+            },
+            SseEvent {
+                event: None,
+                data: " two spaces".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn the_sse_parser_refuses_an_event_over_its_limit_before_it_ends() {
+    let mut p = SseParser::new(16);
+    let mut out = Vec::new();
+    p.feed(b"data: 0123456789", &mut out).unwrap();
+    assert!(p.feed(b"abcdefgh", &mut out).is_err());
+    // Data lines add up.
+    let mut p = SseParser::new(16);
+    p.feed(b"data: 0123456789\n", &mut out).unwrap();
+    assert!(p.feed(b"data: 0123456789\n", &mut out).is_err());
+    // The limit is per event.
+    let mut p = SseParser::new(16);
+    for _ in 0..10 {
+        p.feed(b"data: 0123456789\n\n", &mut out).unwrap();
+    }
+}
+
+#[test]
+fn tools_needing_rmcp_computed_headers_do_not_fit_the_direct_path() {
+    let tool = |name: &str, schema: Value| {
+        Tool::new(
+            name.to_string(),
+            "d",
+            Arc::new(schema.as_object().unwrap().clone()),
+        )
+    };
+    let plain = json!({"type": "object", "properties": {"q": {"type": "string"}}});
+    assert!(fits(&tool("search.v2_x-1", plain.clone())));
+    // Names rmcp would Base64-wrap in Mcp-Name.
+    for name in [" lead", "trail\t", "caf\u{e9}", "=?base64?abc?=", "nl\n"] {
+        assert!(!fits(&tool(name, plain.clone())), "{name:?}");
+    }
+    // x-mcp-header anywhere: on a property, nested, or in a $defs subschema.
+    for schema in [
+        json!({"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}),
+        json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string", "x-mcp-header": "B"}}}}}),
+        json!({"type": "object", "$defs": {"x": {"anyOf": [{"x-mcp-header": "X"}]}}}),
+    ] {
+        assert!(!fits(&tool("t", schema.clone())), "{schema}");
+    }
+}
+
+/// What one upstream POST looked like.
+#[derive(Debug, Clone)]
+struct Seen {
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+#[tokio::test]
+async fn a_call_goes_out_as_rmcp_would_send_it_and_a_401_is_retried_once_with_a_fresh_token() {
+    use axum::routing::post;
+    let seen: Arc<Mutex<Vec<Seen>>> = Default::default();
+    let tokens_issued = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/token",
+            post({
+                let issued = tokens_issued.clone();
+                async move || {
+                    let n = issued.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({"access_token": format!("tok-{n}"), "expires_in": 3600}))
+                }
+            }),
+        )
+        .route(
+            "/mcp",
+            post({
+                let seen = seen.clone();
+                async move |headers: http::HeaderMap, body: axum::body::Bytes| {
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    seen.lock().unwrap().push(Seen {
+                        headers: headers.clone(),
+                        body: body.clone(),
+                    });
+                    // The first token is "revoked".
+                    if headers.get("authorization").unwrap() == "Bearer tok-0" {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            [(CONTENT_TYPE, "text/plain")],
+                            String::new(),
+                        );
+                    }
+                    let answer = json!({"jsonrpc": "2.0", "id": body["id"], "result":
+                        CallToolResult::success(vec![ContentBlock::text("ok")])});
+                    (
+                        StatusCode::OK,
+                        [(CONTENT_TYPE, "application/json")],
+                        answer.to_string(),
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let tokens = Arc::new(TokenSource::new(
+        crate::tls::client_builder().build().unwrap(),
+        crate::config::UpstreamOAuth {
+            token_url: format!("http://{addr}/token"),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: vec![],
+            resource: None,
+        },
+    ));
+    let up = Arc::new(test_upstream());
+    let c = client_with(
+        Arc::downgrade(&up),
+        Some(tokens),
+        Some(HeaderName::from_static("x-portcullis-identity")),
+        &format!("http://{addr}/mcp"),
+    );
+    let params = CallToolRequestParams::new("search")
+        .with_arguments(json!({"q": "x"}).as_object().unwrap().clone());
+    let r = c
+        .call_tool(params, Some(SignedIdentity("signed.jwt.value".into())))
+        .await
+        .unwrap();
+    assert_eq!(text(r), "ok");
+    assert_eq!(up.direct_calls.load(Ordering::Relaxed), 1);
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one 401, one retry");
+    let auth: Vec<_> = seen
+        .iter()
+        .map(|s| s.headers["authorization"].clone())
+        .collect();
+    assert_eq!(auth, ["Bearer tok-0", "Bearer tok-1"]);
+    assert_eq!(tokens_issued.load(Ordering::SeqCst), 2);
+    for s in &seen {
+        let h = &s.headers;
+        assert_eq!(h["accept"], "text/event-stream, application/json");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["mcp-protocol-version"], "2026-07-28");
+        assert_eq!(h["mcp-method"], "tools/call");
+        assert_eq!(h["mcp-name"], "search");
+        assert_eq!(h["x-api-key"], "configured-secret");
+        assert_eq!(h["x-portcullis-identity"], "signed.jwt.value");
+        assert!(h.get("mcp-session-id").is_none());
+    }
+    let body = &seen[1].body;
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["method"], "tools/call");
+    assert_eq!(body["params"]["name"], "search");
+    assert_eq!(body["params"]["arguments"], json!({"q": "x"}));
+    let meta = &body["params"]["_meta"];
+    assert_eq!(
+        meta["io.modelcontextprotocol/protocolVersion"],
+        ProtocolVersion::V_2026_07_28.as_str()
+    );
+    let info = super::super::client::client_config();
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientInfo"],
+        serde_json::to_value(&info.client_info).unwrap()
+    );
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientCapabilities"],
+        serde_json::to_value(&info.capabilities).unwrap()
+    );
+    assert!(meta.get("progressToken").is_none(), "{meta}");
+    // Ids do not repeat.
+    assert_ne!(seen[0].body["id"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_second_401_fails_without_a_third_try() {
+    use axum::routing::post;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/token",
+            post(async || axum::Json(json!({"access_token": "t", "expires_in": 3600}))),
+        )
+        .route(
+            "/mcp",
+            post({
+                let hits = hits.clone();
+                async move || {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::UNAUTHORIZED
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let tokens = Arc::new(TokenSource::new(
+        crate::tls::client_builder().build().unwrap(),
+        crate::config::UpstreamOAuth {
+            token_url: format!("http://{addr}/token"),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: vec![],
+            resource: None,
+        },
+    ));
+    let c = client_with(
+        Weak::new(),
+        Some(tokens),
+        None,
+        &format!("http://{addr}/mcp"),
+    );
+    let e = transport(c.call_tool(CallToolRequestParams::new("t"), None).await);
+    assert!(e.contains("401"), "{e}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
