@@ -116,7 +116,10 @@ function buildServer() {
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }));
   server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
     const a = req.params.arguments ?? {};
-    const log = (data) => server.sendLoggingMessage({ level: 'info', data }, extra.sessionId);
+    // Logs about this call go on this call's response stream (related to the request), so a
+    // proxy in front can tell whose they are; `sendLoggingMessage` would use the session's
+    // standalone stream, which a proxy must not hand to any one of its users.
+    const log = (data) => extra.sendNotification({ method: 'notifications/message', params: { level: 'info', data } });
     switch (req.params.name) {
       case 'test_simple_text':
         return text('This is a simple text response for testing.');

@@ -93,7 +93,9 @@ async fn answer(portal: &Portal, call: Call, identity: crate::auth::Identity) ->
     // here the whole future is dropped then, which cancels the upstream call the same way.
     let ctx = CallContext {
         ct: CancellationToken::new(),
-        progress: None,
+        // Nothing is relayed to a fast-path caller: it asked for no progress, and a 2026-07-28
+        // client is sent no server requests (logging, deprecated by SEP-2577, stays in the log).
+        downstream: None,
         origin: Origin::Direct,
         subject: identity.subject.clone(),
         identity,

@@ -142,7 +142,7 @@ pub async fn call(
             ctx: CallContext {
                 // Inner calls stop when the client cancels the execute request.
                 ct: ctx.ct.child_token(),
-                progress: None,
+                downstream: None,
                 origin: Origin::CodeMode,
                 identity: ctx.identity.clone(),
                 subject: ctx.subject.clone(),

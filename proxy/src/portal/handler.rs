@@ -11,13 +11,13 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, Reference, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscriptionFilter,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::pagination::page;
-use super::pipeline::{CallContext, identity_of, short};
+use super::pipeline::{CallContext, identity_of, session_id, short};
 use super::{Portal, code_mode};
 
 /// Handles one client session (legacy) or request (2026-07-28); cheap to clone.
@@ -54,6 +54,7 @@ impl ServerHandler for PortalHandler {
             .enable_prompts_list_changed()
             .enable_resources()
             .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_completions()
             .enable_logging()
             .build();
@@ -284,11 +285,89 @@ impl ServerHandler for PortalHandler {
     #[allow(deprecated)]
     async fn set_level(
         &self,
-        _request: SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        // The portal keeps its own log level; upstream logs go to the portal's log, not to
-        // clients (they may reveal other users' activity).
+        // Upstream logs reach a client only when they relate to one of its own requests
+        // (`crate::upstream::relay`); this level filters those. Logs an upstream sends outside
+        // any request stay in the portal's log: they may reveal other users' activity.
+        if let Some(session) = session_id(&context) {
+            self.portal.sessions.set_level(
+                &session,
+                &context.peer,
+                &identity_of(&context),
+                request.level,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Same visibility as resources/read: a resource of a server the caller cannot see is
+        // unknown.
+        let catalog = self.portal.catalog();
+        let visible = self.visible_servers(&context, &catalog);
+        let Some((server, uri)) = catalog
+            .route_uri(&request.uri)
+            .filter(|(s, _)| visible.contains(s))
+        else {
+            return Err(ErrorData::resource_not_found(
+                format!("Unknown resource: {}", short(&request.uri)),
+                None,
+            ));
+        };
+        let Some(session) = session_id(&context) else {
+            return Err(ErrorData::invalid_request(
+                "resources/subscribe needs a session (protocol 2025-11-25 or earlier); \
+                 2026-07-28 clients use subscriptions/listen",
+                None,
+            ));
+        };
+        self.portal
+            .sessions
+            .subscribe(
+                &self.portal,
+                &session,
+                &context.peer,
+                &identity_of(&context),
+                server,
+                uri,
+                request.uri,
+                &context.ct,
+            )
+            .await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let catalog = self.portal.catalog();
+        let visible = self.visible_servers(&context, &catalog);
+        let Some((server, uri)) = catalog
+            .route_uri(&request.uri)
+            .filter(|(s, _)| visible.contains(s))
+        else {
+            return Err(ErrorData::resource_not_found(
+                format!("Unknown resource: {}", short(&request.uri)),
+                None,
+            ));
+        };
+        // Only the session's own subscription goes; unsubscribing from something never
+        // subscribed to is a no-op, as upstream servers treat it.
+        if let Some(session) = session_id(&context) {
+            self.portal
+                .sessions
+                .unsubscribe(&self.portal, &session, server, uri)
+                .await;
+        }
         Ok(())
     }
 

@@ -7,6 +7,8 @@ pub mod handler;
 pub mod pagination;
 pub mod pinning;
 pub mod pipeline;
+pub mod relay;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ pub struct Portal {
     pinning: pinning::Pinning,
     /// The last verdict on every upstream tool, by server.
     verdicts: ArcSwap<pinning::Verdicts>,
+    /// Log levels and resource subscriptions of legacy sessions.
+    pub sessions: sessions::Sessions,
 }
 
 impl Portal {
@@ -94,14 +98,22 @@ impl Portal {
             catalog: ArcSwap::from_pointee(Catalog::default()),
             pinning: Default::default(),
             verdicts: Default::default(),
+            sessions: Default::default(),
             catalog_changes: watch::channel([0; 32]).0,
             shutdown,
             executions: Arc::new(tokio::sync::Semaphore::new(
                 code_mode::MAX_CONCURRENT_EXECUTIONS,
             )),
         });
+        // Upstream connections hand relayed traffic (sampling, elicitation, logs, resource
+        // updates) to the portal; they hold it weakly.
+        let relay: std::sync::Weak<Portal> = Arc::downgrade(&portal);
+        portal
+            .upstreams
+            .set_relay(relay as std::sync::Weak<dyn crate::upstream::relay::Relay>);
         portal.upstreams.apply(&portal.config().servers).await;
         tokio::spawn(rebuild_on_change(portal.clone()));
+        tokio::spawn(sweep_sessions(Arc::downgrade(&portal)));
         Ok(portal)
     }
 
@@ -224,6 +236,21 @@ fn warn_about_policy(cfg: &PortalConfig, policy: &crate::policy::PolicySet) {
         tracing::warn!(portal = %cfg.name, "public portal without McpPolicy tool rules: every tool is open to everyone");
     } else if cfg.policies.is_empty() {
         tracing::warn!(portal = %cfg.name, "no McpPolicy binds to this portal: users will see no tools");
+    }
+}
+
+/// Forgets ended sessions (and the upstream subscriptions only they held) every few seconds.
+async fn sweep_sessions(portal: std::sync::Weak<Portal>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(portal) = portal.upgrade() else {
+            return;
+        };
+        if portal.shutdown.is_cancelled() {
+            return;
+        }
+        portal.sessions.sweep(&portal).await;
     }
 }
 

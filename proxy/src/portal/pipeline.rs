@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
-    CancelledNotificationParam, ClientRequest, JsonObject, ProgressToken, ResultType, ServerResult,
+    CancelledNotificationParam, ClientRequest, JsonObject, ResultType, ServerResult,
 };
 use rmcp::model::{
     GetPromptRequest, GetPromptRequestParams, GetPromptResponse, ReadResourceRequest,
@@ -25,6 +25,7 @@ use crate::audit::{self, Decision, Event};
 use crate::dlp::Scope;
 use crate::policy::AccessCounters;
 use crate::upstream::ProgressRouter;
+use crate::upstream::relay::{Downstream, RelayTag, Route};
 use crate::upstream::{Link, Upstream};
 
 /// Where a call comes from.
@@ -41,8 +42,9 @@ pub enum Origin {
 pub struct CallContext {
     /// Cancelled when the client cancels the request or the execution deadline passes.
     pub ct: CancellationToken,
-    /// The client's peer and progress token, when the client asked for progress.
-    pub progress: Option<(rmcp::model::ProgressToken, Peer<RoleServer>)>,
+    /// The client's request, where upstream progress, logs, sampling and elicitation for this
+    /// call are relayed (`None` for Code Mode's inner calls: nothing is relayed for them).
+    pub downstream: Option<Downstream>,
     /// Direct or from Code Mode.
     pub origin: Origin,
     /// Who is calling (set by the auth middleware).
@@ -65,12 +67,57 @@ impl CallContext {
         CallContext {
             identity,
             ct: ctx.ct.clone(),
-            progress: ctx.meta.get_progress_token().map(|t| (t, ctx.peer.clone())),
+            downstream: Some(downstream_of(ctx)),
             origin: Origin::Direct,
             subject,
             session,
         }
     }
+}
+
+impl CallContext {
+    /// The route of an upstream request to `server` made for this call.
+    pub fn route(&self, server: &str) -> Option<Route> {
+        let downstream = self.downstream.clone()?;
+        Some(Route::new(
+            server,
+            downstream,
+            self.identity.clone(),
+            self.session.clone(),
+        ))
+    }
+}
+
+/// The downstream request behind a request context, for relaying upstream traffic to it.
+pub fn downstream_of(ctx: &rmcp::service::RequestContext<RoleServer>) -> Downstream {
+    let info = ctx.peer.peer_info();
+    // A legacy session declared its capabilities in `initialize`; a 2026-07-28 request carries
+    // them in its `_meta`, and cannot be sent requests (input-required results replace them).
+    let accepts_requests = info
+        .as_ref()
+        .is_some_and(|i| i.protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28)
+        && ctx.meta.protocol_version().is_none();
+    let capabilities = match &info {
+        Some(i) if accepts_requests => i.capabilities.clone(),
+        _ => ctx.meta.client_capabilities().unwrap_or_default(),
+    };
+    Downstream {
+        peer: ctx.peer.clone(),
+        request_id: ctx.id.clone(),
+        progress: ctx.meta.get_progress_token(),
+        capabilities,
+        accepts_requests,
+        session: session_id(ctx),
+    }
+}
+
+/// The legacy session id of a request, if it has one.
+pub fn session_id(ctx: &rmcp::service::RequestContext<RoleServer>) -> Option<String> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Who is calling: the [`crate::auth::Identity`] the auth middleware put in the HTTP request.
@@ -230,15 +277,23 @@ impl Portal {
         }
         let signed = self.signed_identity(&tool.server, identity)?;
         let upstream_started = Instant::now();
-        let progress = ctx.progress.clone();
+        let progress = ctx.route(&tool.server);
         let router = self.upstreams.progress().clone();
         // A stateless upstream gets the call as one POST from this task, unless the caller
         // wants progress (rmcp routes it) or the tool needs headers only rmcp computes.
-        let direct = progress.is_none() && tool.direct;
+        // 2026-07-28 upstreams send no server requests; their logs are relayed either way.
+        let direct = tool.direct
+            && progress
+                .as_ref()
+                .is_none_or(|r| r.downstream.progress.is_none());
         let response = self
             .forward_link(&tool.server, &ctx.ct, async move |link| {
                 let answer = match link.direct.filter(|_| direct) {
-                    Some(client) => client.call_tool(params, signed).await,
+                    Some(client) => {
+                        client
+                            .call_tool(params, signed, progress.map(Arc::new))
+                            .await
+                    }
                     None => {
                         let mut request = CallToolRequest::new(params);
                         if let Some(signed) = signed {
@@ -317,7 +372,7 @@ impl Portal {
         }
     }
 
-    fn observe_findings(&self, report: &crate::dlp::Report) {
+    pub(super) fn observe_findings(&self, report: &crate::dlp::Report) {
         for f in &report.findings {
             let action = match f.action {
                 crds::policy::DlpAction::Log => "log",
@@ -348,7 +403,7 @@ impl Portal {
         if let Some(signed) = self.signed_identity(&prompt.server, &ctx.identity)? {
             request.extensions.insert(signed);
         }
-        let progress = ctx.progress.clone();
+        let progress = ctx.route(&prompt.server);
         let router = self.upstreams.progress().clone();
         let answer = self
             .forward(&prompt.server, &ctx.ct, async move |peer| {
@@ -400,7 +455,7 @@ impl Portal {
         if let Some(signed) = self.signed_identity(&server, &ctx.identity)? {
             request.extensions.insert(signed);
         }
-        let progress = ctx.progress.clone();
+        let progress = ctx.route(&server);
         let router = self.upstreams.progress().clone();
         let answer = self
             .forward(&server, &ctx.ct, async move |peer| {
@@ -575,22 +630,37 @@ impl Drop for AuditGuard<'_> {
     }
 }
 
-/// Sends a request upstream; progress the upstream reports for it is relayed to the caller.
+/// Sends a request upstream on `route`: progress the upstream reports for it is relayed to the
+/// caller, and so are the server requests and log messages the transport can associate with it
+/// ([`crate::upstream::relay`]).
 ///
-/// rmcp's client puts its own progress token on every request, so the route is keyed by the
-/// token of the request actually sent. Dropping the future before the answer (client cancel,
-/// deadline) tells the upstream with `notifications/cancelled`.
+/// rmcp's client puts its own progress token on every request, so the progress route is keyed
+/// by the token of the request actually sent. Dropping the future before the answer (client
+/// cancel, deadline) tells the upstream with `notifications/cancelled`.
 pub async fn send_routed(
     peer: &Peer<RoleClient>,
-    request: ClientRequest,
-    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    mut request: ClientRequest,
+    route: Option<Route>,
     router: &Arc<ProgressRouter>,
 ) -> Result<ServerResult, rmcp::ServiceError> {
+    use rmcp::model::GetExtensions;
+    let route = route.map(Arc::new);
+    if let Some(route) = &route {
+        request.extensions_mut().insert(RelayTag(route.clone()));
+    }
+    // Relayed requests still waiting for the caller stop when this request ends.
+    let _done = route.as_ref().map(|r| r.done().clone().drop_guard());
     let handle = peer
         .send_request_with_option(request, PeerRequestOptions::no_options())
         .await?;
-    let _route = progress.map(|(token, downstream)| {
-        router.register(handle.progress_token.clone(), token, downstream)
+    let _progress = route.as_ref().and_then(|r| {
+        let token = r.downstream.progress.clone()?;
+        Some(router.register(
+            &r.server,
+            handle.progress_token.clone(),
+            token,
+            r.downstream.peer.clone(),
+        ))
     });
     let mut guard = CancelOnDrop {
         peer: peer.clone(),

@@ -5,17 +5,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, LoggingMessageNotificationParam,
-    NumberOrString, ProgressNotificationParam, ProgressToken,
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ElicitationCapability, FormElicitationCapability,
+    Implementation, LoggingMessageNotificationParam, NotificationMetaObject, NumberOrString,
+    ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, SamplingCapability,
 };
-use rmcp::service::{NotificationContext, Peer};
-use rmcp::{ClientHandler, RoleClient, RoleServer};
+use rmcp::service::{NotificationContext, Peer, RequestContext};
+use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer};
 
 use super::Upstream;
+use super::relay::{Associations, Relay, Route};
 
 /// Routes upstream progress notifications back to the downstream request that asked for them.
 ///
-/// rmcp's client gives every upstream request a fresh progress token; a route maps it back to
+/// rmcp's client gives every upstream request a fresh progress token, counted per connection;
+/// a route maps it (with the upstream's name: two upstreams hand out the same tokens) back to
 /// the downstream request's own token and peer, and is removed when the request ends.
 #[derive(Default)]
 pub struct ProgressRouter {
@@ -28,10 +32,10 @@ pub struct ProgressRoute {
     key: String,
 }
 
-fn token_key(t: &ProgressToken) -> String {
+fn token_key(server: &str, t: &ProgressToken) -> String {
     match &t.0 {
-        NumberOrString::String(s) => format!("s:{s}"),
-        NumberOrString::Number(n) => format!("n:{n}"),
+        NumberOrString::String(s) => format!("{server}\0s:{s}"),
+        NumberOrString::Number(n) => format!("{server}\0n:{n}"),
     }
 }
 
@@ -44,15 +48,16 @@ impl Drop for ProgressRoute {
 }
 
 impl ProgressRouter {
-    /// Routes progress for the upstream request sent with `upstream` to the downstream
-    /// request that asked for progress with `downstream`.
+    /// Routes progress for the upstream request sent to `server` with `upstream` to the
+    /// downstream request that asked for progress with `downstream`.
     pub fn register(
         self: &Arc<Self>,
+        server: &str,
         upstream: ProgressToken,
         downstream: ProgressToken,
         peer: Peer<RoleServer>,
     ) -> ProgressRoute {
-        let key = token_key(&upstream);
+        let key = token_key(server, &upstream);
         if let Ok(mut routes) = self.routes.lock() {
             routes.insert(key.clone(), (downstream, peer));
         }
@@ -62,8 +67,8 @@ impl ProgressRouter {
         }
     }
 
-    async fn forward(&self, mut params: ProgressNotificationParam) {
-        let key = token_key(&params.progress_token);
+    async fn forward(&self, server: &str, mut params: ProgressNotificationParam) {
+        let key = token_key(server, &params.progress_token);
         let route = self.routes.lock().ok().and_then(|r| r.get(&key).cloned());
         if let Some((token, peer)) = route {
             params.progress_token = token;
@@ -77,6 +82,10 @@ pub struct UpstreamClient {
     name: String,
     upstream: Weak<Upstream>,
     progress: Arc<ProgressRouter>,
+    /// Which in-flight portal request each upstream message relates to; `None` on transports
+    /// that cannot tell (stdio, legacy SSE), where nothing is relayed.
+    associations: Option<Arc<Associations>>,
+    relay: Option<Weak<dyn Relay>>,
 }
 
 impl UpstreamClient {
@@ -86,7 +95,23 @@ impl UpstreamClient {
             name,
             upstream,
             progress,
+            associations: None,
+            relay: None,
         }
+    }
+
+    /// Hands resource updates and associated server requests and log messages to `relay`.
+    pub fn with_relay(mut self, relay: Option<Weak<dyn Relay>>) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// The transport tells which portal request each message relates to: server requests and
+    /// log messages are then relayed, and only then does the portal declare sampling and
+    /// elicitation to the upstream.
+    pub fn with_associations(mut self, associations: Arc<Associations>) -> Self {
+        self.associations = Some(associations);
+        self
     }
 
     fn refresh(&self) {
@@ -94,14 +119,55 @@ impl UpstreamClient {
             up.request_refresh();
         }
     }
+
+    fn relay(&self) -> Option<Arc<dyn Relay>> {
+        self.relay.as_ref()?.upgrade()
+    }
+
+    /// The relay and the route of the portal request a server request arrived for.
+    fn route_for(
+        &self,
+        method: &str,
+        context: &RequestContext<RoleClient>,
+    ) -> Result<(Arc<dyn Relay>, Arc<Route>), ErrorData> {
+        let relay = self.relay().ok_or_else(|| {
+            ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("{method} is not relayed by this portal"),
+                None,
+            )
+        })?;
+        let route = self
+            .associations
+            .as_ref()
+            .and_then(|a| a.for_request(&context.extensions))
+            .ok_or_else(|| {
+                tracing::info!(upstream = %self.name, method, "server request not related to an in-flight portal request; refused");
+                ErrorData::invalid_request(
+                    format!(
+                        "{method} must be sent on the response stream of the request it belongs to; \
+                         the portal relays it to that request's caller only"
+                    ),
+                    None,
+                )
+            })?;
+        Ok((relay, route))
+    }
 }
 
-/// What the portal tells every upstream about itself: its name and version, and no client
-/// capabilities (no sampling, elicitation or roots to offer). The direct `tools/call` path puts
-/// the same into each request's `_meta`.
-pub fn client_config() -> ClientConfig {
+/// What the portal tells an upstream about itself: its name and version, and sampling and
+/// (form) elicitation when the connection `relays` them to the caller (Streamable HTTP
+/// connections of a portal; the caller's own capabilities are checked per request). The direct
+/// `tools/call` path puts the same into each request's `_meta`.
+pub fn client_config(relays: bool) -> ClientConfig {
+    let mut caps = ClientCapabilities::default();
+    if relays {
+        caps.sampling = Some(SamplingCapability::default());
+        caps.elicitation =
+            Some(ElicitationCapability::new().with_form(FormElicitationCapability::new()));
+    }
     ClientConfig::new(
-        ClientCapabilities::default(),
+        caps,
         Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
     )
 }
@@ -115,7 +181,25 @@ pub(crate) fn log_message(upstream: &str, params: &LoggingMessageNotificationPar
 
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
-        client_config()
+        client_config(self.associations.is_some() && self.relay.is_some())
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let (relay, route) = self.route_for("sampling/createMessage", &context)?;
+        relay.sampling(route, params).await
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let (relay, route) = self.route_for("elicitation/create", &context)?;
+        relay.elicitation(route, request).await
     }
 
     async fn on_progress(
@@ -123,7 +207,7 @@ impl ClientHandler for UpstreamClient {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        self.progress.forward(params).await;
+        self.progress.forward(&self.name, params).await;
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -138,11 +222,34 @@ impl ClientHandler for UpstreamClient {
         self.refresh();
     }
 
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(relay) = self.relay() {
+            relay.resource_updated(&self.name, params.uri).await;
+        }
+    }
+
     async fn on_logging_message(
         &self,
         params: LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
+        context: NotificationContext<RoleClient>,
     ) {
+        // rmcp 3.11 swaps the notification's extensions into the context before it reads the
+        // `_meta` out of them, so the marker is in `context.extensions` (and `context.meta` is
+        // empty); look in both, so a fixed rmcp keeps working.
+        let route = self.associations.as_ref().and_then(|a| {
+            a.for_notification(&context.meta)
+                .or_else(|| a.for_notification(context.extensions.get::<NotificationMetaObject>()?))
+        });
+        if let (Some(route), Some(relay)) = (route, self.relay()) {
+            relay.log(route, params).await;
+            return;
+        }
+        // Not related to a request the portal can name: it may be about anyone's activity, so
+        // it goes to the portal's log only.
         log_message(&self.name, &params);
     }
 }

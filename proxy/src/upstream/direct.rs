@@ -41,6 +41,7 @@ use rmcp::transport::DynamicTransportError;
 
 use super::Upstream;
 use super::oauth::TokenSource;
+use super::relay::{Relay, Route};
 use crate::identity::SignedIdentity;
 
 /// Largest JSON answer read (rmcp's `max_json_response_size` default).
@@ -143,6 +144,8 @@ pub struct DirectClient {
     meta: RequestMetaObject,
     next_id: AtomicI64,
     upstream: Weak<Upstream>,
+    /// Where logs that arrive on a call's answer go (the portal), when it relays them.
+    relay: Option<Weak<dyn Relay>>,
 }
 
 impl std::fmt::Debug for DirectClient {
@@ -167,6 +170,7 @@ impl DirectClient {
         tokens: Option<Arc<TokenSource>>,
         identity_header: Option<HeaderName>,
         upstream: Weak<Upstream>,
+        relay: Option<Weak<dyn Relay>>,
     ) -> Result<Self, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
         let version = ProtocolVersion::V_2026_07_28;
@@ -188,7 +192,8 @@ impl DirectClient {
             HeaderName::from_static("mcp-method"),
             HeaderValue::from_static("tools/call"),
         );
-        let config = super::client::client_config();
+        // The same capabilities the rmcp connection to this upstream announces.
+        let config = super::client::client_config(relay.is_some());
         let meta = RequestMetaObject::with_client_context(
             version,
             config.client_info,
@@ -204,6 +209,7 @@ impl DirectClient {
             meta,
             next_id: AtomicI64::new(0),
             upstream,
+            relay,
         })
     }
 
@@ -213,6 +219,7 @@ impl DirectClient {
         &self,
         mut params: CallToolRequestParams,
         signed: Option<SignedIdentity>,
+        route: Option<Arc<Route>>,
     ) -> Result<ServerResult, ServiceError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut headers = self.headers.clone();
@@ -270,7 +277,7 @@ impl DirectClient {
                     continue;
                 }
             }
-            return self.answer(response, &id).await;
+            return self.answer(response, &id, route.as_ref()).await;
         }
     }
 
@@ -279,6 +286,7 @@ impl DirectClient {
         &self,
         mut response: reqwest::Response,
         id: &RequestId,
+        route: Option<&Arc<Route>>,
     ) -> Result<ServerResult, ServiceError> {
         let status = response.status();
         let content_type = response
@@ -298,7 +306,7 @@ impl DirectClient {
                 let body = read_bounded(&mut response, MAX_JSON_ANSWER).await?;
                 if let Ok(ServerJsonRpcMessage::Error(e)) = serde_json::from_slice(&body) {
                     return self
-                        .on_message(ServerJsonRpcMessage::Error(e), id)
+                        .on_message(ServerJsonRpcMessage::Error(e), id, route)
                         .unwrap_or_else(|| Err(protocol("error answer without a result")));
                 }
                 return Err(DirectError::Status {
@@ -314,7 +322,7 @@ impl DirectClient {
             return Err(protocol(format!("answered {status} to a request")));
         }
         if is(EVENT_STREAM) {
-            return self.read_sse(response, id).await;
+            return self.read_sse(response, id, route).await;
         }
         if is(JSON) {
             let body = read_bounded(&mut response, MAX_JSON_ANSWER).await?;
@@ -326,7 +334,7 @@ impl DirectClient {
             })?;
             return match message {
                 ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_) => self
-                    .on_message(message, id)
+                    .on_message(message, id, route)
                     .unwrap_or_else(|| Err(protocol("no result"))),
                 _ => Err(protocol("a JSON answer that is not a response")),
             };
@@ -344,6 +352,7 @@ impl DirectClient {
         &self,
         mut response: reqwest::Response,
         id: &RequestId,
+        route: Option<&Arc<Route>>,
     ) -> Result<ServerResult, ServiceError> {
         let mut parser = SseParser::new(MAX_SSE_EVENT);
         let mut events = Vec::new();
@@ -359,7 +368,7 @@ impl DirectClient {
                 }
                 match serde_json::from_str::<ServerJsonRpcMessage>(&event.data) {
                     Ok(message) => {
-                        if let Some(done) = self.on_message(message, id) {
+                        if let Some(done) = self.on_message(message, id, route) {
                             return done;
                         }
                     }
@@ -379,6 +388,7 @@ impl DirectClient {
         &self,
         message: ServerJsonRpcMessage,
         id: &RequestId,
+        route: Option<&Arc<Route>>,
     ) -> Option<Result<ServerResult, ServiceError>> {
         match message {
             ServerJsonRpcMessage::Response(r) if r.id == *id => Some(Ok(r.result)),
@@ -392,7 +402,7 @@ impl DirectClient {
             }
             ServerJsonRpcMessage::Error(_) => Some(Err(protocol("an error for another request"))),
             ServerJsonRpcMessage::Notification(n) => {
-                self.on_notification(n.notification);
+                self.on_notification(n.notification, route);
                 None
             }
             // The portal advertises no client capabilities, so a server has nothing to ask.
@@ -403,11 +413,19 @@ impl DirectClient {
         }
     }
 
-    fn on_notification(&self, n: ServerNotification) {
+    fn on_notification(&self, n: ServerNotification, route: Option<&Arc<Route>>) {
         #[allow(deprecated)] // logging notifications (SEP-2577) are still sent
         match n {
+            // On the call's own answer, so it is about this call: to its caller only (as the
+            // rmcp path relays it), else to the portal's log.
             ServerNotification::LoggingMessageNotification(n) => {
-                super::client::log_message(&self.name, &n.params)
+                match (route, self.relay.as_ref().and_then(Weak::upgrade)) {
+                    (Some(route), Some(relay)) => {
+                        let route = route.clone();
+                        tokio::spawn(async move { relay.log(route, n.params).await });
+                    }
+                    _ => super::client::log_message(&self.name, &n.params),
+                }
             }
             ServerNotification::ToolListChangedNotification(_)
             | ServerNotification::PromptListChangedNotification(_)

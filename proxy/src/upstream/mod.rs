@@ -9,11 +9,12 @@
 pub mod client;
 pub mod direct;
 pub mod oauth;
+pub mod relay;
 pub mod sse;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rmcp::RoleClient;
@@ -187,6 +188,7 @@ pub struct Upstreams {
     /// Bumped whenever any upstream's catalog or health changes.
     changes: watch::Sender<u64>,
     progress: Arc<ProgressRouter>,
+    relay: OnceLock<Weak<dyn relay::Relay>>,
     http: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -203,6 +205,7 @@ impl Upstreams {
             by_name: RwLock::new(BTreeMap::new()),
             changes: watch::channel(0).0,
             progress: Arc::new(ProgressRouter::default()),
+            relay: OnceLock::new(),
             http,
             shutdown,
         })
@@ -211,6 +214,12 @@ impl Upstreams {
     /// Routes progress notifications from upstreams to the waiting downstream requests.
     pub fn progress(&self) -> &Arc<ProgressRouter> {
         &self.progress
+    }
+
+    /// Where upstream connections made from now on hand relayed traffic (the portal). Set once,
+    /// before the first connection.
+    pub fn set_relay(&self, relay: Weak<dyn relay::Relay>) {
+        let _ = self.relay.set(relay);
     }
 
     /// A receiver that changes whenever any catalog or health changes.
@@ -354,6 +363,10 @@ async fn supervise(all: Arc<Upstreams>, up: Arc<Upstream>) {
                 });
                 all.bump();
                 backoff = MIN_BACKOFF;
+                if let Some(relay) = all.relay.get().and_then(Weak::upgrade) {
+                    let name = name.clone();
+                    tokio::spawn(async move { relay.connected(&name).await });
+                }
             }
             Err(e) => {
                 close(running).await;
@@ -573,6 +586,7 @@ fn direct_client(
             up.tokens.clone(),
             identity_header(&up.config)?,
             Arc::downgrade(up),
+            all.relay.get().cloned(),
         )
     });
     match built {
@@ -599,7 +613,8 @@ async fn connect(
         up.config.name.clone(),
         Arc::downgrade(up),
         all.progress.clone(),
-    );
+    )
+    .with_relay(all.relay.get().cloned());
     let err = |e: &dyn std::fmt::Display| e.to_string();
     match &up.config.transport {
         Transport::StreamableHttp { url, headers } => {
@@ -614,11 +629,16 @@ async fn connect(
                 }
             }
             config = config.custom_headers(custom);
+            // Each message arriving on the response stream of a POST relates to the request
+            // posted: only this transport lets the portal relay server requests and logs.
+            let associations = Arc::new(relay::Associations::default());
+            let handler = handler.with_associations(associations.clone());
             let client = oauth::AuthorizedClient::new(
                 all.http.clone(),
                 up.tokens.clone(),
                 identity_header(&up.config)?,
-            );
+            )
+            .with_associations(associations);
             let transport = StreamableHttpClientTransport::with_client(client, config);
             handler
                 .serve_with_lifecycle(transport, lifecycle())

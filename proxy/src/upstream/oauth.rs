@@ -172,6 +172,7 @@ pub struct AuthorizedClient {
     http: reqwest::Client,
     tokens: Option<Arc<TokenSource>>,
     identity_header: Option<HeaderName>,
+    associations: Option<Arc<super::relay::Associations>>,
 }
 
 type HttpResult<T> = Result<T, StreamableHttpError<reqwest::Error>>;
@@ -188,6 +189,30 @@ impl AuthorizedClient {
             http,
             tokens,
             identity_header,
+            associations: None,
+        }
+    }
+
+    /// Registers the portal requests it posts in `associations`, and marks the log messages on
+    /// their response streams as theirs ([`super::relay`]).
+    pub fn with_associations(mut self, associations: Arc<super::relay::Associations>) -> Self {
+        self.associations = Some(associations);
+        self
+    }
+
+    fn relate(
+        &self,
+        marker: Option<String>,
+        r: HttpResult<StreamableHttpPostResponse>,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        match (marker, r) {
+            (Some(marker), Ok(StreamableHttpPostResponse::Sse(stream, session))) => {
+                Ok(StreamableHttpPostResponse::Sse(
+                    super::relay::Associations::tag_stream(stream, marker),
+                    session,
+                ))
+            }
+            (_, r) => r,
         }
     }
 
@@ -227,11 +252,16 @@ impl StreamableHttpClient for AuthorizedClient {
             self.identity_header.as_ref(),
             &mut custom_headers,
         );
+        let marker = self
+            .associations
+            .as_ref()
+            .and_then(|a| a.register(&message));
         let auth = self.bearer(auth_header).await?;
         let r = self
             .http
             .post_message(uri, message, session_id, auth, custom_headers)
             .await;
+        let r = self.relate(marker, r);
         self.check(r).await
     }
 
@@ -250,6 +280,10 @@ impl StreamableHttpClient for AuthorizedClient {
             self.identity_header.as_ref(),
             &mut custom_headers,
         );
+        let marker = self
+            .associations
+            .as_ref()
+            .and_then(|a| a.register(&message));
         let auth = self.bearer(auth_header).await?;
         let r = self
             .http
@@ -262,6 +296,7 @@ impl StreamableHttpClient for AuthorizedClient {
                 limits,
             )
             .await;
+        let r = self.relate(marker, r);
         self.check(r).await
     }
 

@@ -30,6 +30,7 @@ fn client_with(
         tokens,
         identity,
         upstream,
+        None,
     )
     .unwrap()
 }
@@ -84,6 +85,7 @@ async fn a_json_answer_is_the_result() {
         .answer(
             response(200, "application/json", result_json(7, "hi")),
             &id(),
+            None,
         )
         .await
         .unwrap();
@@ -96,6 +98,7 @@ async fn a_content_type_with_parameters_and_odd_case_still_counts() {
         .answer(
             response(200, "Application/JSON; charset=utf-8", result_json(7, "hi")),
             &id(),
+            None,
         )
         .await
         .unwrap();
@@ -125,7 +128,11 @@ async fn an_sse_answer_skips_priming_and_notifications_until_the_response() {
     // Split into 5-byte chunks: every line and event straddles chunk boundaries.
     let chunks = stream.as_bytes().chunks(5).map(<[u8]>::to_vec).collect();
     let r = client()
-        .answer(response(200, "text/event-stream", chunked(chunks)), &id())
+        .answer(
+            response(200, "text/event-stream", chunked(chunks)),
+            &id(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(text(r), "done");
@@ -140,7 +147,7 @@ async fn a_list_changed_notification_in_the_stream_asks_the_supervisor_for_a_ref
         json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
         result_json(7, "ok"),
     );
-    c.answer(response(200, "text/event-stream", stream), &id())
+    c.answer(response(200, "text/event-stream", stream), &id(), None)
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(1), up.refresh.notified())
@@ -191,7 +198,11 @@ async fn a_json_rpc_error_reaches_the_caller_unchanged_whatever_the_status() {
     .to_string();
     for status in [200, 400, 404, 500] {
         let err = client()
-            .answer(response(status, "application/json", body.clone()), &id())
+            .answer(
+                response(status, "application/json", body.clone()),
+                &id(),
+                None,
+            )
             .await
             .unwrap_err();
         let ServiceError::McpError(e) = err else {
@@ -210,6 +221,7 @@ async fn an_error_in_an_sse_stream_reaches_the_caller_unchanged() {
         .answer(
             response(200, "text/event-stream", format!("data: {body}\n\n")),
             &id(),
+            None,
         )
         .await
         .unwrap_err();
@@ -223,7 +235,11 @@ async fn auth_failures_and_rate_limits_are_transport_errors_naming_the_status() 
     for status in [401, 403, 429] {
         let e = transport(
             client()
-                .answer(response(status, "application/json", body.clone()), &id())
+                .answer(
+                    response(status, "application/json", body.clone()),
+                    &id(),
+                    None,
+                )
                 .await,
         );
         assert!(e.contains(&status.to_string()), "{e}");
@@ -234,13 +250,21 @@ async fn auth_failures_and_rate_limits_are_transport_errors_naming_the_status() 
 async fn a_failed_status_without_json_rpc_is_a_transport_error_naming_it() {
     let e = transport(
         client()
-            .answer(response(502, "text/html", "<h1>Bad Gateway</h1>"), &id())
+            .answer(
+                response(502, "text/html", "<h1>Bad Gateway</h1>"),
+                &id(),
+                None,
+            )
             .await,
     );
     assert!(e.contains("502") && e.contains("Bad Gateway"), "{e}");
     let e = transport(
         client()
-            .answer(response(500, "application/json", "{\"oops\": 1}"), &id())
+            .answer(
+                response(500, "application/json", "{\"oops\": 1}"),
+                &id(),
+                None,
+            )
             .await,
     );
     assert!(e.contains("500"), "{e}");
@@ -282,7 +306,7 @@ async fn garbage_answers_are_transport_errors() {
     ];
     for (status, ct, body) in cases {
         let r = client()
-            .answer(response(status, ct, body.clone()), &id())
+            .answer(response(status, ct, body.clone()), &id(), None)
             .await;
         let e = transport(r);
         assert!(!e.is_empty(), "{body}");
@@ -295,7 +319,7 @@ async fn oversize_answers_are_refused() {
     let big = vec![b' '; MAX_JSON_ANSWER + 1];
     let e = transport(
         client()
-            .answer(response(200, "application/json", big), &id())
+            .answer(response(200, "application/json", big), &id(), None)
             .await,
     );
     assert!(e.contains("larger than"), "{e}");
@@ -303,7 +327,11 @@ async fn oversize_answers_are_refused() {
     let chunks = (0..17).map(|_| vec![b' '; 1024 * 1024]).collect();
     let e = transport(
         client()
-            .answer(response(200, "application/json", chunked(chunks)), &id())
+            .answer(
+                response(200, "application/json", chunked(chunks)),
+                &id(),
+                None,
+            )
             .await,
     );
     assert!(e.contains("larger than"), "{e}");
@@ -312,7 +340,11 @@ async fn oversize_answers_are_refused() {
     chunks.extend((0..17).map(|_| vec![b'x'; 1024 * 1024]));
     let e = transport(
         client()
-            .answer(response(200, "text/event-stream", chunked(chunks)), &id())
+            .answer(
+                response(200, "text/event-stream", chunked(chunks)),
+                &id(),
+                None,
+            )
             .await,
     );
     assert!(e.contains("larger than"), "{e}");
@@ -469,7 +501,11 @@ async fn a_call_goes_out_as_rmcp_would_send_it_and_a_401_is_retried_once_with_a_
     let params = CallToolRequestParams::new("search")
         .with_arguments(json!({"q": "x"}).as_object().unwrap().clone());
     let r = c
-        .call_tool(params, Some(SignedIdentity("signed.jwt.value".into())))
+        .call_tool(
+            params,
+            Some(SignedIdentity("signed.jwt.value".into())),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(text(r), "ok");
@@ -504,7 +540,7 @@ async fn a_call_goes_out_as_rmcp_would_send_it_and_a_401_is_retried_once_with_a_
         meta["io.modelcontextprotocol/protocolVersion"],
         ProtocolVersion::V_2026_07_28.as_str()
     );
-    let info = super::super::client::client_config();
+    let info = super::super::client::client_config(false);
     assert_eq!(
         meta["io.modelcontextprotocol/clientInfo"],
         serde_json::to_value(&info.client_info).unwrap()
@@ -556,7 +592,10 @@ async fn a_second_401_fails_without_a_third_try() {
         None,
         &format!("http://{addr}/mcp"),
     );
-    let e = transport(c.call_tool(CallToolRequestParams::new("t"), None).await);
+    let e = transport(
+        c.call_tool(CallToolRequestParams::new("t"), None, None)
+            .await,
+    );
     assert!(e.contains("401"), "{e}");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
