@@ -67,3 +67,38 @@ def test_ending_a_legacy_session_with_delete_is_acknowledged(multi) -> None:
         assert note.status_code == 202, note.text
         d = h.delete(multi.portal.url, headers=proto)
         assert d.status_code in (200, 204, 405), f"DELETE answered {d.status_code}: {d.text}"
+
+
+def _fast_path_calls(portal) -> float:
+    import httpx
+
+    text = httpx.get(f"{portal.admin}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("portcullis_fast_path_tool_calls_total "):
+            return float(line.split()[1])
+    raise AssertionError(f"no fast-path counter in /metrics:\n{text[:2000]}")
+
+
+def _direct_calls(portal, name: str) -> int:
+    return int(portal.upstream(name).get("direct_calls", -1))
+
+
+def test_a_modern_sdk_call_takes_both_fast_paths(multi) -> None:
+    """The Python SDK in 2026-07-28 mode sends plain stateless calls: the portal answers them
+    without rmcp's serve loop (http/fast.rs) and reaches the 2026-07-28 Python upstream with one
+    POST (upstream/direct.rs). A legacy session's call still reaches that upstream directly."""
+    before_fast = _fast_path_calls(multi.portal)
+    before_direct = _direct_calls(multi.portal, "pyboth")
+    assert before_direct >= 0, multi.portal.upstream("pyboth")
+
+    async def call(mode: str) -> None:
+        async with client(multi.portal.url, mode=mode) as c:
+            result = await c.call_tool("pyboth_add", {"a": 1, "b": 2})
+            assert result.structured_content == {"sum": 3, "operands": [1, 2]}, text_of(result)
+
+    run(call("2026-07-28"))
+    assert _fast_path_calls(multi.portal) == before_fast + 1
+    assert _direct_calls(multi.portal, "pyboth") == before_direct + 1
+    run(call("legacy"))
+    assert _fast_path_calls(multi.portal) == before_fast + 1, "a legacy session is rmcp's"
+    assert _direct_calls(multi.portal, "pyboth") == before_direct + 2

@@ -170,7 +170,6 @@ impl DirectClient {
         tokens: Option<Arc<TokenSource>>,
         identity_header: Option<HeaderName>,
         upstream: Weak<Upstream>,
-        relay: Option<Weak<dyn Relay>>,
     ) -> Result<Self, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
         let version = ProtocolVersion::V_2026_07_28;
@@ -192,8 +191,7 @@ impl DirectClient {
             HeaderName::from_static("mcp-method"),
             HeaderValue::from_static("tools/call"),
         );
-        // The same capabilities the rmcp connection to this upstream announces.
-        let config = super::client::client_config(relay.is_some());
+        let config = super::client::client_config(false);
         let meta = RequestMetaObject::with_client_context(
             version,
             config.client_info,
@@ -209,8 +207,18 @@ impl DirectClient {
             meta,
             next_id: AtomicI64::new(0),
             upstream,
-            relay,
+            relay: None,
         })
+    }
+
+    /// Relays logs that arrive on a call's answer through `relay` (the portal), and announces
+    /// the capabilities the rmcp connection to the same upstream announces when it relays.
+    pub fn with_relay(mut self, relay: Option<Weak<dyn Relay>>) -> Self {
+        let relays = relay.is_some();
+        self.relay = relay;
+        self.meta
+            .set_client_capabilities(super::client::client_config(relays).capabilities);
+        self
     }
 
     /// Calls a tool. JSON-RPC errors of the upstream come back as [`ServiceError::McpError`];

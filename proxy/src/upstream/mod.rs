@@ -586,8 +586,8 @@ fn direct_client(
             up.tokens.clone(),
             identity_header(&up.config)?,
             Arc::downgrade(up),
-            all.relay.get().cloned(),
         )
+        .map(|client| client.with_relay(all.relay.get().cloned()))
     });
     match built {
         Ok(d) => Some(Arc::new(d)),

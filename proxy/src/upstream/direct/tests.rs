@@ -30,7 +30,6 @@ fn client_with(
         tokens,
         identity,
         upstream,
-        None,
     )
     .unwrap()
 }
