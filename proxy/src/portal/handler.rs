@@ -218,17 +218,7 @@ impl ServerHandler for PortalHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let catalog = self.portal.catalog();
-        let visible = self.visible_servers(&context, &catalog);
-        let Some((server, uri)) = catalog
-            .route_uri(&request.uri)
-            .filter(|(s, _)| visible.contains(s))
-        else {
-            return Err(ErrorData::resource_not_found(
-                format!("Unknown resource: {}", short(&request.uri)),
-                None,
-            ));
-        };
+        let (catalog, server, uri) = self.visible_resource(&request.uri, &context)?;
         let ctx = CallContext::from_request(&context);
         self.portal
             .read_resource(&catalog, server, uri, request, &ctx)
@@ -308,19 +298,8 @@ impl ServerHandler for PortalHandler {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        // Same visibility as resources/read: a resource of a server the caller cannot see is
-        // unknown.
-        let catalog = self.portal.catalog();
-        let visible = self.visible_servers(&context, &catalog);
-        let Some((server, uri)) = catalog
-            .route_uri(&request.uri)
-            .filter(|(s, _)| visible.contains(s))
-        else {
-            return Err(ErrorData::resource_not_found(
-                format!("Unknown resource: {}", short(&request.uri)),
-                None,
-            ));
-        };
+        // Same visibility as resources/read.
+        let (_, server, uri) = self.visible_resource(&request.uri, &context)?;
         let Some(session) = session_id(&context) else {
             return Err(ErrorData::invalid_request(
                 "resources/subscribe needs a session (protocol 2025-11-25 or earlier); \
@@ -349,17 +328,7 @@ impl ServerHandler for PortalHandler {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let catalog = self.portal.catalog();
-        let visible = self.visible_servers(&context, &catalog);
-        let Some((server, uri)) = catalog
-            .route_uri(&request.uri)
-            .filter(|(s, _)| visible.contains(s))
-        else {
-            return Err(ErrorData::resource_not_found(
-                format!("Unknown resource: {}", short(&request.uri)),
-                None,
-            ));
-        };
+        let (_, server, uri) = self.visible_resource(&request.uri, &context)?;
         // Only the session's own subscription goes; unsubscribing from something never
         // subscribed to is a no-op, as upstream servers treat it.
         if let Some(session) = session_id(&context) {
@@ -415,6 +384,28 @@ impl ServerHandler for PortalHandler {
 
 impl PortalHandler {
     /// McpServers whose prompts and resources the caller may see (see [`crate::policy`]).
+    /// A portal resource URI the caller may use: the catalog, the owning server and the
+    /// upstream URI. A resource of a server the caller cannot see is unknown, exactly like one
+    /// that does not exist.
+    fn visible_resource(
+        &self,
+        portal_uri: &str,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<(Arc<super::Catalog>, String, String), ErrorData> {
+        let catalog = self.portal.catalog();
+        let visible = self.visible_servers(ctx, &catalog);
+        let Some((server, uri)) = catalog
+            .route_uri(portal_uri)
+            .filter(|(s, _)| visible.contains(s))
+        else {
+            return Err(ErrorData::resource_not_found(
+                format!("Unknown resource: {}", short(portal_uri)),
+                None,
+            ));
+        };
+        Ok((catalog, server, uri))
+    }
+
     fn visible_servers(
         &self,
         ctx: &RequestContext<RoleServer>,
