@@ -377,6 +377,7 @@ impl DirectClient {
                 match serde_json::from_str::<ServerJsonRpcMessage>(&event.data) {
                     Ok(message) => {
                         if let Some(done) = self.on_message(message, id, route) {
+                            release(response);
                             return done;
                         }
                     }
@@ -446,6 +447,36 @@ impl DirectClient {
             _ => {}
         }
     }
+}
+
+/// How long the end of an event stream is awaited after the answer, so that its connection
+/// can go back to the pool.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much of an event stream is read after the answer before its connection is given up.
+const RELEASE_BYTES: usize = 64 * 1024;
+
+/// Lets the connection of an answered event stream go back to the pool. A stream dropped
+/// before its end closes its connection, and the next call pays for a new one; the end
+/// usually follows the answer at once, so it is read now if it is there, else by a short
+/// task, bounded in time and bytes (a server that keeps the stream open loses the connection).
+fn release(mut response: reqwest::Response) {
+    use futures::FutureExt as _;
+    match response.chunk().now_or_never() {
+        Some(Ok(None)) | Some(Err(_)) => return,
+        Some(Ok(Some(_))) | None => {}
+    }
+    tokio::spawn(async move {
+        let mut read = 0;
+        let _ = tokio::time::timeout(RELEASE_WAIT, async {
+            while let Ok(Some(chunk)) = response.chunk().await {
+                read += chunk.len();
+                if read > RELEASE_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// Whether a `Content-Type` value names `mime` (parameters and case ignored).

@@ -598,3 +598,55 @@ async fn a_second_401_fails_without_a_third_try() {
     assert!(e.contains("401"), "{e}");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+/// An event stream whose end comes a moment after the answer: the connection must still go
+/// back to the pool, not be closed and replaced on every call.
+#[tokio::test]
+async fn an_answered_event_stream_gives_its_connection_back() {
+    use axum::serve::ListenerExt;
+    use futures::StreamExt;
+
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(async move |body: axum::body::Bytes| {
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            let event = format!(
+                "data: {}\n\n",
+                result_json(body["id"].as_i64().unwrap(), "ok")
+            );
+            let end = futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::io::Error>(bytes::Bytes::new())
+            });
+            let stream =
+                futures::stream::once(async move { Ok(bytes::Bytes::from(event)) }).chain(end);
+            (
+                [(CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(stream),
+            )
+        }),
+    );
+    let connections = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counted = connections.clone();
+    let listener = listener.tap_io(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let c = client_with(Weak::new(), None, None, &format!("http://{addr}/mcp"));
+    for _ in 0..5 {
+        let r = c
+            .call_tool(CallToolRequestParams::new("t"), None, None)
+            .await;
+        assert_eq!(text(r.unwrap()), "ok");
+        // The end of the previous stream arrives meanwhile.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection, reused"
+    );
+}
