@@ -3,13 +3,12 @@
 //! for `Mcp-Param-*` headers, still go through rmcp. The upstream is a real rmcp server over
 //! real sockets, which checks the SEP-2243 headers of every request against its body.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxy::config::{self, Manifests};
-use proxy::http::{self, ServeOptions};
 use proxy::portal::Portal;
 use rmcp::handler::server::ServerHandler;
 use rmcp::model::{
@@ -155,24 +154,10 @@ spec:
   servers: {{names: [probe]}}
 "#
     );
-    let mut m = Manifests::default();
-    config::manifests::parse_into(&mut m, Path::new("test.yaml"), &yaml).unwrap();
-    let cfg = config::resolve(&m, "demo", Path::new("/nonexistent")).unwrap();
-    let portal = Portal::start(cfg, None, shutdown.clone()).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while portal.catalog().tools.len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upstream not ready: {:?}",
-            portal.upstreams.status().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (listener, addr) = http::bind("127.0.0.1:0").await.unwrap();
-    let router = http::app(portal.clone(), &ServeOptions { loopback: true });
-    tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    let (portal, url) =
+        common::serve_portal(&yaml, &shutdown, async |p| p.catalog().tools.len() >= 3).await;
     Running {
-        url: format!("http://{addr}/mcp"),
+        url,
         portal,
         shutdown,
         upstream_stop,

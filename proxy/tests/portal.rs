@@ -1,12 +1,11 @@
 //! Portal core end to end, in process: real upstream processes (the bundled demo servers),
 //! real sockets, real MCP clients (rmcp) of both protocol eras.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxy::config::{self, Manifests};
-use proxy::http::{self, ServeOptions};
 use proxy::portal::Portal;
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
@@ -59,37 +58,19 @@ impl Drop for Running {
 }
 
 async fn start(yaml: &str) -> Running {
-    let mut m = Manifests::default();
-    config::manifests::parse_into(&mut m, Path::new("test.yaml"), yaml).unwrap();
-    let cfg = config::resolve(&m, "demo", Path::new("/nonexistent")).unwrap();
     let shutdown = CancellationToken::new();
-    let portal = Portal::start(cfg, None, shutdown.clone()).await.unwrap();
-    portal.upstreams.settled(Duration::from_secs(20)).await;
     // Every upstream ready and the portal's catalog rebuilt over it (a task follows upstream
-    // changes; on a loaded machine it can trail `settled`).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ups = portal.upstreams.all().await;
+    // changes; on a loaded machine it can trail the upstreams).
+    let (portal, url) = common::serve_portal(yaml, &shutdown, async |portal| {
         let catalog = portal.catalog();
-        let covered = ups.iter().all(|u| {
+        portal.upstreams.all().await.iter().all(|u| {
             u.state().health == proxy::upstream::Health::Ready
                 && catalog.tools.iter().any(|t| t.server == u.config.name)
-        });
-        if covered {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upstreams not ready: {:?}",
-            portal.upstreams.status().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (listener, addr) = http::bind("127.0.0.1:0").await.unwrap();
-    let router = http::app(portal.clone(), &ServeOptions { loopback: true });
-    tokio::spawn(http::serve(listener, router, shutdown.clone()));
+        })
+    })
+    .await;
     Running {
-        url: format!("http://{addr}/mcp"),
+        url,
         shutdown,
         portal,
     }

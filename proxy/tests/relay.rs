@@ -4,12 +4,11 @@
 //! request causes reaches that caller only.
 #![allow(deprecated)] // sampling, logging and resources/subscribe are legacy-era features.
 
-use std::path::Path;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxy::config::{self, Manifests};
-use proxy::http::{self, ServeOptions};
 use proxy::portal::Portal;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
@@ -297,24 +296,10 @@ spec:
   servers: {{names: [up, hidden]}}
 {extra}"#
     );
-    let mut m = Manifests::default();
-    config::manifests::parse_into(&mut m, Path::new("test.yaml"), &yaml).unwrap();
-    let cfg = config::resolve(&m, "demo", Path::new("/nonexistent")).unwrap();
-    let portal = Portal::start(cfg, None, shutdown.clone()).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while portal.catalog().tools.len() < 6 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upstreams not ready: {:?}",
-            portal.upstreams.status().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (listener, addr) = http::bind("127.0.0.1:0").await.unwrap();
-    let router = http::app(portal.clone(), &ServeOptions { loopback: true });
-    tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    let (portal, url) =
+        common::serve_portal(&yaml, &shutdown, async |p| p.catalog().tools.len() >= 6).await;
     Running {
-        url: format!("http://{addr}/mcp"),
+        url,
         shutdown,
         upstreams,
         _portal: portal,
