@@ -668,8 +668,15 @@ pub async fn send_routed(
     };
     let result = handle.await_response().await;
     guard.id = None;
+    // Progress and logs the upstream sent before its answer reach the caller before it.
+    if let Some(route) = &route {
+        route.settle(RELAY_SETTLE).await;
+    }
     result
 }
+
+/// Longest wait for notifications that arrived before an answer to be relayed.
+const RELAY_SETTLE: Duration = Duration::from_millis(500);
 
 struct CancelOnDrop {
     peer: Peer<RoleClient>,

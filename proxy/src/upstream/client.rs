@@ -120,6 +120,17 @@ impl UpstreamClient {
         }
     }
 
+    /// The route of the portal request a notification arrived for (on its response stream).
+    fn related(&self, context: &NotificationContext<RoleClient>) -> Option<Arc<Route>> {
+        // rmcp 3.11 swaps the notification's extensions into the context before it reads the
+        // `_meta` out of them, so the marker is in `context.extensions` (and `context.meta` is
+        // empty); look in both, so a fixed rmcp keeps working.
+        self.associations.as_ref().and_then(|a| {
+            a.for_notification(&context.meta)
+                .or_else(|| a.for_notification(context.extensions.get::<NotificationMetaObject>()?))
+        })
+    }
+
     fn relay(&self) -> Option<Arc<dyn Relay>> {
         self.relay.as_ref()?.upgrade()
     }
@@ -205,9 +216,13 @@ impl ClientHandler for UpstreamClient {
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
+        context: NotificationContext<RoleClient>,
     ) {
+        let route = self.related(&context);
         self.progress.forward(&self.name, params).await;
+        if let Some(route) = route {
+            route.notification_done();
+        }
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -237,19 +252,20 @@ impl ClientHandler for UpstreamClient {
         params: LoggingMessageNotificationParam,
         context: NotificationContext<RoleClient>,
     ) {
-        // rmcp 3.11 swaps the notification's extensions into the context before it reads the
-        // `_meta` out of them, so the marker is in `context.extensions` (and `context.meta` is
-        // empty); look in both, so a fixed rmcp keeps working.
-        let route = self.associations.as_ref().and_then(|a| {
-            a.for_notification(&context.meta)
-                .or_else(|| a.for_notification(context.extensions.get::<NotificationMetaObject>()?))
-        });
-        if let (Some(route), Some(relay)) = (route, self.relay()) {
-            relay.log(route, params).await;
-            return;
+        let route = self.related(&context);
+        match (route, self.relay()) {
+            (Some(route), Some(relay)) => {
+                relay.log(route.clone(), params).await;
+                route.notification_done();
+            }
+            (route, _) => {
+                // Not related to a request the portal can name: it may be about anyone's
+                // activity, so it goes to the portal's log only.
+                log_message(&self.name, &params);
+                if let Some(route) = route {
+                    route.notification_done();
+                }
+            }
         }
-        // Not related to a request the portal can name: it may be about anyone's activity, so
-        // it goes to the portal's log only.
-        log_message(&self.name, &params);
     }
 }

@@ -202,7 +202,7 @@ impl AuthorizedClient {
 
     fn relate(
         &self,
-        marker: Option<String>,
+        marker: Option<(String, std::sync::Weak<super::relay::Route>)>,
         r: HttpResult<StreamableHttpPostResponse>,
     ) -> HttpResult<StreamableHttpPostResponse> {
         match (marker, r) {

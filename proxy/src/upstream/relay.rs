@@ -16,6 +16,7 @@
 #![allow(deprecated)] // sampling and logging are deprecated by SEP-2577; 2025-era servers use them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::StreamExt;
@@ -29,6 +30,7 @@ use rmcp::model::{
 };
 use rmcp::service::{InboundStreamOrigin, Peer};
 use sse_stream::{Error as SseError, Sse};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// `_meta` key of the association marker the portal puts on notifications that arrived on the
@@ -64,6 +66,11 @@ pub struct Route {
     /// Audit correlation tag of the caller's session.
     pub session_tag: Option<String>,
     done: CancellationToken,
+    /// Notifications seen on the request's response stream and not yet handled. rmcp hands
+    /// each notification to a task of its own and the response straight to the caller, so
+    /// without this count the answer could overtake the progress and logs sent before it.
+    in_flight: AtomicUsize,
+    settled: Notify,
 }
 
 impl Route {
@@ -80,7 +87,36 @@ impl Route {
             identity,
             session_tag,
             done: CancellationToken::new(),
+            in_flight: AtomicUsize::new(0),
+            settled: Notify::new(),
         }
+    }
+
+    /// A notification for this request arrived on its response stream.
+    pub fn notification_seen(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A notification counted by [`Route::notification_seen`] was relayed (or dropped).
+    pub fn notification_done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Waits (at most `max`) until every notification that arrived before the answer has been
+    /// handled, so that the caller gets them before the answer.
+    pub async fn settle(&self, max: std::time::Duration) {
+        let _ = tokio::time::timeout(max, async {
+            loop {
+                let settled = self.settled.notified();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                settled.await;
+            }
+        })
+        .await;
     }
 
     /// Cancelled when the upstream request ended (answered, failed, timed out or dropped):
@@ -147,7 +183,7 @@ impl Default for Associations {
 impl Associations {
     /// Registers the route of an outgoing request (when it has one) under its JSON-RPC id and
     /// returns the marker for the notifications on its response stream.
-    pub fn register(&self, message: &ClientJsonRpcMessage) -> Option<String> {
+    pub fn register(&self, message: &ClientJsonRpcMessage) -> Option<(String, Weak<Route>)> {
         let ClientJsonRpcMessage::Request(req) = message else {
             return None;
         };
@@ -159,7 +195,7 @@ impl Associations {
             }
             routes.insert(key.clone(), Arc::downgrade(&tag.0));
         }
-        Some(format!("{}.{key}", self.nonce))
+        Some((format!("{}.{key}", self.nonce), Arc::downgrade(&tag.0)))
     }
 
     fn get(&self, key: &str) -> Option<Arc<Route>> {
@@ -183,50 +219,67 @@ impl Associations {
         self.get(key)
     }
 
-    /// Marks the `notifications/message` events of a POST response stream as related to the
-    /// request that was posted (`marker` from [`Associations::register`]).
+    /// Marks the `notifications/message` and `notifications/progress` events of a POST
+    /// response stream as related to the request that was posted, and counts them on its
+    /// route (`marker` and `route` from [`Associations::register`]).
     pub fn tag_stream(
         stream: BoxStream<'static, Result<Sse, SseError>>,
-        marker: String,
+        (marker, route): (String, Weak<Route>),
     ) -> BoxStream<'static, Result<Sse, SseError>> {
         stream
-            .map(move |event| event.map(|sse| tag_event(sse, &marker)))
+            .map(move |event| {
+                event.map(|sse| {
+                    let (sse, tagged) = tag_event(sse, &marker);
+                    if tagged && let Some(route) = route.upgrade() {
+                        route.notification_seen();
+                    }
+                    sse
+                })
+            })
             .boxed()
     }
 }
 
-/// Puts `marker` into `params._meta` of a `notifications/message` event. A cheap substring test
-/// keeps other events (tool results among them) from being parsed twice; an event that escapes
-/// it (JSON escapes in the method name) stays unmarked, so it is logged, not relayed.
-fn tag_event(mut sse: Sse, marker: &str) -> Sse {
+/// The notifications the portal relates to the request whose response stream they arrive on.
+const RELATED_METHODS: [&str; 2] = ["notifications/message", "notifications/progress"];
+
+/// Puts `marker` into `params._meta` of a log or progress notification event; true when it
+/// did. A cheap substring test keeps other events (tool results among them) from being parsed
+/// twice; an event that escapes it (JSON escapes in the method name) stays unmarked, so a log
+/// is logged, not relayed.
+fn tag_event(mut sse: Sse, marker: &str) -> (Sse, bool) {
     let Some(data) = sse.data.as_deref() else {
-        return sse;
+        return (sse, false);
     };
-    if !data.contains("notifications/message") {
-        return sse;
+    if !RELATED_METHODS.iter().any(|m| data.contains(m)) {
+        return (sse, false);
     }
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(data) else {
-        return sse;
+        return (sse, false);
     };
-    let is_log = v.get("method").and_then(|m| m.as_str()) == Some("notifications/message")
+    let related = v
+        .get("method")
+        .and_then(|m| m.as_str())
+        .is_some_and(|m| RELATED_METHODS.contains(&m))
         && v.get("id").is_none();
-    if !is_log {
-        return sse;
+    if !related {
+        return (sse, false);
     }
     let Some(params) = v.get_mut("params").and_then(|p| p.as_object_mut()) else {
-        return sse;
+        return (sse, false);
     };
     let meta = params
         .entry("_meta")
         .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if let Some(meta) = meta.as_object_mut() {
-        meta.insert(
-            RELATED_META.into(),
-            serde_json::Value::String(marker.into()),
-        );
-        sse.data = Some(v.to_string());
-    }
-    sse
+    let Some(meta) = meta.as_object_mut() else {
+        return (sse, false);
+    };
+    meta.insert(
+        RELATED_META.into(),
+        serde_json::Value::String(marker.into()),
+    );
+    sse.data = Some(v.to_string());
+    (sse, true)
 }
 
 #[cfg(test)]
@@ -255,20 +308,20 @@ mod tests {
 
     #[test]
     fn log_events_on_a_response_stream_carry_the_marker_and_results_are_untouched() {
-        let tagged = tag_event(log_event(""), "abc.n1");
+        let (tagged, _) = tag_event(log_event(""), "abc.n1");
         assert_eq!(meta_of(&tagged).get(RELATED_META).unwrap(), "abc.n1");
         let result = Sse {
             data: Some(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#.into()),
             ..Sse::default()
         };
-        let same = tag_event(result.clone(), "abc.n1");
+        let (same, _) = tag_event(result.clone(), "abc.n1");
         assert_eq!(same.data, result.data);
     }
 
     #[test]
     fn a_marker_forged_by_the_upstream_names_no_route() {
         let a = Associations::default();
-        let forged = tag_event(
+        let (forged, _) = tag_event(
             log_event(r#","_meta":{"portcullis.dev/relatedRequest":"guess.n1"}"#),
             "guess.n1",
         );
