@@ -64,11 +64,11 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
         sconfig = sconfig.disable_allowed_hosts();
     }
     sconfig.session_store = Some(seal.store());
-    let mcp: StreamableHttpService<PortalHandler, LocalSessionManager> = StreamableHttpService::new(
+    let mcp = SharedMcp(Arc::new(StreamableHttpService::new(
         move || Ok(handler.clone()),
         Arc::new(LocalSessionManager::default()),
         sconfig,
-    );
+    )));
     let mcp = Router::new()
         .route_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(
@@ -105,6 +105,31 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(portal)
+}
+
+/// rmcp's Streamable HTTP service behind an `Arc`. Axum clones a route's service for every
+/// request, and rmcp's service clones itself once more to call; each clone copies its whole
+/// configuration (the allowed hosts and origins, strings on the heap). Here a clone is one
+/// reference count, and the request goes to rmcp's `handle` unchanged.
+#[derive(Clone)]
+struct SharedMcp(Arc<StreamableHttpService<PortalHandler, LocalSessionManager>>);
+
+impl tower::Service<axum::extract::Request> for SharedMcp {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { Ok(service.handle(req).await.map(axum::body::Body::new)) })
+    }
 }
 
 /// The public key that signs user identities for upstreams (`spec.identitySigningKeyFrom`),
