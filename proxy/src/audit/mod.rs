@@ -188,6 +188,9 @@ impl fmt::Debug for AuditLog {
 /// Default capacity of the event queue.
 pub const DEFAULT_CAPACITY: usize = 8192;
 
+/// Buffer of the stdout sink: a batch of events up to this size is one write.
+const STDOUT_BUFFER: usize = 64 * 1024;
+
 /// Pause of the writer after each batch, so that events queue up instead of waking it one by
 /// one. At 8,192 queued events this leaves room for over 4 million events per second.
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
@@ -207,7 +210,12 @@ impl AuditLog {
         let mut writers: Vec<Box<dyn Write + Send>> = Vec::new();
         for s in sinks {
             match s {
-                Sink::Stdout => writers.push(Box::new(io::stdout())),
+                // Stdout is line-buffered: one write per event. Buffered here, a batch is one
+                // write (the writer flushes after every batch).
+                Sink::Stdout => writers.push(Box::new(io::BufWriter::with_capacity(
+                    STDOUT_BUFFER,
+                    io::stdout(),
+                ))),
                 Sink::File(path) => {
                     if !resumed && let Some((last_seq, last_hash)) = last_sealed_line(&path)? {
                         seq = last_seq + 1;
