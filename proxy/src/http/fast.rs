@@ -15,6 +15,7 @@
 //! 415, 403). What this layer answers is byte-for-byte what rmcp answers
 //! (`proxy/tests/fast_path.rs` compares the two).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -24,20 +25,48 @@ use axum::response::Response;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, ProtocolVersion, RequestId,
-    ServerJsonRpcMessage, ServerResult,
+    CallToolRequestParams, CallToolResponse, ErrorCode, JsonRpcVersion2_0, ProtocolVersion,
+    RequestId, ServerJsonRpcMessage, ServerResult,
 };
-use serde_json::Value;
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::portal::pipeline::{CallContext, Origin};
 use crate::portal::{Portal, code_mode};
 
-/// The body of a POST, parsed once by [`super::validate`] and handed on in the request's
-/// extensions. This layer always removes it, so it never reaches rmcp (which copies the
-/// request parts into every handler context).
-#[derive(Clone)]
-pub struct ParsedBody(pub Value);
+/// A POST body that is a `tools/call` message, parsed once by [`super::validate`] straight into
+/// rmcp's types (see [`parse_call`]) and handed on in the request's extensions. This layer always
+/// removes it, so it never reaches rmcp (which copies the request parts into every handler
+/// context).
+#[derive(Clone, Debug)]
+pub struct ParsedCall {
+    id: RequestId,
+    params: CallToolRequestParams,
+}
+
+/// The wire form of a `tools/call` message this layer may answer: exactly these four members.
+/// Anything else (another method, a missing or `null` id, an extra or duplicated member, a
+/// version other than "2.0") fails to parse and is left to the general path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[allow(dead_code)] // checked by its type
+    jsonrpc: JsonRpcVersion2_0,
+    id: RequestId,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    params: CallToolRequestParams,
+}
+
+/// `body` as a `tools/call` message in the exact shape this layer answers, parsed once into the
+/// types the pipeline takes (no intermediate `serde_json::Value`). `None` for every other body.
+pub fn parse_call(body: &[u8]) -> Option<ParsedCall> {
+    let wire: Wire<'_> = serde_json::from_slice(body).ok()?;
+    (wire.method == "tools/call").then_some(ParsedCall {
+        id: wire.id,
+        params: wire.params,
+    })
+}
 
 /// State of the fast-path layer.
 #[derive(Clone)]
@@ -58,24 +87,17 @@ const MODERN: &str = "2026-07-28";
 const JSON: &str = "application/json";
 const SSE: &str = "text/event-stream";
 
-/// A request this layer answers.
-#[derive(Debug)]
-struct Call {
-    id: RequestId,
-    params: CallToolRequestParams,
-}
-
 /// Axum middleware: answers a plain stateless `tools/call`, passes everything else on.
 pub async fn middleware(State(fast): State<FastPath>, mut req: Request, next: Next) -> Response {
-    let Some(ParsedBody(body)) = req.extensions_mut().remove::<ParsedBody>() else {
+    let Some(call) = req.extensions_mut().remove::<ParsedCall>() else {
         return next.run(req).await;
     };
-    if !headers_qualify(req.headers(), fast.loopback) || req.uri().authority().is_some() {
+    if !headers_qualify(req.headers(), fast.loopback)
+        || req.uri().authority().is_some()
+        || !call_qualifies(&call, req.headers())
+    {
         return next.run(req).await;
     }
-    let Some(call) = call_of(body, req.headers()) else {
-        return next.run(req).await;
-    };
     let identity = req
         .extensions()
         .get::<crate::auth::Identity>()
@@ -87,8 +109,8 @@ pub async fn middleware(State(fast): State<FastPath>, mut req: Request, next: Ne
 }
 
 /// Runs the call through the portal's pipeline and encodes the answer as rmcp would.
-async fn answer(portal: &Portal, call: Call, identity: crate::auth::Identity) -> Response {
-    let Call { id, mut params } = call;
+async fn answer(portal: &Portal, call: ParsedCall, identity: crate::auth::Identity) -> Response {
+    let ParsedCall { id, mut params } = call;
     // rmcp gives every stateless request its own token, cancelled when the client goes away;
     // here the whole future is dropped then, which cancels the upstream call the same way.
     let ctx = CallContext {
@@ -228,48 +250,42 @@ fn is_port(s: &str) -> bool {
     s.parse::<u16>().is_ok()
 }
 
-/// The call, when the body is a plain 2026-07-28 `tools/call` whose SEP-2243 headers agree
-/// with it and whose `_meta` is complete and asks for no progress.
-fn call_of(body: Value, headers: &HeaderMap) -> Option<Call> {
-    let Value::Object(mut message) = body else {
-        return None;
+/// Whether `call` is a plain 2026-07-28 `tools/call` whose SEP-2243 headers agree with it and
+/// whose `_meta` is complete and asks for no progress.
+fn call_qualifies(call: &ParsedCall, headers: &HeaderMap) -> bool {
+    if single(headers, "mcp-method") != Some("tools/call") {
+        return false;
+    }
+    let params = &call.params;
+    let Some(meta) = params.meta.as_ref() else {
+        return false;
     };
-    if message.len() != 4 || message.get("method")?.as_str()? != "tools/call" {
-        return None;
+    if meta.contains_key("progressToken") {
+        return false;
     }
-    if single(headers, "mcp-method")? != "tools/call" {
-        return None;
-    }
-    let id: RequestId = match message.remove("id")? {
-        id @ (Value::String(_) | Value::Number(_)) => serde_json::from_value(id).ok()?,
-        _ => return None,
+    let Some(name) = single(headers, "mcp-name") else {
+        return false;
     };
-    let params = message.remove("params")?;
-    let raw_meta = params.get("_meta")?.as_object()?;
-    if raw_meta.contains_key("progressToken") {
-        return None;
-    }
-    let params: CallToolRequestParams = serde_json::from_value(params).ok()?;
-    let name = single(headers, "mcp-name")?;
     // An encoded name (`=?base64?...?=`) is rmcp's to decode.
     if name != params.name || name.starts_with("=?") || code_mode::is_code_mode_tool(name) {
-        return None;
+        return false;
     }
-    let meta = params.meta.as_ref()?;
-    if meta.protocol_version()? != ProtocolVersion::V_2026_07_28
-        || !meta
+    meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
+        && meta
             .missing_required_keys(&ProtocolVersion::V_2026_07_28)
             .is_empty()
-    {
-        return None;
-    }
-    Some(Call { id, params })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// The call, when `body` parses as one and qualifies.
+    fn call_of(body: Value, headers: &HeaderMap) -> Option<ParsedCall> {
+        let call = parse_call(&serde_json::to_vec(&body).unwrap())?;
+        call_qualifies(&call, headers).then_some(call)
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -384,6 +400,17 @@ mod tests {
         let mut b = good_body();
         b["params"]["name"] = json!(3);
         assert!(call_of(b, &h).is_none());
+        let mut b = good_body();
+        b["jsonrpc"] = json!("1.0");
+        assert!(call_of(b, &h).is_none(), "validate answers a wrong version");
+        // A duplicated member: serde_json's Value keeps the last, rmcp decides.
+        let dup = serde_json::to_string(&good_body()).unwrap().replacen(
+            "\"id\":7",
+            "\"id\":7,\"id\":8",
+            1,
+        );
+        assert!(dup.contains("\"id\":8"));
+        assert!(parse_call(dup.as_bytes()).is_none());
     }
 
     #[test]

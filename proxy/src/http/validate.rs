@@ -69,21 +69,36 @@ pub async fn middleware(State(limits): State<BodyLimits>, req: Request, next: Ne
             );
         }
     };
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
-        }
-    };
-    if let Some(reason) = shape_error(&value) {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            format!("Invalid Request: {reason}"),
-        );
-    }
     let mut parts = parts;
-    parts.extensions.insert(super::fast::ParsedBody(value));
+    // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header) is parsed
+    // once, straight into the fast path's types; a body in that exact shape is a well-formed
+    // JSON-RPC message. Everything else is checked as a generic JSON value.
+    let call = parts
+        .headers
+        .get("mcp-method")
+        .is_some_and(|m| m == "tools/call")
+        .then(|| super::fast::parse_call(&bytes))
+        .flatten();
+    match call {
+        Some(call) => {
+            parts.extensions.insert(call);
+        }
+        None => {
+            let value: Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+                }
+            };
+            if let Some(reason) = shape_error(&value) {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    format!("Invalid Request: {reason}"),
+                );
+            }
+        }
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
