@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod direct;
+pub mod h1;
 pub mod oauth;
 pub mod relay;
 pub mod sse;
