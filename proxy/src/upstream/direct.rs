@@ -5,7 +5,9 @@
 //! message to a `serde_json::Value` once more to build the SEP-2243 headers. For a stateless
 //! upstream none of that is needed: a call is one POST whose answer is one JSON body or one SSE
 //! stream. [`DirectClient`] makes that POST in the caller's own task and parses the answer into
-//! rmcp's types. Everything else (discover, lists, prompts, resources, `subscriptions/listen`,
+//! rmcp's types. A plain `http://` upstream (the usual in-cluster case) is reached through the
+//! in-task HTTP/1.1 client of [`super::h1`]; `https://` upstreams, and every upstream when a
+//! proxy is configured in the environment, through reqwest. Everything else (discover, lists, prompts, resources, `subscriptions/listen`,
 //! legacy-era, SSE and stdio upstreams, and calls that want progress or `Mcp-Param-*` headers)
 //! stays on rmcp; see `Portal::call_tool_inner` for when this path is taken.
 //!
@@ -40,6 +42,7 @@ use rmcp::service::ServiceError;
 use rmcp::transport::DynamicTransportError;
 
 use super::Upstream;
+use super::h1::{H1Client, H1Error, H1Response};
 use super::oauth::TokenSource;
 use super::relay::{Relay, Route};
 use crate::identity::SignedIdentity;
@@ -65,6 +68,9 @@ pub enum DirectError {
     /// The HTTP exchange failed (connect, reset, body).
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
+    /// The HTTP exchange on the in-task HTTP/1.1 client failed.
+    #[error("request failed: {0}")]
+    H1(#[from] H1Error),
     /// The token endpoint did not give us a token.
     #[error("no token for the upstream: {0}")]
     Token(String),
@@ -134,6 +140,9 @@ fn mentions_param_header(schema: &JsonObject) -> bool {
 pub struct DirectClient {
     name: String,
     http: reqwest::Client,
+    /// The in-task client for a plain `http://` upstream (see [`super::h1`]); `None` sends
+    /// through `http`.
+    h1: Option<Arc<H1Client>>,
     url: reqwest::Url,
     /// Accept, Content-Type, the configured headers (sensitive), MCP-Protocol-Version and
     /// Mcp-Method: the same on every call.
@@ -172,6 +181,7 @@ impl DirectClient {
         upstream: Weak<Upstream>,
     ) -> Result<Self, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+        let h1 = H1Client::for_url(&url, super::CONNECT_TIMEOUT).map(Arc::new);
         let version = ProtocolVersion::V_2026_07_28;
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -200,6 +210,7 @@ impl DirectClient {
         Ok(DirectClient {
             name,
             http,
+            h1,
             url,
             headers,
             tokens,
@@ -209,6 +220,13 @@ impl DirectClient {
             upstream,
             relay: None,
         })
+    }
+
+    /// Sends through reqwest even to a plain `http://` upstream (tests of that path).
+    #[cfg(test)]
+    fn without_h1(mut self) -> Self {
+        self.h1 = None;
+        self
     }
 
     /// Relays logs that arrive on a call's answer through `relay` (the portal), and announces
@@ -264,16 +282,33 @@ impl DirectClient {
             } else {
                 std::mem::take(&mut headers)
             };
-            let mut post = self
-                .http
-                .post(self.url.clone())
-                .headers(attempt)
-                .body(body.clone());
-            if let Some(tokens) = &self.tokens {
-                let token = tokens.token().await.map_err(DirectError::Token)?;
-                post = post.bearer_auth(token);
-            }
-            let response = post.send().await.map_err(DirectError::from)?;
+            let token = match &self.tokens {
+                Some(tokens) => Some(tokens.token().await.map_err(DirectError::Token)?),
+                None => None,
+            };
+            let response = match &self.h1 {
+                Some(h1) => {
+                    let mut attempt = attempt;
+                    if let Some(token) = token {
+                        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                            .map_err(|_| DirectError::Token("not a header value".into()))?;
+                        value.set_sensitive(true);
+                        attempt.insert(http::header::AUTHORIZATION, value);
+                    }
+                    Answer::H1(h1.post(&attempt, &body).await.map_err(DirectError::from)?)
+                }
+                None => {
+                    let mut post = self
+                        .http
+                        .post(self.url.clone())
+                        .headers(attempt)
+                        .body(body.clone());
+                    if let Some(token) = token {
+                        post = post.bearer_auth(token);
+                    }
+                    Answer::Reqwest(post.send().await.map_err(DirectError::from)?)
+                }
+            };
             if response.status() == StatusCode::UNAUTHORIZED
                 && let Some(tokens) = &self.tokens
             {
@@ -292,7 +327,7 @@ impl DirectClient {
     /// Reads the answer to the request `id`.
     async fn answer(
         &self,
-        mut response: reqwest::Response,
+        mut response: Answer,
         id: &RequestId,
         route: Option<&Arc<Route>>,
     ) -> Result<ServerResult, ServiceError> {
@@ -358,13 +393,13 @@ impl DirectClient {
 
     async fn read_sse(
         &self,
-        mut response: reqwest::Response,
+        mut response: Answer,
         id: &RequestId,
         route: Option<&Arc<Route>>,
     ) -> Result<ServerResult, ServiceError> {
         let mut parser = SseParser::new(MAX_SSE_EVENT);
         let mut events = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(DirectError::from)? {
+        while let Some(chunk) = response.chunk().await? {
             parser.feed(&chunk, &mut events)?;
             for event in events.drain(..) {
                 // Only unnamed and `message` events carry JSON-RPC (as rmcp reads them); an
@@ -459,7 +494,7 @@ const RELEASE_BYTES: usize = 64 * 1024;
 /// before its end closes its connection, and the next call pays for a new one; the end
 /// usually follows the answer at once, so it is read now if it is there, else by a short
 /// task, bounded in time and bytes (a server that keeps the stream open loses the connection).
-fn release(mut response: reqwest::Response) {
+fn release(mut response: Answer) {
     use futures::FutureExt as _;
     match response.chunk().now_or_never() {
         Some(Ok(None)) | Some(Err(_)) => return,
@@ -479,6 +514,43 @@ fn release(mut response: reqwest::Response) {
     });
 }
 
+/// An answer being read: from reqwest, or from the in-task HTTP/1.1 client.
+enum Answer {
+    Reqwest(reqwest::Response),
+    H1(H1Response),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Reqwest(r) => r.status(),
+            Answer::H1(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Answer::Reqwest(r) => r.headers(),
+            Answer::H1(r) => r.headers(),
+        }
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        match self {
+            Answer::Reqwest(r) => r.content_length(),
+            Answer::H1(r) => r.content_length(),
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, DirectError> {
+        Ok(match self {
+            Answer::Reqwest(r) => r.chunk().await?,
+            Answer::H1(r) => r.chunk().await?,
+        })
+    }
+}
+
 /// Whether a `Content-Type` value names `mime` (parameters and case ignored).
 fn media_type_is(content_type: &[u8], mime: &str) -> bool {
     let essence = content_type
@@ -489,15 +561,12 @@ fn media_type_is(content_type: &[u8], mime: &str) -> bool {
     essence.eq_ignore_ascii_case(mime.as_bytes())
 }
 
-async fn read_bounded(
-    response: &mut reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, ServiceError> {
+async fn read_bounded(response: &mut Answer, limit: usize) -> Result<Vec<u8>, ServiceError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(DirectError::TooLarge { limit }.into());
     }
     let mut out = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = response.chunk().await.map_err(DirectError::from)? {
+    while let Some(chunk) = response.chunk().await? {
         if out.len() + chunk.len() > limit {
             return Err(DirectError::TooLarge { limit }.into());
         }
@@ -507,7 +576,7 @@ async fn read_bounded(
 }
 
 /// The start of a failed answer's body, for the log; read errors are not worth reporting.
-async fn read_prefix(response: &mut reqwest::Response) -> String {
+async fn read_prefix(response: &mut Answer) -> String {
     let mut out = Vec::new();
     while out.len() < ERROR_BODY_PREFIX * 4
         && let Ok(Some(chunk)) = response.chunk().await

@@ -183,6 +183,9 @@ pub struct UpstreamStatus {
     pub direct_calls: u64,
 }
 
+/// How long a new connection to an upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// All upstreams of a portal.
 pub struct Upstreams {
     by_name: RwLock<BTreeMap<String, Arc<Upstream>>>,
@@ -199,7 +202,7 @@ impl Upstreams {
     pub fn new(shutdown: CancellationToken) -> Arc<Self> {
         let http = crate::tls::client_builder()
             .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .expect("static reqwest configuration is valid");
         Arc::new(Upstreams {

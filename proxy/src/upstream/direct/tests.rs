@@ -38,13 +38,15 @@ fn id() -> RequestId {
     RequestId::Number(7)
 }
 
-fn response(status: u16, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    http::Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, content_type)
-        .body(body.into())
-        .unwrap()
-        .into()
+fn response(status: u16, content_type: &str, body: impl Into<reqwest::Body>) -> Answer {
+    Answer::Reqwest(
+        http::Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, content_type)
+            .body(body.into())
+            .unwrap()
+            .into(),
+    )
 }
 
 /// A body delivered in the given chunks, without a length.
@@ -434,6 +436,37 @@ struct Seen {
 
 #[tokio::test]
 async fn a_call_goes_out_as_rmcp_would_send_it_and_a_401_is_retried_once_with_a_fresh_token() {
+    call_goes_out_as_rmcp_would_send_it(Transport::H1).await;
+}
+
+#[tokio::test]
+async fn through_reqwest_a_call_goes_out_the_same_and_a_401_is_retried_once() {
+    call_goes_out_as_rmcp_would_send_it(Transport::Reqwest).await;
+}
+
+/// Which HTTP client a test's calls go through.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    /// The in-task client (plain `http://`, no proxy).
+    H1,
+    /// reqwest (what `https://` upstreams and proxied ones use).
+    Reqwest,
+}
+
+fn over(c: DirectClient, transport: Transport) -> DirectClient {
+    match transport {
+        Transport::H1 => {
+            assert!(
+                c.h1.is_some(),
+                "a plain http upstream takes the in-task client"
+            );
+            c
+        }
+        Transport::Reqwest => c.without_h1(),
+    }
+}
+
+async fn call_goes_out_as_rmcp_would_send_it(transport: Transport) {
     use axum::routing::post;
     let seen: Arc<Mutex<Vec<Seen>>> = Default::default();
     let tokens_issued = Arc::new(AtomicUsize::new(0));
@@ -491,11 +524,14 @@ async fn a_call_goes_out_as_rmcp_would_send_it_and_a_401_is_retried_once_with_a_
         },
     ));
     let up = Arc::new(test_upstream());
-    let c = client_with(
-        Arc::downgrade(&up),
-        Some(tokens),
-        Some(HeaderName::from_static("x-portcullis-identity")),
-        &format!("http://{addr}/mcp"),
+    let c = over(
+        client_with(
+            Arc::downgrade(&up),
+            Some(tokens),
+            Some(HeaderName::from_static("x-portcullis-identity")),
+            &format!("http://{addr}/mcp"),
+        ),
+        transport,
     );
     let params = CallToolRequestParams::new("search")
         .with_arguments(json!({"q": "x"}).as_object().unwrap().clone());
@@ -603,6 +639,15 @@ async fn a_second_401_fails_without_a_third_try() {
 /// back to the pool, not be closed and replaced on every call.
 #[tokio::test]
 async fn an_answered_event_stream_gives_its_connection_back() {
+    answered_event_stream_gives_its_connection_back(Transport::H1).await;
+}
+
+#[tokio::test]
+async fn through_reqwest_an_answered_event_stream_gives_its_connection_back() {
+    answered_event_stream_gives_its_connection_back(Transport::Reqwest).await;
+}
+
+async fn answered_event_stream_gives_its_connection_back(transport: Transport) {
     use axum::serve::ListenerExt;
     use futures::StreamExt;
 
@@ -635,7 +680,10 @@ async fn an_answered_event_stream_gives_its_connection_back() {
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let c = client_with(Weak::new(), None, None, &format!("http://{addr}/mcp"));
+    let c = over(
+        client_with(Weak::new(), None, None, &format!("http://{addr}/mcp")),
+        transport,
+    );
     for _ in 0..5 {
         let r = c
             .call_tool(CallToolRequestParams::new("t"), None, None)
