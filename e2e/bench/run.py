@@ -236,8 +236,10 @@ class Portal:
             time.sleep(0.1)
 
 
-def start_portal(name: str, manifests: Path, portal: str, logs: Path, env: dict[str, str] | None = None) -> Portal:
-    cmd = [PROXY, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+def start_portal(name: str, manifests: Path, portal: str, logs: Path, env: dict[str, str] | None = None,
+                 extra: list[str] | None = None) -> Portal:
+    cmd = [PROXY, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+           *(extra or [])]
     proc = Proc(name, cmd, logs, env=env)
     url = proc.wait_for(PORTAL_SERVING, timeout=60).group(2)
     admin = proc.wait_for(PORTAL_ADMIN, timeout=60).group(1).rstrip("/")
@@ -555,7 +557,12 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
           f"-t{args.threads} -c{args.connections} -d{args.duration:g}s after {args.warmup:g}s warm-up)", flush=True)
     up_proc, upstream = start_synthetic("upstream", 20, logs)
     manifests = write_manifests(work / "calls.yaml", {"syn": upstream}, "bench")
-    portal = start_portal("proxy-calls", manifests, "bench", logs, env={"PORTCULLIS_LOG": args.proxy_log})
+    # Audit events go to a file sink, as in a deployment that keeps its own audit file: on
+    # stdout they would be read line by line by this script, on the same two cores.
+    audit_file = work / "audit-calls.jsonl"
+    audit_file.unlink(missing_ok=True)
+    portal = start_portal("proxy-calls", manifests, "bench", logs, env={"PORTCULLIS_LOG": args.proxy_log},
+                          extra=["--audit-file", str(audit_file), "--no-audit-stdout"])
     portal.wait_ready(["syn"])
     time.sleep(0.5)
     out["memory"]["bench_portal_after_startup"] = memory(portal.proc.pid)
@@ -589,6 +596,20 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
     out["calls"]["upstream_down_events"] = portal.proc.count(r"upstream down")
     portal.proc.kill()
     up_proc.kill()
+    check_audit(audit_file, sum(c["portal"]["requests"] for c in out["calls"].values() if isinstance(c, dict)), out)
+
+
+def check_audit(path: Path, at_least: int, out: dict) -> None:
+    """Every measured portal call left an audit event, and the file's hash chain verifies."""
+    with open(path, "rb") as f:
+        events = sum(1 for _ in f)
+    verify = subprocess.run([str(PROXY), "audit", "verify", str(path)], capture_output=True, text=True, timeout=120)
+    out["calls"]["audit_events"] = events
+    print(f"  audit file: {events} events for {at_least} measured portal calls; "
+          f"verify: {(verify.stdout or verify.stderr).strip().splitlines()[-1] if (verify.stdout or verify.stderr).strip() else verify.returncode}",
+          flush=True)
+    if events < at_least or verify.returncode != 0:
+        raise RuntimeError(f"audit log incomplete or broken: {events} events < {at_least} calls, verify exit {verify.returncode}")
 
 
 def bench_demo_memory(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> None:
