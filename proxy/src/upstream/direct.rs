@@ -34,12 +34,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, JsonObject,
-    ProtocolVersion, RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerNotification,
-    ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ClientRequest,
+    JsonObject, ProtocolVersion, RequestId, RequestMetaObject, ServerJsonRpcMessage,
+    ServerNotification, ServerResult, Tool,
 };
 use rmcp::service::ServiceError;
 use rmcp::transport::DynamicTransportError;
+use serde_json::value::RawValue;
 
 use super::Upstream;
 use super::h1::{H1Client, H1Error, H1Response};
@@ -369,6 +370,9 @@ impl DirectClient {
         }
         if is(JSON) {
             let body = read_bounded(&mut response, MAX_JSON_ANSWER).await?;
+            if let Some(result) = call_tool_result(&body, id) {
+                return Ok(ServerResult::CallToolResult(result));
+            }
             let message: ServerJsonRpcMessage = serde_json::from_slice(&body).map_err(|e| {
                 protocol(format!(
                     "JSON answer is not JSON-RPC: {e}: {}",
@@ -408,6 +412,10 @@ impl DirectClient {
                     || event.data.trim().is_empty()
                 {
                     continue;
+                }
+                if let Some(result) = call_tool_result(event.data.as_bytes(), id) {
+                    release(response);
+                    return Ok(ServerResult::CallToolResult(result));
                 }
                 match serde_json::from_str::<ServerJsonRpcMessage>(&event.data) {
                     Ok(message) => {
@@ -481,6 +489,108 @@ impl DirectClient {
             // No progress token was sent, so progress is for nobody; the rest is not ours.
             _ => {}
         }
+    }
+}
+
+/// The answer to the request `id` in `json` when it is the common one, a response carrying a
+/// `CallToolResult`, read without rmcp's `ServerJsonRpcMessage` parse; `None` when that cannot
+/// be shown cheaply, and the caller parses the message as before.
+///
+/// rmcp's parse is most of the CPU this client spends on an answer: `JsonRpcMessage` buffers
+/// the whole message into serde's `Content` to check its shape and once more for its untagged
+/// variants, and `ServerResult` is an untagged union that tries fifteen result types (each a
+/// walk over the buffered result) before `CallToolResult`. This reads the same text the same
+/// way when the outcome is known in advance:
+/// - the message is an object with exactly `jsonrpc: "2.0"`, `id` and `result` (no `method`,
+///   no `error`, nothing else), so rmcp classifies it as a response; its `id` is a plain
+///   integer equal to ours, so `on_message` settles the call with the result;
+/// - the result is an object whose keys are all fields of `CallToolResult` (`content`,
+///   `structuredContent`, `isError`, `resultType`, `_meta`), and not both `resultType` and
+///   `_meta`. Every variant before `CallToolResult` in `ServerResult` requires a field outside
+///   that set (`supportedVersions`, `protocolVersion`, `completion`, `messages`, `prompts`,
+///   `resources`, `resourceTemplates`, `contents`, `tools`, `skills`, `skill`, `action`,
+///   `taskId`), except `SubscriptionsListenResult`, which requires exactly `resultType` and
+///   `_meta`; so rmcp's union reaches `CallToolResult` and takes it if it accepts the object;
+/// - `CallToolResult`'s own `Deserialize` accepts the result, read from the same text (its
+///   checks: one of `content`/`structuredContent`/`isError` present, `resultType`, if any,
+///   `"complete"`). When it refuses, rmcp would go on to the later variants: `None`.
+///
+/// The result is then what rmcp's parse gives. Keys written with escapes, duplicate keys and
+/// ids in any other form also give `None`; the tests compare both parses on a corpus.
+fn call_tool_result(json: &[u8], id: &RequestId) -> Option<CallToolResult> {
+    /// A response's members, unparsed. `deny_unknown_fields` refuses `method`, `error` and
+    /// anything else; serde refuses a missing or repeated member.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Response<'a> {
+        #[serde(borrow)]
+        jsonrpc: &'a RawValue,
+        #[serde(borrow)]
+        id: &'a RawValue,
+        #[serde(borrow)]
+        result: &'a RawValue,
+    }
+    let RequestId::Number(ours) = id else {
+        return None;
+    };
+    // A derived struct also reads a JSON array; rmcp's parse refuses one.
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let response: Response = serde_json::from_slice(json).ok()?;
+    let id = response.id.get();
+    let plain = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+    if response.jsonrpc.get() != "\"2.0\"" || !plain || id.parse::<i64>() != Ok(*ours) {
+        return None;
+    }
+    let result = response.result.get();
+    if !result.starts_with('{') {
+        return None;
+    }
+    let keys: ResultKeys = serde_json::from_str(result).ok()?;
+    if keys.result_type && keys.meta {
+        return None;
+    }
+    serde_json::from_str(result).ok()
+}
+
+/// Which of `CallToolResult`'s fields a result object has; refuses an object with any other
+/// key (see [`call_tool_result`]).
+#[derive(Default)]
+struct ResultKeys {
+    result_type: bool,
+    meta: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for ResultKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = ResultKeys;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a CallToolResult object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ResultKeys, A::Error> {
+                let mut keys = ResultKeys::default();
+                // Borrowed: a key written with escapes is refused rather than decoded.
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    match key {
+                        "resultType" => keys.result_type = true,
+                        "_meta" => keys.meta = true,
+                        "content" | "structuredContent" | "isError" => {}
+                        _ => return Err(serde::de::Error::custom("not a CallToolResult field")),
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_map(Keys)
     }
 }
 

@@ -698,3 +698,252 @@ async fn answered_event_stream_gives_its_connection_back(transport: Transport) {
         "one connection, reused"
     );
 }
+
+/// What rmcp's parse makes of one message of an answer, as `answer` settled the call before
+/// [`call_tool_result`] existed.
+fn rmcp_outcome(c: &DirectClient, json: &[u8]) -> Option<Result<ServerResult, ServiceError>> {
+    let message = serde_json::from_slice::<ServerJsonRpcMessage>(json).ok()?;
+    c.on_message(message, &id(), None)
+}
+
+/// What the portal makes of an outcome (`call_tool_response`), as text to compare.
+fn seen_by_portal(outcome: Option<Result<ServerResult, ServiceError>>) -> String {
+    let outcome = outcome.map(|r| r.and_then(crate::portal::pipeline::call_tool_response));
+    format!("{outcome:?}")
+}
+
+/// Checks one message: where the cheap parse gives a result, rmcp's parse gives the same
+/// `CallToolResult` for our request, and the portal sees the same. Returns whether the cheap
+/// parse took it.
+fn same_outcome(c: &DirectClient, json: &str) -> bool {
+    let rmcp = rmcp_outcome(c, json.as_bytes());
+    let Some(fast) = call_tool_result(json.as_bytes(), &id()) else {
+        return false;
+    };
+    let rmcp_result = match &rmcp {
+        Some(Ok(ServerResult::CallToolResult(r))) => r.clone(),
+        other => panic!("cheap parse took {json}, rmcp made {other:?} of it"),
+    };
+    assert_eq!(fast, rmcp_result, "{json}");
+    assert_eq!(
+        seen_by_portal(Some(Ok(ServerResult::CallToolResult(fast)))),
+        seen_by_portal(rmcp),
+        "{json}"
+    );
+    true
+}
+
+#[test]
+fn the_cheap_parse_of_an_answer_agrees_with_rmcps() {
+    let c = client();
+    let wrap = |result: &str| format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#);
+    let text = r#"[{"type":"text","text":"hi"}]"#;
+    // The cheap parse must take these.
+    let taken = [
+        result_json(7, "hi"),
+        wrap(&format!(r#"{{"content":{text}}}"#)),
+        wrap(&format!(
+            r#"{{"content":{text},"isError":false,"resultType":"complete"}}"#
+        )),
+        wrap(r#"{"isError":true}"#),
+        wrap(r#"{"content":[],"structuredContent":{"a":[1,2.5,"x",null]}}"#),
+        wrap(r#"{"structuredContent":null}"#),
+        wrap(r#"{"structuredContent":[1,2]}"#),
+        wrap(r#"{"structuredContent":3}"#),
+        wrap(r#"{"content":null,"isError":false}"#),
+        wrap(&format!(r#"{{"content":{text},"_meta":{{"k":"v"}}}}"#)),
+        wrap(&format!(r#"{{"content":{text},"resultType":null}}"#)),
+        wrap(&format!(r#"{{"content":{text},"_meta":null}}"#)),
+        wrap(r#"{"content":[{"type":"text","text":"caf\u00e9 \ud83d\ude00 \"q\" \\ \n"}]}"#),
+        wrap(
+            r#"{"content":[{"type":"image","data":"aGk=","mimeType":"image/png"},
+            {"type":"resource","resource":{"uri":"file:///a","text":"t"}},
+            {"type":"resource_link","uri":"file:///b","name":"b"},
+            {"type":"text","text":"x","annotations":{"audience":["user"],"priority":0.5},
+             "_meta":{"m":1}}]}"#,
+        ),
+        // Member order, whitespace, an integer id written plainly.
+        format!(
+            " \n{{ \"result\" : {{\"content\":{text}}} , \"id\" : 7,\t\"jsonrpc\":\"2.0\" }}\r\n"
+        ),
+    ];
+    for json in &taken {
+        assert!(same_outcome(&c, json), "not taken: {json}");
+    }
+    // Anything else may go either way, but must come out the same.
+    let others = [
+        // Other results of a tools/call.
+        wrap("{}"),
+        wrap(r#"{"resultType":"complete"}"#),
+        wrap(r#"{"resultType":"complete","_meta":{"k":1}}"#),
+        wrap(r#"{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":1}}"#),
+        // rmcp reads this as the end of a subscription, not as a tool result.
+        wrap(&format!(
+            r#"{{"resultType":"complete","_meta":{{"io.modelcontextprotocol/subscriptionId":1}},"content":{text}}}"#
+        )),
+        wrap(
+            r#"{"resultType":"task","taskId":"t1","status":"working","createdAt":"2026-01-01T00:00:00Z",
+            "lastUpdatedAt":"2026-01-01T00:00:00Z","ttlMs":null}"#,
+        ),
+        wrap(r#"{"resultType":"input_required","requestState":"s"}"#),
+        wrap(
+            r#"{"resultType":"input_required","inputRequests":{"a":{"method":"roots/list"}}}"#,
+        ),
+        wrap(&format!(r#"{{"resultType":"input_required","content":{text}}}"#)),
+        wrap(&format!(r#"{{"resultType":"other","content":{text}}}"#)),
+        wrap(&format!(r#"{{"content":{text},"resultType":null,"_meta":null}}"#)),
+        wrap(&format!(r#"{{"resultType":5,"content":{text}}}"#)),
+        // Unknown and foreign keys: rmcp ignores the first, the second makes another result.
+        wrap(&format!(r#"{{"content":{text},"extra":1}}"#)),
+        wrap(&format!(r#"{{"content":{text},"tools":[]}}"#)),
+        wrap(r#"{"action":"accept","content":{"a":1}}"#),
+        // Fields of the wrong type, a block of an unknown type.
+        wrap(r#"{"content":"text"}"#),
+        wrap(r#"{"isError":"yes"}"#),
+        wrap(r#"{"content":[{"type":"bogus"}]}"#),
+        wrap(r#"{"content":[{"type":"text"}]}"#),
+        // Results that are not objects.
+        wrap("[]"),
+        wrap("null"),
+        wrap(r#""x""#),
+        wrap("5"),
+        wrap(&format!("[{text}]")),
+        // Escapes in keys, repeated keys, a lone surrogate.
+        wrap(&format!(r#"{{"cont\u0065nt":{text}}}"#)),
+        format!(r#"{{"jsonrpc":"2.0","id":7,"res\u0075lt":{{"content":{text}}}}}"#),
+        wrap(&format!(r#"{{"content":{text},"content":{text}}}"#)),
+        format!(r#"{{"jsonrpc":"2.0","id":7,"id":7,"result":{{"content":{text}}}}}"#),
+        wrap(r#"{"content":[{"type":"text","text":"\ud800"}]}"#),
+        wrap(r#"{"structuredContent":{"a":"\ud800"}}"#),
+        // Ids: someone else's, other spellings of ours, none.
+        result_json(8, "x"),
+        format!(r#"{{"jsonrpc":"2.0","id":"7","result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":7.0,"result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":7e0,"result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":-7,"result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":null,"result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":99999999999999999999,"result":{{"content":{text}}}}}"#),
+        // The version.
+        format!(r#"{{"jsonrpc":"1.0","id":7,"result":{{"content":{text}}}}}"#),
+        format!(r#"{{"jsonrpc":"2\u002e0","id":7,"result":{{"content":{text}}}}}"#),
+        format!(r#"{{"id":7,"result":{{"content":{text}}}}}"#),
+        // Other members next to the result.
+        format!(r#"{{"jsonrpc":"2.0","id":7,"result":{{"content":{text}}},"extra":1}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":7,"result":{{"content":{text}}},"error":{{"code":1,"message":"m"}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":7,"result":{{"content":{text}}},"method":"x"}}"#),
+        // Errors, notifications, requests.
+        r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"bad"}}"#.into(),
+        r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"parse"}}"#.into(),
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}"#.into(),
+        r#"{"jsonrpc":"2.0","id":8,"error":{"code":-32602,"message":"bad"}}"#.into(),
+        r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#.into(),
+        r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#.into(),
+        r#"{"jsonrpc":"2.0","id":7,"method":"roots/list"}"#.into(),
+        r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#.into(),
+        // Junk.
+        String::new(),
+        "not json".into(),
+        "[]".into(),
+        format!("[{}]", result_json(7, "x")),
+        format!("{} x", result_json(7, "x")),
+        format!("\u{feff}{}", result_json(7, "x")),
+        format!("\u{c}{}", result_json(7, "x")),
+        r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}"#.into(),
+        "null".into(),
+    ];
+    for json in &others {
+        same_outcome(&c, json);
+    }
+    // Why the cheap parse is narrow: objects with CallToolResult's fields that rmcp reads as
+    // something else.
+    let subscription = wrap(&format!(
+        r#"{{"resultType":"complete","_meta":{{"io.modelcontextprotocol/subscriptionId":1}},"content":{text}}}"#
+    ));
+    let tools = wrap(&format!(r#"{{"content":{text},"tools":[]}}"#));
+    for (json, variant) in [
+        (subscription, "SubscriptionsListenResult"),
+        (tools, "ListToolsResult"),
+    ] {
+        let outcome = format!("{:?}", rmcp_outcome(&c, json.as_bytes()));
+        assert!(
+            outcome.starts_with(&format!("Some(Ok({variant}(")),
+            "{outcome}"
+        );
+    }
+
+    // Every combination of CallToolResult's fields, with values right, wrong and null.
+    let options: [(&str, &[&str]); 5] = [
+        (
+            "resultType",
+            &[
+                r#""complete""#,
+                r#""task""#,
+                r#""input_required""#,
+                "5",
+                "null",
+            ],
+        ),
+        (
+            "content",
+            &[text, "[]", r#"[{"type":"x"}]"#, r#""s""#, "null"],
+        ),
+        ("structuredContent", &[r#"{"a":1}"#, "[1]", "3", "null"]),
+        ("isError", &["true", r#""yes""#, "null"]),
+        (
+            "_meta",
+            &[
+                "{}",
+                r#"{"io.modelcontextprotocol/subscriptionId":1}"#,
+                "3",
+                "null",
+            ],
+        ),
+    ];
+    let mut objects = vec![String::new()];
+    for (key, values) in options {
+        objects = objects
+            .into_iter()
+            .flat_map(|o| {
+                let mut next = vec![o.clone()];
+                for v in values {
+                    let sep = if o.is_empty() { "" } else { "," };
+                    next.push(format!(r#"{o}{sep}"{key}":{v}"#));
+                }
+                next
+            })
+            .collect();
+    }
+    let mut fast = 0;
+    for o in &objects {
+        fast += usize::from(same_outcome(&c, &wrap(&format!("{{{o}}}"))));
+    }
+    assert!(fast > 100, "{fast} of {}", objects.len());
+}
+
+#[tokio::test]
+async fn answers_read_the_cheap_way_are_the_same_in_json_and_in_sse() {
+    // `answer` reaches the cheap parse for both kinds of body; a result it cannot take still
+    // arrives through rmcp's.
+    let bodies = [
+        result_json(7, "hi"),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [], "tools": []}}).to_string(),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {}}).to_string(),
+    ];
+    for body in bodies {
+        let c = client();
+        let from_json = c
+            .answer(response(200, "application/json", body.clone()), &id(), None)
+            .await;
+        let from_sse = c
+            .answer(
+                response(200, "text/event-stream", format!("data: {body}\n\n")),
+                &id(),
+                None,
+            )
+            .await;
+        let expected = seen_by_portal(rmcp_outcome(&c, body.as_bytes()));
+        assert_eq!(seen_by_portal(Some(from_json)), expected, "{body}");
+        assert_eq!(seen_by_portal(Some(from_sse)), expected, "{body}");
+    }
+}
