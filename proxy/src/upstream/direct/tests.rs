@@ -947,3 +947,79 @@ async fn answers_read_the_cheap_way_are_the_same_in_json_and_in_sse() {
         assert_eq!(seen_by_portal(Some(from_sse)), expected, "{body}");
     }
 }
+
+/// The request as rmcp serialized it, the way `call_tool` built it before `request_body`.
+fn rmcp_body(c: &DirectClient, id: &RequestId, mut params: CallToolRequestParams) -> Vec<u8> {
+    use rmcp::model::{CallToolRequest, ClientJsonRpcMessage, ClientRequest};
+    let mut meta = c.meta.clone();
+    if let Some(extra) = params.meta.take() {
+        meta.extend(extra);
+    }
+    let mut request = CallToolRequest::new(params);
+    request.extensions.insert(meta);
+    let message =
+        ClientJsonRpcMessage::request(ClientRequest::CallToolRequest(request), id.clone());
+    serde_json::to_vec(&message).unwrap()
+}
+
+#[test]
+fn the_request_body_is_what_rmcp_sends() {
+    let object = |v: Value| v.as_object().unwrap().clone();
+    let mut caller_meta = RequestMetaObject::default();
+    // Over a context entry, and one of its own.
+    caller_meta.insert(
+        "io.modelcontextprotocol/protocolVersion".into(),
+        json!("2099-01-01"),
+    );
+    caller_meta.insert("trace".into(), json!({"id": "abc"}));
+    let mut responses = rmcp::model::InputResponses::new();
+    responses.insert("b".into(), json!({"action": "accept"}));
+    responses.insert("a".into(), json!({"roots": []}));
+    let all = {
+        let mut p = CallToolRequestParams::new("search")
+            .with_arguments(object(
+                json!({"q": "x", "n": 1.5, "deep": {"z": [1, null, "\u{e9}\n"]}}),
+            ))
+            .with_input_responses(responses)
+            .with_request_state("opaque-state");
+        p.meta = Some(caller_meta.clone());
+        p
+    };
+    let cases = [
+        CallToolRequestParams::new("t"),
+        CallToolRequestParams::new("t").with_arguments(JsonObject::new()),
+        CallToolRequestParams::new("na\"me\\").with_arguments(object(json!({"b": 1, "a": 2}))),
+        CallToolRequestParams::new("t").with_request_state("s"),
+        {
+            let mut p = CallToolRequestParams::new("t");
+            p.meta = Some(caller_meta.clone());
+            p
+        },
+        {
+            let mut p = CallToolRequestParams::new("t");
+            p.meta = Some(RequestMetaObject::default());
+            p
+        },
+        all,
+    ];
+    for relays in [false, true] {
+        let c = client()
+            .with_relay(relays.then(|| Weak::<crate::portal::Portal>::new() as Weak<dyn Relay>));
+        for (n, params) in cases.iter().enumerate() {
+            for id in [RequestId::Number(0), RequestId::Number(i64::MAX)] {
+                let ours = c.request_body(&id, params.clone()).unwrap();
+                let rmcp = rmcp_body(&c, &id, params.clone());
+                let (a, b): (Value, Value) = (
+                    serde_json::from_slice(&ours).unwrap(),
+                    serde_json::from_slice(&rmcp).unwrap(),
+                );
+                assert_eq!(a, b, "case {n}");
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(rmcp).unwrap(),
+                    "case {n}"
+                );
+            }
+        }
+    }
+}
