@@ -295,15 +295,24 @@ impl DirectClient {
                     Answer::H1(h1.post(&attempt, &body).await.map_err(DirectError::from)?)
                 }
                 None => {
-                    let mut post = self
-                        .http
-                        .post(self.url.clone())
-                        .headers(attempt)
-                        .body(body.clone());
-                    if let Some(token) = token {
-                        post = post.bearer_auth(token);
-                    }
-                    Answer::Reqwest(post.send().await.map_err(DirectError::from)?)
+                    // The request is made here, not by `Client::post`: `RequestBuilder::headers`
+                    // would insert the map into the request's empty one entry by entry.
+                    let mut request =
+                        reqwest::Request::new(reqwest::Method::POST, self.url.clone());
+                    *request.headers_mut() = attempt;
+                    *request.body_mut() = Some(body.clone().into());
+                    let sent = match token {
+                        // reqwest's header (appended, sensitive) and its error for a token
+                        // that is no header value.
+                        Some(token) => {
+                            reqwest::RequestBuilder::from_parts(self.http.clone(), request)
+                                .bearer_auth(token)
+                                .send()
+                                .await
+                        }
+                        None => self.http.execute(request).await,
+                    };
+                    Answer::Reqwest(sent.map_err(DirectError::from)?)
                 }
             };
             if response.status() == StatusCode::UNAUTHORIZED
@@ -370,14 +379,11 @@ impl DirectClient {
         route: Option<&Arc<Route>>,
     ) -> Result<ServerResult, ServiceError> {
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().to_vec());
+        let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
         let is = |mime: &str| {
             content_type
-                .as_deref()
-                .is_some_and(|ct| media_type_is(ct, mime))
+                .as_ref()
+                .is_some_and(|ct| media_type_is(ct.as_bytes(), mime))
         };
         if !status.is_success() {
             // As rmcp: a JSON body of a failed status may be the JSON-RPC error; but 401/403
@@ -426,8 +432,8 @@ impl DirectClient {
         Err(protocol(format!(
             "content type {:?}",
             content_type
-                .as_deref()
-                .map(String::from_utf8_lossy)
+                .as_ref()
+                .map(|ct| String::from_utf8_lossy(ct.as_bytes()))
                 .unwrap_or_default()
         )))
     }
