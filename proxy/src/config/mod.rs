@@ -446,6 +446,18 @@ fn server_config(server: &McpServer, secrets: &Secrets<'_>) -> Result<ServerConf
         }),
     };
     let transport = if let Some(remote) = &spec.remote {
+        if remote.oauth.is_some()
+            && let Some(h) = remote
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+        {
+            // Two Authorization headers would leave the upstream to pick one.
+            return Err(Error::Config(format!(
+                "McpServer {name}: spec.remote.headers: {:?} conflicts with spec.remote.oauth (the portal sends its own bearer token)",
+                h.name
+            )));
+        }
         let mut headers = Vec::new();
         for h in &remote.headers {
             let value = match (&h.value, &h.value_from) {
@@ -705,6 +717,18 @@ stringData: {a: "s3cret\n"}
                 "{identity}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_static_authorization_header_beside_oauth_is_refused_naming_both_fields() {
+        let m = manifests(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: wiki}\nspec: {remote: {url: http://127.0.0.1:1/mcp, headers: [{name: Authorization, value: Basic x}], oauth: {tokenUrl: http://127.0.0.1:1/token, clientIdFrom: {name: c, key: id}, clientSecretFrom: {name: c, key: secret}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: c}\nstringData: {id: i, secret: s}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {public: true, servers: {names: [wiki]}}\n",
+        );
+        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        assert!(
+            e.contains("McpServer wiki: spec.remote.headers: \"Authorization\" conflicts with spec.remote.oauth"),
+            "{e}"
+        );
     }
 
     #[test]

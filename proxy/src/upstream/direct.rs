@@ -279,21 +279,18 @@ impl DirectClient {
             } else {
                 std::mem::take(&mut headers)
             };
-            let token = match &self.tokens {
-                Some(tokens) => Some(tokens.token().await.map_err(DirectError::Token)?),
-                None => None,
-            };
+            let mut attempt = attempt;
+            if let Some(tokens) = &self.tokens {
+                // The configuration refuses a static Authorization header beside OAuth, so
+                // this is the request's only one.
+                let token = tokens.token().await.map_err(DirectError::Token)?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| DirectError::Token("not a header value".into()))?;
+                value.set_sensitive(true);
+                attempt.insert(http::header::AUTHORIZATION, value);
+            }
             let response = match &self.h1 {
-                Some(h1) => {
-                    let mut attempt = attempt;
-                    if let Some(token) = token {
-                        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                            .map_err(|_| DirectError::Token("not a header value".into()))?;
-                        value.set_sensitive(true);
-                        attempt.insert(http::header::AUTHORIZATION, value);
-                    }
-                    Answer::H1(h1.post(&attempt, &body).await.map_err(DirectError::from)?)
-                }
+                Some(h1) => Answer::H1(h1.post(&attempt, &body).await.map_err(DirectError::from)?),
                 None => {
                     // The request is made here, not by `Client::post`: `RequestBuilder::headers`
                     // would insert the map into the request's empty one entry by entry.
@@ -301,18 +298,12 @@ impl DirectClient {
                         reqwest::Request::new(reqwest::Method::POST, self.url.clone());
                     *request.headers_mut() = attempt;
                     *request.body_mut() = Some(body.clone().into());
-                    let sent = match token {
-                        // reqwest's header (appended, sensitive) and its error for a token
-                        // that is no header value.
-                        Some(token) => {
-                            reqwest::RequestBuilder::from_parts(self.http.clone(), request)
-                                .bearer_auth(token)
-                                .send()
-                                .await
-                        }
-                        None => self.http.execute(request).await,
-                    };
-                    Answer::Reqwest(sent.map_err(DirectError::from)?)
+                    Answer::Reqwest(
+                        self.http
+                            .execute(request)
+                            .await
+                            .map_err(DirectError::from)?,
+                    )
                 }
             };
             if response.status() == StatusCode::UNAUTHORIZED
