@@ -385,8 +385,13 @@ wrk.body = %(body)s
 %(headers)s
 local marker = %(marker)s
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
+function setup(thread)
+  -- ids of this thread's requests start above those of the threads before it
+  thread:set("base", #threads * 1000000000)
+  table.insert(threads, thread)
+end
 function init(args) bad = 0 end
+%(request)s
 function response(status, headers, body)
   if status ~= 200 or not string.find(body, marker, 1, true) then bad = bad + 1 end
 end
@@ -410,10 +415,26 @@ def lua_str(s: str) -> str:
     return json.dumps(s)  # a JSON string literal is a valid Lua string literal for ASCII text
 
 
-def write_lua(path: Path, body: str, headers: dict[str, str]) -> Path:
+def write_lua(path: Path, body: str, headers: dict[str, str], unique_ids: bool = False) -> Path:
+    """A wrk script posting `body`. With `unique_ids` every request gets its own JSON-RPC id
+    (requests in flight at once in one legacy session must not share an id)."""
     hl = "\n".join(f"wrk.headers[{lua_str(k)}] = {lua_str(v)}" for k, v in headers.items())
+    request = ""
+    if unique_ids:
+        prefix, sep, suffix = body.partition('"id":2,')
+        assert sep, body
+        head, tail = lua_str(prefix + '"id":'), lua_str("," + suffix)
+        request = "\n".join([
+            f"local prefix, suffix = {head}, {tail}",
+            "local counter = 0",
+            "function request()",
+            "  counter = counter + 1",
+            '  return wrk.format(nil, nil, nil, prefix .. string.format("%d", base + counter) .. suffix)',
+            "end",
+        ])
     # Both eras answer echo with the message as text; a JSON-RPC error or isError would not.
-    path.write_text(LUA % {"body": lua_str(body), "headers": hl, "marker": lua_str(f'"text":"{MESSAGE}"')})
+    path.write_text(LUA % {"body": lua_str(body), "headers": hl, "marker": lua_str(f'"text":"{MESSAGE}"'),
+                           "request": request})
     return path
 
 
@@ -613,8 +634,10 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
         sid_p = legacy_session(portal.url)
         check_legacy_call(upstream, sid_d, "echo")
         check_legacy_call(portal.url, sid_p, "syn_echo")
-        legacy_direct = write_lua(work / "legacy_direct.lua", call_body("echo", modern=False), legacy_headers(sid_d))
-        legacy_portal = write_lua(work / "legacy_portal.lua", call_body("syn_echo", modern=False), legacy_headers(sid_p))
+        legacy_direct = write_lua(work / "legacy_direct.lua", call_body("echo", modern=False), legacy_headers(sid_d),
+                                  unique_ids=True)
+        legacy_portal = write_lua(work / "legacy_portal.lua", call_body("syn_echo", modern=False),
+                                  legacy_headers(sid_p), unique_ids=True)
         out["calls"]["legacy"] = alternate("legacy", (upstream, legacy_direct, wd), (portal.url, legacy_portal, wp),
                                            args, wlog)
 
@@ -623,7 +646,7 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
     out["calls"]["upstream_down_events"] = portal.proc.count(r"upstream down")
     portal.proc.kill()
     up_proc.kill()
-    check_audit(audit_file, sum(c["portal"]["requests"] for c in out["calls"].values() if isinstance(c, dict)), out)
+    check_audit(audit_file, sum(c["portal"]["requests"] for c in out["calls"].values() if isinstance(c, dict) and "portal" in c), out)
 
 
 def check_audit(path: Path, at_least: int, out: dict) -> None:
