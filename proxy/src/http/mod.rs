@@ -33,8 +33,8 @@ pub struct ServeOptions {
 ///
 /// Layers on `/mcp`, outermost first: authentication (bearer JWT -> `auth::Identity` and the
 /// session `Subject`; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
-/// `/.well-known/oauth-protected-resource[/mcp]`), body validation (size, JSON, JSON-RPC shape), the
-/// fast path for plain stateless `tools/call` requests (`fast`), session
+/// `/.well-known/oauth-protected-resource[/mcp]`), body validation (size, JSON, JSON-RPC shape),
+/// which hands plain stateless `tools/call` requests to the fast path (`fast`), session
 /// sealing (opens and seals legacy session ids), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
 /// (413) and the protocol headers before the handler sees a request.
 pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
@@ -75,14 +75,12 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
             seal,
             session::middleware,
         ))
-        // Answers plain stateless 2026-07-28 `tools/call` requests without rmcp's machinery.
+        // Body checks; answers plain stateless 2026-07-28 `tools/call` requests itself
+        // (`fast`), without rmcp's machinery.
         .layer(axum::middleware::from_fn_with_state(
-            fast::FastPath::new(portal.clone(), options.loopback),
-            fast::middleware,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            validate::BodyLimits {
+            validate::Validate {
                 max_bytes: cfg.max_body_bytes,
+                fast: fast::FastPath::new(portal.clone(), options.loopback),
             },
             validate::middleware,
         ))

@@ -12,11 +12,14 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Limits applied to every POST body.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
+/// State of the validation layer: the body limit, and the fast path it hands a plain modern
+/// `tools/call` to.
+#[derive(Clone)]
+pub struct Validate {
     /// Largest body, in bytes.
     pub max_bytes: usize,
+    /// Answers plain stateless `tools/call` requests without rmcp.
+    pub fast: super::fast::FastPath,
 }
 
 fn rpc_error(status: StatusCode, code: i64, message: String) -> Response {
@@ -50,8 +53,9 @@ fn shape_error(v: &Value) -> Option<&'static str> {
     }
 }
 
-/// Axum middleware enforcing [`BodyLimits`] and JSON-RPC shape on POSTs.
-pub async fn middleware(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+/// Axum middleware enforcing the body limit and JSON-RPC shape on POSTs, and answering plain
+/// modern `tools/call` requests through [`super::fast`].
+pub async fn middleware(State(limits): State<Validate>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
@@ -69,7 +73,6 @@ pub async fn middleware(State(limits): State<BodyLimits>, req: Request, next: Ne
             );
         }
     };
-    let mut parts = parts;
     // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header) is parsed
     // once, straight into the fast path's types; a body in that exact shape is a well-formed
     // JSON-RPC message. Everything else is checked as a generic JSON value.
@@ -81,7 +84,9 @@ pub async fn middleware(State(limits): State<BodyLimits>, req: Request, next: Ne
         .flatten();
     match call {
         Some(call) => {
-            parts.extensions.insert(call);
+            if let Some(answer) = limits.fast.answer(call, &parts).await {
+                return answer;
+            }
         }
         None => {
             let value: Value = match serde_json::from_slice(&bytes) {
