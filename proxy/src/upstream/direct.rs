@@ -7,9 +7,10 @@
 //! stream. [`DirectClient`] makes that POST in the caller's own task and parses the answer into
 //! rmcp's types. A plain `http://` upstream (the usual in-cluster case) is reached through the
 //! in-task HTTP/1.1 client of [`super::h1`]; `https://` upstreams, and every upstream when a
-//! proxy is configured in the environment, through reqwest. Everything else (discover, lists, prompts, resources, `subscriptions/listen`,
-//! legacy-era, SSE and stdio upstreams, and calls that want progress or `Mcp-Param-*` headers)
-//! stays on rmcp; see `Portal::call_tool_inner` for when this path is taken.
+//! proxy is configured in the environment, through reqwest. Everything else (discover, lists,
+//! prompts, resources, `subscriptions/listen`, legacy-era, SSE and stdio upstreams, and calls
+//! that want progress or `Mcp-Param-*` headers) stays on rmcp; see `Portal::call_tool_inner`
+//! for when this path is taken.
 //!
 //! What goes on the wire is what rmcp's client sends for the same call at 2026-07-28: the
 //! message serialized from rmcp's own types with `_meta` carrying the protocol version, the
@@ -274,12 +275,11 @@ impl DirectClient {
         let mut retried = false;
         loop {
             // Only a call with a token source may need a second attempt.
-            let attempt = if self.tokens.is_some() && !retried {
+            let mut attempt = if self.tokens.is_some() && !retried {
                 headers.clone()
             } else {
                 std::mem::take(&mut headers)
             };
-            let mut attempt = attempt;
             if let Some(tokens) = &self.tokens {
                 // The configuration refuses a static Authorization header beside OAuth, so
                 // this is the request's only one.
