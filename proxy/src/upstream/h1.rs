@@ -14,8 +14,8 @@
 //! head parsed by `httparse` (the parser hyper uses); bodies framed by `Content-Length`, the
 //! chunked transfer coding or the end of the connection; interim 1xx answers skipped.
 //! It is strict where framing could be ambiguous: a transfer coding other than chunked,
-//! conflicting `Content-Length` values, a malformed chunk, or a head over [`MAX_HEAD`] is an
-//! error and the connection is dropped. A connection whose answer was not read to its end is
+//! conflicting `Content-Length` values, a malformed chunk, a head or trailer over [`MAX_HEAD`]
+//! or more than a few interim answers is an error and the connection is dropped. A connection whose answer was not read to its end is
 //! dropped too, which is how a cancelled call tells the upstream its client went away.
 //!
 //! A reused connection that the server closed just as the request went out (it wrote nothing
@@ -304,8 +304,12 @@ impl From<H1Error> for ReadHeadError {
     }
 }
 
+/// Most interim (1xx) answers read before the final one.
+const MAX_INTERIM: usize = 8;
+
 async fn read_head(conn: &mut Conn) -> Result<Head, ReadHeadError> {
     let mut read_any = !conn.buf.is_empty();
+    let mut interim = 0;
     loop {
         if !conn.buf.is_empty() {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -330,6 +334,10 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHeadError> {
                     }
                     if status.is_informational() {
                         // 100 Continue, 103 Early Hints: the answer follows.
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(malformed("too many interim answers").into());
+                        }
                         continue;
                     }
                     return Ok(Head {
@@ -388,8 +396,8 @@ enum Chunk {
     Data(u64),
     /// The CRLF after a chunk's data is next.
     DataEnd,
-    /// Trailer lines, up to an empty line, are next.
-    Trailer,
+    /// Trailer lines, up to an empty line, are next; this many bytes of them were read.
+    Trailer(usize),
 }
 
 /// An answer whose head has been read; its body is read with [`H1Response::chunk`]. Read to
@@ -527,7 +535,7 @@ impl H1Response {
                     let line = read_line(conn).await?;
                     let size = chunk_size(&line)?;
                     self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailer
+                        Chunk::Trailer(0)
                     } else {
                         Chunk::Data(size)
                     });
@@ -553,13 +561,21 @@ impl H1Response {
                     }
                     self.framing = Framing::Chunked(Chunk::Size);
                 }
-                Framing::Chunked(Chunk::Trailer) => {
-                    // Trailer fields are not used; the body ends at the empty line.
-                    if read_line(conn).await?.is_empty() {
+                Framing::Chunked(Chunk::Trailer(read)) => {
+                    // Trailer fields are not used; the body ends at the empty line. They are
+                    // bounded like a head, so an endless trailer cannot hold the call.
+                    let line = read_line(conn).await?;
+                    if line.is_empty() {
                         self.framing = Framing::Length(0);
                         self.finish();
                         return Ok(None);
                     }
+                    let read = read + line.len() + 2;
+                    if read > MAX_HEAD {
+                        self.conn = None;
+                        return Err(malformed(format!("trailer larger than {MAX_HEAD} bytes")));
+                    }
+                    self.framing = Framing::Chunked(Chunk::Trailer(read));
                 }
             }
         }

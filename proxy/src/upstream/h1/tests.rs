@@ -322,6 +322,10 @@ async fn ambiguous_or_broken_answers_are_errors() {
             b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n{}".to_vec(),
         ),
         (
+            "endless interim answers",
+            b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1),
+        ),
+        (
             "switch",
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n".to_vec(),
         ),
@@ -358,6 +362,22 @@ async fn ambiguous_or_broken_answers_are_errors() {
         assert!(body_of(r).await.is_err(), "{name}");
         assert_eq!(c.idle_count(), 0, "{name}");
     }
+
+    // A trailer that never ends is cut off at the limit too.
+    let (url, _) = scripted(Arc::new(|_, _| {
+        let mut reply =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n".to_vec();
+        while reply.len() <= MAX_HEAD + 100 {
+            reply.extend_from_slice(b"x-trailer: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        Act::Reply(reply)
+    }))
+    .await;
+    let c = client(&url);
+    let r = c.post(&headers(), b"{}").await.unwrap();
+    let e = body_of(r).await.unwrap_err();
+    assert!(e.to_string().contains("trailer larger"), "{e}");
+    assert_eq!(c.idle_count(), 0);
 
     // A head that never ends is cut off at the limit.
     let (url, _) = scripted(Arc::new(|_, _| {
