@@ -28,6 +28,8 @@ pub struct Portal {
     pub upstreams: Arc<Upstreams>,
     catalog: ArcSwap<Catalog>,
     catalog_changes: watch::Sender<[u8; 32]>,
+    /// The upstream change generation ([`Upstreams::generation`]) the catalog last reflected.
+    catalog_generation: watch::Sender<u64>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
     /// Bounds concurrent Code Mode executions.
@@ -68,8 +70,7 @@ impl Portal {
         let shutdown = CancellationToken::new();
         let portal = Portal::start(cfg, None, shutdown.clone()).await?;
         portal.upstreams.settled(settle).await;
-        // Let the catalog rebuild task see the last upstream change.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        portal.catalog_settled().await;
         Ok((portal, shutdown))
     }
 
@@ -100,6 +101,7 @@ impl Portal {
             verdicts: Default::default(),
             sessions: Default::default(),
             catalog_changes: watch::channel([0; 32]).0,
+            catalog_generation: watch::channel(0).0,
             shutdown,
             executions: Arc::new(tokio::sync::Semaphore::new(
                 code_mode::MAX_CONCURRENT_EXECUTIONS,
@@ -175,6 +177,17 @@ impl Portal {
     /// show).
     pub fn tool_verdicts(&self) -> Arc<pinning::Verdicts> {
         self.verdicts.load_full()
+    }
+
+    /// Waits until the merged catalog reflects every upstream change made before this call (or
+    /// the portal shuts down).
+    pub async fn catalog_settled(&self) {
+        let target = self.upstreams.generation();
+        let mut rebuilt = self.catalog_generation.subscribe();
+        tokio::select! {
+            _ = rebuilt.wait_for(|g| *g >= target) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
     }
 
     /// Changes whenever the merged catalog's definitions change (value: the catalog hash).
@@ -257,7 +270,9 @@ async fn sweep_sessions(portal: std::sync::Weak<Portal>) {
 async fn rebuild_on_change(portal: Arc<Portal>) {
     let mut changes = portal.upstreams.subscribe();
     loop {
+        let seen = *changes.borrow_and_update();
         portal.rebuild().await;
+        portal.catalog_generation.send_replace(seen);
         tokio::select! {
             _ = portal.shutdown.cancelled() => return,
             r = changes.changed() => if r.is_err() { return },

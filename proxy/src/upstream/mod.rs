@@ -226,6 +226,11 @@ impl Upstreams {
         let _ = self.relay.set(relay);
     }
 
+    /// How many catalog or health changes there have been.
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// A receiver that changes whenever any catalog or health changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
