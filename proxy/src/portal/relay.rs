@@ -195,20 +195,10 @@ impl Relay for Portal {
                 ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params)),
             )
             .await;
-        let result = match answer {
-            Ok(ClientResult::CreateMessageResult(r)) => *r,
-            Ok(_) => {
-                audit.outcome(Decision::Error, Some("unexpected answer".into()));
-                return Err(ErrorData::internal_error(
-                    "the portal's client answered with something else",
-                    None,
-                ));
-            }
-            Err(e) => {
-                audit.outcome(Decision::Error, Some(short_reason(&e)));
-                return Err(e);
-            }
-        };
+        let result = expected(&mut audit, answer, |r| match r {
+            ClientResult::CreateMessageResult(r) => Some(*r),
+            _ => None,
+        })?;
         let result = self.relay_scan(
             &route,
             &mut audit,
@@ -264,20 +254,10 @@ impl Relay for Portal {
                 ServerRequest::ElicitRequest(ElicitRequest::new(params)),
             )
             .await;
-        let result = match answer {
-            Ok(ClientResult::ElicitResult(r)) => r,
-            Ok(_) => {
-                audit.outcome(Decision::Error, Some("unexpected answer".into()));
-                return Err(ErrorData::internal_error(
-                    "the portal's client answered with something else",
-                    None,
-                ));
-            }
-            Err(e) => {
-                audit.outcome(Decision::Error, Some(short_reason(&e)));
-                return Err(e);
-            }
-        };
+        let result = expected(&mut audit, answer, |r| match r {
+            ClientResult::ElicitResult(r) => Some(r),
+            _ => None,
+        })?;
         let mut result = self.relay_scan(
             &route,
             &mut audit,
@@ -322,6 +302,29 @@ impl Relay for Portal {
 
     async fn connected(&self, server: &str) {
         self.sessions.resubscribe(self, server).await;
+    }
+}
+
+/// The caller's answer when `pick` finds the expected result in it; an error or another result
+/// is audited and returned as an error.
+fn expected<T>(
+    audit: &mut RelayAudit<'_>,
+    answer: Result<ClientResult, ErrorData>,
+    pick: impl FnOnce(ClientResult) -> Option<T>,
+) -> Result<T, ErrorData> {
+    match answer.map(pick) {
+        Ok(Some(result)) => Ok(result),
+        Ok(None) => {
+            audit.outcome(Decision::Error, Some("unexpected answer".into()));
+            Err(ErrorData::internal_error(
+                "the portal's client answered with something else",
+                None,
+            ))
+        }
+        Err(e) => {
+            audit.outcome(Decision::Error, Some(short_reason(&e)));
+            Err(e)
+        }
     }
 }
 
