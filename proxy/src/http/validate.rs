@@ -59,7 +59,7 @@ pub async fn middleware(State(limits): State<Validate>, req: Request, next: Next
     if req.method() != Method::POST {
         return next.run(req).await;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = match to_bytes(body, limits.max_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -84,7 +84,7 @@ pub async fn middleware(State(limits): State<Validate>, req: Request, next: Next
         .flatten();
     match call {
         Some(call) => {
-            if let Some(answer) = limits.fast.answer(call, &parts).await {
+            if let Some(answer) = limits.fast.answer(call, &mut parts).await {
                 return answer;
             }
         }

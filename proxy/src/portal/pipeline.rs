@@ -76,15 +76,16 @@ impl CallContext {
 }
 
 impl CallContext {
-    /// The route of an upstream request to `server` made for this call.
-    pub fn route(&self, server: &str) -> Option<Route> {
+    /// The route of an upstream request to `server` made for this call, shared: a `Route` is
+    /// some hundreds of bytes, and every future that carries it would carry that inline.
+    pub fn route(&self, server: &str) -> Option<Arc<Route>> {
         let downstream = self.downstream.clone()?;
-        Some(Route::new(
+        Some(Arc::new(Route::new(
             server,
             downstream,
             self.identity.clone(),
             self.session.clone(),
-        ))
+        )))
     }
 }
 
@@ -289,18 +290,17 @@ impl Portal {
         let response = self
             .forward_link(&tool.server, &ctx.ct, async move |link| {
                 let answer = match link.direct.filter(|_| direct) {
-                    Some(client) => {
-                        client
-                            .call_tool(params, signed, progress.map(Arc::new))
-                            .await
-                    }
+                    Some(client) => client.call_tool(params, signed, progress).await,
                     None => {
                         let mut request = CallToolRequest::new(params);
                         if let Some(signed) = signed {
                             request.extensions.insert(signed);
                         }
                         let request = ClientRequest::CallToolRequest(request);
-                        send_routed(&link.peer, request, progress, &router).await
+                        // Boxed: rmcp's request future is several KiB, and kept inline it
+                        // would make every direct call's future (which axum boxes and copies
+                        // per request) that much larger too.
+                        Box::pin(send_routed(&link.peer, request, progress, &router)).await
                     }
                 };
                 answer.and_then(call_tool_response)
@@ -640,11 +640,10 @@ impl Drop for AuditGuard<'_> {
 pub async fn send_routed(
     peer: &Peer<RoleClient>,
     mut request: ClientRequest,
-    route: Option<Route>,
+    route: Option<Arc<Route>>,
     router: &Arc<ProgressRouter>,
 ) -> Result<ServerResult, rmcp::ServiceError> {
     use rmcp::model::GetExtensions;
-    let route = route.map(Arc::new);
     if let Some(route) = &route {
         request.extensions_mut().insert(RelayTag(route.clone()));
     }
