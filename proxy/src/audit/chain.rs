@@ -29,14 +29,30 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Seals the JSON object `unsealed` (which must end with `}`): returns the line (without
 /// newline) and its hash.
+#[cfg(test)]
 pub(crate) fn seal(unsealed: &str) -> (String, String) {
-    let hash = hex(&Sha256::digest(unsealed.as_bytes()));
-    let mut line = String::with_capacity(unsealed.len() + 76);
-    line.push_str(&unsealed[..unsealed.len() - 1]);
-    line.push_str(HASH_KEY);
-    line.push_str(&hash);
-    line.push_str("\"}");
+    let mut line = unsealed.as_bytes().to_vec();
+    let mut hash = [0; 64];
+    seal_in_place(&mut line, &mut hash);
+    let line = String::from_utf8(line).expect("sealing keeps UTF-8");
+    let hash = String::from_utf8(hash.to_vec()).expect("hex is ASCII");
     (line, hash)
+}
+
+/// Seals the JSON object in `line` (which must end with `}`) where it is, and writes its hash
+/// (lowercase hex) to `hash`.
+pub(crate) fn seal_in_place(line: &mut Vec<u8>, hash: &mut [u8; 64]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(&line[..]);
+    for (i, b) in digest.iter().enumerate() {
+        hash[2 * i] = DIGITS[(b >> 4) as usize];
+        hash[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+    debug_assert_eq!(line.last(), Some(&b'}'));
+    line.pop();
+    line.extend_from_slice(HASH_KEY.as_bytes());
+    line.extend_from_slice(hash);
+    line.extend_from_slice(b"\"}");
 }
 
 /// The `seq` and `hash` of a sealed line whose own hash is consistent (used to resume a chain

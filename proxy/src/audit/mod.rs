@@ -75,12 +75,20 @@ pub struct Event {
     pub args_hash: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Chained<'a> {
-    #[serde(flatten)]
-    event: &'a Event,
-    seq: u64,
-    prev: &'a str,
+/// Writes the unsealed line of `event`: its JSON object with `seq` and `prev` as the last
+/// members, into `out` (cleared first). The same bytes as serializing the event flattened into
+/// a struct that ends with those two fields, without serde's flatten machinery and without a
+/// new string per event.
+fn write_unsealed(out: &mut Vec<u8>, event: &Event, seq: u64, prev: &[u8; 64]) {
+    out.clear();
+    serde_json::to_writer(&mut *out, event).expect("audit events serialize");
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"seq\":");
+    let _ = write!(out, "{seq}");
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(prev);
+    out.extend_from_slice(b"\"}");
 }
 
 /// Current time as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.123Z`).
@@ -112,7 +120,7 @@ fn canonical_object(m: &serde_json::Map<String, Value>, h: &mut Sha256) {
         if i > 0 {
             h.update(b",");
         }
-        h.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
+        write_json(k, h);
         h.update(b":");
         canonical(&m[k], h);
     }
@@ -132,8 +140,24 @@ fn canonical(v: &Value, h: &mut Sha256) {
             }
             h.update(b"]");
         }
-        other => h.update(serde_json::to_string(other).unwrap_or_default().as_bytes()),
+        other => write_json(other, h),
     }
+}
+
+/// Feeds `v` as serde_json writes it to the hash, without an intermediate string.
+fn write_json<T: Serialize + ?Sized>(v: &T, h: &mut Sha256) {
+    struct Feed<'a>(&'a mut Sha256);
+    impl Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    // Writing to a hash cannot fail, nor can serializing a string or a JSON scalar.
+    let _ = serde_json::to_writer(Feed(h), v);
 }
 
 /// Where audit lines go.
@@ -205,7 +229,7 @@ impl AuditLog {
     /// now; the chain continues from the last sealed line of the first file, if any.
     pub fn with_capacity(sinks: Vec<Sink>, capacity: usize) -> io::Result<AuditLog> {
         let mut seq = 0;
-        let mut prev = GENESIS.to_string();
+        let mut prev: [u8; 64] = GENESIS.as_bytes().try_into().expect("64 zeros");
         let mut resumed = false;
         let mut writers: Vec<Box<dyn Write + Send>> = Vec::new();
         for s in sinks {
@@ -219,7 +243,12 @@ impl AuditLog {
                 Sink::File(path) => {
                     if !resumed && let Some((last_seq, last_hash)) = last_sealed_line(&path)? {
                         seq = last_seq + 1;
-                        prev = last_hash;
+                        prev = last_hash.as_bytes().try_into().map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("{}: last audit line has a malformed hash", path.display()),
+                            )
+                        })?;
                         resumed = true;
                     }
                     let f = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -286,9 +315,11 @@ fn writer_loop(
     rx: Receiver<Msg>,
     mut writers: Vec<Box<dyn Write + Send>>,
     mut seq: u64,
-    mut prev: String,
+    mut prev: [u8; 64],
     stats: Arc<Stats>,
 ) {
+    // The line being written, reused for every event.
+    let mut line = Vec::with_capacity(1024);
     let flush_all = |writers: &mut Vec<Box<dyn Write + Send>>| {
         for w in writers.iter_mut() {
             if w.flush().is_err() {
@@ -301,21 +332,15 @@ fn writer_loop(
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Event(event) => {
-                    let unsealed = serde_json::to_string(&Chained {
-                        event: &event,
-                        seq,
-                        prev: &prev,
-                    })
-                    .expect("audit events serialize");
-                    let (mut line, hash) = chain::seal(&unsealed);
-                    line.push('\n');
+                    write_unsealed(&mut line, &event, seq, &prev);
+                    chain::seal_in_place(&mut line, &mut prev);
+                    line.push(b'\n');
                     for w in writers.iter_mut() {
-                        if w.write_all(line.as_bytes()).is_err() {
+                        if w.write_all(&line).is_err() {
                             stats.write_errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     seq += 1;
-                    prev = hash;
                     stats.written.fetch_add(1, Ordering::Relaxed);
                 }
                 Msg::Flush(ack) => {

@@ -104,6 +104,39 @@ fn lines_carry_the_documented_fields_in_order() {
     assert!(chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).is_ok());
 }
 
+/// The line format as it was first defined: the event flattened into a struct that ends with
+/// `seq` and `prev`. The writer builds the same bytes without serde's flatten.
+#[derive(Serialize)]
+struct Flattened<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    seq: u64,
+    prev: &'a str,
+}
+
+#[test]
+fn unsealed_lines_are_byte_for_byte_the_flattened_event() {
+    let mut full = event(1);
+    full.time = "2026-11-27T08:00:00.000Z".into();
+    full.session = Some("s-1".into());
+    full.origin = Some("codemode".into());
+    full.reason = Some("dlp rule \"x\"\n\u{7f}é".into());
+    full.detectors.insert("aws-key".into(), u64::MAX);
+    let bare = Event::default();
+    let prev = [b'a'; 64];
+    let mut out = Vec::new();
+    for (e, seq) in [(&full, 0), (&bare, 7), (&event(2), u64::MAX)] {
+        write_unsealed(&mut out, e, seq, &prev);
+        let expected = serde_json::to_string(&Flattened {
+            event: e,
+            seq,
+            prev: std::str::from_utf8(&prev).unwrap(),
+        })
+        .unwrap();
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), expected);
+    }
+}
+
 #[test]
 fn a_deleted_line_is_detected_at_its_successor() {
     let mut lines = written_log(5);
@@ -195,6 +228,17 @@ fn a_full_queue_counts_drops_instead_of_blocking() {
     drop(held);
     log.flush_blocking();
     assert_eq!(log.written() + log.dropped(), 50);
+}
+
+#[test]
+fn args_hash_is_the_sha256_of_the_canonical_json() {
+    // Python: json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True) gives
+    // {"a":[1,"x\"y\n",null,true,1.5],"b":{"B":-3,"c":"é"}}, and its SHA-256 is this.
+    let v = json!({"b": {"c": "é", "B": -3}, "a": [1, "x\"y\n", null, true, 1.5]});
+    assert_eq!(
+        args_hash(&v),
+        "sha256:bdf01a9f86afc0e62d868ad7ead4793291f91c054a163dbf6da3d1cfa81a0d2a"
+    );
 }
 
 #[test]
