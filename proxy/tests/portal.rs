@@ -287,31 +287,40 @@ async fn a_legacy_session_is_served_by_any_replica_sharing_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_the_portal_keeps_serving() {
     let portal = start(&demo_manifests(None)).await;
-    let (status, _, text) = post(&portal.url, "{not json", &[]).await;
-    assert_eq!(status, 400);
-    assert_eq!(message(&text)["error"]["code"], json!(-32700), "{text}");
-    let (status, _, text) = post(
-        &portal.url,
-        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
-        &[],
-    )
-    .await;
-    assert_eq!(
-        (status, message(&text)["error"]["code"].clone()),
-        (400, json!(-32600)),
-        "{text}"
-    );
+    // Each case twice: as it comes, and announced as the hot request (`Mcp-Method: tools/call`),
+    // which the portal serves without its router (`proxy::http::service`).
+    let hot = [
+        ("mcp-method", "tools/call"),
+        ("mcp-protocol-version", "2026-07-28"),
+    ];
+    for headers in [&[][..], &hot[..]] {
+        let (status, _, text) = post(&portal.url, "{not json", headers).await;
+        assert_eq!(status, 400, "{headers:?}");
+        assert_eq!(message(&text)["error"]["code"], json!(-32700), "{text}");
+        let (status, _, text) = post(
+            &portal.url,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            headers,
+        )
+        .await;
+        assert_eq!(
+            (status, message(&text)["error"]["code"].clone()),
+            (400, json!(-32600)),
+            "{headers:?}: {text}"
+        );
 
-    let (status, _, text) = post(&portal.url, INIT, &[("origin", "http://evil.example")]).await;
-    assert_eq!(status, 403, "{text}");
+        let evil = [headers, &[("origin", "http://evil.example")][..]].concat();
+        let (status, _, text) = post(&portal.url, INIT, &evil).await;
+        assert_eq!(status, 403, "{headers:?}: {text}");
 
-    let huge = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"x":"{}"}}}}"#,
-        "a".repeat(5 * 1024 * 1024)
-    );
-    let (status, _, text) = post(&portal.url, &huge, &[]).await;
-    assert_eq!(status, 413, "{text}");
-    assert!(text.contains("exceeds"), "{text}");
+        let huge = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"x":"{}"}}}}"#,
+            "a".repeat(5 * 1024 * 1024)
+        );
+        let (status, _, text) = post(&portal.url, &huge, headers).await;
+        assert_eq!(status, 413, "{headers:?}: {text}");
+        assert!(text.contains("exceeds"), "{text}");
+    }
 
     // Still serving after all of it.
     let c = client(&portal.url, modern()).await;

@@ -408,13 +408,23 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     }
 }
 
-/// Axum middleware on `/mcp`: authenticates the request and inserts its [`Identity`] and
-/// session [`Subject`]. Must run before (outside) the session middleware.
+/// Axum middleware on `/mcp`: [`authenticate_request`], then the rest of the stack. Must run
+/// before (outside) the session middleware.
 pub async fn middleware(
     State(portal): State<Arc<Portal>>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    match authenticate_request(&portal, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// Authenticates `req` for `portal`: on success removes its `Authorization` header and inserts
+/// its [`Identity`] and session [`Subject`]; otherwise returns the answer (401/403 with
+/// `WWW-Authenticate`, or 503 when the identity provider cannot be reached).
+pub async fn authenticate_request(portal: &Portal, req: &mut Request) -> Result<(), Response> {
     let cfg = portal.config();
     let counters = portal.authenticator.counters().clone();
     let public = cfg.spec.public == Some(true);
@@ -425,55 +435,63 @@ pub async fn middleware(
         (None, _) => {
             // Unreachable through config::resolve (auth or public is required): fail closed.
             tracing::error!("portal has neither spec.auth nor spec.public: refusing requests");
-            return (
+            return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "portal has no authentication configured",
             )
-                .into_response();
+                .into_response());
         }
         (Some(_), None) => {
             AccessCounters::inc(&counters.missing_token);
-            return challenge(StatusCode::UNAUTHORIZED, &cfg, req.headers(), None);
+            return Err(challenge(
+                StatusCode::UNAUTHORIZED,
+                &cfg,
+                req.headers(),
+                None,
+            ));
         }
         (Some(_), Some(Err(()))) => {
             AccessCounters::inc(&counters.invalid_token);
-            return challenge(
+            return Err(challenge(
                 StatusCode::UNAUTHORIZED,
                 &cfg,
                 req.headers(),
                 Some(("invalid_request", "expected Authorization: Bearer <token>")),
-            );
+            ));
         }
         (Some(auth), Some(Ok(token))) => {
             let resource = resource_uri(&cfg, req.headers());
-            match portal
-                .authenticator
-                .authenticate(auth, &resource, token)
-                .await
-            {
+            // Boxed: token validation is the only large state here, and a request without a
+            // token (a public portal) need not carry it.
+            match Box::pin(portal.authenticator.authenticate(auth, &resource, token)).await {
                 Ok(id) => id,
                 Err(AuthError::Missing) => {
                     AccessCounters::inc(&counters.missing_token);
-                    return challenge(StatusCode::UNAUTHORIZED, &cfg, req.headers(), None);
+                    return Err(challenge(
+                        StatusCode::UNAUTHORIZED,
+                        &cfg,
+                        req.headers(),
+                        None,
+                    ));
                 }
                 Err(AuthError::Invalid(why)) => {
                     AccessCounters::inc(&counters.invalid_token);
                     tracing::info!(reason = %why, "rejected an access token");
-                    return challenge(
+                    return Err(challenge(
                         StatusCode::UNAUTHORIZED,
                         &cfg,
                         req.headers(),
                         Some(("invalid_token", &why)),
-                    );
+                    ));
                 }
                 Err(AuthError::InsufficientScope) => {
                     AccessCounters::inc(&counters.insufficient_scope);
-                    return challenge(
+                    return Err(challenge(
                         StatusCode::FORBIDDEN,
                         &cfg,
                         req.headers(),
                         Some(("insufficient_scope", "the token lacks a required scope")),
-                    );
+                    ));
                 }
                 Err(AuthError::Unavailable) => {
                     AccessCounters::inc(&counters.idp_unavailable);
@@ -484,7 +502,7 @@ pub async fn middleware(
                         .into_response();
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    return r;
+                    return Err(r);
                 }
             }
         }
@@ -496,7 +514,7 @@ pub async fn middleware(
     req.extensions_mut()
         .insert(Subject(identity.subject.clone()));
     req.extensions_mut().insert(identity);
-    next.run(req).await
+    Ok(())
 }
 
 /// `GET /.well-known/oauth-protected-resource[/…]`: the RFC 9728 metadata (404 on a portal

@@ -1,6 +1,7 @@
 //! HTTP: the portal router, the admin router, and serving them.
 
 pub mod fast;
+pub mod service;
 pub mod session;
 pub mod validate;
 
@@ -37,7 +38,10 @@ pub struct ServeOptions {
 /// which hands plain stateless `tools/call` requests to the fast path (`fast`), session
 /// sealing (opens and seals legacy session ids), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
 /// (413) and the protocol headers before the handler sees a request.
-pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
+///
+/// The hot request (`POST /mcp` announced as `tools/call`) takes the same layers called
+/// directly rather than through the router ([`service`]).
+pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalService {
     let cfg = portal.config();
     let seal = SessionSeal::new(cfg.session_key.as_deref());
     let handler = PortalHandler::new(portal.clone());
@@ -69,19 +73,23 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
         Arc::new(LocalSessionManager::default()),
         sconfig,
     )));
-    let mcp = Router::new()
-        .route_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(
-            seal,
-            session::middleware,
-        ))
+    let below =
+        Router::new()
+            .route_service("/mcp", mcp)
+            .layer(axum::middleware::from_fn_with_state(
+                seal,
+                session::middleware,
+            ));
+    let validation = validate::Validate {
+        max_bytes: cfg.max_body_bytes,
+        fast: fast::FastPath::new(portal.clone(), options.loopback),
+    };
+    let mcp = below
+        .clone()
         // Body checks; answers plain stateless 2026-07-28 `tools/call` requests itself
         // (`fast`), without rmcp's machinery.
         .layer(axum::middleware::from_fn_with_state(
-            validate::Validate {
-                max_bytes: cfg.max_body_bytes,
-                fast: fast::FastPath::new(portal.clone(), options.loopback),
-            },
+            validation.clone(),
             validate::middleware,
         ))
         // Outermost (added last, runs first): authentication, before any body is read.
@@ -89,7 +97,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
             portal.clone(),
             crate::auth::middleware,
         ));
-    Router::new()
+    let router = Router::new()
         .merge(mcp)
         .route(
             "/.well-known/oauth-protected-resource",
@@ -102,7 +110,9 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(portal)
+        .with_state(portal.clone());
+    let below = below.with_state(portal.clone());
+    service::PortalService::new(router, below, portal, validation)
 }
 
 /// rmcp's Streamable HTTP service behind an `Arc`. Axum clones a route's service for every
@@ -223,17 +233,28 @@ pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-/// Serves `router` until `shutdown` is cancelled, then drains in-flight requests.
-pub async fn serve(
+/// Serves `app` (the portal's [`app`] or the [`admin_app`] router) until `shutdown` is
+/// cancelled, then drains in-flight requests.
+pub async fn serve<S>(
     listener: tokio::net::TcpListener,
-    router: Router,
+    app: S,
     shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     // Without TCP_NODELAY every SSE-framed response waits for the peer's delayed ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router)
+    axum::serve(listener, axum::ServiceExt::into_make_service(app))
         .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
         .await
 }

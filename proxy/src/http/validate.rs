@@ -59,18 +59,35 @@ pub async fn middleware(State(limits): State<Validate>, req: Request, next: Next
     if req.method() != Method::POST {
         return next.run(req).await;
     }
+    match check_post(&limits, req).await {
+        Checked::Answered(response) => response,
+        Checked::Forward(req) => next.run(req).await,
+    }
+}
+
+/// What [`check_post`] made of a POST.
+pub enum Checked {
+    /// Answered here: a JSON-RPC error for a bad body, or the fast path's answer.
+    Answered(Response),
+    /// A well-formed message for the protocol layer (the body, read, put back).
+    Forward(Request),
+}
+
+/// Reads a POST's body within the limit and checks it is one JSON-RPC message; a plain modern
+/// `tools/call` is answered by the fast path when it qualifies.
+pub async fn check_post(limits: &Validate, req: Request) -> Checked {
     let (mut parts, body) = req.into_parts();
     let bytes = match to_bytes(body, limits.max_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            return rpc_error(
+            return Checked::Answered(rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 -32600,
                 format!(
                     "request body exceeds the portal's limit of {} bytes",
                     limits.max_bytes
                 ),
-            );
+            ));
         }
     };
     // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header) is parsed
@@ -85,27 +102,30 @@ pub async fn middleware(State(limits): State<Validate>, req: Request, next: Next
     match call {
         Some(call) => {
             if let Some(answer) = limits.fast.answer(call, &mut parts).await {
-                return answer;
+                return Checked::Answered(answer);
             }
         }
         None => {
             let value: Value = match serde_json::from_slice(&bytes) {
                 Ok(v) => v,
                 Err(e) => {
-                    return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+                    return Checked::Answered(rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        -32700,
+                        format!("Parse error: {e}"),
+                    ));
                 }
             };
             if let Some(reason) = shape_error(&value) {
-                return rpc_error(
+                return Checked::Answered(rpc_error(
                     StatusCode::BAD_REQUEST,
                     -32600,
                     format!("Invalid Request: {reason}"),
-                );
+                ));
             }
         }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Checked::Forward(Request::from_parts(parts, Body::from(bytes)))
 }
 
 #[cfg(test)]

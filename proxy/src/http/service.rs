@@ -1,0 +1,107 @@
+//! The portal's front service: the hot request skips the router.
+//!
+//! Every request but one goes to the axum [`Router`] built by [`super::app`]: routing, then on
+//! `/mcp` the authentication, validation and session layers, then rmcp. The hot request — a
+//! `POST /mcp` announced as `Mcp-Method: tools/call` — takes the same steps, called directly:
+//! [`crate::auth::authenticate_request`], then [`super::validate::check_post`] (which hands a
+//! qualifying call to the fast path), and, when it is not answered there, the `/mcp` stack below
+//! those two layers (session, rmcp). Same checks, same order, same answers; what it skips is the
+//! router's dispatch and the two middleware layers' boxed futures and service clones, a tenth of
+//! the proxy's own instructions per call.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use http::Method;
+use tower::{Service, ServiceExt as _};
+
+use super::validate::{self, Checked, Validate};
+use crate::portal::Portal;
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct PortalService {
+    /// Every request but the hot one.
+    router: Router,
+    hot: Arc<Hot>,
+}
+
+/// The hot request's steps.
+struct Hot {
+    portal: Arc<Portal>,
+    validate: Validate,
+    /// `/mcp` below the authentication and validation layers.
+    mcp: Router,
+}
+
+impl PortalService {
+    /// `router` serves everything; `mcp` is its `/mcp` stack without the authentication and
+    /// validation layers, which are `portal` and `validate` here.
+    pub(super) fn new(
+        router: Router,
+        mcp: Router,
+        portal: Arc<Portal>,
+        validate: Validate,
+    ) -> Self {
+        PortalService {
+            router,
+            hot: Arc::new(Hot {
+                portal,
+                validate,
+                mcp,
+            }),
+        }
+    }
+}
+
+/// Whether `req` is the hot request: `POST /mcp` announced as a `tools/call`.
+fn is_hot(req: &Request) -> bool {
+    req.method() == Method::POST
+        && req.uri().path() == "/mcp"
+        && req
+            .headers()
+            .get("mcp-method")
+            .is_some_and(|m| m == "tools/call")
+}
+
+impl Hot {
+    async fn serve(&self, mut req: Request) -> Response {
+        if let Err(refusal) = crate::auth::authenticate_request(&self.portal, &mut req).await {
+            return refusal;
+        }
+        match validate::check_post(&self.validate, req).await {
+            Checked::Answered(response) => response,
+            Checked::Forward(req) => match self.mcp.clone().oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+        }
+    }
+}
+
+type HotFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl Service<Request> for PortalService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::Either<HotFuture, <Router as Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if is_hot(&req) {
+            let hot = self.hot.clone();
+            futures::future::Either::Left(Box::pin(async move { Ok(hot.serve(req).await) }))
+        } else {
+            futures::future::Either::Right(self.router.call(req))
+        }
+    }
+}
