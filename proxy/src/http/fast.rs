@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ErrorCode, JsonRpcVersion2_0, ProtocolVersion,
@@ -101,9 +101,10 @@ impl FastPath {
         call: ParsedCall,
         parts: &mut http::request::Parts,
     ) -> Option<Response> {
-        if !headers_qualify(&parts.headers, self.loopback)
+        let seen = Seen::of(&parts.headers);
+        if !seen.transport_qualifies(self.loopback)
             || parts.uri.authority().is_some()
-            || !call_qualifies(&call, &parts.headers)
+            || !seen.call_qualifies(&call)
         {
             return None;
         }
@@ -200,51 +201,132 @@ fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-/// The one value of a header, when there is exactly one and it is text.
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    first.to_str().ok()
+/// A header the fast path reads: absent, one value, or more than one.
+#[derive(Clone, Copy, Default)]
+enum Slot<'a> {
+    #[default]
+    Absent,
+    One(&'a HeaderValue),
+    Many,
 }
 
-/// The transport-level conditions under which rmcp would accept the request without a word:
-/// no session, both media types accepted (no quality values), a JSON body, no `Origin`, an
-/// allowed `Host`, and the 2026-07-28 protocol header.
-fn headers_qualify(headers: &HeaderMap, loopback: bool) -> bool {
-    if headers.contains_key(crate::http::session::SESSION_HEADER) || headers.contains_key(ORIGIN) {
-        return false;
+impl<'a> Slot<'a> {
+    fn push(&mut self, value: &'a HeaderValue) {
+        *self = match self {
+            Slot::Absent => Slot::One(value),
+            _ => Slot::Many,
+        };
     }
-    if single(headers, "mcp-protocol-version") != Some(MODERN) {
-        return false;
+
+    fn present(&self) -> bool {
+        !matches!(self, Slot::Absent)
     }
-    let Some(content_type) = single(headers, CONTENT_TYPE.as_str()) else {
-        return false;
-    };
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case(JSON) {
-        return false;
+
+    /// The value, when there is exactly one and it is text.
+    fn single(&self) -> Option<&'a str> {
+        match self {
+            Slot::One(v) => v.to_str().ok(),
+            _ => None,
+        }
     }
-    let Some(accept) = single(headers, ACCEPT.as_str()) else {
-        return false;
-    };
-    let (mut json, mut sse) = (false, false);
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let essence = parts.next().unwrap_or_default().trim();
-        if parts.next().is_some() {
-            // Parameters (quality values): rmcp's own parser decides.
+}
+
+/// The request headers the fast path reads, found in one pass over the map. Looking each one
+/// up by name hashes the name every time, which cost more than all the checks on them.
+#[derive(Default)]
+struct Seen<'a> {
+    session: Slot<'a>,
+    origin: Slot<'a>,
+    protocol_version: Slot<'a>,
+    content_type: Slot<'a>,
+    accept: Slot<'a>,
+    host: Slot<'a>,
+    method: Slot<'a>,
+    name: Slot<'a>,
+}
+
+impl<'a> Seen<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                crate::http::session::SESSION_HEADER => &mut seen.session,
+                "origin" => &mut seen.origin,
+                "mcp-protocol-version" => &mut seen.protocol_version,
+                "content-type" => &mut seen.content_type,
+                "accept" => &mut seen.accept,
+                "host" => &mut seen.host,
+                "mcp-method" => &mut seen.method,
+                "mcp-name" => &mut seen.name,
+                _ => continue,
+            };
+            slot.push(value);
+        }
+        seen
+    }
+
+    /// The transport-level conditions under which rmcp would accept the request without a
+    /// word: no session, both media types accepted (no quality values), a JSON body, no
+    /// `Origin`, an allowed `Host`, and the 2026-07-28 protocol header.
+    fn transport_qualifies(&self, loopback: bool) -> bool {
+        if self.session.present() || self.origin.present() {
             return false;
         }
-        json |= essence.eq_ignore_ascii_case(JSON);
-        sse |= essence.eq_ignore_ascii_case(SSE);
+        if self.protocol_version.single() != Some(MODERN) {
+            return false;
+        }
+        let Some(content_type) = self.content_type.single() else {
+            return false;
+        };
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case(JSON) {
+            return false;
+        }
+        let Some(accept) = self.accept.single() else {
+            return false;
+        };
+        let (mut json, mut sse) = (false, false);
+        for item in accept.split(',') {
+            let mut parts = item.split(';');
+            let essence = parts.next().unwrap_or_default().trim();
+            if parts.next().is_some() {
+                // Parameters (quality values): rmcp's own parser decides.
+                return false;
+            }
+            json |= essence.eq_ignore_ascii_case(JSON);
+            sse |= essence.eq_ignore_ascii_case(SSE);
+        }
+        if !(json && sse) {
+            return false;
+        }
+        !loopback || self.host.single().is_some_and(is_loopback_host)
     }
-    if !(json && sse) {
-        return false;
+
+    /// Whether `call` is a plain 2026-07-28 `tools/call` whose SEP-2243 headers agree with it
+    /// and whose `_meta` is complete and asks for no progress.
+    fn call_qualifies(&self, call: &ParsedCall) -> bool {
+        if self.method.single() != Some("tools/call") {
+            return false;
+        }
+        let params = &call.params;
+        let Some(meta) = params.meta.as_ref() else {
+            return false;
+        };
+        if meta.contains_key("progressToken") {
+            return false;
+        }
+        let Some(name) = self.name.single() else {
+            return false;
+        };
+        // An encoded name (`=?base64?...?=`) is rmcp's to decode.
+        if name != params.name || name.starts_with("=?") || code_mode::is_code_mode_tool(name) {
+            return false;
+        }
+        meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
+            && meta
+                .missing_required_keys(&ProtocolVersion::V_2026_07_28)
+                .is_empty()
     }
-    !loopback || single(headers, HOST.as_str()).is_some_and(is_loopback_host)
 }
 
 /// Whether `host` (a `Host` header) names loopback as rmcp's default allowed hosts do.
@@ -269,35 +351,17 @@ fn is_port(s: &str) -> bool {
     s.parse::<u16>().is_ok()
 }
 
-/// Whether `call` is a plain 2026-07-28 `tools/call` whose SEP-2243 headers agree with it and
-/// whose `_meta` is complete and asks for no progress.
-fn call_qualifies(call: &ParsedCall, headers: &HeaderMap) -> bool {
-    if single(headers, "mcp-method") != Some("tools/call") {
-        return false;
-    }
-    let params = &call.params;
-    let Some(meta) = params.meta.as_ref() else {
-        return false;
-    };
-    if meta.contains_key("progressToken") {
-        return false;
-    }
-    let Some(name) = single(headers, "mcp-name") else {
-        return false;
-    };
-    // An encoded name (`=?base64?...?=`) is rmcp's to decode.
-    if name != params.name || name.starts_with("=?") || code_mode::is_code_mode_tool(name) {
-        return false;
-    }
-    meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
-        && meta
-            .missing_required_keys(&ProtocolVersion::V_2026_07_28)
-            .is_empty()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers_qualify(headers: &HeaderMap, loopback: bool) -> bool {
+        Seen::of(headers).transport_qualifies(loopback)
+    }
+
+    fn call_qualifies(call: &ParsedCall, headers: &HeaderMap) -> bool {
+        Seen::of(headers).call_qualifies(call)
+    }
     use serde_json::{Value, json};
 
     /// The call, when `body` parses as one and qualifies.

@@ -312,18 +312,31 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHeadError> {
     let mut interim = 0;
     loop {
         if !conn.buf.is_empty() {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut slots);
-            match parsed.parse(&conn.buf) {
+            // Uninitialized slots: httparse fills what it uses, and zeroing a hundred headers
+            // for every answer cost more than parsing one.
+            let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let outcome = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                &conn.buf,
+                &mut slots,
+            );
+            match outcome {
                 Ok(httparse::Status::Complete(len)) => {
                     let code = parsed.code.unwrap_or_default();
                     let version = parsed.version.unwrap_or_default();
+                    // The values share one copy of the head instead of a copy each.
+                    let head = Bytes::copy_from_slice(&conn.buf[..len]);
+                    let at = conn.buf.as_ptr() as usize;
                     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
                     for h in parsed.headers.iter() {
                         let name = HeaderName::from_bytes(h.name.as_bytes())
                             .map_err(|_| malformed("bad header name"))?;
-                        let value = HeaderValue::from_bytes(h.value)
-                            .map_err(|_| malformed("bad header value"))?;
+                        let start = h.value.as_ptr() as usize - at;
+                        let value = HeaderValue::from_maybe_shared(
+                            head.slice(start..start + h.value.len()),
+                        )
+                        .map_err(|_| malformed("bad header value"))?;
                         headers.append(name, value);
                     }
                     conn.buf.advance(len);
