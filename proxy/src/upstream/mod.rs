@@ -509,16 +509,30 @@ async fn watch_connection(
     }
 }
 
+/// Why the upstream is not alive, or `None` when it answered a `ping`.
+///
+/// A ping that fails at the transport is sent once more before the upstream is called down:
+/// servers close idle keep-alive connections (uvicorn and Node after 5 s, the ping interval),
+/// and a ping sent on a pooled connection just as the server closes it fails without the
+/// server being any less alive. Hiding every tool of a healthy server for a backoff period on
+/// that would make it flap. A ping left unanswered is not retried: it already took `timeout`.
 async fn ping_fails(peer: &Peer<RoleClient>, timeout: Duration) -> Option<String> {
-    let req = ClientRequest::PingRequest(PingRequest::default());
-    match tokio::time::timeout(timeout, peer.send_request(req)).await {
-        Ok(Ok(_)) => None,
-        // Any JSON-RPC answer proves the server is alive; 2026-07-28 servers answer `ping`
-        // with -32601 (it is not part of that protocol).
-        Ok(Err(rmcp::ServiceError::McpError(_))) => None,
-        Ok(Err(e)) => Some(format!("ping failed: {e}")),
-        Err(_) => Some(format!("ping unanswered within {}s", timeout.as_secs())),
+    let mut failure = None;
+    for _ in 0..2 {
+        let req = ClientRequest::PingRequest(PingRequest::default());
+        match tokio::time::timeout(timeout, peer.send_request(req)).await {
+            Ok(Ok(_)) => return None,
+            // Any JSON-RPC answer proves the server is alive; 2026-07-28 servers answer `ping`
+            // with -32601 (it is not part of that protocol).
+            Ok(Err(rmcp::ServiceError::McpError(_))) => return None,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "ping failed at the transport; sending it once more");
+                failure = Some(format!("ping failed: {e}"));
+            }
+            Err(_) => return Some(format!("ping unanswered within {}s", timeout.as_secs())),
+        }
     }
+    failure
 }
 
 async fn fail(all: &Upstreams, up: &Upstream, error: String, backoff: &mut Duration) {
