@@ -24,8 +24,8 @@ use axum::response::Response;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, JsonRpcVersion2_0, ProtocolVersion,
-    RequestId, ServerJsonRpcMessage, ServerResult,
+    CallToolRequestParams, CallToolResponse, ClientCapabilities, ErrorCode, JsonRpcVersion2_0,
+    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult,
 };
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -102,12 +102,10 @@ impl FastPath {
         parts: &mut http::request::Parts,
     ) -> Option<Response> {
         let seen = Seen::of(&parts.headers);
-        if !seen.transport_qualifies(self.loopback)
-            || parts.uri.authority().is_some()
-            || !seen.call_qualifies(&call)
-        {
+        if !seen.transport_qualifies(self.loopback) || parts.uri.authority().is_some() {
             return None;
         }
+        let capabilities = seen.call_qualifies(&call)?;
         let identity = parts
             .extensions
             .get::<crate::auth::Identity>()
@@ -115,7 +113,8 @@ impl FastPath {
             .unwrap_or_else(crate::auth::Identity::nobody);
         self.portal.metrics.fast_path_calls.inc();
         let headers = std::mem::take(&mut parts.headers);
-        Some(answer(&self.portal, call, identity, headers).await)
+        let tasks_declared = capabilities.supports_tasks();
+        Some(answer(&self.portal, call, identity, tasks_declared, headers).await)
     }
 }
 
@@ -125,6 +124,7 @@ async fn answer(
     portal: &Portal,
     call: ParsedCall,
     identity: crate::auth::Identity,
+    tasks_declared: bool,
     mut headers: HeaderMap,
 ) -> Response {
     let ParsedCall { id, mut params } = call;
@@ -140,11 +140,6 @@ async fn answer(
         identity,
         session: None,
     };
-    let tasks_declared = params
-        .meta
-        .as_ref()
-        .and_then(|m| m.client_capabilities())
-        .is_some_and(|c| c.supports_tasks());
     let arguments = params.arguments.take();
     let result = portal
         .call_tool(&params.name, arguments, Some(&params), &ctx)
@@ -302,31 +297,36 @@ impl<'a> Seen<'a> {
         !loopback || self.host.single().is_some_and(is_loopback_host)
     }
 
-    /// Whether `call` is a plain 2026-07-28 `tools/call` whose SEP-2243 headers agree with it
-    /// and whose `_meta` is complete and asks for no progress.
-    fn call_qualifies(&self, call: &ParsedCall) -> bool {
+    /// The caller's capabilities when `call` is a plain 2026-07-28 `tools/call` whose SEP-2243
+    /// headers agree with it and whose `_meta` is complete and asks for no progress; `None`
+    /// otherwise.
+    fn call_qualifies(&self, call: &ParsedCall) -> Option<ClientCapabilities> {
         if self.method.single() != Some("tools/call") {
-            return false;
+            return None;
         }
         let params = &call.params;
-        let Some(meta) = params.meta.as_ref() else {
-            return false;
-        };
+        let meta = params.meta.as_ref()?;
         if meta.contains_key("progressToken") {
-            return false;
+            return None;
         }
-        let Some(name) = self.name.single() else {
-            return false;
-        };
+        let name = self.name.single()?;
         // An encoded name (`=?base64?...?=`) is rmcp's to decode.
         if name != params.name || name.starts_with("=?") || code_mode::is_code_mode_tool(name) {
-            return false;
+            return None;
         }
-        meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
-            && meta
-                .missing_required_keys(&ProtocolVersion::V_2026_07_28)
-                .is_empty()
+        complete_modern_meta(meta)
     }
+}
+
+/// The capabilities in `meta` when it is a complete 2026-07-28 `_meta`: its protocol version
+/// is 2026-07-28 and no key rmcp requires of that version is missing or invalid (rmcp's
+/// `missing_required_keys`, which needs the version and the capabilities, each decoded from a
+/// copy of its value: done once here, and the capabilities kept for the answer).
+fn complete_modern_meta(meta: &rmcp::model::RequestMetaObject) -> Option<ClientCapabilities> {
+    if meta.protocol_version()? != ProtocolVersion::V_2026_07_28 {
+        return None;
+    }
+    meta.client_capabilities()
 }
 
 /// Whether `host` (a `Host` header) names loopback as rmcp's default allowed hosts do.
@@ -360,7 +360,39 @@ mod tests {
     }
 
     fn call_qualifies(call: &ParsedCall, headers: &HeaderMap) -> bool {
-        Seen::of(headers).call_qualifies(call)
+        Seen::of(headers).call_qualifies(call).is_some()
+    }
+
+    #[test]
+    fn a_complete_modern_meta_is_what_rmcp_requires() {
+        let version = "io.modelcontextprotocol/protocolVersion";
+        let caps = "io.modelcontextprotocol/clientCapabilities";
+        let metas = [
+            json!({version: MODERN, caps: {}}),
+            json!({version: MODERN, caps: {"tasks": {}}, "io.modelcontextprotocol/clientInfo": {}}),
+            json!({version: MODERN}),
+            json!({version: MODERN, caps: 3}),
+            json!({version: MODERN, caps: null}),
+            json!({version: "2025-11-25", caps: {}}),
+            json!({version: 20260728, caps: {}}),
+            json!({caps: {}}),
+            json!({}),
+        ];
+        for meta in metas {
+            let object: rmcp::model::RequestMetaObject =
+                serde_json::from_value(meta.clone()).unwrap();
+            let rmcp_says = object.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
+                && object
+                    .missing_required_keys(&ProtocolVersion::V_2026_07_28)
+                    .is_empty();
+            let ours = complete_modern_meta(&object);
+            assert_eq!(ours.is_some(), rmcp_says, "{meta}");
+            assert_eq!(
+                ours,
+                object.client_capabilities().filter(|_| rmcp_says),
+                "{meta}"
+            );
+        }
     }
     use serde_json::{Value, json};
 
