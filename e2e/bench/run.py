@@ -17,6 +17,21 @@ Python 3.11 stdlib only. Everything runs on 127.0.0.1 with release binaries:
    upstream and wrk share the same cores; its CPU per call is that of its worker processes.
    Without an nginx binary (PATH, /usr/sbin/nginx, or --nginx / $BENCH_NGINX) the lane is skipped,
    said so on the console, in the table and in the JSON ("nginx": {"skipped": reason}).
+   Unsaturated phase (modern era, unless --no-latency-phase): after the saturated rounds, the same
+   lanes (direct, portal, nginx when present; nginx runs direct's script) and warm-up at one
+   connection on one wrk thread (--latency-connections, default 1) for --latency-duration s
+   (default 5), alternating for --latency-rounds rounds (default 3), medians as above. Why: the
+   saturated runs keep both cores busy, so their p50 is mostly time in queues (p50 ~ connections /
+   throughput) and "added p50" there restates the throughput ratio. With one call in flight nothing
+   queues; a lane's p50 is the time of one call, and portal p50 - direct p50 (of the medians) is
+   the latency the portal adds to a call (nginx's likewise, for reference). The scripts send the
+   same request (each with its own JSON-RPC id) and check answers the same way, and also time
+   each call themselves (LUA_TIMING): wrk 4.1 corrects its own percentiles for coordinated
+   omission, which at one connection turns every scheduler stall into dozens of made-up samples
+   (its corrected figures are kept in the JSON as wrk_corrected). Reported per lane: p50/p90/p99,
+   calls/s, failed calls and CPU per call; in the JSON under calls.modern.unsaturated (with every
+   round's figures), in the table as "added p50, 1 connection" next to the saturated
+   "added p50, N connections".
 2. VmRSS/VmHWM of the proxy process (not its children): the demo config (stdio upstreams)
    after startup and after a short load; the bench portal after startup and after the load.
 3. tools/list with 50 upstream servers x 20 tools (19 generated + `echo` = 1,000 tools): p50/p99
@@ -29,6 +44,8 @@ share the master's group and go with it on the way out, but outlive a SIGKILL of
 
     python3 e2e/bench/run.py [--duration 10] [--rounds 3] [--connections 16] [--threads 2] [--skip-legacy]
                              [--no-nginx | --nginx PATH]
+                             [--latency-duration 5] [--latency-rounds 3] [--latency-connections 1]
+                             [--no-latency-phase]
 """
 
 from __future__ import annotations
@@ -491,17 +508,17 @@ wrk.method = "POST"
 wrk.body = %(body)s
 %(headers)s
 local marker = %(marker)s
-local threads = {}
+%(timing)slocal threads = {}
 function setup(thread)
   -- ids of this thread's requests start above those of the threads before it
   thread:set("base", #threads * 1000000000)
   table.insert(threads, thread)
 end
-function init(args) bad = 0 end
+function init(args) bad = 0%(init)s end
 %(request)s
 function response(status, headers, body)
-  if status ~= 200 or not string.find(body, marker, 1, true) then bad = bad + 1 end
-end
+%(response_pre)s  if status ~= 200 or not string.find(body, marker, 1, true) then bad = bad + 1 end
+%(response_post)send
 function done(summary, latency, requests)
   local b = 0
   for _, t in ipairs(threads) do b = b + t:get("bad") end
@@ -514,7 +531,56 @@ function done(summary, latency, requests)
     e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
     latency.max, latency.mean))
+%(done)send
+"""
+
+# Per-call timing for the unsaturated phase (`write_lua(timed=True)`). wrk 4.1's own latency
+# figures are corrected for coordinated omission (stats_correct: each sample longer than twice the
+# mean interval between one connection's requests adds samples at that interval below it). At 16
+# connections the interval is ~1 ms; at one connection it is the ~50-200 us of one call, so every
+# scheduler stall of a few ms adds dozens of samples, and more for the faster lane (direct p90
+# above portal p90, mean latency above 1 / throughput). Here each call is timed as it is: from
+# just before its request is handed to wrk to its response() (CLOCK_MONOTONIC through LuaJIT's
+# ffi), matched by JSON-RPC id, into a histogram of whole microseconds printed as BENCH_TIMED.
+LUA_TIMING = r"""-- per-call timing (no coordinated-omission correction), see run.py LUA_TIMING
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk, bench_timespec *tp);
+]]
+local ts = ffi.new("bench_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
 end
+local started = {}
+"""
+LUA_TIMED_REQUEST = r"""function request()
+  counter = counter + 1
+  local id = base + counter
+  local req = wrk.format(nil, nil, nil, prefix .. string.format("%d", id) .. suffix)
+  started[id] = now_us()
+  return req
+end"""
+LUA_TIMED_RESPONSE_PRE = "  local now = now_us()\n"
+LUA_TIMED_RESPONSE_POST = r"""  local id = tonumber(string.match(body, '"id":(%d+)'))
+  local t0 = id and started[id]
+  if t0 then
+    started[id] = nil
+    local us = math.floor(now - t0)
+    hist[us] = (hist[us] or 0) + 1
+  else
+    unmatched = unmatched + 1
+  end
+"""
+LUA_TIMED_DONE = r"""  local h, u = {}, 0
+  for _, t in ipairs(threads) do
+    u = u + t:get("unmatched")
+    for k, v in pairs(t:get("hist")) do h[k] = (h[k] or 0) + v end
+  end
+  local parts = {}
+  for k, v in pairs(h) do parts[#parts + 1] = string.format('"%d":%d', k, v) end
+  io.write('BENCH_TIMED {"unmatched":' .. u .. ',"hist_us":{' .. table.concat(parts, ",") .. '}}\n')
 """
 
 
@@ -522,12 +588,14 @@ def lua_str(s: str) -> str:
     return json.dumps(s)  # a JSON string literal is a valid Lua string literal for ASCII text
 
 
-def write_lua(path: Path, body: str, headers: dict[str, str], unique_ids: bool = False) -> Path:
+def write_lua(path: Path, body: str, headers: dict[str, str], unique_ids: bool = False,
+              timed: bool = False) -> Path:
     """A wrk script posting `body`. With `unique_ids` every request gets its own JSON-RPC id
-    (requests in flight at once in one legacy session must not share an id)."""
+    (requests in flight at once in one legacy session must not share an id). `timed` (implies
+    unique ids) adds the per-call timing of LUA_TIMING; the body, headers and checks are the same."""
     hl = "\n".join(f"wrk.headers[{lua_str(k)}] = {lua_str(v)}" for k, v in headers.items())
     request = ""
-    if unique_ids:
+    if unique_ids or timed:
         prefix, sep, suffix = body.partition('"id":2,')
         assert sep, body
         head, tail = lua_str(prefix + '"id":'), lua_str("," + suffix)
@@ -539,9 +607,16 @@ def write_lua(path: Path, body: str, headers: dict[str, str], unique_ids: bool =
             '  return wrk.format(nil, nil, nil, prefix .. string.format("%d", base + counter) .. suffix)',
             "end",
         ])
+        if timed:
+            request = "\n".join(request.splitlines()[:2]) + "\n" + LUA_TIMED_REQUEST
     # Both eras answer echo with the message as text; a JSON-RPC error or isError would not.
     path.write_text(LUA % {"body": lua_str(body), "headers": hl, "marker": lua_str(f'"text":"{MESSAGE}"'),
-                           "request": request})
+                           "request": request,
+                           "timing": LUA_TIMING if timed else "",
+                           "init": " hist = {} unmatched = 0" if timed else "",
+                           "response_pre": LUA_TIMED_RESPONSE_PRE if timed else "",
+                           "response_post": LUA_TIMED_RESPONSE_POST if timed else "",
+                           "done": LUA_TIMED_DONE if timed else ""})
     return path
 
 
@@ -584,10 +659,12 @@ def sample_cpu(target: Watched) -> float:
 
 
 def wrk(url: str, script: Path, args: argparse.Namespace, duration: float, log: Path,
-        watch: dict[str, Watched] | None = None) -> dict:
-    """One wrk run; `watch` names processes whose CPU time per call is reported."""
+        watch: dict[str, Watched] | None = None, conns: tuple[int, int] | None = None) -> dict:
+    """One wrk run; `watch` names processes whose CPU time per call is reported; `conns` is
+    (threads, connections), --threads and --connections by default."""
+    threads, connections = conns or (args.threads, args.connections)
     cmd = [
-        args.wrk, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
+        args.wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
         "--timeout", "5s", "--latency", "-s", str(script), url,
     ]
     before = {k: sample_cpu(t) for k, t in (watch or {}).items()}
@@ -606,6 +683,14 @@ def wrk(url: str, script: Path, args: argparse.Namespace, duration: float, log: 
     if proc.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{stdout}\n{stderr}")
     res = json.loads(m.group(1))
+    t = re.search(r"^BENCH_TIMED (\{.*\})$", stdout, re.M)
+    if t:
+        # A timed script (unsaturated phase): its own per-call percentiles replace wrk's
+        # corrected ones, which are kept under wrk_corrected.
+        timed = json.loads(t.group(1))
+        res["wrk_corrected"] = {k: res[k] for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us")}
+        res.update(hist_stats({int(k): v for k, v in timed["hist_us"].items()}))
+        res["timed_unmatched"] = timed["unmatched"]
     res["rps"] = round(res["requests"] / (res["duration_us"] / 1e6), 1)
     # Failed calls (HTTP errors, JSON-RPC errors, isError) are cheap and must not count.
     failed = res["bad"] + sum(res["errors"].values())
@@ -616,13 +701,38 @@ def wrk(url: str, script: Path, args: argparse.Namespace, duration: float, log: 
     return res
 
 
+def hist_stats(hist: dict[int, int]) -> dict:
+    """Percentiles (nearest rank) and mean of a histogram {microseconds: calls}."""
+    total = sum(hist.values())
+    out: dict = {"timed_calls": total}
+    if not total:
+        return out | {k: 0 for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us")}
+    keys = sorted(hist)
+    for name, p in (("p50_us", 50), ("p90_us", 90), ("p99_us", 99), ("p999_us", 99.9)):
+        rank, seen = max(1, -(-total * p // 100)), 0
+        for k in keys:
+            seen += hist[k]
+            if seen >= rank:
+                out[name] = k
+                break
+    out["max_us"] = keys[-1]
+    out["mean_us"] = round(sum(k * v for k, v in hist.items()) / total, 1)
+    return out
+
+
 def load(label: str, url: str, script: Path, args: argparse.Namespace, log: Path,
-         watch: dict[str, Watched] | None = None) -> dict:
+         watch: dict[str, Watched] | None = None, conns: tuple[int, int] | None = None,
+         duration: float | None = None) -> dict:
+    """Warm-up, then one measured run. `conns` (threads, connections) and `duration` default to
+    the saturated phase's; the unsaturated phase passes its own and gets p90 printed too."""
     if args.warmup > 0:
-        wrk(url, script, args, args.warmup, log)
-    res = wrk(url, script, args, args.duration, log, watch)
+        wrk(url, script, args, args.warmup, log, conns=conns)
+    res = wrk(url, script, args, args.duration if duration is None else duration, log, watch, conns)
     cpu = "   ".join(f"{k} {v:.0f} us/call" for k, v in res.get("cpu_us_per_call", {}).items())
-    print(f"  {label:<16} {res['ok_rps']:>8.0f} ok calls/s   p50 {res['p50_us'] / 1000:.3f} ms   "
+    p90 = f"p90 {res['p90_us'] / 1000:.3f} ms   " if conns else ""
+    if res.get("timed_unmatched"):
+        cpu += f"   ({res['timed_unmatched']} answers without a timed request: not in the percentiles)"
+    print(f"  {label:<20} {res['ok_rps']:>8.0f} ok calls/s   p50 {res['p50_us'] / 1000:.3f} ms   {p90}"
           f"p99 {res['p99_us'] / 1000:.3f} ms   bad {res['bad'] + sum(res['errors'].values())}   cpu: {cpu}", flush=True)
     return res
 
@@ -676,6 +786,54 @@ def compare(direct: dict, portal: dict) -> dict:
         "added_p50_ms": round((portal["p50_us"] - direct["p50_us"]) / 1000, 3),
         "added_p99_ms": round((portal["p99_us"] - direct["p99_us"]) / 1000, 3),
     }
+
+
+def unsaturated(era: str, direct: Lane, portal: Lane, args: argparse.Namespace, log: Path,
+                nginx: Lane | None = None) -> dict:
+    """The same lanes at --latency-connections (default 1) on one wrk thread, alternating for
+    --latency-rounds rounds of --latency-duration seconds (after the usual warm-up). Nothing
+    queues, so a lane's p50 is the time of one call and portal p50 - direct p50 is what the portal
+    adds to it; medians over rounds as in `alternate`, added latencies are differences of medians."""
+    conns = (1, args.latency_connections)
+    lanes = {"direct": direct, "portal": portal, **({"nginx": nginx} if nginx else {})}
+    runs: dict[str, list[dict]] = {k: [] for k in lanes}
+    tag = f"{args.latency_connections}c"
+    for r in range(args.latency_rounds):
+        for name, (url, script, watch) in lanes.items():
+            runs[name].append(load(f"{era} {name} {tag} #{r + 1}", url, script, args, log, watch, conns,
+                                   args.latency_duration))
+    med = {k: median_of(v) for k, v in runs.items()}
+    for k, v in runs.items():
+        med[k]["mean_us"] = statistics.median(r["mean_us"] for r in v)
+        med[k]["timed_unmatched"] = sum(r.get("timed_unmatched", 0) for r in v)
+        # wrk's own figures (corrected for coordinated omission), for comparison only.
+        if all("wrk_corrected" in r for r in v):
+            med[k]["wrk_corrected"] = {f: statistics.median(r["wrk_corrected"][f] for r in v)
+                                       for f in ("p50_us", "p90_us", "p99_us")}
+    c: dict = {"connections": args.latency_connections, "threads": 1, "duration_s": args.latency_duration,
+               "warmup_s": args.warmup, "round_count": args.latency_rounds, **med}
+
+    def added(lane: str) -> dict:
+        m, d = med[lane], med["direct"]
+        return {
+            "added_p50_ms": round((m["p50_us"] - d["p50_us"]) / 1000, 3),
+            "added_p90_ms": round((m["p90_us"] - d["p90_us"]) / 1000, 3),
+            "added_p99_ms": round((m["p99_us"] - d["p99_us"]) / 1000, 3),
+            # Per round (lane's run minus the direct run of the same round), for the spread.
+            "added_p50_rounds_ms": [round((x["p50_us"] - y["p50_us"]) / 1000, 3)
+                                    for x, y in zip(runs[lane], runs["direct"])],
+            "throughput_ratio": round(m["ok_rps"] / d["ok_rps"], 3) if d["ok_rps"] else None,
+        }
+
+    c.update(added("portal"))
+    if nginx:
+        c.update({f"nginx_{k}": v for k, v in added("nginx").items()})
+    # Each round's figures per lane (the medians above are taken over these).
+    keep = ("ok_rps", "requests", "bad", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "cpu_us_per_call",
+            "timed_calls", "timed_unmatched", "wrk_corrected")
+    c["per_round"] = {k: [{f: r[f] for f in keep if f in r} | {"failed": r["bad"] + sum(r["errors"].values())}
+                          for r in v] for k, v in runs.items()}
+    return c
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,6 +957,21 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
 
     out["calls"]["modern"] = alternate("modern", (upstream, modern_direct, wd), (portal.url, modern_portal, wp),
                                        args, wlog, nginx_lane)
+    # The unsaturated phase: the same lanes at one connection (--latency-connections), the same
+    # requests and checks with each call timed in the script (LUA_TIMING); nginx runs direct's.
+    if args.no_latency_phase:
+        out["calls"]["modern"]["unsaturated"] = {"skipped": "--no-latency-phase"}
+    else:
+        print(f"== tools/call unsaturated: direct vs portal{' vs nginx' if nginx_lane else ''} (wrk -t1 "
+              f"-c{args.latency_connections} -d{args.latency_duration:g}s after {args.warmup:g}s warm-up, "
+              f"{args.latency_rounds} rounds; each call timed in the script)", flush=True)
+        timed_direct = write_lua(work / "modern_direct_timed.lua", call_body("echo"),
+                                 modern_headers("tools/call", "echo"), timed=True)
+        timed_portal = write_lua(work / "modern_portal_timed.lua", call_body("syn_echo"),
+                                 modern_headers("tools/call", "syn_echo"), timed=True)
+        out["calls"]["modern"]["unsaturated"] = unsaturated(
+            "modern", (upstream, timed_direct, wd), (portal.url, timed_portal, wp), args, wlog,
+            (nginx_lane[0], timed_direct, nginx_lane[2]) if nginx_lane else None)
     if nginx_proc is not None:
         # A worker that died and was respawned mid-run would take its CPU time with it.
         now = children_of(nginx_proc.pid)
@@ -831,7 +1004,9 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
     out["calls"]["upstream_down_events"] = portal.proc.count(r"upstream down")
     portal.proc.kill()
     up_proc.kill()
-    check_audit(audit_file, sum(c["portal"]["requests"] for c in out["calls"].values() if isinstance(c, dict) and "portal" in c), out)
+    measured = [c for c in out["calls"].values() if isinstance(c, dict) and "portal" in c]
+    measured += [c["unsaturated"] for c in measured if "portal" in c.get("unsaturated", {})]
+    check_audit(audit_file, sum(c["portal"]["requests"] for c in measured), out)
 
 
 def check_audit(path: Path, at_least: int, out: dict) -> None:
@@ -915,8 +1090,60 @@ def bench_list(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> N
     big_proc.kill()
 
 
+def conn_label(n: int, short: bool = False) -> str:
+    return f"{n} conn" if short else f"{n} connection{'' if n == 1 else 's'}"
+
+
+def cpu_row(d: dict, p: dict, n: dict | None) -> str | None:
+    """CPU per call of each lane's processes, or None when not measured."""
+    if "cpu_us_per_call" not in d or "cpu_us_per_call" not in p:
+        return None
+    dc, pc = d["cpu_us_per_call"], p["cpu_us_per_call"]
+    cpu = f"direct: upstream {dc['upstream']:.0f}; portal: proxy {pc['proxy']:.0f} + upstream {pc['upstream']:.0f}"
+    if n and "cpu_us_per_call" in n:
+        nc = n["cpu_us_per_call"]
+        cpu += f"; nginx: workers {nc['workers']:.0f} + upstream {nc['upstream']:.0f}"
+    return cpu
+
+
+def unsaturated_rows(era: str, u: dict) -> list[tuple[str, str]]:
+    """Table rows of the unsaturated phase (`unsaturated` in bench_calls), or why it was skipped."""
+    if "skipped" in u:
+        return [(f"{era} unsaturated phase", f"skipped: {u['skipped']}")]
+    d, p, n = u["direct"], u["portal"], u.get("nginx")
+    lanes = [d, p] + ([n] if n else [])
+    k = conn_label(u["connections"], short=True)
+    names = "d / p" + (" / n" if n else "")
+
+    def ms(key: str) -> str:
+        return " / ".join(f"{x[key] / 1000:.3f}" for x in lanes) + " ms"
+
+    def added(key: str) -> str:
+        text = f"{u[key]:.3f} ms" + (f" (nginx {u['nginx_' + key]:.3f} ms)" if n else "")
+        return text
+
+    per_round = ", ".join(f"{x:.3f}" for x in u["added_p50_rounds_ms"])
+    rows = [
+        (f"{era} added p50, {conn_label(u['connections'])}",
+         added("added_p50_ms") + f"; medians of {u['round_count']} rounds of {u['duration_s']:g} s, "
+                                 f"portal per round {per_round}"),
+        (f"{era} added p99, {conn_label(u['connections'])}", added("added_p99_ms")),
+        (f"{era} p50 {k} {names}", ms("p50_us")),
+        (f"{era} p90 {k} {names}", ms("p90_us")),
+        (f"{era} p99 {k} {names}", ms("p99_us")),
+        (f"{era} ok calls/s {k} {names}", " / ".join(f"{x['ok_rps']:.0f}" for x in lanes)),
+        (f"{era} failed calls {k} ({names.replace(' ', '')})",
+         " / ".join(str(x["bad"] + sum(x["errors"].values())) for x in lanes)),
+    ]
+    cpu = cpu_row(d, p, n)
+    if cpu:
+        rows.append((f"{era} CPU us/call {k}", cpu))
+    return rows
+
+
 def table(out: dict) -> str:
     rows: list[tuple[str, str]] = []
+    conns = out["load"]["connections"]
     for era in ("modern", "legacy"):
         c = out["calls"].get(era)
         if not c:
@@ -947,20 +1174,21 @@ def table(out: dict) -> str:
             ]
         elif isinstance(c.get("nginx"), dict) and "skipped" in c["nginx"]:
             rows.append((f"{era} nginx lane", f"skipped: {c['nginx']['skipped']}"))
+        # At saturation p50 is mostly queueing (about connections / throughput): labelled with
+        # the connections, next to the unsaturated phase's added latency.
         rows += [
-            (f"{era} p50 {names}", ms("p50_us")),
-            (f"{era} p99 {names}", ms("p99_us")),
-            (f"{era} added p50", f"{c['added_p50_ms']:.3f} ms" + (f" (nginx {c['nginx_added_p50_ms']:.3f} ms)" if n else "")),
+            (f"{era} p50 {conn_label(conns, short=True)} {names}", ms("p50_us")),
+            (f"{era} p99 {conn_label(conns, short=True)} {names}", ms("p99_us")),
+            (f"{era} added p50, {conn_label(conns)}",
+             f"{c['added_p50_ms']:.3f} ms" + (f" (nginx {c['nginx_added_p50_ms']:.3f} ms)" if n else "")),
             (f"{era} failed calls ({'/'.join(x[0] for x in names.split(' / '))})",
              " / ".join(str(x["bad"] + sum(x["errors"].values())) for x in lanes)),
         ]
-        if "cpu_us_per_call" in d and "cpu_us_per_call" in p:
-            dc, pc = d["cpu_us_per_call"], p["cpu_us_per_call"]
-            cpu = f"direct: upstream {dc['upstream']:.0f}; portal: proxy {pc['proxy']:.0f} + upstream {pc['upstream']:.0f}"
-            if n and "cpu_us_per_call" in n:
-                nc = n["cpu_us_per_call"]
-                cpu += f"; nginx: workers {nc['workers']:.0f} + upstream {nc['upstream']:.0f}"
+        cpu = cpu_row(d, p, n)
+        if cpu:
             rows.append((f"{era} CPU us/call", cpu))
+        if isinstance(c.get("unsaturated"), dict):
+            rows += unsaturated_rows(era, c["unsaturated"])
     if "upstream_down_events" in out["calls"]:
         rows.append(("upstream marked down (calls)", str(out["calls"]["upstream_down_events"])))
     if "demo_stdio" in out["calls"]:
@@ -1000,6 +1228,14 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-legacy", action="store_true", help="skip the legacy-session runs")
+    ap.add_argument("--latency-duration", type=float, default=5.0,
+                    help="seconds per wrk run of the unsaturated tools/call phase")
+    ap.add_argument("--latency-rounds", type=int, default=3,
+                    help="alternating direct/portal(/nginx) rounds of the unsaturated phase")
+    ap.add_argument("--latency-connections", type=int, default=1,
+                    help="wrk connections (on one thread) in the unsaturated phase")
+    ap.add_argument("--no-latency-phase", action="store_true",
+                    help="skip the unsaturated (one connection) phase of the modern tools/call runs")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx reference lane of tools/call")
     # Not $NGINX: nginx itself reads that variable (inherited listening sockets).
     ap.add_argument("--nginx", default=os.environ.get("BENCH_NGINX"),
@@ -1014,6 +1250,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench" / "portal.json")
     ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     args = ap.parse_args()
+
+    if args.latency_connections < 1 or args.latency_rounds < 1 or args.rounds < 1:
+        ap.error("--rounds, --latency-rounds and --latency-connections must be at least 1")
 
     for b in (PROXY, DEMO):
         if not b.exists():
@@ -1031,7 +1270,10 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                     "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
         "load": {"tool": "wrk", "threads": args.threads, "connections": args.connections,
-                 "duration_s": args.duration, "warmup_s": args.warmup},
+                 "duration_s": args.duration, "warmup_s": args.warmup,
+                 "unsaturated": None if args.no_latency_phase else
+                 {"threads": 1, "connections": args.latency_connections, "duration_s": args.latency_duration,
+                  "rounds": args.latency_rounds}},
         "calls": {},
         "memory": {},
     }
