@@ -105,7 +105,9 @@ impl FastPath {
         if !seen.transport_qualifies(self.loopback) || parts.uri.authority().is_some() {
             return None;
         }
-        let capabilities = seen.call_qualifies(&call)?;
+        // Only whether it declares tasks is kept: the capabilities are not held across the
+        // call (the future would carry them).
+        let tasks_declared = seen.call_qualifies(&call)?.supports_tasks();
         let identity = parts
             .extensions
             .get::<crate::auth::Identity>()
@@ -113,7 +115,6 @@ impl FastPath {
             .unwrap_or_else(crate::auth::Identity::nobody);
         self.portal.metrics.fast_path_calls.inc();
         let headers = std::mem::take(&mut parts.headers);
-        let tasks_declared = capabilities.supports_tasks();
         Some(answer(&self.portal, call, identity, tasks_declared, headers).await)
     }
 }
