@@ -105,3 +105,27 @@ impl Service<Request> for PortalService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, F: Future, C: Fn(A) -> F>(_: &C) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The hot request's future is boxed, that is copied whole, once per call: its size is a
+    /// cost on every call (state carried across an await, such as decoded capabilities or a
+    /// `Route` by value, once added thousands of instructions per call). A rare, large branch
+    /// belongs in a box of its own (as rmcp's request future and token validation are).
+    #[test]
+    fn the_hot_request_future_stays_small() {
+        let check = |(v, r): (&'static Validate, Request)| validate::check_post(v, r);
+        let auth = |(p, r): (&'static Portal, &'static mut Request)| {
+            crate::auth::authenticate_request(p, r)
+        };
+        let (check, auth) = (future_size(&check), future_size(&auth));
+        assert!(check <= 8 * 1024, "check_post's future is {check} bytes");
+        assert!(auth <= 256, "authenticate_request's future is {auth} bytes");
+    }
+}
