@@ -24,14 +24,17 @@ Python 3.11 stdlib only. Everything runs on 127.0.0.1 with release binaries:
    saturated runs keep both cores busy, so their p50 is mostly time in queues (p50 ~ connections /
    throughput) and "added p50" there restates the throughput ratio. With one call in flight nothing
    queues; a lane's p50 is the time of one call, and portal p50 - direct p50 (of the medians) is
-   the latency the portal adds to a call (nginx's likewise, for reference). The scripts send the
-   same request (each with its own JSON-RPC id) and check answers the same way, and also time
-   each call themselves (LUA_TIMING): wrk 4.1 corrects its own percentiles for coordinated
-   omission, which at one connection turns every scheduler stall into dozens of made-up samples
-   (its corrected figures are kept in the JSON as wrk_corrected). Reported per lane: p50/p90/p99,
-   calls/s, failed calls and CPU per call; in the JSON under calls.modern.unsaturated (with every
-   round's figures), in the table as "added p50, 1 connection" next to the saturated
-   "added p50, N connections".
+   the latency the portal adds to a call (nginx's likewise, for reference). Reported per lane:
+   p50/p90/p99, calls/s, failed calls and CPU per call; in the JSON under calls.modern.unsaturated,
+   in the table as "added p50, 1 connection" next to the saturated "added p50, N connections".
+   Latency, both phases and eras: every lane's wrk script (one generator, write_lua) sends the
+   same request with its own JSON-RPC id, checks answers the same way and times each call itself
+   (LUA_TIMING), per wrk thread, histograms summed in done(). wrk 4.1's own percentiles are
+   corrected for coordinated omission with made-up samples (at one connection dozens per stall; at
+   16, on a busy machine, p50 +5-35% and p99 up to 2x, unequally per lane); they are kept as
+   wrk_corrected. p50_us etc. and added_p50_ms are per call. Each run's little_check compares the
+   mean with connections / throughput (Little's law; 0.95-0.98, the rest is wrk's time between a
+   response and the next request); wrk_cpu_us_per_call is wrk's own CPU. Rounds: per_round.
 2. VmRSS/VmHWM of the proxy process (not its children): the demo config (stdio upstreams)
    after startup and after a short load; the bench portal after startup and after the load.
 3. tools/list with 50 upstream servers x 20 tools (19 generated + `echo` = 1,000 tools): p50/p99
@@ -58,6 +61,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -534,14 +538,20 @@ function done(summary, latency, requests)
 %(done)send
 """
 
-# Per-call timing for the unsaturated phase (`write_lua(timed=True)`). wrk 4.1's own latency
-# figures are corrected for coordinated omission (stats_correct: each sample longer than twice the
-# mean interval between one connection's requests adds samples at that interval below it). At 16
-# connections the interval is ~1 ms; at one connection it is the ~50-200 us of one call, so every
-# scheduler stall of a few ms adds dozens of samples, and more for the faster lane (direct p90
-# above portal p90, mean latency above 1 / throughput). Here each call is timed as it is: from
-# just before its request is handed to wrk to its response() (CLOCK_MONOTONIC through LuaJIT's
-# ffi), matched by JSON-RPC id, into a histogram of whole microseconds printed as BENCH_TIMED.
+# Per-call timing, in every tools/call script (`write_lua(timed=True)`, both phases). wrk 4.1's own
+# latency figures are corrected for coordinated omission (stats_correct: each sample longer than
+# twice the mean interval between one connection's requests adds samples at that interval below
+# it). At one connection the interval is the ~50-200 us of one call, so every scheduler stall of a
+# few ms adds dozens of samples, and more for the faster lane; at 16 connections the interval is
+# ~1 ms and the made-up samples still lift p50 (direct 0.72 ms corrected vs 0.57 ms per call), p99
+# and the mean above connections / throughput, by an amount that depends on the run's stalls. Here
+# each call is timed as it is: from just before its request is handed to wrk to its response()
+# (CLOCK_MONOTONIC through LuaJIT's ffi), matched by JSON-RPC id, into a histogram of whole
+# microseconds. Every wrk thread has its own Lua state (ids, start times, histogram); done() sums
+# the threads' histograms (thread:get copies them out) and prints the sum as BENCH_TIMED. Cost at
+# 16 connections, against the same script untimed (static body): +2-4 us of wrk CPU per call in
+# every lane (one wrk.format, two clock reads, one string.match), throughput within the noise;
+# wrk's CPU per call is reported per run (wrk_cpu_us_per_call).
 LUA_TIMING = r"""-- per-call timing (no coordinated-omission correction), see run.py LUA_TIMING
 local ffi = require("ffi")
 ffi.cdef[[
@@ -588,27 +598,18 @@ def lua_str(s: str) -> str:
     return json.dumps(s)  # a JSON string literal is a valid Lua string literal for ASCII text
 
 
-def write_lua(path: Path, body: str, headers: dict[str, str], unique_ids: bool = False,
-              timed: bool = False) -> Path:
-    """A wrk script posting `body`. With `unique_ids` every request gets its own JSON-RPC id
-    (requests in flight at once in one legacy session must not share an id). `timed` (implies
-    unique ids) adds the per-call timing of LUA_TIMING; the body, headers and checks are the same."""
+def write_lua(path: Path, body: str, headers: dict[str, str], timed: bool = True) -> Path:
+    """A wrk script posting `body`, the one generator of every lane's script in both phases.
+    `timed` (default) gives every request its own JSON-RPC id (requests in flight at once in one
+    legacy session must not share one either) and times each call (LUA_TIMING); untimed, `body`
+    is sent as is. The headers and the check of each answer are the same either way."""
     hl = "\n".join(f"wrk.headers[{lua_str(k)}] = {lua_str(v)}" for k, v in headers.items())
     request = ""
-    if unique_ids or timed:
+    if timed:
         prefix, sep, suffix = body.partition('"id":2,')
         assert sep, body
         head, tail = lua_str(prefix + '"id":'), lua_str("," + suffix)
-        request = "\n".join([
-            f"local prefix, suffix = {head}, {tail}",
-            "local counter = 0",
-            "function request()",
-            "  counter = counter + 1",
-            '  return wrk.format(nil, nil, nil, prefix .. string.format("%d", base + counter) .. suffix)',
-            "end",
-        ])
-        if timed:
-            request = "\n".join(request.splitlines()[:2]) + "\n" + LUA_TIMED_REQUEST
+        request = f"local prefix, suffix = {head}, {tail}\nlocal counter = 0\n" + LUA_TIMED_REQUEST
     # Both eras answer echo with the message as text; a JSON-RPC error or isError would not.
     path.write_text(LUA % {"body": lua_str(body), "headers": hl, "marker": lua_str(f'"text":"{MESSAGE}"'),
                            "request": request,
@@ -668,6 +669,8 @@ def wrk(url: str, script: Path, args: argparse.Namespace, duration: float, log: 
         "--timeout", "5s", "--latency", "-s", str(script), url,
     ]
     before = {k: sample_cpu(t) for k, t in (watch or {}).items()}
+    # wrk's own CPU: it is the only child of this script that is reaped during the run.
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=_die_with_parent)
     try:
@@ -677,24 +680,40 @@ def wrk(url: str, script: Path, args: argparse.Namespace, duration: float, log: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     after = {k: sample_cpu(t) for k, t in (watch or {}).items()}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {' '.join(cmd)}\n{stdout}{stderr}\n")
     m = re.search(r"^BENCH_JSON (\{.*\})$", stdout, re.M)
     if proc.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{stdout}\n{stderr}")
     res = json.loads(m.group(1))
+    res["rps"] = round(res["requests"] / (res["duration_us"] / 1e6), 1)
     t = re.search(r"^BENCH_TIMED (\{.*\})$", stdout, re.M)
     if t:
-        # A timed script (unsaturated phase): its own per-call percentiles replace wrk's
-        # corrected ones, which are kept under wrk_corrected.
+        # A timed script: its own per-call percentiles replace wrk's corrected ones, which are
+        # kept under wrk_corrected.
         timed = json.loads(t.group(1))
         res["wrk_corrected"] = {k: res[k] for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us")}
         res.update(hist_stats({int(k): v for k, v in timed["hist_us"].items()}))
         res["timed_unmatched"] = timed["unmatched"]
-    res["rps"] = round(res["requests"] / (res["duration_us"] / 1e6), 1)
+        # Little's law: each connection has one call in flight from request() to response(), so
+        # mean latency = connections / throughput less wrk's own time between a response and the
+        # connection's next request (small at saturation). Far from 1: the histogram misses or
+        # makes up calls. wrk's corrected mean is given for comparison.
+        if res["rps"]:
+            n = connections // threads * threads  # wrk gives each thread connections // threads
+            expected = n / res["rps"] * 1e6
+            res["little_check"] = {
+                "connections": n, "connections_over_rps_us": round(expected, 1), "mean_us": res["mean_us"],
+                "ratio": round(res["mean_us"] / expected, 3),
+                "wrk_corrected_ratio": round(res["wrk_corrected"]["mean_us"] / expected, 3),
+            }
     # Failed calls (HTTP errors, JSON-RPC errors, isError) are cheap and must not count.
     failed = res["bad"] + sum(res["errors"].values())
     res["ok_rps"] = round(max(0, res["requests"] - failed) / (res["duration_us"] / 1e6), 1)
+    if res["requests"]:
+        wrk_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        res["wrk_cpu_us_per_call"] = round(wrk_cpu / res["requests"] * 1e6, 1)
     if watch and res["requests"]:
         res["cpu_us_per_call"] = {k: round((after[k] - before[k]) / res["requests"] * 1e6, 1) for k in watch}
         res["cpu_percent"] = {k: round((after[k] - before[k]) / (res["duration_us"] / 1e6) * 100, 1) for k in watch}
@@ -724,29 +743,55 @@ def load(label: str, url: str, script: Path, args: argparse.Namespace, log: Path
          watch: dict[str, Watched] | None = None, conns: tuple[int, int] | None = None,
          duration: float | None = None) -> dict:
     """Warm-up, then one measured run. `conns` (threads, connections) and `duration` default to
-    the saturated phase's; the unsaturated phase passes its own and gets p90 printed too."""
+    the saturated phase's; the unsaturated phase passes its own."""
     if args.warmup > 0:
         wrk(url, script, args, args.warmup, log, conns=conns)
     res = wrk(url, script, args, args.duration if duration is None else duration, log, watch, conns)
-    cpu = "   ".join(f"{k} {v:.0f} us/call" for k, v in res.get("cpu_us_per_call", {}).items())
-    p90 = f"p90 {res['p90_us'] / 1000:.3f} ms   " if conns else ""
+    cpu = "   ".join(f"{k} {v:.0f}" for k, v in res.get("cpu_us_per_call", {}).items())
+    if "wrk_cpu_us_per_call" in res:
+        cpu += f"   wrk {res['wrk_cpu_us_per_call']:.0f}"
+    lc = res.get("little_check")
+    mean = (f"mean {res['mean_us'] / 1000:.3f} ms = {lc['ratio']:.2f} x {lc['connections']}/throughput   "
+            if lc else "")
+    if "timed_calls" in res and res["timed_calls"] != res["requests"]:
+        mean += f"(timed {res['timed_calls']} of {res['requests']} calls)   "
     if res.get("timed_unmatched"):
-        cpu += f"   ({res['timed_unmatched']} answers without a timed request: not in the percentiles)"
-    print(f"  {label:<20} {res['ok_rps']:>8.0f} ok calls/s   p50 {res['p50_us'] / 1000:.3f} ms   {p90}"
-          f"p99 {res['p99_us'] / 1000:.3f} ms   bad {res['bad'] + sum(res['errors'].values())}   cpu: {cpu}", flush=True)
+        mean += f"({res['timed_unmatched']} answers without a timed request: not in the percentiles)   "
+    print(f"  {label:<20} {res['ok_rps']:>8.0f} ok calls/s   p50 {res['p50_us'] / 1000:.3f}   "
+          f"p90 {res['p90_us'] / 1000:.3f}   p99 {res['p99_us'] / 1000:.3f} ms   {mean}"
+          f"bad {res['bad'] + sum(res['errors'].values())}   cpu us/call: {cpu}", flush=True)
     return res
 
 
 def median_of(runs: list[dict]) -> dict:
-    """The median of each figure over rounds (CPU per process too); failures are summed."""
-    res = {k: statistics.median(r[k] for r in runs) for k in ("ok_rps", "rps", "p50_us", "p90_us", "p99_us")}
-    res["requests"] = sum(r["requests"] for r in runs)
-    res["bad"] = sum(r["bad"] for r in runs)
+    """The median of each figure over rounds (CPU per process, wrk's corrected percentiles and
+    the Little's-law check too); failures and calls are summed."""
+    def med(xs: list) -> float | int:
+        m = statistics.median(xs)
+        return int(m) if m == int(m) else round(m, 3)
+
+    res = {k: med([r[k] for r in runs])
+           for k in ("ok_rps", "rps", "p50_us", "p90_us", "p99_us", "mean_us", "wrk_cpu_us_per_call")
+           if all(k in r for r in runs)}
+    for k in ("requests", "bad", "timed_calls", "timed_unmatched"):
+        if all(k in r for r in runs):
+            res[k] = sum(r[k] for r in runs)
     res["errors"] = {k: sum(r["errors"][k] for r in runs) for k in runs[0]["errors"]}
-    if all("cpu_us_per_call" in r for r in runs):
-        res["cpu_us_per_call"] = {k: statistics.median(r["cpu_us_per_call"][k] for r in runs)
-                                  for k in runs[0]["cpu_us_per_call"]}
+    for key in ("cpu_us_per_call", "wrk_corrected", "little_check"):
+        if all(key in r for r in runs):
+            res[key] = {k: med([r[key][k] for r in runs]) for k in runs[0][key]}
     return res
+
+
+# Each round's figures per lane, kept in the JSON next to the medians taken over them.
+ROUND_KEYS = ("ok_rps", "requests", "bad", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us",
+              "cpu_us_per_call", "wrk_cpu_us_per_call", "timed_calls", "timed_unmatched", "wrk_corrected",
+              "little_check")
+
+
+def per_round(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {k: [{f: r[f] for f in ROUND_KEYS if f in r} | {"failed": r["bad"] + sum(r["errors"].values())}
+                for r in v] for k, v in runs.items() if v}
 
 
 Lane = tuple[str, Path, dict[str, Watched]]  # url, wrk script, processes whose CPU is measured
@@ -775,6 +820,7 @@ def alternate(era: str, direct: Lane, portal: Lane, args: argparse.Namespace, lo
         c["nginx_added_p99_ms"] = round((nm["p99_us"] - dm["p99_us"]) / 1000, 3)
         # How close the portal gets to a proxy that only forwards.
         c["portal_to_nginx_ratio"] = round(pm["ok_rps"] / nm["ok_rps"], 3) if nm["ok_rps"] else None
+    c["per_round"] = per_round({"direct": d_runs, "portal": p_runs, "nginx": n_runs})
     return c
 
 
@@ -803,13 +849,6 @@ def unsaturated(era: str, direct: Lane, portal: Lane, args: argparse.Namespace, 
             runs[name].append(load(f"{era} {name} {tag} #{r + 1}", url, script, args, log, watch, conns,
                                    args.latency_duration))
     med = {k: median_of(v) for k, v in runs.items()}
-    for k, v in runs.items():
-        med[k]["mean_us"] = statistics.median(r["mean_us"] for r in v)
-        med[k]["timed_unmatched"] = sum(r.get("timed_unmatched", 0) for r in v)
-        # wrk's own figures (corrected for coordinated omission), for comparison only.
-        if all("wrk_corrected" in r for r in v):
-            med[k]["wrk_corrected"] = {f: statistics.median(r["wrk_corrected"][f] for r in v)
-                                       for f in ("p50_us", "p90_us", "p99_us")}
     c: dict = {"connections": args.latency_connections, "threads": 1, "duration_s": args.latency_duration,
                "warmup_s": args.warmup, "round_count": args.latency_rounds, **med}
 
@@ -828,11 +867,7 @@ def unsaturated(era: str, direct: Lane, portal: Lane, args: argparse.Namespace, 
     c.update(added("portal"))
     if nginx:
         c.update({f"nginx_{k}": v for k, v in added("nginx").items()})
-    # Each round's figures per lane (the medians above are taken over these).
-    keep = ("ok_rps", "requests", "bad", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "cpu_us_per_call",
-            "timed_calls", "timed_unmatched", "wrk_corrected")
-    c["per_round"] = {k: [{f: r[f] for f in keep if f in r} | {"failed": r["bad"] + sum(r["errors"].values())}
-                          for r in v] for k, v in runs.items()}
+    c["per_round"] = per_round(runs)
     return c
 
 
@@ -913,7 +948,8 @@ def list_tools_loop(url: str, n: int, warmup: int) -> dict:
 def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> None:
     nginx_bin, nginx_skipped = find_nginx(args)
     print(f"== tools/call: direct vs portal{' vs nginx' if nginx_bin else ''} (one synthetic upstream, wrk "
-          f"-t{args.threads} -c{args.connections} -d{args.duration:g}s after {args.warmup:g}s warm-up)", flush=True)
+          f"-t{args.threads} -c{args.connections} -d{args.duration:g}s after {args.warmup:g}s warm-up; "
+          "latency timed per call in the script)", flush=True)
     up_proc, upstream = start_synthetic("upstream", 20, logs)
     manifests = write_manifests(work / "calls.yaml", {"syn": upstream}, "bench")
     # Audit events go to a file sink, as in a deployment that keeps its own audit file: on
@@ -931,6 +967,7 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
     check_call(upstream, "echo")
     check_call(portal.url, "syn_echo")
     wlog = logs / "wrk.log"
+    # One timed script per lane for both phases (LUA_TIMING); nginx runs direct's.
     modern_direct = write_lua(work / "modern_direct.lua", call_body("echo"), modern_headers("tools/call", "echo"))
     modern_portal = write_lua(work / "modern_portal.lua", call_body("syn_echo"), modern_headers("tools/call", "syn_echo"))
     wd: dict[str, Watched] = {"upstream": up_proc.pid}
@@ -957,21 +994,15 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
 
     out["calls"]["modern"] = alternate("modern", (upstream, modern_direct, wd), (portal.url, modern_portal, wp),
                                        args, wlog, nginx_lane)
-    # The unsaturated phase: the same lanes at one connection (--latency-connections), the same
-    # requests and checks with each call timed in the script (LUA_TIMING); nginx runs direct's.
+    # The unsaturated phase: the same lanes and scripts at one connection (--latency-connections).
     if args.no_latency_phase:
         out["calls"]["modern"]["unsaturated"] = {"skipped": "--no-latency-phase"}
     else:
         print(f"== tools/call unsaturated: direct vs portal{' vs nginx' if nginx_lane else ''} (wrk -t1 "
               f"-c{args.latency_connections} -d{args.latency_duration:g}s after {args.warmup:g}s warm-up, "
-              f"{args.latency_rounds} rounds; each call timed in the script)", flush=True)
-        timed_direct = write_lua(work / "modern_direct_timed.lua", call_body("echo"),
-                                 modern_headers("tools/call", "echo"), timed=True)
-        timed_portal = write_lua(work / "modern_portal_timed.lua", call_body("syn_echo"),
-                                 modern_headers("tools/call", "syn_echo"), timed=True)
+              f"{args.latency_rounds} rounds)", flush=True)
         out["calls"]["modern"]["unsaturated"] = unsaturated(
-            "modern", (upstream, timed_direct, wd), (portal.url, timed_portal, wp), args, wlog,
-            (nginx_lane[0], timed_direct, nginx_lane[2]) if nginx_lane else None)
+            "modern", (upstream, modern_direct, wd), (portal.url, modern_portal, wp), args, wlog, nginx_lane)
     if nginx_proc is not None:
         # A worker that died and was respawned mid-run would take its CPU time with it.
         now = children_of(nginx_proc.pid)
@@ -992,10 +1023,9 @@ def bench_calls(args: argparse.Namespace, work: Path, logs: Path, out: dict) -> 
         sid_p = legacy_session(portal.url)
         check_legacy_call(upstream, sid_d, "echo")
         check_legacy_call(portal.url, sid_p, "syn_echo")
-        legacy_direct = write_lua(work / "legacy_direct.lua", call_body("echo", modern=False), legacy_headers(sid_d),
-                                  unique_ids=True)
+        legacy_direct = write_lua(work / "legacy_direct.lua", call_body("echo", modern=False), legacy_headers(sid_d))
         legacy_portal = write_lua(work / "legacy_portal.lua", call_body("syn_echo", modern=False),
-                                  legacy_headers(sid_p), unique_ids=True)
+                                  legacy_headers(sid_p))
         out["calls"]["legacy"] = alternate("legacy", (upstream, legacy_direct, wd), (portal.url, legacy_portal, wp),
                                            args, wlog)
 
@@ -1103,7 +1133,21 @@ def cpu_row(d: dict, p: dict, n: dict | None) -> str | None:
     if n and "cpu_us_per_call" in n:
         nc = n["cpu_us_per_call"]
         cpu += f"; nginx: workers {nc['workers']:.0f} + upstream {nc['upstream']:.0f}"
+    lanes = [x for x in (d, p, n) if x]
+    if all("wrk_cpu_us_per_call" in x for x in lanes):
+        cpu += f"; wrk ({'/'.join('dpn'[:len(lanes)])}) " + " / ".join(f"{x['wrk_cpu_us_per_call']:.0f}" for x in lanes)
     return cpu
+
+
+def little_row(lanes: list[dict]) -> str | None:
+    """Mean per-call latency of each lane against connections / throughput (Little's law)."""
+    if not all("little_check" in x for x in lanes):
+        return None
+    checks = [x["little_check"] for x in lanes]
+    return (" / ".join(f"{x['mean_us'] / 1000:.3f}" for x in checks) + " ms = "
+            + " / ".join(f"{x['ratio']:.2f}" for x in checks)
+            + f" x {checks[0]['connections']:g}/throughput (wrk's corrected mean: "
+            + " / ".join(f"{x['wrk_corrected_ratio']:.2f}" for x in checks) + " x)")
 
 
 def unsaturated_rows(era: str, u: dict) -> list[tuple[str, str]]:
@@ -1131,6 +1175,11 @@ def unsaturated_rows(era: str, u: dict) -> list[tuple[str, str]]:
         (f"{era} p50 {k} {names}", ms("p50_us")),
         (f"{era} p90 {k} {names}", ms("p90_us")),
         (f"{era} p99 {k} {names}", ms("p99_us")),
+    ]
+    little = little_row(lanes)
+    if little:
+        rows.append((f"{era} mean {k} {names}", little))
+    rows += [
         (f"{era} ok calls/s {k} {names}", " / ".join(f"{x['ok_rps']:.0f}" for x in lanes)),
         (f"{era} failed calls {k} ({names.replace(' ', '')})",
          " / ".join(str(x["bad"] + sum(x["errors"].values())) for x in lanes)),
@@ -1176,11 +1225,20 @@ def table(out: dict) -> str:
             rows.append((f"{era} nginx lane", f"skipped: {c['nginx']['skipped']}"))
         # At saturation p50 is mostly queueing (about connections / throughput): labelled with
         # the connections, next to the unsaturated phase's added latency.
+        k = conn_label(conns, short=True)
         rows += [
-            (f"{era} p50 {conn_label(conns, short=True)} {names}", ms("p50_us")),
-            (f"{era} p99 {conn_label(conns, short=True)} {names}", ms("p99_us")),
+            (f"{era} p50 {k} {names}", ms("p50_us")),
+            (f"{era} p90 {k} {names}", ms("p90_us")),
+            (f"{era} p99 {k} {names}", ms("p99_us")),
+        ]
+        little = little_row(lanes)
+        if little:
+            rows.append((f"{era} mean {k} {names}", little))
+        rows += [
             (f"{era} added p50, {conn_label(conns)}",
              f"{c['added_p50_ms']:.3f} ms" + (f" (nginx {c['nginx_added_p50_ms']:.3f} ms)" if n else "")),
+            (f"{era} added p99, {conn_label(conns)}",
+             f"{c['added_p99_ms']:.3f} ms" + (f" (nginx {c['nginx_added_p99_ms']:.3f} ms)" if n else "")),
             (f"{era} failed calls ({'/'.join(x[0] for x in names.split(' / '))})",
              " / ".join(str(x["bad"] + sum(x["errors"].values())) for x in lanes)),
         ]
