@@ -1159,9 +1159,6 @@ def unsaturated_rows(era: str, u: dict) -> list[tuple[str, str]]:
     k = conn_label(u["connections"], short=True)
     names = "d / p" + (" / n" if n else "")
 
-    def ms(key: str) -> str:
-        return " / ".join(f"{x[key] / 1000:.3f}" for x in lanes) + " ms"
-
     def added(key: str) -> str:
         text = f"{u[key]:.3f} ms" + (f" (nginx {u['nginx_' + key]:.3f} ms)" if n else "")
         return text
@@ -1172,13 +1169,8 @@ def unsaturated_rows(era: str, u: dict) -> list[tuple[str, str]]:
          added("added_p50_ms") + f"; medians of {u['round_count']} rounds of {u['duration_s']:g} s, "
                                  f"portal per round {per_round}"),
         (f"{era} added p99, {conn_label(u['connections'])}", added("added_p99_ms")),
-        (f"{era} p50 {k} {names}", ms("p50_us")),
-        (f"{era} p90 {k} {names}", ms("p90_us")),
-        (f"{era} p99 {k} {names}", ms("p99_us")),
     ]
-    little = little_row(lanes)
-    if little:
-        rows.append((f"{era} mean {k} {names}", little))
+    rows += latency_rows(f"{era} {{}} {k} {names}", lanes)
     rows += [
         (f"{era} ok calls/s {k} {names}", " / ".join(f"{x['ok_rps']:.0f}" for x in lanes)),
         (f"{era} failed calls {k} ({names.replace(' ', '')})",
@@ -1187,6 +1179,19 @@ def unsaturated_rows(era: str, u: dict) -> list[tuple[str, str]]:
     cpu = cpu_row(d, p, n)
     if cpu:
         rows.append((f"{era} CPU us/call {k}", cpu))
+    return rows
+
+
+def latency_rows(label: str, lanes: list[dict]) -> list[tuple[str, str]]:
+    """p50/p90/p99 of every lane, and their means against Little's law; `label` has a `{}` for
+    the figure's name."""
+    rows = [
+        (label.format(q), " / ".join(f"{x[q + '_us'] / 1000:.3f}" for x in lanes) + " ms")
+        for q in ("p50", "p90", "p99")
+    ]
+    little = little_row(lanes)
+    if little:
+        rows.append((label.format("mean"), little))
     return rows
 
 
@@ -1202,9 +1207,6 @@ def table(out: dict) -> str:
         n = c.get("nginx") if isinstance(c.get("nginx"), dict) and "ok_rps" in c["nginx"] else None
         lanes = [d, p] + ([n] if n else [])
         names = "direct / portal" + (" / nginx" if n else "")
-
-        def ms(key: str) -> str:
-            return " / ".join(f"{x[key] / 1000:.3f}" for x in lanes) + " ms"
 
         def per_round(ratios: list[float]) -> str:
             return f"medians of {len(ratios)} rounds; per round {', '.join(f'{x:.2f}' for x in ratios)}"
@@ -1226,14 +1228,7 @@ def table(out: dict) -> str:
         # At saturation p50 is mostly queueing (about connections / throughput): labelled with
         # the connections, next to the unsaturated phase's added latency.
         k = conn_label(conns, short=True)
-        rows += [
-            (f"{era} p50 {k} {names}", ms("p50_us")),
-            (f"{era} p90 {k} {names}", ms("p90_us")),
-            (f"{era} p99 {k} {names}", ms("p99_us")),
-        ]
-        little = little_row(lanes)
-        if little:
-            rows.append((f"{era} mean {k} {names}", little))
+        rows += latency_rows(f"{era} {{}} {k} {names}", lanes)
         rows += [
             (f"{era} added p50, {conn_label(conns)}",
              f"{c['added_p50_ms']:.3f} ms" + (f" (nginx {c['nginx_added_p50_ms']:.3f} ms)" if n else "")),
