@@ -327,15 +327,15 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHeadError> {
                     let version = parsed.version.unwrap_or_default();
                     // The values share one copy of the head instead of a copy each.
                     let head = Bytes::copy_from_slice(&conn.buf[..len]);
-                    let at = conn.buf.as_ptr() as usize;
                     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
                     for h in parsed.headers.iter() {
                         let name = HeaderName::from_bytes(h.name.as_bytes())
                             .map_err(|_| malformed("bad header name"))?;
-                        let start = h.value.as_ptr() as usize - at;
-                        let value = HeaderValue::from_maybe_shared(
-                            head.slice(start..start + h.value.len()),
-                        )
+                        let value = HeaderValue::from_maybe_shared(shared_slice(
+                            &head,
+                            &conn.buf[..len],
+                            h.value,
+                        ))
                         .map_err(|_| malformed("bad header value"))?;
                         headers.append(name, value);
                     }
@@ -385,6 +385,21 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHeadError> {
                 });
             }
         }
+    }
+}
+
+/// `part` (a slice of `original`) as the same range of `copy`, a copy of `original`; an empty
+/// part, which need not point into `original`, is an empty `Bytes`.
+fn shared_slice(copy: &Bytes, original: &[u8], part: &[u8]) -> Bytes {
+    if part.is_empty() {
+        return Bytes::new();
+    }
+    let start = (part.as_ptr() as usize).wrapping_sub(original.as_ptr() as usize);
+    if start < original.len() && original.len() - start >= part.len() {
+        copy.slice(start..start + part.len())
+    } else {
+        // Not a part of `original` (httparse guarantees it is): copied rather than trusted.
+        Bytes::copy_from_slice(part)
     }
 }
 

@@ -164,6 +164,25 @@ async fn a_request_goes_out_as_written_and_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn answer_headers_keep_their_values_including_empty_and_repeated_ones() {
+    let reply = b"HTTP/1.1 200 OK\r\nx-empty:\r\nx-blank:   \r\ncontent-type: application/json\r\n\
+        x-twice: a\r\nx-twice: b c\r\ncontent-length: 2\r\n\r\n{}"
+        .to_vec();
+    let (url, _) = scripted(Arc::new(move |_, _| Act::Reply(reply.clone()))).await;
+    let c = client(&url);
+    for _ in 0..2 {
+        let r = c.post(&headers(), b"{}").await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-empty"], "");
+        assert_eq!(h["x-blank"], "");
+        assert_eq!(h["content-type"], "application/json");
+        let twice: Vec<_> = h.get_all("x-twice").iter().collect();
+        assert_eq!(twice, ["a", "b c"]);
+        assert_eq!(body_of(r).await.unwrap(), b"{}");
+    }
+}
+
+#[tokio::test]
 async fn chunked_answers_are_decoded_with_extensions_and_trailers() {
     let reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
         4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nx-trailer: t\r\n\r\n"
@@ -461,4 +480,17 @@ async fn a_real_hyper_server_is_read_with_both_framings_over_one_connection() {
     let r = stream.post(&headers(), b"").await.unwrap();
     assert_eq!(body_of(r).await.unwrap(), b"data: 1\n\ndata: 2\n\n");
     assert_eq!(stream.idle_count(), 1);
+}
+
+#[test]
+fn a_shared_slice_is_the_same_range_of_the_copy_or_else_a_copy() {
+    let original = b"key: value\r\n".to_vec();
+    let copy = Bytes::copy_from_slice(&original);
+    let part = &original[5..10];
+    let shared = shared_slice(&copy, &original, part);
+    assert_eq!(&shared[..], b"value");
+    assert_eq!(shared.as_ptr(), copy[5..].as_ptr(), "shares the copy");
+    let elsewhere = b"other".to_vec();
+    assert_eq!(&shared_slice(&copy, &original, &elsewhere)[..], b"other");
+    assert!(shared_slice(&copy, &original, &original[3..3]).is_empty());
 }
