@@ -18,13 +18,18 @@ const HASH_KEY: &str = ",\"hash\":\"";
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Writes the lowercase hex of `bytes` to `out`, which holds exactly twice as many bytes.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[(b >> 4) as usize];
+        pair[1] = DIGITS[(b & 15) as usize];
     }
-    s
 }
 
 /// Seals the JSON object `unsealed` (which must end with `}`): returns the line (without
@@ -42,12 +47,7 @@ pub(crate) fn seal(unsealed: &str) -> (String, String) {
 /// Seals the JSON object in `line` (which must end with `}`) where it is, and writes its hash
 /// (lowercase hex) to `hash`.
 pub(crate) fn seal_in_place(line: &mut Vec<u8>, hash: &mut [u8; 64]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(&line[..]);
-    for (i, b) in digest.iter().enumerate() {
-        hash[2 * i] = DIGITS[(b >> 4) as usize];
-        hash[2 * i + 1] = DIGITS[(b & 15) as usize];
-    }
+    hex_into(&Sha256::digest(&line[..]), hash);
     debug_assert_eq!(line.last(), Some(&b'}'));
     line.pop();
     line.extend_from_slice(HASH_KEY.as_bytes());
