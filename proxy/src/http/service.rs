@@ -6,8 +6,8 @@
 //! [`crate::auth::authenticate_request`], then [`super::validate::check_post`] (which hands a
 //! qualifying call to the fast path), and, when it is not answered there, the `/mcp` stack below
 //! those two layers (session, rmcp). Same checks, same order, same answers; what it skips is the
-//! router's dispatch and the two middleware layers' boxed futures and service clones, a tenth of
-//! the proxy's own instructions per call.
+//! router's dispatch and the two middleware layers' boxed futures and service clones, about 8%
+//! of the proxy's own instructions per call (callgrind).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -77,10 +77,10 @@ impl Hot {
         }
         match validate::check_post(&self.validate, req).await {
             Checked::Answered(response) => response,
-            Checked::Forward(req) => match self.mcp.clone().oneshot(req).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+            Checked::Forward(req) => {
+                let Ok(response) = self.mcp.clone().oneshot(req).await;
+                response
+            }
         }
     }
 }
