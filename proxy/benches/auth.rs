@@ -14,10 +14,11 @@ use crds::McpPortalSpec;
 use crds::policy::{Access, McpPolicySpec, Subject, ToolRule};
 use crds::portal::PortalAuth;
 use jsonwebtoken::Algorithm;
+use proxy::auth::Authenticator;
 use proxy::auth::testkit::{EC_PEM, RSA_PEM, TestIdp, claims, sign};
-use proxy::auth::{Authenticator, Identity};
 use proxy::config::{PortalConfig, ServerConfig, Transport};
-use proxy::policy::{AccessCounters, PolicySet};
+use proxy::model::Identity;
+use proxy::policy::PolicySet;
 use proxy::portal::Portal;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
@@ -119,7 +120,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
         session_key: None,
         max_body_bytes: 1 << 20,
         pins: Default::default(),
-        identity_signer: None,
+        identity_key: None,
     };
     let portal = Portal::start(cfg, None, CancellationToken::new())
         .await
@@ -193,7 +194,7 @@ async fn main() {
     let resource_probe = "http://bench/mcp";
 
     // 1. Token validation alone.
-    let a = Authenticator::new(Arc::new(AccessCounters::default()));
+    let a = Authenticator::new(&proxy::metrics::AuthMetrics::default());
     let pa = PortalAuth {
         issuer: idp.issuer.clone(),
         ..Default::default()
@@ -224,9 +225,9 @@ async fn main() {
     // per call.
     let ed25519 = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIABis2UcDDO1xIvhvAb/Wb5axz7nn40fNnk/S/xG6m9A\n-----END PRIVATE KEY-----\n";
     let who = Identity::user("bench", ["engineering"]);
-    let wanted = proxy::identity::IdentityConfig {
-        header: proxy::identity::DEFAULT_HEADER.into(),
-        ttl: proxy::identity::DEFAULT_TTL,
+    let wanted = proxy::model::IdentityConfig {
+        header: proxy::model::identity::DEFAULT_HEADER.into(),
+        ttl: proxy::model::identity::DEFAULT_TTL,
         claims: vec![],
     };
     for (label, pem) in [("ES256", EC_PEM), ("EdDSA", ed25519)] {
@@ -300,14 +301,14 @@ async fn main() {
                     oauth: None,
                     identity: None,
                 },
-                Arc::new(proxy::upstream::Catalog {
+                Arc::new(proxy::upstream::Lists {
                     tools,
                     ..Default::default()
                 }),
             )
         })
         .collect();
-    let catalog = proxy::portal::Catalog::build(&inputs);
+    let catalog = proxy::catalog::Catalog::build(&inputs);
     let id = Identity::user("bench", ["g1", "g3"]);
     let k = 2000;
     let t0 = Instant::now();

@@ -9,8 +9,8 @@
 //! How the token travels: the pipeline puts a [`SignedIdentity`] into the rmcp request's
 //! extensions (never serialized, so it cannot reach any upstream as JSON, and no client can put
 //! one there: extensions do not come from the wire). The HTTP transports of upstreams that
-//! opted in ([`crate::upstream::oauth::AuthorizedClient`], the legacy SSE sink) take it out and
-//! send it as their header. Stdio upstreams have no headers: the token is dropped with the
+//! opted in (`upstream::oauth::AuthorizedClient`, the legacy SSE sink) take it out with
+//! [`take_into_header`] and send it as their header. Stdio upstreams have no headers: the token is dropped with the
 //! extensions. Anonymous callers of public portals get no token: there is nobody to attribute
 //! the call to, and a made-up subject could be mistaken for a real user.
 //!
@@ -20,7 +20,6 @@
 //! publish a different key and an upstream would fail whichever key its cached JWKS lacks.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,38 +30,8 @@ use rmcp::model::{ClientJsonRpcMessage, GetExtensions};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::auth::{Identity, IdentityKind};
-
-/// Default header carrying the token.
-pub const DEFAULT_HEADER: &str = "X-Portcullis-Identity";
-/// Default token lifetime.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
-/// The `typ` of the tokens (RFC 8725 §3.11: explicit typing, so the token cannot be confused
-/// with an access token).
-pub const TOKEN_TYPE: &str = "portcullis-identity+jwt";
-/// Claims the portal sets itself; a server cannot select them from the user's token.
-pub const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "groups"];
-
-/// A signed identity token on its way to one upstream, in the rmcp request's extensions.
-#[derive(Clone)]
-pub struct SignedIdentity(pub String);
-
-impl std::fmt::Debug for SignedIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SignedIdentity(..)")
-    }
-}
-
-/// `spec.identity` of one server, defaults applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityConfig {
-    /// Header name.
-    pub header: String,
-    /// Token lifetime.
-    pub ttl: Duration,
-    /// Claims copied from the user's token.
-    pub claims: Vec<String>,
-}
+use crate::model::identity::{RESERVED_CLAIMS, TOKEN_TYPE};
+use crate::model::{Identity, IdentityConfig, IdentityKind, SignedIdentity};
 
 /// Signs identity tokens with the portal's key and publishes its public half.
 pub struct Signer {
@@ -110,6 +79,12 @@ impl Signer {
             jwk,
             issuer: issuer.into(),
         })
+    }
+
+    /// The signer of a configured key; the error names the Secret the key came from.
+    pub fn from_key(key: &crate::config::SigningKey) -> crate::Result<Signer> {
+        Signer::from_pem(&key.pem, key.issuer.clone())
+            .map_err(|e| crate::Error::Config(format!("{}: {e}", key.source)))
     }
 
     /// The key id (RFC 7638 SHA-256 thumbprint of the public key).
@@ -189,23 +164,6 @@ fn thumbprint(params: &AlgorithmParameters) -> Result<String, String> {
     // in the lexicographic order RFC 7638 requires.
     let text = serde_json::to_string(&canonical).map_err(|e| e.to_string())?;
     Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(text.as_bytes())))
-}
-
-/// Headers a server's identity header may not replace: transport, session and credentials.
-pub fn header_is_reserved(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "authorization"
-            | "proxy-authorization"
-            | "cookie"
-            | "host"
-            | "accept"
-            | "connection"
-            | "transfer-encoding"
-            | "last-event-id"
-    ) || n.starts_with("mcp-")
-        || n.starts_with("content-")
 }
 
 /// Takes the signed identity out of an outgoing message; when `header` is set (the upstream

@@ -8,13 +8,17 @@
 
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod codemode;
 pub mod config;
 pub mod dlp;
 pub mod error;
 pub mod http;
 pub mod identity;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod portal;
 pub mod shadow;

@@ -223,16 +223,18 @@ fn parse_claim(s: &str) -> Result<(String, String), String> {
 
 async fn access(a: AccessArgs) -> anyhow::Result<()> {
     init_logging("text");
-    let query = proxy::policy::access::AccessQuery {
-        manifests: a.manifests,
-        portal: a.portal,
-        secrets_dir: a.secrets_dir,
-        subject: a.subject,
-        groups: a.groups,
-        claims: a.claims,
-        settle: Duration::from_millis(a.settle_ms),
-    };
-    let report = proxy::policy::access::run(&query).await?;
+    // Connects to the portal's upstreams to learn their tools (as the portal would) and reports
+    // what the identity could use. Makes no request as the user.
+    let (portal, shutdown) = Portal::start_from_manifests(
+        &a.manifests,
+        a.portal.as_deref(),
+        &a.secrets_dir,
+        Duration::from_millis(a.settle_ms),
+    )
+    .await?;
+    let identity = proxy::model::Identity::from_parts(a.subject, a.groups, a.claims);
+    let report = portal.access(&identity);
+    shutdown.cancel();
     let mut out = std::io::stdout().lock();
     if a.format == "json" {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -73,6 +73,90 @@ pub struct FindingLabels {
     pub kind: String,
 }
 
+/// How the authentication of one request ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the label values, as exported
+pub enum AuthOutcome {
+    /// A valid token, or an anonymous user of a public portal.
+    authenticated,
+    /// No bearer token (401).
+    missing_token,
+    /// An invalid token or a malformed `Authorization` header (401).
+    invalid_token,
+    /// A valid token without a required scope (403).
+    insufficient_scope,
+    /// The identity provider's keys could not be fetched (503).
+    idp_unavailable,
+}
+
+/// Labels of authentication outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// How it ended.
+    pub outcome: AuthOutcome,
+}
+
+/// Labels of JWKS fetches.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// The counters authentication moves: one handle per series, taken out of its family once, so
+/// counting a request is one atomic add (no label lookup on the request path).
+#[derive(Clone, Debug, Default)]
+pub struct AuthMetrics {
+    /// Requests with a valid token (or anonymous on a public portal).
+    pub authenticated: Counter,
+    /// Requests without a bearer token.
+    pub missing_token: Counter,
+    /// Requests with an invalid token.
+    pub invalid_token: Counter,
+    /// Requests whose token lacked a required scope.
+    pub insufficient_scope: Counter,
+    /// Requests refused because the identity provider's keys could not be fetched.
+    pub idp_unavailable: Counter,
+    /// JWKS (or discovery) documents fetched.
+    pub jwks_fetched: Counter,
+    /// JWKS (or discovery) fetches that failed.
+    pub jwks_fetch_failed: Counter,
+}
+
+impl AuthMetrics {
+    /// The counters, registered in `registry` as `auth_requests{outcome}` and
+    /// `auth_jwks_fetches{result}`.
+    fn register(registry: &mut Registry) -> AuthMetrics {
+        let requests = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_requests",
+            "Requests authenticated or refused at the portal's edge, by outcome",
+            requests.clone(),
+        );
+        let fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "auth_jwks_fetches",
+            "Identity provider key (JWKS) fetches, by result",
+            fetches.clone(),
+        );
+        let outcome = |o| requests.get_or_create(&AuthLabels { outcome: o }).clone();
+        let fetch = |r: &str| {
+            fetches
+                .get_or_create(&FetchLabels { result: r.into() })
+                .clone()
+        };
+        AuthMetrics {
+            authenticated: outcome(AuthOutcome::authenticated),
+            missing_token: outcome(AuthOutcome::missing_token),
+            invalid_token: outcome(AuthOutcome::invalid_token),
+            insufficient_scope: outcome(AuthOutcome::insufficient_scope),
+            idp_unavailable: outcome(AuthOutcome::idp_unavailable),
+            jwks_fetched: fetch("ok"),
+            jwks_fetch_failed: fetch("error"),
+        }
+    }
+}
+
 /// Every metric of one portal process.
 pub struct Metrics {
     registry: Registry,
@@ -108,6 +192,8 @@ pub struct Metrics {
     pub tool_description_findings: Family<FindingLabels, Counter>,
     /// Tools currently quarantined (hidden) per server.
     pub tools_quarantined: Family<ServerLabels, Gauge>,
+    /// Authentication outcomes and identity provider key fetches.
+    pub auth: AuthMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -225,8 +311,10 @@ impl Metrics {
             "Tools hidden from the portal until their definition is approved",
             tools_quarantined.clone(),
         );
+        let auth = AuthMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
+            auth,
             tool_definition_changes,
             tool_description_findings,
             tools_quarantined,
@@ -345,5 +433,35 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn authentication_outcomes_are_exported_from_the_first_scrape() {
+        let m = Metrics::new();
+        m.auth.invalid_token.inc();
+        m.auth.invalid_token.inc();
+        m.auth.jwks_fetched.inc();
+        let text = m.encode_text();
+        assert!(
+            text.contains("# TYPE portcullis_auth_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_auth_requests_total{outcome=\"invalid_token\"} 2"),
+            "{text}"
+        );
+        // Every outcome is a series before it first happens, so a rate() sees its first event.
+        assert!(
+            text.contains("portcullis_auth_requests_total{outcome=\"idp_unavailable\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_auth_jwks_fetches_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_auth_jwks_fetches_total{result=\"error\"} 0"),
+            "{text}"
+        );
     }
 }

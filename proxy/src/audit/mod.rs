@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 
 pub use chain::{GENESIS, VerifyError, VerifyReport, verify};
 
-/// Outcome of a request.
+/// How a request ended (the `decision` field of an audit event).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Decision {
+pub enum Outcome {
     /// Allowed and forwarded.
     #[default]
     Allow,
@@ -60,7 +60,7 @@ pub struct Event {
     /// `direct`, or `codemode` for a call made by a Code Mode script.
     pub origin: Option<String>,
     /// Outcome.
-    pub decision: Decision,
+    pub decision: Outcome,
     /// Why (rule name, error class); never request data.
     pub reason: Option<String>,
     /// DLP detector names with match counts.

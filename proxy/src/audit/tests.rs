@@ -32,9 +32,9 @@ fn event(i: usize) -> Event {
         tool: Some("search".into()),
         method: "tools/call".into(),
         decision: if i.is_multiple_of(3) {
-            Decision::Block
+            Outcome::Block
         } else {
-            Decision::Allow
+            Outcome::Allow
         },
         detectors: BTreeMap::from([("email".to_string(), 2)]),
         duration_ms: 1.5,

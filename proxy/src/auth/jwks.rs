@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
-use crate::policy::AccessCounters;
+use crate::metrics::AuthMetrics;
 
 /// Largest metadata or JWKS document accepted.
 const MAX_DOC_BYTES: usize = 512 * 1024;
@@ -54,7 +54,7 @@ pub struct KeyCache {
     pub min_retry: Duration,
     /// Age after which cached keys are refreshed on the next use.
     pub ttl: Duration,
-    counters: Arc<AccessCounters>,
+    metrics: AuthMetrics,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -108,8 +108,8 @@ fn rfc8414_url(issuer: &str) -> String {
 }
 
 impl KeyCache {
-    /// An empty cache.
-    pub fn new(counters: Arc<AccessCounters>) -> KeyCache {
+    /// An empty cache that counts its fetches in `metrics`.
+    pub fn new(metrics: AuthMetrics) -> KeyCache {
         let http = crate::tls::client_builder()
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(3))
@@ -121,7 +121,7 @@ impl KeyCache {
             min_refresh: Duration::from_secs(10),
             min_retry: Duration::from_secs(1),
             ttl: Duration::from_secs(600),
-            counters,
+            metrics,
         }
     }
 
@@ -216,7 +216,7 @@ impl KeyCache {
         let mut st = ik.state.write().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((uri, keys)) => {
-                AccessCounters::inc(&self.counters.jwks_fetches);
+                self.metrics.jwks_fetched.inc();
                 tracing::debug!(
                     issuer,
                     keys = keys.len(),
@@ -228,7 +228,7 @@ impl KeyCache {
                 st.last_error = None;
             }
             Err(e) => {
-                AccessCounters::inc(&self.counters.jwks_fetch_errors);
+                self.metrics.jwks_fetch_failed.inc();
                 tracing::warn!(issuer, error = %e, "cannot fetch the identity provider's signing keys");
                 // Discover again next time: the IdP may have moved its keys.
                 st.jwks_uri = None;

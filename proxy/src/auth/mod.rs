@@ -1,43 +1,25 @@
-//! Authentication: the portal as an OAuth 2.1 protected resource (RFC 9728).
+//! Token verification: an access token in, an [`Identity`] or an [`AuthError`] out. The HTTP
+//! side (the bearer header, the `WWW-Authenticate` challenges, the RFC 9728 metadata) is the
+//! `http::auth` module above; this one knows no request and no portal.
 //!
-//! - [`middleware`] (the outermost layer on `/mcp`) turns a bearer JWT into an [`Identity`]
-//!   and inserts it, with the session [`Subject`], into the request extensions. No token: 401
-//!   with `WWW-Authenticate: Bearer resource_metadata="…", scope="…"`. Invalid token: 401
-//!   `error="invalid_token"`. Missing scope: 403 `error="insufficient_scope"` (step-up).
-//! - [`metadata`] serves `/.well-known/oauth-protected-resource` (and the path-suffixed form).
 //! - [`Authenticator`] validates tokens: allowed asymmetric algorithms only (never `none`, never
 //!   HS*: keys come from a public JWKS), a key from the issuer's JWKS ([`jwks`]), signature,
 //!   `iss`, `aud` (the portal's `audience`, else its resource URI), `exp`/`nbf` with
 //!   [`LEEWAY_SECS`] of clock skew.
-//!
-//! Public portals (`spec.public: true`) serve anonymous users; if they also configure `auth`,
-//! a presented token is validated (and must be valid), so signing in stays possible.
-//!
-//! The resource URI is `<spec.publicUrl>/mcp`, or `http://<Host>/mcp` when no public URL is
-//! configured (local use; set `publicUrl` behind an ingress).
 
 pub mod jwks;
 #[doc(hidden)]
 pub mod testkit;
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crds::portal::PortalAuth;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::PortalConfig;
-use crate::http::session::Subject;
-use crate::policy::AccessCounters;
-use crate::portal::Portal;
+use crate::metrics::AuthMetrics;
+use crate::model::Identity;
 use jwks::{KeyCache, KeyError};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
@@ -62,132 +44,6 @@ pub const DEFAULT_SUBJECT_CLAIM: &str = "sub";
 /// Default claim holding the groups.
 pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
 
-/// How an [`Identity`] came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum IdentityKind {
-    /// A validated access token (or a subject named on the admin endpoint or CLI).
-    Authenticated,
-    /// An anonymous user of a public portal.
-    Anonymous,
-    /// No identity at all on a portal that needs one: the policy denies everything.
-    Nobody,
-}
-
-/// Who is calling: what the policy engine reads.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Identity {
-    /// The subject (the configured subject claim, `sub` by default). Empty when anonymous.
-    pub subject: String,
-    /// Groups from the configured groups claim (`groups` by default).
-    pub groups: Vec<String>,
-    /// Every claim of the token.
-    pub claims: Map<String, Value>,
-    /// How the identity was established.
-    pub kind: IdentityKind,
-}
-
-impl Identity {
-    /// An anonymous user of a public portal.
-    pub fn anonymous() -> Identity {
-        Identity {
-            subject: String::new(),
-            groups: Vec::new(),
-            claims: Map::new(),
-            kind: IdentityKind::Anonymous,
-        }
-    }
-
-    /// No identity: sees nothing.
-    pub fn nobody() -> Identity {
-        Identity {
-            kind: IdentityKind::Nobody,
-            ..Identity::anonymous()
-        }
-    }
-
-    /// An authenticated subject with groups (for the admin endpoint, the CLI and tests).
-    pub fn user(
-        subject: impl Into<String>,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Identity {
-        Identity {
-            subject: subject.into(),
-            groups: groups.into_iter().map(Into::into).collect(),
-            claims: Map::new(),
-            kind: IdentityKind::Authenticated,
-        }
-    }
-
-    /// Adds a claim.
-    pub fn with_claim(mut self, name: impl Into<String>, value: Value) -> Identity {
-        self.claims.insert(name.into(), value);
-        self
-    }
-
-    /// The identity of validated token claims.
-    pub fn from_claims(
-        claims: Map<String, Value>,
-        subject_claim: &str,
-        groups_claim: &str,
-    ) -> Result<Identity, String> {
-        let subject = match claims.get(subject_claim) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(format!("token has no {subject_claim} claim")),
-        };
-        let groups = match claims.get(groups_claim) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|g| g.as_str().map(str::to_owned))
-                .collect(),
-            Some(Value::String(s)) => vec![s.clone()],
-            _ => Vec::new(),
-        };
-        Ok(Identity {
-            subject,
-            groups,
-            claims,
-            kind: IdentityKind::Authenticated,
-        })
-    }
-
-    /// Whether claim `name` holds `value`: string equality, membership of an array, or (for
-    /// `scope`) membership of the space-separated list.
-    pub fn claim_has(&self, name: &str, value: &str) -> bool {
-        match self.claims.get(name) {
-            Some(Value::String(s)) => {
-                s == value || (name == "scope" && s.split(' ').any(|x| x == value))
-            }
-            Some(Value::Array(a)) => a.iter().any(|v| scalar_eq(v, value)),
-            Some(v) => scalar_eq(v, value),
-            None => false,
-        }
-    }
-
-    /// Scopes granted by the token (`scope`, space-separated, or `scp`, string or array).
-    pub fn scopes(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        for name in ["scope", "scp"] {
-            match self.claims.get(name) {
-                Some(Value::String(s)) => out.extend(s.split(' ').filter(|s| !s.is_empty())),
-                Some(Value::Array(a)) => out.extend(a.iter().filter_map(|v| v.as_str())),
-                _ => {}
-            }
-        }
-        out
-    }
-}
-
-fn scalar_eq(v: &Value, want: &str) -> bool {
-    match v {
-        Value::String(s) => s == want,
-        Value::Number(n) => n.to_string() == want,
-        Value::Bool(b) => b.to_string() == want,
-        _ => false,
-    }
-}
-
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
@@ -206,21 +62,14 @@ pub enum AuthError {
 pub struct Authenticator {
     /// The key cache (tunable in tests).
     pub keys: KeyCache,
-    counters: Arc<AccessCounters>,
 }
 
 impl Authenticator {
-    /// A validator that counts outcomes in `counters`.
-    pub fn new(counters: Arc<AccessCounters>) -> Authenticator {
+    /// A validator that counts its key fetches in `metrics`.
+    pub fn new(metrics: &AuthMetrics) -> Authenticator {
         Authenticator {
-            keys: KeyCache::new(counters.clone()),
-            counters,
+            keys: KeyCache::new(metrics.clone()),
         }
-    }
-
-    /// The counters.
-    pub fn counters(&self) -> &Arc<AccessCounters> {
-        &self.counters
     }
 
     /// Validates `token` for a portal with `auth` whose resource URI is `resource`.
@@ -294,14 +143,13 @@ impl Authenticator {
                 .to_owned(),
             )
         })?;
-        let identity = Identity::from_claims(
+        let identity = identity_of_claims(
             data.claims,
             auth.subject_claim
                 .as_deref()
                 .unwrap_or(DEFAULT_SUBJECT_CLAIM),
             auth.groups_claim.as_deref().unwrap_or(DEFAULT_GROUPS_CLAIM),
-        )
-        .map_err(AuthError::Invalid)?;
+        )?;
         let granted = identity.scopes();
         if !auth.scopes.iter().all(|s| granted.contains(&s.as_str())) {
             return Err(AuthError::InsufficientScope);
@@ -310,239 +158,43 @@ impl Authenticator {
     }
 }
 
+/// The identity of validated token claims: the subject from `subject_claim` (a token without
+/// one is invalid), the groups from `groups_claim`.
+fn identity_of_claims(
+    claims: Map<String, Value>,
+    subject_claim: &str,
+    groups_claim: &str,
+) -> Result<Identity, AuthError> {
+    let subject = match claims.get(subject_claim) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(AuthError::Invalid(format!(
+                "token has no {subject_claim} claim"
+            )));
+        }
+    };
+    let groups = match claims.get(groups_claim) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    Ok(Identity {
+        subject,
+        groups,
+        claims,
+        kind: crate::model::IdentityKind::Authenticated,
+    })
+}
+
 fn sanitize(s: &str, max: usize) -> String {
     s.chars()
         .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
         .take(max)
         .collect()
-}
-
-/// The portal's resource URI: `<publicUrl>/mcp`, else `http://<Host>/mcp`.
-pub fn resource_uri(cfg: &PortalConfig, headers: &HeaderMap) -> String {
-    if let Some(u) = &cfg.spec.public_url {
-        return format!("{}/mcp", u.trim_end_matches('/'));
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}/mcp")
-}
-
-/// The RFC 9728 metadata URL of a resource: the well-known segment inserted before its path.
-pub fn metadata_url(resource: &str) -> String {
-    let (scheme, rest) = resource.split_once("://").unwrap_or(("http", resource));
-    let (host, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    format!("{scheme}://{host}/.well-known/oauth-protected-resource{path}")
-}
-
-fn challenge(
-    status: StatusCode,
-    cfg: &PortalConfig,
-    headers: &HeaderMap,
-    error: Option<(&str, &str)>,
-) -> Response {
-    let resource = resource_uri(cfg, headers);
-    let scopes = cfg
-        .spec
-        .auth
-        .as_ref()
-        .map(|a| a.scopes.join(" "))
-        .unwrap_or_default();
-    let mut value = String::from("Bearer");
-    let mut params = Vec::new();
-    if let Some((code, description)) = error {
-        params.push(format!("error=\"{code}\""));
-        params.push(format!(
-            "error_description=\"{}\"",
-            sanitize_desc(description)
-        ));
-    }
-    params.push(format!("resource_metadata=\"{}\"", metadata_url(&resource)));
-    if !scopes.is_empty() {
-        params.push(format!("scope=\"{}\"", sanitize_desc(&scopes)));
-    }
-    value.push(' ');
-    value.push_str(&params.join(", "));
-    let body = serde_json::json!({
-        "error": error.map(|e| e.0).unwrap_or("unauthorized"),
-        "error_description": error.map(|e| e.1).unwrap_or("authentication required"),
-    });
-    let mut resp = (status, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
-}
-
-fn sanitize_desc(s: &str) -> String {
-    s.chars()
-        .filter(|c| (c.is_ascii_graphic() || *c == ' ') && *c != '"' && *c != '\\')
-        .take(200)
-        .collect()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
-    let v = headers.get(header::AUTHORIZATION)?;
-    let Ok(s) = v.to_str() else {
-        return Some(Err(()));
-    };
-    let (scheme, token) = s.split_once(' ').unwrap_or((s, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Some(Err(()));
-    }
-    let token = token.trim();
-    if token.is_empty() {
-        Some(Err(()))
-    } else {
-        Some(Ok(token))
-    }
-}
-
-/// Axum middleware on `/mcp`: [`authenticate_request`], then the rest of the stack. Must run
-/// before (outside) the session middleware.
-pub async fn middleware(
-    State(portal): State<Arc<Portal>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    match authenticate_request(&portal, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => refusal,
-    }
-}
-
-/// Authenticates `req` for `portal`: on success removes its `Authorization` header and inserts
-/// its [`Identity`] and session [`Subject`]; otherwise returns the answer (401/403 with
-/// `WWW-Authenticate`, or 503 when the identity provider cannot be reached).
-pub async fn authenticate_request(portal: &Portal, req: &mut Request) -> Result<(), Response> {
-    let cfg = portal.config();
-    let counters = portal.authenticator.counters().clone();
-    let public = cfg.spec.public == Some(true);
-    let presented = bearer(req.headers());
-    let identity = match (&cfg.spec.auth, presented) {
-        (None, _) if public => Identity::anonymous(),
-        (Some(_), None) if public => Identity::anonymous(),
-        (None, _) => {
-            // Unreachable through config::resolve (auth or public is required): fail closed.
-            tracing::error!("portal has neither spec.auth nor spec.public: refusing requests");
-            return Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                "portal has no authentication configured",
-            )
-                .into_response());
-        }
-        (Some(_), None) => {
-            AccessCounters::inc(&counters.missing_token);
-            return Err(challenge(
-                StatusCode::UNAUTHORIZED,
-                &cfg,
-                req.headers(),
-                None,
-            ));
-        }
-        (Some(_), Some(Err(()))) => {
-            AccessCounters::inc(&counters.invalid_token);
-            return Err(challenge(
-                StatusCode::UNAUTHORIZED,
-                &cfg,
-                req.headers(),
-                Some(("invalid_request", "expected Authorization: Bearer <token>")),
-            ));
-        }
-        (Some(auth), Some(Ok(token))) => {
-            let resource = resource_uri(&cfg, req.headers());
-            // Boxed: token validation is the only large state here, and a request without a
-            // token (a public portal) need not carry it.
-            match Box::pin(portal.authenticator.authenticate(auth, &resource, token)).await {
-                Ok(id) => id,
-                Err(AuthError::Missing) => {
-                    AccessCounters::inc(&counters.missing_token);
-                    return Err(challenge(
-                        StatusCode::UNAUTHORIZED,
-                        &cfg,
-                        req.headers(),
-                        None,
-                    ));
-                }
-                Err(AuthError::Invalid(why)) => {
-                    AccessCounters::inc(&counters.invalid_token);
-                    tracing::info!(reason = %why, "rejected an access token");
-                    return Err(challenge(
-                        StatusCode::UNAUTHORIZED,
-                        &cfg,
-                        req.headers(),
-                        Some(("invalid_token", &why)),
-                    ));
-                }
-                Err(AuthError::InsufficientScope) => {
-                    AccessCounters::inc(&counters.insufficient_scope);
-                    return Err(challenge(
-                        StatusCode::FORBIDDEN,
-                        &cfg,
-                        req.headers(),
-                        Some(("insufficient_scope", "the token lacks a required scope")),
-                    ));
-                }
-                Err(AuthError::Unavailable) => {
-                    AccessCounters::inc(&counters.idp_unavailable);
-                    let mut r = (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "identity provider unavailable; retry later",
-                    )
-                        .into_response();
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    return Err(r);
-                }
-            }
-        }
-    };
-    AccessCounters::inc(&counters.authenticated);
-    // The client's credentials end here: nothing after this layer needs them, and upstream
-    // requests are built from configured headers only.
-    req.headers_mut().remove(header::AUTHORIZATION);
-    req.extensions_mut()
-        .insert(Subject(identity.subject.clone()));
-    req.extensions_mut().insert(identity);
-    Ok(())
-}
-
-/// `GET /.well-known/oauth-protected-resource[/…]`: the RFC 9728 metadata (404 on a portal
-/// without `auth`).
-pub async fn metadata(State(portal): State<Arc<Portal>>, headers: HeaderMap) -> Response {
-    let cfg = portal.config();
-    let Some(auth) = &cfg.spec.auth else {
-        return (
-            StatusCode::NOT_FOUND,
-            "this portal is public: no protected-resource metadata",
-        )
-            .into_response();
-    };
-    let mut doc = serde_json::json!({
-        "resource": resource_uri(&cfg, &headers),
-        "authorization_servers": [auth.issuer],
-        "bearer_methods_supported": ["header"],
-        "resource_name": format!("Portcullis portal {}", cfg.name),
-    });
-    if !auth.scopes.is_empty() {
-        doc["scopes_supported"] = serde_json::json!(auth.scopes);
-    }
-    let mut resp = axum::Json(doc).into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    resp
 }
 
 #[cfg(test)]

@@ -1,4 +1,3 @@
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +22,9 @@ use base64::Engine as _;
 use super::testkit::*;
 use super::*;
 use crate::config::{PortalConfig, ServerConfig, Transport};
+use crate::http::auth::{metadata_url, resource_uri};
+use crate::model::{Identity, IdentityKind};
+use crate::portal::Portal;
 
 fn auth(issuer: &str) -> PortalAuth {
     PortalAuth {
@@ -39,7 +41,7 @@ async fn check(a: &Authenticator, idp: &TestIdp, token: &str) -> Result<Identity
 }
 
 fn authenticator() -> Authenticator {
-    Authenticator::new(Arc::new(AccessCounters::default()))
+    Authenticator::new(&crate::metrics::AuthMetrics::default())
 }
 
 #[tokio::test]
@@ -242,7 +244,8 @@ async fn an_unknown_kid_refreshes_the_keys_at_a_bounded_rate() {
 
 #[tokio::test]
 async fn an_unreachable_issuer_is_unavailable_not_invalid() {
-    let a = authenticator();
+    let metrics = crate::metrics::AuthMetrics::default();
+    let a = Authenticator::new(&metrics);
     let issuer = "http://127.0.0.1:9"; // discard port: nothing listens
     let t = sign(
         RSA_PEM,
@@ -254,7 +257,7 @@ async fn an_unreachable_issuer_is_unavailable_not_invalid() {
         a.authenticate(&auth(issuer), RESOURCE, &t).await,
         Err(AuthError::Unavailable)
     );
-    assert!(a.counters().jwks_fetch_errors.load(Ordering::Relaxed) >= 1);
+    assert!(metrics.jwks_fetch_failed.get() >= 1);
 }
 
 #[test]
@@ -360,7 +363,7 @@ fn portal_config(
         session_key: None,
         max_body_bytes: 1 << 20,
         pins: Default::default(),
-        identity_signer: None,
+        identity_key: None,
     }
 }
 
@@ -643,7 +646,7 @@ async fn invalid_tokens_get_401_invalid_token_and_never_reach_upstream() {
             .contains("error=\"insufficient_scope\"")
     );
     assert_eq!(
-        f.portal.counters.invalid_token.load(Ordering::Relaxed),
+        f.portal.metrics.auth.invalid_token.get(),
         tokens.len() as u64 + 1
     );
 }
@@ -826,10 +829,7 @@ async fn per_tool_rate_limits_answer_with_a_clear_error_and_count() {
     );
     assert!(m["error"]["data"]["retryAfterMs"].as_u64().unwrap() > 0);
     assert_eq!(f.upstream_calls(), 3);
-    assert_eq!(
-        f.portal.counters.rate_limited_tool.load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(f.portal.metrics.rate_limited.get(), 1);
 }
 
 #[tokio::test]

@@ -40,8 +40,30 @@ pub struct PortalConfig {
     /// Tool-definition pinning and screening of each server, by McpServer name. Kept apart from
     /// [`ServerConfig`] so approving a hash does not reconnect the upstream.
     pub pins: BTreeMap<String, ServerPins>,
-    /// Signs user identities for servers with `spec.identity` (from `identitySigningKeyFrom`).
-    pub identity_signer: Option<std::sync::Arc<crate::identity::Signer>>,
+    /// The key that signs user identities for servers with `spec.identity` (from
+    /// `identitySigningKeyFrom`), as read; `identity::Signer::from_key` parses it.
+    pub identity_key: Option<SigningKey>,
+}
+
+/// A private key as read from its Secret, and the `iss` of what it signs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    /// The PEM bytes.
+    pub pem: Vec<u8>,
+    /// The `iss` of every token: the portal's `publicUrl`, else its name.
+    pub issuer: String,
+    /// Where the key came from, for errors: `McpPortal p: spec.identitySigningKeyFrom: secret s/k`.
+    pub source: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    // The private key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("issuer", &self.issuer)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How one server's tool definitions are pinned and screened (`spec.pinning`,
@@ -92,7 +114,7 @@ pub struct ServerConfig {
     /// OAuth client credentials for the portal's own token to this upstream (remote servers).
     pub oauth: Option<UpstreamOAuth>,
     /// Send the caller's signed identity in this header (`spec.identity`).
-    pub identity: Option<crate::identity::IdentityConfig>,
+    pub identity: Option<crate::model::IdentityConfig>,
 }
 
 /// `spec.remote.oauth` with the client id and secret resolved from their Secrets.
@@ -320,7 +342,7 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         }
         None => None,
     };
-    let identity_signer = identity_signer(name, &spec, &servers, &secrets)?;
+    let identity_key = identity_key(name, &spec, &servers, &secrets)?;
     let max_body_bytes = spec
         .limits
         .as_ref()
@@ -335,18 +357,18 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         session_key,
         max_body_bytes,
         pins,
-        identity_signer,
+        identity_key,
     })
 }
 
-/// The portal's identity signer: required when a selected server asks for identity, so that
-/// every replica signs with the same key (see [`crate::identity`]).
-fn identity_signer(
+/// The portal's identity signing key: required when a selected server asks for identity, so
+/// that every replica signs with the same key.
+fn identity_key(
     portal: &str,
     spec: &McpPortalSpec,
     servers: &[ServerConfig],
     secrets: &Secrets<'_>,
-) -> Result<Option<std::sync::Arc<crate::identity::Signer>>> {
+) -> Result<Option<SigningKey>> {
     let Some(r) = &spec.identity_signing_key_from else {
         if let Some(s) = servers.iter().find(|s| s.identity.is_some()) {
             return Err(Error::Config(format!(
@@ -366,18 +388,19 @@ fn identity_signer(
         Some(u) => u.trim_end_matches('/').to_owned(),
         None => portal.to_owned(),
     };
-    let signer = crate::identity::Signer::from_pem(&pem, issuer).map_err(|e| {
-        Error::Config(format!(
-            "McpPortal {portal}: spec.identitySigningKeyFrom: secret {}/{}: {e}",
-            r.name, r.key
-        ))
-    })?;
     for s in servers {
         if s.identity.is_some() && matches!(s.transport, Transport::Stdio { .. }) {
             tracing::warn!(portal, server = %s.name, "spec.identity has no effect on a stdio server (no headers): it gets no identity");
         }
     }
-    Ok(Some(std::sync::Arc::new(signer)))
+    Ok(Some(SigningKey {
+        pem,
+        issuer,
+        source: format!(
+            "McpPortal {portal}: spec.identitySigningKeyFrom: secret {}/{}",
+            r.name, r.key
+        ),
+    }))
 }
 
 /// `spec.identity` with defaults applied and the header and claim names checked.
@@ -385,13 +408,13 @@ fn identity_config(
     name: &str,
     spec: &crds::server::IdentityHeader,
     transport: &Transport,
-) -> Result<crate::identity::IdentityConfig> {
+) -> Result<crate::model::IdentityConfig> {
     let header = spec
         .header
         .clone()
-        .unwrap_or_else(|| crate::identity::DEFAULT_HEADER.to_owned());
+        .unwrap_or_else(|| crate::model::identity::DEFAULT_HEADER.to_owned());
     if http::HeaderName::from_bytes(header.as_bytes()).is_err()
-        || crate::identity::header_is_reserved(&header)
+        || crate::model::identity::header_is_reserved(&header)
     {
         return Err(Error::Config(format!(
             "McpServer {name}: spec.identity.header: {header:?} is not a header name the portal may set (transport, session and credential headers are reserved)"
@@ -412,18 +435,18 @@ fn identity_config(
         )));
     }
     for c in &spec.claims {
-        if crate::identity::RESERVED_CLAIMS.contains(&c.as_str()) {
+        if crate::model::identity::RESERVED_CLAIMS.contains(&c.as_str()) {
             return Err(Error::Config(format!(
                 "McpServer {name}: spec.identity.claims: {c:?} is set by the portal itself"
             )));
         }
     }
-    Ok(crate::identity::IdentityConfig {
+    Ok(crate::model::IdentityConfig {
         header,
         ttl: spec
             .ttl_seconds
             .map(|s| Duration::from_secs(s.into()))
-            .unwrap_or(crate::identity::DEFAULT_TTL),
+            .unwrap_or(crate::model::identity::DEFAULT_TTL),
         claims: spec.claims.clone(),
     })
 }
@@ -654,8 +677,8 @@ stringData: {a: "s3cret\n"}
         let id = cfg.servers[0].identity.as_ref().unwrap();
         assert_eq!(id.header, "X-Portcullis-Identity");
         assert_eq!(id.ttl, Duration::from_secs(60));
-        let signer = cfg.identity_signer.as_ref().unwrap();
-        assert_eq!(signer.issuer(), "https://mcp.example.com");
+        let key = cfg.identity_key.as_ref().unwrap();
+        assert_eq!(key.issuer, "https://mcp.example.com");
         assert!(
             !format!("{cfg:?}").contains("MC4CAQ"),
             "the key in debug output"
@@ -682,7 +705,11 @@ stringData: {a: "s3cret\n"}
             "key".into(),
             b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec(),
         );
-        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+        // Read as bytes here; the portal refuses it when it makes a signer of it.
+        let cfg = resolve(&m, "p", Path::new("/x")).unwrap();
+        let e = crate::identity::Signer::from_key(cfg.identity_key.as_ref().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(
                 "McpPortal p: spec.identitySigningKeyFrom: secret signing/key: not a PKCS#8 PEM"

@@ -30,8 +30,8 @@ use rmcp::model::{
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::portal::pipeline::{CallContext, Origin};
-use crate::portal::{Portal, code_mode};
+use crate::portal::context::{CallContext, Origin};
+use crate::portal::{Portal, code_tools};
 
 /// A POST body that is a `tools/call` message, parsed once by [`super::validate`] straight into
 /// rmcp's types (see [`parse_call`]).
@@ -108,11 +108,12 @@ impl FastPath {
         // Only whether it declares tasks is kept: the capabilities are not held across the
         // call (the future would carry them).
         let tasks_declared = seen.call_qualifies(&call)?.supports_tasks();
+        // Taken, not cloned: from here on the request is answered here, and nothing else reads
+        // its extensions.
         let identity = parts
             .extensions
-            .get::<crate::auth::Identity>()
-            .cloned()
-            .unwrap_or_else(crate::auth::Identity::nobody);
+            .remove::<crate::model::Identity>()
+            .unwrap_or_else(crate::model::Identity::nobody);
         self.portal.metrics.fast_path_calls.inc();
         let headers = std::mem::take(&mut parts.headers);
         Some(answer(&self.portal, call, identity, tasks_declared, headers).await)
@@ -124,7 +125,7 @@ impl FastPath {
 async fn answer(
     portal: &Portal,
     call: ParsedCall,
-    identity: crate::auth::Identity,
+    identity: crate::model::Identity,
     tasks_declared: bool,
     mut headers: HeaderMap,
 ) -> Response {
@@ -312,7 +313,7 @@ impl<'a> Seen<'a> {
         }
         let name = self.name.single()?;
         // An encoded name (`=?base64?...?=`) is rmcp's to decode.
-        if name != params.name || name.starts_with("=?") || code_mode::is_code_mode_tool(name) {
+        if name != params.name || name.starts_with("=?") || code_tools::is_code_mode_tool(name) {
             return None;
         }
         complete_modern_meta(meta)

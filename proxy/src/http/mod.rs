@@ -1,5 +1,7 @@
 //! HTTP: the portal router, the admin router, and serving them.
 
+pub mod admin;
+pub mod auth;
 pub mod fast;
 pub mod service;
 pub mod session;
@@ -20,6 +22,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 
 use crate::error::{Error, Result};
 use crate::portal::{Portal, PortalHandler};
+pub use admin::app as admin_app;
 use session::SessionSeal;
 
 /// Options of the portal router that do not come from the manifests.
@@ -32,8 +35,8 @@ pub struct ServeOptions {
 
 /// The portal router: `/mcp` (both MCP eras), `/.well-known/jwks.json`, `/healthz`, `/readyz`.
 ///
-/// Layers on `/mcp`, outermost first: authentication (bearer JWT -> `auth::Identity` and the
-/// session `Subject`; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
+/// Layers on `/mcp`, outermost first: authentication ([`auth`]: bearer JWT -> `model::Identity`,
+/// which also names the session's owner; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
 /// `/.well-known/oauth-protected-resource[/mcp]`), body validation (size, JSON, JSON-RPC shape),
 /// which hands plain stateless `tools/call` requests to the fast path (`fast`), session
 /// sealing (opens and seals legacy session ids), then rmcp's Streamable HTTP service, which checks `Origin` (403), `Host`, the body size
@@ -95,17 +98,14 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
         // Outermost (added last, runs first): authentication, before any body is read.
         .layer(axum::middleware::from_fn_with_state(
             portal.clone(),
-            crate::auth::middleware,
+            auth::middleware,
         ));
     let router = Router::new()
         .merge(mcp)
-        .route(
-            "/.well-known/oauth-protected-resource",
-            get(crate::auth::metadata),
-        )
+        .route("/.well-known/oauth-protected-resource", get(auth::metadata))
         .route(
             "/.well-known/oauth-protected-resource/{*resource}",
-            get(crate::auth::metadata),
+            get(auth::metadata),
         )
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
@@ -143,7 +143,7 @@ impl tower::Service<axum::extract::Request> for SharedMcp {
 /// The public key that signs user identities for upstreams (`spec.identitySigningKeyFrom`),
 /// as a JWK Set. 404 when the portal signs none.
 async fn jwks(State(portal): State<Arc<Portal>>) -> axum::response::Response {
-    match &portal.config().identity_signer {
+    match portal.signer() {
         Some(signer) => (
             [(http::header::CACHE_CONTROL, "public, max-age=300")],
             axum::Json(signer.jwks()),
@@ -169,50 +169,6 @@ async fn readyz(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{connecting} upstream(s) still connecting"),
-        )
-    }
-}
-
-/// The admin router: `/admin/upstreams`, `/admin/tools` (pinning verdicts) and `/metrics`. Serve it on a separate, internal port.
-pub fn admin_app(portal: Arc<Portal>) -> Router {
-    Router::new()
-        .route("/admin/access", get(crate::policy::access::admin_handler))
-        .route(
-            "/admin/upstreams",
-            get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),
-        )
-        .route(
-            "/admin/tools",
-            get(|State(p): State<Arc<Portal>>| async move {
-                axum::Json((*p.tool_verdicts()).clone())
-            }),
-        )
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(portal)
-}
-
-/// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.
-async fn metrics(State(portal): State<Arc<Portal>>, headers: http::HeaderMap) -> impl IntoResponse {
-    let openmetrics = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    if openmetrics {
-        (
-            [(
-                http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            portal.metrics.encode(),
-        )
-    } else {
-        (
-            [(
-                http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            portal.metrics.encode_text(),
         )
     }
 }

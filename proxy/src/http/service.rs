@@ -3,7 +3,7 @@
 //! Every request but one goes to the axum [`Router`] built by [`super::app`]: routing, then on
 //! `/mcp` the authentication, validation and session layers, then rmcp. The hot request — a
 //! `POST /mcp` announced as `Mcp-Method: tools/call` — takes the same steps, called directly:
-//! [`crate::auth::authenticate_request`], then [`super::validate::check_post`] (which hands a
+//! [`super::auth::authenticate_request`], then [`super::validate::check_post`] (which hands a
 //! qualifying call to the fast path), and, when it is not answered there, the `/mcp` stack below
 //! those two layers (session, rmcp). Same checks, same order, same answers; what it skips is the
 //! router's dispatch and the two middleware layers' boxed futures and service clones, about 8%
@@ -72,7 +72,7 @@ fn is_hot(req: &Request) -> bool {
 
 impl Hot {
     async fn serve(&self, mut req: Request) -> Response {
-        if let Err(refusal) = crate::auth::authenticate_request(&self.portal, &mut req).await {
+        if let Err(refusal) = super::auth::authenticate_request(&self.portal, &mut req).await {
             return refusal;
         }
         match validate::check_post(&self.validate, req).await {
@@ -122,7 +122,7 @@ mod tests {
     fn the_hot_request_future_stays_small() {
         let check = |(v, r): (&'static Validate, Request)| validate::check_post(v, r);
         let auth = |(p, r): (&'static Portal, &'static mut Request)| {
-            crate::auth::authenticate_request(p, r)
+            crate::http::auth::authenticate_request(p, r)
         };
         let (check, auth) = (future_size(&check), future_size(&auth));
         assert!(check <= 8 * 1024, "check_post's future is {check} bytes");

@@ -26,6 +26,8 @@ use rmcp::transport::streamable_http_server::session::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::Identity;
+
 /// The session header of the Streamable HTTP transport.
 pub const SESSION_HEADER: &str = "mcp-session-id";
 /// How long a sealed session id stays valid.
@@ -180,10 +182,6 @@ impl SessionStore for Store {
     }
 }
 
-/// The subject of the request, as later layers set it (empty for public portals).
-#[derive(Debug, Clone, Default)]
-pub struct Subject(pub String);
-
 fn not_found(reason: &str) -> Response {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
@@ -199,10 +197,11 @@ pub async fn middleware(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // The session's owner: the subject authentication found (empty for public portals).
     let subject = req
         .extensions()
-        .get::<Subject>()
-        .map(|s| s.0.clone())
+        .get::<Identity>()
+        .map(|i| i.subject.clone())
         .unwrap_or_default();
     let mut presented = None;
     let header = req

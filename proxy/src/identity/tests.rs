@@ -10,7 +10,8 @@ use rmcp::model::{
 use serde_json::{Map, Value, json};
 
 use super::*;
-use crate::auth::Identity;
+use crate::model::Identity;
+use crate::model::identity::{DEFAULT_HEADER, header_is_reserved};
 
 // Test-only keys (generated with `openssl genpkey`), never used anywhere else.
 const ED25519: &str = "-----BEGIN PRIVATE KEY-----

@@ -1,21 +1,15 @@
 //! Effective access: "what can subject X (groups G) call through portal P", without logging in.
 //!
-//! Computed by [`PolicySet::tool_access`], the function the request path uses. Served on the
-//! admin router as `GET /admin/access?subject=..&group=..&claim=name=value` and by the CLI
-//! (`portcullis-proxy access ...`, through [`run`]).
+//! Computed by [`PolicySet::tool_access`], the function the request path uses, over plain
+//! values: no portal, no request. A running portal's report is `Portal::access`, served on the
+//! admin router (`GET /admin/access`, in `http::admin`) and by the CLI
+//! (`portcullis-proxy access ...`).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::extract::{RawQuery, State};
-use axum::response::IntoResponse;
 use serde::Serialize;
-use serde_json::Value;
 
-use super::{Decision, Limits, PolicySet};
-use crate::auth::Identity;
-use crate::portal::{Catalog, Portal};
+use super::{Decision, PolicySet, RateLimits};
+use crate::catalog::Catalog;
+use crate::model::Identity;
 
 /// One tool of the portal and whether the identity may see and call it.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +44,7 @@ pub struct AccessReport {
     /// McpServers whose prompts and resources the identity can see.
     pub servers: Vec<String>,
     /// Rate limits in force for the identity.
-    pub limits: Limits,
+    pub limits: RateLimits,
 }
 
 /// What `identity` can see and call, given the portal's policy and catalog. `servers`: the
@@ -89,19 +83,6 @@ pub fn effective_access(
         limits: policy.limits(identity),
         tools,
     }
-}
-
-/// [`effective_access`] over a running portal's policy and catalog.
-pub fn for_portal(portal: &Portal, identity: &Identity) -> AccessReport {
-    let cfg = portal.config();
-    let servers: Vec<String> = cfg.servers.iter().map(|s| s.name.clone()).collect();
-    effective_access(
-        &cfg.name,
-        &portal.policy(),
-        &portal.catalog(),
-        &servers,
-        identity,
-    )
 }
 
 impl AccessReport {
@@ -188,141 +169,5 @@ fn reason(d: &Decision) -> String {
         WriteNotGranted(p) => format!("write tool; {p} grants read only"),
         NoGrant => "no rule grants it".into(),
         NotAuthenticated => "not authenticated".into(),
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = || {
-            std::str::from_utf8(b.get(i + 1..i + 3)?)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        };
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => match hex() {
-                Some(v) => {
-                    out.push(v);
-                    i += 2;
-                }
-                None => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Builds the identity of a query: `subject` (absent: anonymous), `group` (repeatable, or
-/// comma-separated), `claim` (repeatable, `name=value`; repeated names make an array).
-pub fn identity_from_query(query: &str) -> Identity {
-    let mut subject = None;
-    let mut groups = Vec::new();
-    let mut claims: Vec<(String, String)> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()).take(256) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
-        match k.as_str() {
-            "subject" | "sub" | "user" => subject = Some(v),
-            "group" | "groups" => {
-                groups.extend(v.split(',').filter(|g| !g.is_empty()).map(str::to_owned))
-            }
-            "claim" => {
-                if let Some((n, val)) = v.split_once('=').or_else(|| v.split_once(':')) {
-                    claims.push((n.to_owned(), val.to_owned()));
-                }
-            }
-            _ => {}
-        }
-    }
-    identity_of(subject, groups, claims)
-}
-
-/// An identity from its parts (absent subject: anonymous).
-pub fn identity_of(
-    subject: Option<String>,
-    groups: Vec<String>,
-    claims: Vec<(String, String)>,
-) -> Identity {
-    let Some(subject) = subject.filter(|s| !s.is_empty()) else {
-        return Identity::anonymous();
-    };
-    let mut id = Identity::user(subject, groups);
-    for (name, value) in claims {
-        let v = match id.claims.remove(&name) {
-            None => Value::String(value),
-            Some(Value::Array(mut a)) => {
-                a.push(Value::String(value));
-                Value::Array(a)
-            }
-            Some(prev) => Value::Array(vec![prev, Value::String(value)]),
-        };
-        id.claims.insert(name, v);
-    }
-    id
-}
-
-/// `GET /admin/access?subject=..&group=..&claim=name=value`.
-pub async fn admin_handler(
-    State(portal): State<Arc<Portal>>,
-    RawQuery(query): RawQuery,
-) -> impl IntoResponse {
-    let identity = identity_from_query(query.as_deref().unwrap_or(""));
-    axum::Json(for_portal(&portal, &identity))
-}
-
-/// What the `access` CLI subcommand needs (clap-free).
-#[derive(Debug, Clone)]
-pub struct AccessQuery {
-    /// Manifests file or directory.
-    pub manifests: PathBuf,
-    /// Portal name (may be omitted when the manifests hold one).
-    pub portal: Option<String>,
-    /// Directory of mounted Secrets.
-    pub secrets_dir: PathBuf,
-    /// Subject (absent: anonymous).
-    pub subject: Option<String>,
-    /// Groups.
-    pub groups: Vec<String>,
-    /// Extra claims, `(name, value)`.
-    pub claims: Vec<(String, String)>,
-    /// How long to wait for upstreams to list their tools.
-    pub settle: Duration,
-}
-
-/// Loads the manifests, connects to the portal's upstreams to learn their tools (as the portal
-/// would), and reports what the identity could use. Makes no request as the user.
-pub async fn run(q: &AccessQuery) -> crate::Result<AccessReport> {
-    let (portal, shutdown) =
-        Portal::start_from_manifests(&q.manifests, q.portal.as_deref(), &q.secrets_dir, q.settle)
-            .await?;
-    let identity = identity_of(q.subject.clone(), q.groups.clone(), q.claims.clone());
-    let report = for_portal(&portal, &identity);
-    shutdown.cancel();
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parameters_make_an_identity() {
-        let id = identity_from_query(
-            "subject=alice%40example.com&group=finance&group=eng,ops&claim=dept%3Dsales&claim=dept=hr",
-        );
-        assert_eq!(id.subject, "alice@example.com");
-        assert_eq!(id.groups, ["finance", "eng", "ops"]);
-        assert!(id.claim_has("dept", "sales") && id.claim_has("dept", "hr"));
-        assert_eq!(
-            identity_from_query("group=x").kind,
-            crate::auth::IdentityKind::Anonymous
-        );
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("a+b%zz"), "a b%zz");
     }
 }

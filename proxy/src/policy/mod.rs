@@ -28,15 +28,14 @@ pub mod access;
 pub mod ratelimit;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crds::McpPolicy;
 use crds::policy::PolicyLimits;
 use crds::policy::{Access, Effect, Subject};
 use serde::Serialize;
 
-use crate::auth::{Identity, IdentityKind};
-use crate::portal::catalog::{Catalog, PortalTool};
+use crate::catalog::{Catalog, PortalTool};
+use crate::model::{Identity, IdentityKind};
 
 /// A glob with `*` as the only wildcard (matches any run of characters, also none).
 #[derive(Debug, Clone)]
@@ -187,7 +186,7 @@ impl Decision {
 /// each policy's limits apply to the subjects it covers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Limits {
+pub struct RateLimits {
     /// Calls per minute per subject on this portal.
     pub calls_per_minute: Option<u32>,
     /// Calls per minute per subject per tool.
@@ -350,8 +349,8 @@ impl PolicySet {
     }
 
     /// The rate limits in force for `identity`.
-    pub fn limits(&self, identity: &Identity) -> Limits {
-        let mut out = Limits::default();
+    pub fn limits(&self, identity: &Identity) -> RateLimits {
+        let mut out = RateLimits::default();
         if identity.kind == IdentityKind::Nobody {
             return out;
         }
@@ -372,102 +371,6 @@ impl PolicySet {
             }
         }
         out
-    }
-}
-
-/// Counters of authentication and authorization outcomes, for metrics. Monotonic.
-#[derive(Debug, Default)]
-pub struct AccessCounters {
-    /// Requests with a valid token (or anonymous on a public portal).
-    pub authenticated: AtomicU64,
-    /// Requests without a bearer token (401).
-    pub missing_token: AtomicU64,
-    /// Requests with an invalid token (401).
-    pub invalid_token: AtomicU64,
-    /// Requests whose token lacked a required scope (403).
-    pub insufficient_scope: AtomicU64,
-    /// Requests refused because the identity provider's keys could not be fetched (503).
-    pub idp_unavailable: AtomicU64,
-    /// JWKS documents fetched.
-    pub jwks_fetches: AtomicU64,
-    /// JWKS or metadata fetches that failed.
-    pub jwks_fetch_errors: AtomicU64,
-    /// Tool calls the policy allowed.
-    pub calls_allowed: AtomicU64,
-    /// Tool calls (and prompt gets, resource reads) the policy denied.
-    pub calls_denied: AtomicU64,
-    /// Calls refused by the per-portal rate limit.
-    pub rate_limited_portal: AtomicU64,
-    /// Calls refused by the per-tool rate limit.
-    pub rate_limited_tool: AtomicU64,
-}
-
-impl AccessCounters {
-    /// Adds one to `c`.
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `(metric name, help, value)` for every counter, for an exporter.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            (
-                "portcullis_auth_authenticated",
-                "Requests authenticated (or anonymous on a public portal)",
-                g(&self.authenticated),
-            ),
-            (
-                "portcullis_auth_missing_token",
-                "Requests without a bearer token (401)",
-                g(&self.missing_token),
-            ),
-            (
-                "portcullis_auth_invalid_token",
-                "Requests with an invalid token (401)",
-                g(&self.invalid_token),
-            ),
-            (
-                "portcullis_auth_insufficient_scope",
-                "Requests whose token lacked a required scope (403)",
-                g(&self.insufficient_scope),
-            ),
-            (
-                "portcullis_auth_idp_unavailable",
-                "Requests refused because the IdP keys were unavailable (503)",
-                g(&self.idp_unavailable),
-            ),
-            (
-                "portcullis_auth_jwks_fetches",
-                "JWKS documents fetched",
-                g(&self.jwks_fetches),
-            ),
-            (
-                "portcullis_auth_jwks_fetch_errors",
-                "JWKS or metadata fetches that failed",
-                g(&self.jwks_fetch_errors),
-            ),
-            (
-                "portcullis_policy_calls_allowed",
-                "Calls the policy allowed",
-                g(&self.calls_allowed),
-            ),
-            (
-                "portcullis_policy_calls_denied",
-                "Calls the policy denied",
-                g(&self.calls_denied),
-            ),
-            (
-                "portcullis_ratelimit_portal_rejected",
-                "Calls refused by the per-portal rate limit",
-                g(&self.rate_limited_portal),
-            ),
-            (
-                "portcullis_ratelimit_tool_rejected",
-                "Calls refused by the per-tool rate limit",
-                g(&self.rate_limited_tool),
-            ),
-        ]
     }
 }
 

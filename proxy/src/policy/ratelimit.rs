@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::Limits;
+use super::RateLimits;
 
 /// Most buckets kept; past it, full (idle) buckets are dropped.
 const MAX_BUCKETS: usize = 100_000;
@@ -77,7 +77,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Takes one token from the subject's portal bucket and from its bucket for `tool`, or
     /// neither when either is empty.
-    pub fn check(&self, subject: &str, tool: &str, limits: &Limits) -> Result<(), RateLimited> {
+    pub fn check(&self, subject: &str, tool: &str, limits: &RateLimits) -> Result<(), RateLimited> {
         self.check_at(subject, tool, limits, Instant::now())
     }
 
@@ -85,7 +85,7 @@ impl RateLimiter {
         &self,
         subject: &str,
         tool: &str,
-        limits: &Limits,
+        limits: &RateLimits,
         now: Instant,
     ) -> Result<(), RateLimited> {
         let portal = limits
@@ -141,8 +141,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    fn limits(portal: Option<u32>, tool: Option<u32>, burst: Option<u32>) -> Limits {
-        Limits {
+    fn limits(portal: Option<u32>, tool: Option<u32>, burst: Option<u32>) -> RateLimits {
+        RateLimits {
             calls_per_minute: portal,
             calls_per_minute_per_tool: tool,
             burst: burst.or(portal),
@@ -178,7 +178,7 @@ mod tests {
     fn per_tool_limits_are_per_tool_and_a_refusal_takes_no_portal_token() {
         let rl = RateLimiter::default();
         let l = limits(Some(10), Some(1), Some(1));
-        let l = Limits {
+        let l = RateLimits {
             burst: Some(10),
             ..l
         };
@@ -202,7 +202,7 @@ mod tests {
     fn no_limits_means_no_buckets() {
         let rl = RateLimiter::default();
         for _ in 0..1000 {
-            rl.check("a", "x", &Limits::default()).unwrap();
+            rl.check("a", "x", &RateLimits::default()).unwrap();
         }
         assert!(rl.buckets.lock().unwrap().is_empty());
     }

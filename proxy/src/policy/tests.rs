@@ -9,9 +9,9 @@ use rmcp::model::{Tool, ToolAnnotations};
 
 use super::access::effective_access;
 use super::*;
-use crate::auth::Identity;
+use crate::catalog::Catalog;
 use crate::config::{ServerConfig, Transport};
-use crate::portal::catalog::Catalog;
+use crate::model::Identity;
 
 fn server(name: &str) -> ServerConfig {
     ServerConfig {
@@ -37,7 +37,7 @@ fn catalog(tools: &[(&str, &str, bool)]) -> Catalog {
     let inputs: Vec<_> = servers
         .iter()
         .map(|s| {
-            let up = crate::upstream::Catalog {
+            let up = crate::upstream::Lists {
                 tools: tools
                     .iter()
                     .filter(|t| t.0 == s)
@@ -425,7 +425,7 @@ fn oracle(
     tool: &str,
     read_only: bool,
 ) -> bool {
-    use crate::auth::IdentityKind;
+    use crate::model::IdentityKind;
     if id.kind == IdentityKind::Nobody {
         return false;
     }

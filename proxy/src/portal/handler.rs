@@ -16,9 +16,10 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use super::context::{CallContext, identity_of, session_id};
 use super::pagination::page;
-use super::pipeline::{CallContext, identity_of, session_id, short};
-use super::{Portal, code_mode};
+use super::pipeline::short;
+use super::{Portal, code_tools};
 
 /// Handles one client session (legacy) or request (2026-07-28); cheap to clone.
 #[derive(Clone)]
@@ -80,7 +81,7 @@ impl ServerHandler for PortalHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        if code_mode::requested(&self.portal, &context) {
+        if code_tools::requested(&self.portal, &context) {
             // Two small tools in place of the whole list; no pages needed.
             return Ok(ListToolsResult::with_all_items(
                 crate::codemode::tool_definitions(),
@@ -106,13 +107,13 @@ impl ServerHandler for PortalHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let ctx = CallContext::from_request(&context);
-        if code_mode::is_code_mode_tool(&request.name)
-            && code_mode::requested(&self.portal, &context)
+        if code_tools::is_code_mode_tool(&request.name)
+            && code_tools::requested(&self.portal, &context)
         {
             let visible = self
                 .portal
                 .visible_tools(&ctx.identity, &self.portal.catalog());
-            return code_mode::call(
+            return code_tools::call(
                 &self.portal,
                 &request.name,
                 request.arguments,
@@ -391,7 +392,7 @@ impl PortalHandler {
         &self,
         portal_uri: &str,
         ctx: &RequestContext<RoleServer>,
-    ) -> Result<(Arc<super::Catalog>, String, String), ErrorData> {
+    ) -> Result<(Arc<crate::catalog::Catalog>, String, String), ErrorData> {
         let catalog = self.portal.catalog();
         let visible = self.visible_servers(ctx, &catalog);
         let Some((server, uri)) = catalog
@@ -409,7 +410,7 @@ impl PortalHandler {
     fn visible_servers(
         &self,
         ctx: &RequestContext<RoleServer>,
-        catalog: &super::Catalog,
+        catalog: &crate::catalog::Catalog,
     ) -> std::collections::BTreeSet<String> {
         let servers = self
             .portal

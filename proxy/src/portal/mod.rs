@@ -1,7 +1,8 @@
 //! The portal: shared state and the MCP server handler clients talk to.
 
-pub mod catalog;
-pub mod code_mode;
+pub mod code_tools;
+pub mod context;
+pub mod forward;
 pub mod guardrails;
 pub mod handler;
 pub mod pagination;
@@ -12,13 +13,13 @@ pub mod sessions;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::{Catalog, PortalTool};
 use crate::config::PortalConfig;
 use crate::upstream::Upstreams;
-pub use catalog::Catalog;
 pub use handler::PortalHandler;
 
 /// Everything a request needs: the live configuration, the upstreams, the merged catalog.
@@ -35,6 +36,8 @@ pub struct Portal {
     /// Bounds concurrent Code Mode executions.
     pub executions: Arc<tokio::sync::Semaphore>,
     guardrails: ArcSwap<guardrails::Guardrails>,
+    /// Signs user identities for servers with `spec.identity` (from the configured key).
+    signer: ArcSwapOption<crate::identity::Signer>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -44,8 +47,6 @@ pub struct Portal {
     policy: ArcSwap<crate::policy::PolicySet>,
     /// Per-subject rate limits.
     pub limiter: crate::policy::ratelimit::RateLimiter,
-    /// Authentication and authorization counters, for metrics.
-    pub counters: Arc<crate::policy::AccessCounters>,
     /// Tool-definition pinning state (first-use baselines, what was reported).
     pinning: pinning::Pinning,
     /// The last verdict on every upstream tool, by server.
@@ -83,17 +84,18 @@ impl Portal {
         let upstreams = Upstreams::new(shutdown.clone());
         let config = Arc::new(config);
         let rails = guardrails::Guardrails::new(config.clone()).map_err(crate::Error::Config)?;
-        let counters = Arc::new(crate::policy::AccessCounters::default());
+        let signer = signer_of(&config)?;
+        let metrics = crate::metrics::Metrics::new();
         let policy = crate::policy::PolicySet::for_config(&config);
         warn_about_policy(&config, &policy);
         let portal = Arc::new(Portal {
-            authenticator: Arc::new(crate::auth::Authenticator::new(counters.clone())),
+            authenticator: Arc::new(crate::auth::Authenticator::new(&metrics.auth)),
             policy: ArcSwap::from_pointee(policy),
             limiter: Default::default(),
-            counters,
             guardrails: ArcSwap::from_pointee(rails),
+            signer: ArcSwapOption::new(signer),
             audit,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             config: ArcSwap::new(config),
             upstreams,
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -104,7 +106,7 @@ impl Portal {
             catalog_generation: watch::channel(0).0,
             shutdown,
             executions: Arc::new(tokio::sync::Semaphore::new(
-                code_mode::MAX_CONCURRENT_EXECUTIONS,
+                code_tools::MAX_CONCURRENT_EXECUTIONS,
             )),
         });
         // Upstream connections hand relayed traffic (sampling, elicitation, logs, resource
@@ -119,9 +121,28 @@ impl Portal {
         Ok(portal)
     }
 
+    /// What `identity` can see and call here ([`crate::policy::access::effective_access`] over
+    /// the policy and catalog in force): the admin endpoint's and the `access` CLI's report.
+    pub fn access(&self, identity: &crate::model::Identity) -> crate::policy::access::AccessReport {
+        let cfg = self.config();
+        let servers: Vec<String> = cfg.servers.iter().map(|s| s.name.clone()).collect();
+        crate::policy::access::effective_access(
+            &cfg.name,
+            &self.policy(),
+            &self.catalog(),
+            &servers,
+            identity,
+        )
+    }
+
     /// The DLP guardrails of the configuration in force.
     pub fn guardrails(&self) -> Arc<guardrails::Guardrails> {
         self.guardrails.load_full()
+    }
+
+    /// The signer of user identities in force (`None`: the portal signs none).
+    pub fn signer(&self) -> Option<Arc<crate::identity::Signer>> {
+        self.signer.load_full()
     }
 
     /// The configuration in force.
@@ -132,13 +153,22 @@ impl Portal {
     /// Replaces the configuration; upstreams that did not change keep their connections and
     /// in-flight requests finish on the old ones.
     pub async fn reconfigure(&self, config: Arc<PortalConfig>) {
-        match guardrails::Guardrails::new(config.clone()) {
-            Ok(g) => self.guardrails.store(Arc::new(g)),
+        let rails = match guardrails::Guardrails::new(config.clone()) {
+            Ok(g) => g,
             Err(e) => {
                 tracing::error!(error = %e, "configuration change rejected: DLP rules do not compile");
                 return;
             }
-        }
+        };
+        let signer = match signer_of(&config) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration change rejected: the identity signing key is unusable");
+                return;
+            }
+        };
+        self.guardrails.store(Arc::new(rails));
+        self.signer.store(signer);
         self.upstreams.apply(&config.servers).await;
         let policy = crate::policy::PolicySet::for_config(&config);
         warn_about_policy(&config, &policy);
@@ -163,9 +193,9 @@ impl Portal {
     /// all.
     pub fn visible_tools(
         &self,
-        identity: &crate::auth::Identity,
+        identity: &crate::model::Identity,
         catalog: &Catalog,
-    ) -> Vec<catalog::PortalTool> {
+    ) -> Vec<PortalTool> {
         self.policy()
             .visible_tools(identity, catalog)
             .cloned()
@@ -242,6 +272,14 @@ impl Portal {
             changed
         });
     }
+}
+
+/// The signer of the configuration's identity key, if it names one.
+fn signer_of(cfg: &PortalConfig) -> crate::Result<Option<Arc<crate::identity::Signer>>> {
+    cfg.identity_key
+        .as_ref()
+        .map(|k| crate::identity::Signer::from_key(k).map(Arc::new))
+        .transpose()
 }
 
 fn warn_about_policy(cfg: &PortalConfig, policy: &crate::policy::PolicySet) {

@@ -4,7 +4,7 @@
 //! `notifications/tools/list_changed`, or the manifests were reloaded) each upstream tool gets a
 //! verdict from [`crds::tooldef::evaluate`]: its hash against the approved hashes in
 //! `spec.pinning.approved`, else against the baseline. A `Quarantined` tool is removed from the
-//! upstream's list before [`super::Catalog::build`], so it is absent from `tools/list`, Code Mode
+//! upstream's list before [`crate::catalog::Catalog::build`], so it is absent from `tools/list`, Code Mode
 //! search and execute, and a call to it gets the answer of an unknown tool.
 //!
 //! The baseline is `status.toolBaseline` when the operator rendered one; otherwise the first
@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 
 use crds::tooldef::{self, PinAction, Rules, ToolPin, ToolState, ToolVerdict};
 
-use crate::audit::{Decision, Event};
+use crate::audit::{Event, Outcome};
 use crate::config::{PortalConfig, ServerConfig, ServerPins};
 use crate::metrics::{FindingLabels, Metrics, PinLabels, ServerLabels};
-use crate::upstream::Catalog as UpstreamCatalog;
+use crate::upstream::Lists;
 
 /// One server's tools as the pinning step sees them.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct PinInput {
     /// The server.
     pub server: ServerConfig,
     /// Its last lists (empty when it is not ready).
-    pub catalog: Arc<UpstreamCatalog>,
+    pub catalog: Arc<Lists>,
     /// Whether the lists are real (the upstream is ready): only a real list may become a
     /// trust-on-first-use baseline.
     pub ready: bool,
@@ -58,7 +58,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// The servers' catalogs with quarantined tools removed.
-    pub inputs: Vec<(ServerConfig, Arc<UpstreamCatalog>)>,
+    pub inputs: Vec<(ServerConfig, Arc<Lists>)>,
     /// Every tool's verdict.
     pub verdicts: Verdicts,
 }
@@ -246,9 +246,9 @@ fn report(
         method: "tools/pin".into(),
         origin: Some("portal".into()),
         decision: if v.hidden() {
-            Decision::Deny
+            Outcome::Deny
         } else {
-            Decision::Allow
+            Outcome::Allow
         },
         reason: Some(reason),
         ..Default::default()
@@ -280,7 +280,7 @@ mod tests {
     fn input(tools: &[(&str, &str)]) -> PinInput {
         PinInput {
             server: server("s"),
-            catalog: Arc::new(UpstreamCatalog {
+            catalog: Arc::new(Lists {
                 tools: tools
                     .iter()
                     .map(|(n, d)| {
@@ -302,7 +302,7 @@ mod tests {
             session_key: None,
             max_body_bytes: 1,
             pins: [("s".to_string(), pins)].into(),
-            identity_signer: None,
+            identity_key: None,
         }
     }
 
@@ -353,7 +353,7 @@ mod tests {
         }
         let events = events.lock().unwrap();
         assert_eq!(events.len(), 2, "reported once per definition: {events:?}");
-        assert!(events.iter().all(|e| e.decision == Decision::Deny));
+        assert!(events.iter().all(|e| e.decision == Outcome::Deny));
         assert!(
             events[0].reason.as_deref().unwrap().contains("(changed)"),
             "{events:?}"

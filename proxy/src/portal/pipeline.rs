@@ -1,155 +1,30 @@
 //! The tool-call pipeline: one path for every call, direct or from a Code Mode script.
 //!
 //! lookup -> authorize -> DLP on arguments -> upstream call -> DLP on the result -> audit.
-//! Forwarding helpers for the other routed methods (prompts, resources, completion) live here
-//! too, so timeouts, cancellation and upstream error handling are the same everywhere.
+//! Prompts and resources take the same steps that apply to them. Who is calling is the
+//! [`CallContext`] (`context`); reaching the upstream is `forward`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use rmcp::ErrorData;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
-    CancelledNotificationParam, ClientRequest, JsonObject, ResultType, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, JsonObject,
+    ResultType, ServerResult,
 };
 use rmcp::model::{
     GetPromptRequest, GetPromptRequestParams, GetPromptResponse, ReadResourceRequest,
     ReadResourceRequestParams, ReadResourceResponse, ResourceContents,
 };
-use rmcp::service::Peer;
-use rmcp::service::PeerRequestOptions;
-use rmcp::{ErrorData, RoleClient, RoleServer};
-use tokio_util::sync::CancellationToken;
 
+use super::context::CallContext;
+use super::forward::{call_tool_response, send_routed};
 use super::{Portal, guardrails};
-use crate::audit::{self, Decision, Event};
+use crate::audit::{self, Event, Outcome};
 use crate::dlp::Scope;
-use crate::policy::AccessCounters;
-use crate::upstream::ProgressRouter;
-use crate::upstream::relay::{Downstream, RelayTag, Route};
-use crate::upstream::{Link, Upstream};
-
-/// Where a call comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A client's `tools/call`.
-    Direct,
-    /// A `codemode.<tool>()` call inside a Code Mode execution.
-    CodeMode,
-}
-
-/// Everything about the caller a call needs.
-#[derive(Clone)]
-pub struct CallContext {
-    /// Cancelled when the client cancels the request or the execution deadline passes.
-    pub ct: CancellationToken,
-    /// The client's request, where upstream progress, logs, sampling and elicitation for this
-    /// call are relayed (`None` for Code Mode's inner calls: nothing is relayed for them).
-    pub downstream: Option<Downstream>,
-    /// Direct or from Code Mode.
-    pub origin: Origin,
-    /// Who is calling (set by the auth middleware).
-    pub identity: crate::auth::Identity,
-    /// The authenticated subject (empty for anonymous callers of public portals).
-    pub subject: String,
-    /// A short, non-reversible tag of the legacy session, for audit correlation.
-    pub session: Option<String>,
-}
-
-impl CallContext {
-    /// The context of a request handled by the portal's MCP handler.
-    pub fn from_request(ctx: &rmcp::service::RequestContext<RoleServer>) -> Self {
-        let parts = ctx.extensions.get::<http::request::Parts>();
-        let session = parts
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .map(|v| session_tag(v.as_bytes()));
-        let identity = identity_of(ctx);
-        let subject = identity.subject.clone();
-        CallContext {
-            identity,
-            ct: ctx.ct.clone(),
-            downstream: Some(downstream_of(ctx)),
-            origin: Origin::Direct,
-            subject,
-            session,
-        }
-    }
-}
-
-impl CallContext {
-    /// The route of an upstream request to `server` made for this call, shared: a `Route` is
-    /// some hundreds of bytes, and every future that carries it would carry that inline.
-    pub fn route(&self, server: &str) -> Option<Arc<Route>> {
-        let downstream = self.downstream.clone()?;
-        Some(Arc::new(Route::new(
-            server,
-            downstream,
-            self.identity.clone(),
-            self.session.clone(),
-        )))
-    }
-}
-
-/// The downstream request behind a request context, for relaying upstream traffic to it.
-pub fn downstream_of(ctx: &rmcp::service::RequestContext<RoleServer>) -> Downstream {
-    let info = ctx.peer.peer_info();
-    // A legacy session declared its capabilities in `initialize`; a 2026-07-28 request carries
-    // them in its `_meta`, and cannot be sent requests (input-required results replace them).
-    let accepts_requests = info
-        .as_ref()
-        .is_some_and(|i| i.protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28)
-        && ctx.meta.protocol_version().is_none();
-    let capabilities = match &info {
-        Some(i) if accepts_requests => i.capabilities.clone(),
-        _ => ctx.meta.client_capabilities().unwrap_or_default(),
-    };
-    Downstream {
-        peer: ctx.peer.clone(),
-        request_id: ctx.id.clone(),
-        progress: ctx.meta.get_progress_token(),
-        capabilities,
-        accepts_requests,
-        session: session_id(ctx),
-    }
-}
-
-/// The legacy session id of a request, if it has one.
-pub fn session_id(ctx: &rmcp::service::RequestContext<RoleServer>) -> Option<String> {
-    ctx.extensions
-        .get::<http::request::Parts>()
-        .and_then(|p| p.headers.get("mcp-session-id"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// Who is calling: the [`crate::auth::Identity`] the auth middleware put in the HTTP request.
-/// Without one (a transport that bypasses the HTTP layer): nobody, who sees nothing.
-pub fn identity_of(ctx: &rmcp::service::RequestContext<RoleServer>) -> crate::auth::Identity {
-    ctx.extensions
-        .get::<http::request::Parts>()
-        .and_then(|p| p.extensions.get::<crate::auth::Identity>())
-        .cloned()
-        .unwrap_or_else(crate::auth::Identity::nobody)
-}
 
 /// JSON-RPC error code of a call refused by a rate limit.
 pub const RATE_LIMITED: i32 = -32029;
-
-/// A short tag for a session id: enough to correlate audit events, useless to hijack it.
-fn session_tag(id: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(id);
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-impl Origin {
-    /// `direct` or `codemode`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Direct => "direct",
-            Origin::CodeMode => "codemode",
-        }
-    }
-}
 
 /// Truncates text for error messages.
 pub fn short(s: &str) -> String {
@@ -191,8 +66,8 @@ impl Portal {
             .call_tool_inner(name, &mut arguments, request, ctx, &mut guard.event)
             .await;
         if let Err(e) = &result {
-            if guard.event.decision == Decision::Allow {
-                guard.event.decision = Decision::Error;
+            if guard.event.decision == Outcome::Allow {
+                guard.event.decision = Outcome::Error;
             }
             if guard.event.reason.is_none() {
                 guard.event.reason = Some(short(&e.message));
@@ -215,9 +90,6 @@ impl Portal {
         let identity = &ctx.identity;
         // A hidden tool gets exactly the answer of an unknown one.
         let Some(tool) = policy.authorize_call(identity, &catalog, name) else {
-            if catalog.tool(name).is_some() {
-                AccessCounters::inc(&self.counters.calls_denied);
-            }
             // A stale client may call a tool of a server that is down: say so plainly, but only
             // to callers who may see that server.
             if let Some(server) = catalog.server_for_name(name)
@@ -229,7 +101,7 @@ impl Portal {
                 event.server = Some(server.to_owned());
                 return Err(ErrorData::internal_error(reason, None));
             }
-            event.decision = Decision::Deny;
+            event.decision = Outcome::Deny;
             event.reason = Some("unknown or not visible".into());
             return Err(unknown_tool(name));
         };
@@ -237,13 +109,8 @@ impl Portal {
             .limiter
             .check(&identity.subject, name, &policy.limits(identity))
         {
-            let counter = match limited.scope {
-                crate::policy::ratelimit::Scope::Portal => &self.counters.rate_limited_portal,
-                crate::policy::ratelimit::Scope::Tool => &self.counters.rate_limited_tool,
-            };
-            AccessCounters::inc(counter);
             self.metrics.rate_limited.inc();
-            event.decision = Decision::Deny;
+            event.decision = Outcome::Deny;
             event.reason = Some("rate limited".into());
             return Err(ErrorData::new(
                 rmcp::model::ErrorCode(RATE_LIMITED),
@@ -251,7 +118,6 @@ impl Portal {
                 Some(serde_json::json!({"retryAfterMs": limited.retry_after.as_millis() as u64})),
             ));
         }
-        AccessCounters::inc(&self.counters.calls_allowed);
         event.server = Some(tool.server.clone());
         event.tool = Some(tool.upstream_name.clone());
 
@@ -262,7 +128,7 @@ impl Portal {
         event.detectors = report.detector_counts();
         self.observe_findings(&report);
         if report.is_blocked() {
-            event.decision = Decision::Block;
+            event.decision = Outcome::Block;
             event.reason = report
                 .blocked_by
                 .clone()
@@ -325,7 +191,7 @@ impl Portal {
             *event.detectors.entry(k).or_default() += v;
         }
         if report.is_blocked() {
-            event.decision = Decision::Block;
+            event.decision = Outcome::Block;
             event.reason = report
                 .blocked_by
                 .clone()
@@ -346,13 +212,13 @@ impl Portal {
         let m = &self.metrics;
         let server = event.server.clone().unwrap_or_default();
         let outcome = match event.decision {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-            Decision::Block => "block",
-            Decision::Error => "error",
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Block => "block",
+            Outcome::Error => "error",
         };
         m.request(&server, "tools/call", outcome);
-        if event.decision == Decision::Deny {
+        if event.decision == Outcome::Deny {
             m.policy_denials
                 .get_or_create(&crate::metrics::ServerLabels {
                     server: server.clone(),
@@ -392,7 +258,7 @@ impl Portal {
     /// `prompts/get` through the pipeline: forwarded, then DLP on the result.
     pub async fn get_prompt(
         &self,
-        prompt: &super::catalog::PortalPrompt,
+        prompt: &crate::catalog::PortalPrompt,
         request: GetPromptRequestParams,
         ctx: &CallContext,
     ) -> Result<GetPromptResponse, ErrorData> {
@@ -443,7 +309,7 @@ impl Portal {
     /// the portal's form, DLP on the contents.
     pub async fn read_resource(
         &self,
-        catalog: &super::Catalog,
+        catalog: &crate::catalog::Catalog,
         server: String,
         uri: String,
         request: ReadResourceRequestParams,
@@ -497,8 +363,8 @@ impl Portal {
     pub fn signed_identity(
         &self,
         server: &str,
-        identity: &crate::auth::Identity,
-    ) -> Result<Option<crate::identity::SignedIdentity>, ErrorData> {
+        identity: &crate::model::Identity,
+    ) -> Result<Option<crate::model::SignedIdentity>, ErrorData> {
         let cfg = self.config();
         let Some(wanted) = cfg
             .servers
@@ -508,7 +374,7 @@ impl Portal {
         else {
             return Ok(None);
         };
-        let Some(signer) = &cfg.identity_signer else {
+        let Some(signer) = self.signer() else {
             // `config::resolve` refuses this combination; never send an unsigned identity.
             return Err(ErrorData::internal_error(
                 "the portal has no identity signing key",
@@ -516,7 +382,7 @@ impl Portal {
             ));
         };
         match signer.sign(identity, server, wanted) {
-            Ok(token) => Ok(token.map(crate::identity::SignedIdentity)),
+            Ok(token) => Ok(token.map(crate::model::SignedIdentity)),
             Err(e) => {
                 tracing::error!(upstream = %server, error = %e, "cannot sign the caller's identity");
                 Err(ErrorData::internal_error(
@@ -539,72 +405,6 @@ impl Portal {
             log.log(event);
         }
     }
-
-    /// Resolves an upstream by McpServer name to a callable link and its timeout.
-    async fn upstream(
-        &self,
-        server: &str,
-    ) -> Result<(Link, Duration, std::sync::Arc<Upstream>), ErrorData> {
-        let up = self.upstreams.get(server).await.ok_or_else(|| {
-            ErrorData::internal_error(format!("upstream {server} is not configured"), None)
-        })?;
-        let link = up.link().map_err(|e| ErrorData::internal_error(e, None))?;
-        Ok((link, up.config.timeout, up))
-    }
-
-    /// Whether an upstream advertises completions.
-    pub async fn supports_completions(&self, server: &str) -> Result<bool, ErrorData> {
-        let (link, _, _) = self.upstream(server).await?;
-        Ok(link
-            .peer
-            .peer_info()
-            .is_some_and(|i| i.capabilities.completions.is_some()))
-    }
-
-    /// Forwards one request upstream with the server's timeout and the caller's cancellation.
-    pub async fn forward<T>(
-        &self,
-        server: &str,
-        ct: &CancellationToken,
-        call: impl AsyncFnOnce(Peer<RoleClient>) -> Result<T, rmcp::ServiceError>,
-    ) -> Result<T, ErrorData> {
-        self.forward_link(server, ct, async move |link: Link| call(link.peer).await)
-            .await
-    }
-
-    /// [`Portal::forward`] for callers that may use the direct `tools/call` client: the one
-    /// place where upstream timeouts, cancellation and error mapping happen.
-    async fn forward_link<T>(
-        &self,
-        server: &str,
-        ct: &CancellationToken,
-        call: impl AsyncFnOnce(Link) -> Result<T, rmcp::ServiceError>,
-    ) -> Result<T, ErrorData> {
-        let (link, timeout, up) = self.upstream(server).await?;
-        tokio::select! {
-            // Dropping the call future ends the request upstream: rmcp sends
-            // notifications/cancelled to legacy-era upstreams, and a stateless upstream (either
-            // path) sees its HTTP exchange closed.
-            _ = ct.cancelled() => Err(ErrorData::internal_error("request cancelled", None)),
-            r = tokio::time::timeout(timeout, call(link)) => match r {
-                Err(_) => Err(ErrorData::internal_error(
-                    format!("upstream {server} did not answer within {}s", timeout.as_secs()),
-                    None,
-                )),
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(rmcp::ServiceError::McpError(e))) => Err(e),
-                Ok(Err(e)) => {
-                    up.report_broken();
-                    tracing::warn!(upstream = %server, error = %e, "upstream request failed");
-                    // Transport details (URLs, types) go to the log, not to the client.
-                    Err(ErrorData::internal_error(
-                        format!("upstream {server} failed to answer; try again later"),
-                        None,
-                    ))
-                }
-            }
-        }
-    }
 }
 
 /// Writes a call's audit event and metrics when it is dropped: on completion with the final
@@ -622,91 +422,10 @@ impl Drop for AuditGuard<'_> {
         let mut event = std::mem::take(&mut self.event);
         event.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         if !self.done {
-            event.decision = Decision::Error;
+            event.decision = Outcome::Error;
             event.reason = Some("cancelled before completion".into());
         }
         self.portal.observe_call(&event);
         self.portal.audit(event);
-    }
-}
-
-/// Sends a request upstream on `route`: progress the upstream reports for it is relayed to the
-/// caller, and so are the server requests and log messages the transport can associate with it
-/// ([`crate::upstream::relay`]).
-///
-/// rmcp's client puts its own progress token on every request, so the progress route is keyed
-/// by the token of the request actually sent. Dropping the future before the answer (client
-/// cancel, deadline) tells the upstream with `notifications/cancelled`.
-pub async fn send_routed(
-    peer: &Peer<RoleClient>,
-    mut request: ClientRequest,
-    route: Option<Arc<Route>>,
-    router: &Arc<ProgressRouter>,
-) -> Result<ServerResult, rmcp::ServiceError> {
-    use rmcp::model::GetExtensions;
-    if let Some(route) = &route {
-        request.extensions_mut().insert(RelayTag(route.clone()));
-    }
-    // Relayed requests still waiting for the caller stop when this request ends.
-    let _done = route.as_ref().map(|r| r.done().clone().drop_guard());
-    let handle = peer
-        .send_request_with_option(request, PeerRequestOptions::no_options())
-        .await?;
-    let _progress = route.as_ref().and_then(|r| {
-        let token = r.downstream.progress.clone()?;
-        Some(router.register(
-            &r.server,
-            handle.progress_token.clone(),
-            token,
-            r.downstream.peer.clone(),
-        ))
-    });
-    let mut guard = CancelOnDrop {
-        peer: peer.clone(),
-        id: Some(handle.id.clone()),
-    };
-    let result = handle.await_response().await;
-    guard.id = None;
-    // Progress and logs the upstream sent before its answer reach the caller before it.
-    if let Some(route) = &route {
-        route.settle(RELAY_SETTLE).await;
-    }
-    result
-}
-
-/// Longest wait for notifications that arrived before an answer to be relayed.
-const RELAY_SETTLE: Duration = Duration::from_millis(500);
-
-struct CancelOnDrop {
-    peer: Peer<RoleClient>,
-    id: Option<rmcp::model::RequestId>,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            let peer = self.peer.clone();
-            tokio::spawn(async move {
-                let params = CancelledNotificationParam::new(
-                    Some(id),
-                    Some("cancelled by the portal's client".into()),
-                );
-                let _ = peer.notify_cancelled(params).await;
-            });
-        }
-    }
-}
-
-/// Maps a `tools/call` answer the way rmcp's `call_tool_once` does.
-pub fn call_tool_response(result: ServerResult) -> Result<CallToolResponse, rmcp::ServiceError> {
-    match result {
-        ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
-        ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
-        ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
-        // Some servers answer a content-less tool with an empty object.
-        ServerResult::EmptyResult(_) => {
-            Ok(CallToolResponse::Complete(CallToolResult::success(vec![])))
-        }
-        _ => Err(rmcp::ServiceError::UnexpectedResponse),
     }
 }

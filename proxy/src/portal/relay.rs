@@ -26,7 +26,7 @@ use rmcp::model::{
 use rmcp::service::OriginatingRequestId;
 
 use super::{Portal, guardrails, sessions};
-use crate::audit::{Decision, Event};
+use crate::audit::{Event, Outcome};
 use crate::dlp::Scope;
 use crate::upstream::relay::{Relay, Route};
 
@@ -62,14 +62,14 @@ impl<'a> RelayAudit<'a> {
                 server: Some(route.server.clone()),
                 method: method.into(),
                 origin: Some("upstream".into()),
-                decision: Decision::Error,
+                decision: Outcome::Error,
                 reason: Some("cancelled before completion".into()),
                 ..Event::default()
             },
         }
     }
 
-    fn outcome(&mut self, decision: Decision, reason: Option<String>) {
+    fn outcome(&mut self, decision: Outcome, reason: Option<String>) {
         self.event.decision = decision;
         self.event.reason = reason;
     }
@@ -90,7 +90,7 @@ impl Drop for RelayAudit<'_> {
 }
 
 impl Portal {
-    fn engine_for(&self, identity: &crate::auth::Identity) -> Arc<crate::dlp::Engine> {
+    fn engine_for(&self, identity: &crate::model::Identity) -> Arc<crate::dlp::Engine> {
         self.guardrails()
             .engine(|p| crate::policy::covers(p, identity))
     }
@@ -111,7 +111,7 @@ impl Portal {
         audit.findings(&report);
         if report.is_blocked() {
             let rule = report.blocked_by.clone().unwrap_or_default();
-            audit.outcome(Decision::Block, Some(format!("dlp rule {rule} ({what})")));
+            audit.outcome(Outcome::Block, Some(format!("dlp rule {rule} ({what})")));
             return Err(guardrails::blocked_error(&report, what));
         }
         Ok(value)
@@ -174,7 +174,7 @@ impl Relay for Portal {
             None
         };
         if let Some(why) = refused {
-            audit.outcome(Decision::Deny, Some(format!("client: {why}")));
+            audit.outcome(Outcome::Deny, Some(format!("client: {why}")));
             return Err(not_declared(SAMPLING, why));
         }
         params.meta = None;
@@ -207,7 +207,7 @@ impl Relay for Portal {
             SAMPLING,
             "sampling result",
         )?;
-        audit.outcome(Decision::Allow, None);
+        audit.outcome(Outcome::Allow, None);
         Ok(result)
     }
 
@@ -237,7 +237,7 @@ impl Relay for Portal {
             _ => Some("the portal relays form elicitation only"),
         };
         if let Some(why) = refused {
-            audit.outcome(Decision::Deny, Some(format!("client: {why}")));
+            audit.outcome(Outcome::Deny, Some(format!("client: {why}")));
             return Err(not_declared(ELICITATION, why));
         }
         let params = self.relay_scan(
@@ -268,7 +268,7 @@ impl Relay for Portal {
         )?;
         result.meta = None;
         audit.outcome(
-            Decision::Allow,
+            Outcome::Allow,
             Some(format!("{:?}", result.action).to_lowercase()),
         );
         Ok(result)
@@ -315,14 +315,14 @@ fn expected<T>(
     match answer.map(pick) {
         Ok(Some(result)) => Ok(result),
         Ok(None) => {
-            audit.outcome(Decision::Error, Some("unexpected answer".into()));
+            audit.outcome(Outcome::Error, Some("unexpected answer".into()));
             Err(ErrorData::internal_error(
                 "the portal's client answered with something else",
                 None,
             ))
         }
         Err(e) => {
-            audit.outcome(Decision::Error, Some(short_reason(&e)));
+            audit.outcome(Outcome::Error, Some(short_reason(&e)));
             Err(e)
         }
     }

@@ -24,7 +24,7 @@ use rmcp::{ErrorData, RoleServer};
 use tokio_util::sync::CancellationToken;
 
 use super::Portal;
-use crate::auth::Identity;
+use crate::model::Identity;
 
 /// Sessions tracked at most (the oldest closed ones go first; beyond it new state is refused).
 pub const MAX_SESSIONS: usize = 100_000;

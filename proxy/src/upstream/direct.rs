@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, JsonObject, ProtocolVersion, RequestId,
-    RequestMetaObject, ServerJsonRpcMessage, ServerNotification, ServerResult, Tool,
+    CallToolRequestParams, CallToolResult, ProtocolVersion, RequestId, RequestMetaObject,
+    ServerJsonRpcMessage, ServerNotification, ServerResult,
 };
 use rmcp::service::ServiceError;
 use rmcp::transport::DynamicTransportError;
@@ -46,7 +46,7 @@ use super::Upstream;
 use super::h1::{H1Client, H1Error, H1Response};
 use super::oauth::TokenSource;
 use super::relay::{Relay, Route};
-use crate::identity::SignedIdentity;
+use crate::model::SignedIdentity;
 
 /// Largest JSON answer read (rmcp's `max_json_response_size` default).
 const MAX_JSON_ANSWER: usize = 16 * 1024 * 1024;
@@ -59,10 +59,6 @@ const EVENT_STREAM: &str = "text/event-stream";
 const JSON: &str = "application/json";
 /// `Mcp-Name` (SEP-2243).
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
-/// SEP-2243 marker of a Base64-wrapped header value.
-const BASE64_PREFIX: &str = "=?base64?";
-const BASE64_SUFFIX: &str = "?=";
-
 /// Why a direct call failed below JSON-RPC. These reach the log, never a client.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
@@ -106,34 +102,6 @@ impl From<DirectError> for ServiceError {
 
 fn protocol(m: impl Into<Cow<'static, str>>) -> ServiceError {
     DirectError::Protocol(m.into()).into()
-}
-
-/// Whether a `tools/call` of `tool` can go the direct way: its name travels as a bare
-/// `Mcp-Name` value, and its input schema asks for no `Mcp-Param-*` headers (rmcp computes
-/// those; any `x-mcp-header` anywhere sends the call through rmcp).
-pub fn fits(tool: &Tool) -> bool {
-    bare_header_value(&tool.name) && !mentions_param_header(&tool.input_schema)
-}
-
-/// The negation of rmcp's `requires_base64` (SEP-2243): printable ASCII, no surrounding space
-/// or tab, not already shaped like the Base64 sentinel.
-fn bare_header_value(v: &str) -> bool {
-    let b = v.as_bytes();
-    let padded = matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'));
-    let printable = b.iter().all(|c| (0x20..=0x7e).contains(c));
-    let sentinel = v.starts_with(BASE64_PREFIX) && v.ends_with(BASE64_SUFFIX);
-    printable && !padded && !sentinel
-}
-
-fn mentions_param_header(schema: &JsonObject) -> bool {
-    fn walk(v: &serde_json::Value) -> bool {
-        match v {
-            serde_json::Value::Object(m) => m.iter().any(|(k, v)| k == "x-mcp-header" || walk(v)),
-            serde_json::Value::Array(a) => a.iter().any(walk),
-            _ => false,
-        }
-    }
-    schema.iter().any(|(k, v)| k == "x-mcp-header" || walk(v))
 }
 
 /// The `tools/call` client of one stateless Streamable HTTP upstream, living as long as the

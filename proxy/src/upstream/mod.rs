@@ -55,7 +55,7 @@ pub enum Health {
 
 /// What an upstream offers, as of its last successful list.
 #[derive(Debug, Default, Clone)]
-pub struct Catalog {
+pub struct Lists {
     /// Tools.
     pub tools: Vec<Tool>,
     /// Prompts.
@@ -77,7 +77,7 @@ pub struct State {
     /// Streamable HTTP server. Built and dropped with `peer`.
     pub direct: Option<Arc<DirectClient>>,
     /// The lists, when ready (empty otherwise).
-    pub catalog: Arc<Catalog>,
+    pub catalog: Arc<Lists>,
     /// Last error, for status and logs.
     pub error: Option<String>,
     /// Negotiated protocol version.
@@ -290,7 +290,7 @@ impl Upstreams {
                     health: Health::Connecting,
                     peer: None,
                     direct: None,
-                    catalog: Arc::new(Catalog::default()),
+                    catalog: Arc::new(Lists::default()),
                     error: None,
                     protocol: None,
                     since: Instant::now(),
@@ -546,7 +546,7 @@ async fn fail(all: &Upstreams, up: &Upstream, error: String, backoff: &mut Durat
         s.health = Health::Down;
         s.peer = None;
         s.direct = None;
-        s.catalog = Arc::new(Catalog::default());
+        s.catalog = Arc::new(Lists::default());
         s.error = Some(error);
     });
     all.bump();
@@ -738,14 +738,14 @@ fn forward_stderr(name: String, stderr: tokio::process::ChildStderr) {
 }
 
 /// Fetches every list the upstream supports, following its cursors (bounded).
-async fn fetch_catalog(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Catalog, String> {
+async fn fetch_catalog(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Lists, String> {
     let caps = peer
         .peer_info()
         .map(|i| i.capabilities.clone())
         .unwrap_or_default();
     let t =
         |what: &'static str| move |_| format!("{what} unanswered within {}s", timeout.as_secs());
-    let mut catalog = Catalog::default();
+    let mut catalog = Lists::default();
     if caps.tools.is_some() {
         catalog.tools = tokio::time::timeout(
             timeout,

@@ -62,7 +62,7 @@ pub struct Route {
     /// The caller.
     pub downstream: Downstream,
     /// Who the caller is (DLP rules and policy apply per caller).
-    pub identity: crate::auth::Identity,
+    pub identity: crate::model::Identity,
     /// Audit correlation tag of the caller's session.
     pub session_tag: Option<String>,
     done: CancellationToken,
@@ -78,7 +78,7 @@ impl Route {
     pub fn new(
         server: impl Into<String>,
         downstream: Downstream,
-        identity: crate::auth::Identity,
+        identity: crate::model::Identity,
         session_tag: Option<String>,
     ) -> Self {
         Route {

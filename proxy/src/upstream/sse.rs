@@ -163,7 +163,7 @@ mod tests {
         CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, RequestId,
     };
 
-    use crate::identity::SignedIdentity;
+    use crate::model::SignedIdentity;
 
     #[tokio::test]
     async fn the_sse_sink_sends_the_signed_identity_as_the_opted_in_header_and_not_in_the_body() {

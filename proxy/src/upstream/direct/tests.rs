@@ -402,31 +402,6 @@ fn the_sse_parser_refuses_an_event_over_its_limit_before_it_ends() {
     }
 }
 
-#[test]
-fn tools_needing_rmcp_computed_headers_do_not_fit_the_direct_path() {
-    let tool = |name: &str, schema: Value| {
-        Tool::new(
-            name.to_string(),
-            "d",
-            Arc::new(schema.as_object().unwrap().clone()),
-        )
-    };
-    let plain = json!({"type": "object", "properties": {"q": {"type": "string"}}});
-    assert!(fits(&tool("search.v2_x-1", plain.clone())));
-    // Names rmcp would Base64-wrap in Mcp-Name.
-    for name in [" lead", "trail\t", "caf\u{e9}", "=?base64?abc?=", "nl\n"] {
-        assert!(!fits(&tool(name, plain.clone())), "{name:?}");
-    }
-    // x-mcp-header anywhere: on a property, nested, or in a $defs subschema.
-    for schema in [
-        json!({"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}),
-        json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string", "x-mcp-header": "B"}}}}}),
-        json!({"type": "object", "$defs": {"x": {"anyOf": [{"x-mcp-header": "X"}]}}}),
-    ] {
-        assert!(!fits(&tool("t", schema.clone())), "{schema}");
-    }
-}
-
 /// What one upstream POST looked like.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -708,7 +683,7 @@ fn rmcp_outcome(c: &DirectClient, json: &[u8]) -> Option<Result<ServerResult, Se
 
 /// What the portal makes of an outcome (`call_tool_response`), as text to compare.
 fn seen_by_portal(outcome: Option<Result<ServerResult, ServiceError>>) -> String {
-    let outcome = outcome.map(|r| r.and_then(crate::portal::pipeline::call_tool_response));
+    let outcome = outcome.map(|r| r.and_then(crate::portal::forward::call_tool_response));
     format!("{outcome:?}")
 }
 
@@ -987,7 +962,7 @@ fn the_request_body_is_what_rmcp_sends() {
     };
     let cases = [
         CallToolRequestParams::new("t"),
-        CallToolRequestParams::new("t").with_arguments(JsonObject::new()),
+        CallToolRequestParams::new("t").with_arguments(rmcp::model::JsonObject::new()),
         CallToolRequestParams::new("na\"me\\").with_arguments(object(json!({"b": 1, "a": 2}))),
         CallToolRequestParams::new("t").with_request_state("s"),
         {

@@ -16,8 +16,8 @@ use rmcp::{ErrorData, RoleServer};
 use serde_json::Value;
 
 use super::Portal;
-use super::catalog::PortalTool;
-use super::pipeline::{CallContext, Origin};
+use super::context::{CallContext, Origin};
+use crate::catalog::PortalTool;
 use crate::codemode::{self, EXECUTE_TOOL, Limits, SEARCH_TOOL, ToolInfo, ToolInvoker};
 
 /// Most Code Mode executions running at once in one process (each holds an OS thread).
@@ -183,9 +183,9 @@ pub async fn call(
         tool: Some(name.to_owned()),
         origin: Some("direct".into()),
         decision: if outcome.error.is_some() {
-            crate::audit::Decision::Error
+            crate::audit::Outcome::Error
         } else {
-            crate::audit::Decision::Allow
+            crate::audit::Outcome::Allow
         },
         reason: outcome.limit_hit.as_ref().map(|l| format!("limit: {l:?}")),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,

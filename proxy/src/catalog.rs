@@ -8,16 +8,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use rmcp::model::{JsonObject, Prompt, Resource, ResourceTemplate, Tool};
 use sha2::{Digest, Sha256};
 
 use crate::config::ServerConfig;
-use crate::upstream::Catalog as UpstreamCatalog;
+use crate::upstream::Lists;
 
 /// Longest tool or prompt name MCP allows.
 pub const MAX_NAME_LEN: usize = 128;
 /// Scheme of rewritten resource URIs.
 pub const URI_SCHEME: &str = "portcullis://";
+
+/// SEP-2243 marker of a Base64-wrapped header value.
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
 
 /// A tool as the portal exposes it.
 #[derive(Debug, Clone)]
@@ -30,9 +34,37 @@ pub struct PortalTool {
     pub tool: Tool,
     /// Whether the portal treats the tool as read-only (override, else `readOnlyHint == true`).
     pub read_only: bool,
-    /// Whether a call may take the direct path to a stateless upstream (see
-    /// [`crate::upstream::direct::fits`]): decided once here, not on every call.
+    /// Whether a call may take the direct path to a stateless upstream (see [`fits_direct`]):
+    /// decided once here, not on every call.
     pub direct: bool,
+}
+
+/// Whether a `tools/call` of `tool` can go the direct way: its name travels as a bare
+/// `Mcp-Name` value, and its input schema asks for no `Mcp-Param-*` headers (rmcp computes
+/// those; any `x-mcp-header` anywhere sends the call through rmcp).
+pub fn fits_direct(tool: &Tool) -> bool {
+    bare_header_value(&tool.name) && !mentions_param_header(&tool.input_schema)
+}
+
+/// The negation of rmcp's `requires_base64` (SEP-2243): printable ASCII, no surrounding space
+/// or tab, not already shaped like the Base64 sentinel.
+fn bare_header_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let padded = matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'));
+    let printable = b.iter().all(|c| (0x20..=0x7e).contains(c));
+    let sentinel = v.starts_with(BASE64_PREFIX) && v.ends_with(BASE64_SUFFIX);
+    printable && !padded && !sentinel
+}
+
+fn mentions_param_header(schema: &JsonObject) -> bool {
+    fn walk(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => m.iter().any(|(k, v)| k == "x-mcp-header" || walk(v)),
+            serde_json::Value::Array(a) => a.iter().any(walk),
+            _ => false,
+        }
+    }
+    schema.iter().any(|(k, v)| k == "x-mcp-header" || walk(v))
 }
 
 /// A prompt as the portal exposes it.
@@ -69,7 +101,7 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds the merged catalog from each server's configuration and its last lists.
-    pub fn build(servers: &[(ServerConfig, Arc<UpstreamCatalog>)]) -> Catalog {
+    pub fn build(servers: &[(ServerConfig, Arc<Lists>)]) -> Catalog {
         let mut c = Catalog::default();
         for (cfg, _) in servers {
             c.prefixes.insert(cfg.prefix.clone(), cfg.name.clone());
@@ -94,7 +126,7 @@ impl Catalog {
                 c.tools.push(PortalTool {
                     server: cfg.name.clone(),
                     upstream_name: tool.name.to_string(),
-                    direct: crate::upstream::direct::fits(tool),
+                    direct: fits_direct(tool),
                     tool: exposed,
                     read_only,
                 });
@@ -253,6 +285,7 @@ mod tests {
     use super::*;
     use crate::config::Transport;
     use rmcp::model::ToolAnnotations;
+    use serde_json::{Value, json};
 
     fn server(name: &str, prefix: &str) -> ServerConfig {
         ServerConfig {
@@ -278,8 +311,8 @@ mod tests {
         t
     }
 
-    fn upstream(tools: Vec<Tool>) -> Arc<UpstreamCatalog> {
-        Arc::new(UpstreamCatalog {
+    fn upstream(tools: Vec<Tool>) -> Arc<Lists> {
+        Arc::new(Lists {
             tools,
             ..Default::default()
         })
@@ -381,5 +414,30 @@ mod tests {
         let c = Catalog::build(&[(server("s", "s"), upstream(vec![changed]))]);
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
+    }
+
+    #[test]
+    fn tools_needing_rmcp_computed_headers_do_not_fit_the_direct_path() {
+        let tool = |name: &str, schema: Value| {
+            Tool::new(
+                name.to_string(),
+                "d",
+                Arc::new(schema.as_object().unwrap().clone()),
+            )
+        };
+        let plain = json!({"type": "object", "properties": {"q": {"type": "string"}}});
+        assert!(fits_direct(&tool("search.v2_x-1", plain.clone())));
+        // Names rmcp would Base64-wrap in Mcp-Name.
+        for name in [" lead", "trail\t", "caf\u{e9}", "=?base64?abc?=", "nl\n"] {
+            assert!(!fits_direct(&tool(name, plain.clone())), "{name:?}");
+        }
+        // x-mcp-header anywhere: on a property, nested, or in a $defs subschema.
+        for schema in [
+            json!({"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}),
+            json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string", "x-mcp-header": "B"}}}}}),
+            json!({"type": "object", "$defs": {"x": {"anyOf": [{"x-mcp-header": "X"}]}}}),
+        ] {
+            assert!(!fits_direct(&tool("t", schema.clone())), "{schema}");
+        }
     }
 }
