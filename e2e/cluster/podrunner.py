@@ -32,7 +32,10 @@ What is faithful, and the mapping where it is not:
   namespace with setns(2) on a short-lived thread).
 - **Services** (`Cluster.expose`): each gets a cluster IP from 10.96.0.0/16, added to `lo` of
   every pod's namespace, with a relay listening there on each Service port that connects to a
-  ready pod whose labels match the selector, at its targetPort (named or numbered). Cluster
+  ready pod whose labels match the selector, at its targetPort (named or numbered). There is
+  no netfilter or veth here, so the relay is a real listener in the pod's namespace: a Service
+  port equal to one of that pod's own containerPorts is not served in it (it would take the
+  container's 0.0.0.0:<port>; e.g. the portal Service's admin port 9464 inside a sidecar). Cluster
   DNS is `/etc/hosts` in each container's root: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc` and
   `<svc>.<ns>.svc.<cluster domain>` map to the cluster IP (rewritten when Services are added).
 - **Images.** No image can be pulled, so an `Image` names what the image holds: its entrypoint,
@@ -427,6 +430,14 @@ class Pod:
                 out.append(f"--- {self.name}/{c.name} ---\n{c.log.read_text(errors='replace')}")
         return "\n".join(out)
 
+    def argv(self, container: str) -> list[str]:
+        """The running process's command line, read from /proc (what was really executed)."""
+        for c in self.containers:
+            if c.name == container and c.proc is not None:
+                raw = Path(f"/proc/{c.proc.pid}/cmdline").read_bytes()
+                return raw.rstrip(b"\0").decode().split("\0")
+        raise PodError(f"pod {self.name}: no running container {container!r}")
+
     def container_port(self, port: int | str, container: dict[str, Any] | None = None) -> int:
         """A port number, or a named containerPort of this pod (of `container` first)."""
         if isinstance(port, int) or str(port).isdigit():
@@ -461,7 +472,12 @@ class Pod:
 
     def attach_service(self, svc: _Service) -> None:
         _run("ip", "-n", self.netns_name, "addr", "add", f"{svc.ip}/32", "dev", "lo")
+        # The relay listens in this pod's namespace: a Service port equal to one of the pod's
+        # own containerPorts would stop the container binding 0.0.0.0:<port>; skipped.
+        own = {int(p["containerPort"]) for c in self.spec.get("containers") or [] for p in c.get("ports") or []}
         for p in svc.ports:
+            if int(p["port"]) in own:
+                continue
             self._svc_relays.append(
                 Relay(self.netns, (svc.ip, int(p["port"])), lambda p=p, svc=svc: self.cluster.backend(svc, p))
             )
@@ -664,7 +680,7 @@ class Pod:
         if sc.get("readOnlyRootFilesystem"):
             script.append('mount -o remount,bind,ro "$R"')
         uid = sc.get("runAsUser", image.user[0] if image.user else 0)
-        gid = sc.get("runAsGroup", image.user[1] if image.user else uid if image.user is None else 0)
+        gid = sc.get("runAsGroup", image.user[1] if image.user else 0)
         if sc.get("runAsNonRoot") and uid == 0:
             raise PodError(f"{where}: runAsNonRoot is set but the container would run as root (uid 0)")
         groups = [str(g) for g in [self.spec.get("securityContext", {}).get("fsGroup")] if g is not None]
