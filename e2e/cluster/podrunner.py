@@ -783,6 +783,9 @@ class Pod:
                 ok, last = self.probe(c.spec, c.spec["livenessProbe"])
                 if not ok:
                     raise PodError(f"pod {self.name}: {c.name} livenessProbe failed ({last})\n{self.logs()}")
+        for c in main:  # with or without probes, a container that exited is not a ready pod
+            if c.proc is not None and c.proc.poll() is not None:
+                raise PodError(f"pod {self.name}: container {c.name} exited {c.proc.returncode}\n{self.logs()}")
         self.ready = True
 
 
