@@ -126,8 +126,8 @@ pub async fn middleware(
 }
 
 /// Authenticates `req` for `portal`: on success removes its `Authorization` header and inserts
-/// its [`Identity`] (which also names the session owner); otherwise returns the answer (401/403 with
-/// `WWW-Authenticate`, or 503 when the identity provider cannot be reached).
+/// its [`Identity`] (whose subject also owns the legacy session); otherwise returns the answer
+/// (401/403 with `WWW-Authenticate`, or 503 when the identity provider cannot be reached).
 pub async fn authenticate_request(portal: &Portal, req: &mut Request) -> Result<(), Response> {
     let cfg = portal.config();
     let public = cfg.spec.public == Some(true);

@@ -26,8 +26,9 @@ pub struct Guardrails {
 
 impl Guardrails {
     /// Guardrails for `config`. Rules that fail to compile are reported here, at load time.
-    pub fn new(config: Arc<PortalConfig>) -> Result<Self, String> {
-        Engine::compile(&dlp_rules(config.policies.iter())).map_err(|e| e.to_string())?;
+    pub fn new(config: Arc<PortalConfig>) -> crate::Result<Self> {
+        Engine::compile(&dlp_rules(config.policies.iter()))
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
         Ok(Guardrails {
             config,
             engines: Mutex::new(HashMap::new()),

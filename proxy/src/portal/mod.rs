@@ -83,7 +83,7 @@ impl Portal {
     ) -> Result<Arc<Portal>, crate::Error> {
         let upstreams = Upstreams::new(shutdown.clone());
         let config = Arc::new(config);
-        let rails = guardrails::Guardrails::new(config.clone()).map_err(crate::Error::Config)?;
+        let rails = guardrails::Guardrails::new(config.clone())?;
         let signer = signer_of(&config)?;
         let metrics = crate::metrics::Metrics::new();
         let policy = crate::policy::PolicySet::for_config(&config);
