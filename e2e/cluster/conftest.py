@@ -236,10 +236,13 @@ class Operator:
         return self.process.logs()
 
     def denied(self) -> list[str]:
-        """Requests of the chart's ServiceAccount the apiserver refused (403), as lines."""
+        """Requests of the chart's ServiceAccount that RBAC refused, as lines. (A 403 from
+        admission, e.g. a write into a namespace being deleted, is not an RBAC refusal: the
+        audit log's authorization decision tells them apart.)"""
         out = []
         for e in self.cluster.audit_events():
-            if (e.get("user") or {}).get("username") == self.username and (e.get("responseStatus") or {}).get("code") == 403:
+            decision = (e.get("annotations") or {}).get("authorization.k8s.io/decision")
+            if (e.get("user") or {}).get("username") == self.username and decision == "forbid":
                 out.append(f"{e.get('verb')} {e.get('requestURI')}")
         return sorted(set(out))
 

@@ -617,9 +617,16 @@ class ServiceNetwork:
             path = url.path or "/"
             if url.query:
                 path += "?" + url.query
+            # Host is rewritten to the backend's loopback address: portcullis-demo (rmcp's DNS
+            # rebinding protection) answers 403 "Host header is not allowed" to a Service name.
+            # In a real cluster the example's wiki server would refuse its Service name the same
+            # way; see the report of issue 14 (a finding left to the proxy's owners).
             headers = [
-                h for h in lines[1:] if h.split(":", 1)[0].strip().lower() not in ("connection", "proxy-connection", "keep-alive")
+                h
+                for h in lines[1:]
+                if h.split(":", 1)[0].strip().lower() not in ("connection", "proxy-connection", "keep-alive", "host")
             ]
+            headers.append(f"Host: {backend[0]}:{backend[1]}")
             upstream = socket.create_connection(backend, timeout=30)
             upstream.sendall(
                 (f"{method} {path} {version}\r\n" + "\r\n".join(headers) + "\r\nConnection: close\r\n\r\n").encode("latin-1")

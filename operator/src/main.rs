@@ -163,7 +163,8 @@ struct RunArgs {
     /// Compete for a Lease so only one replica reconciles.
     #[arg(long, env = "PORTCULLIS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// Namespace of the Lease (the operator's).
+    /// Namespace the operator runs in: its Lease, and the only namespace whose operator pods
+    /// deployed servers' NetworkPolicies admit.
     #[arg(long, env = "POD_NAMESPACE", default_value = "portcullis-system")]
     lease_namespace: String,
     /// Seconds a probe of an MCP server may take.
@@ -174,13 +175,15 @@ struct RunArgs {
     log_format: String,
 }
 
-fn render_options(a: &RenderArgs) -> RenderOptions {
+/// `operator_namespace`: where the operator runs (`POD_NAMESPACE`, the Lease's namespace).
+fn render_options(a: &RenderArgs, operator_namespace: &str) -> RenderOptions {
     RenderOptions {
         proxy_image: a.proxy_image.clone(),
         image_pull_policy: a.proxy_image_pull_policy.clone(),
         cluster_domain: a.cluster_domain.clone(),
         default_namespace: a.namespace.clone().unwrap_or_else(|| "default".into()),
         service_monitor: a.service_monitor == "true",
+        operator_namespace: operator_namespace.to_owned(),
     }
 }
 
@@ -191,7 +194,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Render { manifests } => {
             let m = operator::manifests::load(&manifests)?;
-            let objects = operator::desired::render_all(&m, &render_options(&cli.render))?;
+            let objects = operator::desired::render_all(
+                &m,
+                &render_options(&cli.render, &cli.run.lease_namespace),
+            )?;
             print!("{}", operator::desired::to_yaml(&objects)?);
             Ok(())
         }
@@ -302,7 +308,7 @@ async fn run(render: RenderArgs, args: RunArgs, disc: DiscoveryArgs) -> anyhow::
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let mut options = render_options(&render);
+    let mut options = render_options(&render, &args.lease_namespace);
     if render.service_monitor == "auto" {
         options.service_monitor = service_monitor_crd_exists(&client).await;
         tracing::info!(

@@ -101,14 +101,28 @@ impl ApiServer {
         body
     }
 
-    /// Answers with the request body itself (what an apply returns, near enough).
+    /// The read before an apply (see `apply_settled`), answered 404: the object is new.
+    async fn expect_absent(&mut self, path: &str) {
+        self.expect(Method::GET, path, |_| {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            )
+        })
+        .await;
+    }
+
+    /// Answers with the request body itself (what an apply returns, near enough), after the
+    /// read that finds the object absent.
     async fn expect_apply(&mut self, path: &str) -> Value {
+        self.expect_absent(path).await;
         self.expect(Method::PATCH, path, |b| (StatusCode::OK, b))
             .await
     }
 
     /// A Deployment apply answered with `available` ready replicas.
     async fn expect_deployment(&mut self, path: &str, available: i32) -> Value {
+        self.expect_absent(path).await;
         self.expect(Method::PATCH, path, move |mut b| {
             b["status"] = json!({"availableReplicas": available});
             (StatusCode::OK, b)

@@ -252,6 +252,24 @@ fn an_http_server_gets_the_proxy_as_a_sidecar_on_loopback_and_env_from_secret_re
         from.namespace_selector.is_none(),
         "only this namespace's portals"
     );
+    let operator = &np.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0]
+        .from
+        .as_ref()
+        .unwrap()[1];
+    let namespaces = operator
+        .namespace_selector
+        .as_ref()
+        .expect("operator pods of one namespace, not of any")
+        .match_expressions
+        .as_ref()
+        .unwrap();
+    assert_eq!(namespaces[0].key, "kubernetes.io/metadata.name");
+    assert_eq!(namespaces[0].operator, "In");
+    assert_eq!(
+        namespaces[0].values.as_deref(),
+        Some(&["portcullis-system".to_owned()][..]),
+        "the operator's own namespace (RenderOptions::operator_namespace)"
+    );
 }
 
 #[test]

@@ -447,6 +447,11 @@ async fn with_confine_on_each_shadow_object_gets_a_network_policy_and_stale_ones
         "shadow-mcp-svc-probe-only",
     ] {
         let path = format!("/apis/networking.k8s.io/v1/namespaces/team/networkpolicies/{name}");
+        // The read of apply_settled: absent, so it applies.
+        api.respond(Method::GET, &path, StatusCode::NOT_FOUND, |_| {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+        })
+        .await;
         let (body, query) = api
             .respond(Method::PATCH, &path, StatusCode::OK, |b| b)
             .await;

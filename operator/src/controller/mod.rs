@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -183,7 +185,12 @@ where
     out
 }
 
-/// Server-side applies a typed object under the operator's field manager.
+/// Annotation on every object the operator applies: a hash of what it applied last. With it,
+/// a reconcile that would apply the same object again sends nothing (see [`apply_settled`]).
+pub const APPLIED_HASH_ANNOTATION: &str = "portcullis.dev/applied-hash";
+
+/// Server-side applies a typed object under the operator's field manager, unless the live
+/// object already is what it would apply ([`apply_settled`]).
 pub async fn apply_typed<K>(client: &Client, obj: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -196,8 +203,77 @@ where
         .namespace()
         .ok_or(Error::MissingField("object", "namespace"))?;
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    apply_settled(&api, &obj.name_any(), obj).await
+}
+
+/// Server-side applies `obj` as `name` through `api`, and settles: when the live object carries
+/// the hash of this very object in [`APPLIED_HASH_ANNOTATION`] (nothing was added to or taken
+/// out of what the operator applies since its last apply) and every field of `obj` has its
+/// value in the live object (nobody changed one by hand), nothing is sent and the live object
+/// is returned. A read instead of a write: an operator at rest makes no writes, even though its
+/// reconcilers run on every watch event and requeue.
+pub async fn apply_settled<K>(api: &Api<K>, name: &str, obj: &impl Serialize) -> Result<K>
+where
+    K: Clone + DeserializeOwned + Serialize + Debug,
+{
+    let serialize = |source| Error::Serialize {
+        what: name.to_owned(),
+        source,
+    };
+    let mut desired = serde_json::to_value(obj).map_err(serialize)?;
+    let hash = crate::desired::sha256_hex(
+        serde_json::to_string(&desired)
+            .map_err(serialize)?
+            .as_bytes(),
+    )[..16]
+        .to_owned();
+    if let Some(meta) = desired
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(APPLIED_HASH_ANNOTATION.into(), hash.into());
+        }
+    }
+    if let Some(live) = api.get_opt(name).await? {
+        let live_value = serde_json::to_value(&live).map_err(serialize)?;
+        if covers(&live_value, &desired) {
+            return Ok(live);
+        }
+    }
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(&obj.name_any(), &pp, &Patch::Apply(obj)).await?)
+    Ok(api.patch(name, &pp, &Patch::Apply(&desired)).await?)
+}
+
+/// Whether `live` holds every field of `desired` with the same value: objects field by field,
+/// lists element by element (same length), scalars equal. Fields the apiserver adds (defaults,
+/// status, metadata) do not matter; an empty map or list in `desired` matches an absent one.
+pub fn covers(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => covers(lv, dv),
+            None => is_empty(dv),
+        }),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| covers(lv, dv))
+        }
+        (Value::Null, d) => is_empty(d),
+        (l, d) => l == d,
+    }
+}
+
+fn is_empty(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(o) => o.values().all(is_empty),
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }
 
 /// Server-side applies one desired object; returns the Deployment as the server has it.
@@ -214,8 +290,7 @@ pub async fn apply_object(client: &Client, obj: &Object) -> Result<Option<Deploy
                 .ok_or(Error::MissingField("ServiceMonitor", "namespace"))?;
             let ar = crate::desired::portal::service_monitor_resource();
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-            let pp = PatchParams::apply(FIELD_MANAGER).force();
-            api.patch(&o.name_any(), &pp, &Patch::Apply(o)).await?;
+            apply_settled(&api, &o.name_any(), o).await?;
             Ok(None)
         }
     }
@@ -285,8 +360,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let portal_store = portals.store();
     let (ps1, ps2) = (portal_store.clone(), portal_store.clone());
     let ctx_for_secrets = ctx.clone();
+    // Every kind a portal owns is watched, so an object edited or deleted by hand is restored
+    // at once rather than at the next requeue.
     let portals = portals
         .owns(Api::<Deployment>::all(client.clone()), wc.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
+        .owns(Api::<Service>::all(client.clone()), wc.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), wc.clone())
         .watches(
             Api::<crds::McpServer>::all(client.clone()),
             wc.clone(),
@@ -315,6 +395,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 
     let servers = Controller::new(Api::<crds::McpServer>::all(client.clone()), wc.clone())
         .owns(Api::<Deployment>::all(client.clone()), wc.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
+        .owns(Api::<Service>::all(client.clone()), wc.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), wc.clone())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(server::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move { log_result("mcpserver", r) });
@@ -348,3 +431,37 @@ pub(crate) fn names_csv(names: &BTreeSet<String>) -> Option<String> {
 
 /// A map of Secret name -> resourceVersion, for the config hash.
 pub(crate) type SecretVersions = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+    use serde_json::json;
+
+    #[test]
+    fn a_live_object_with_server_defaults_covers_what_was_applied() {
+        let desired = json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "proxy", "image": "p:1"}]}}}, "metadata": {"labels": {}}});
+        let live = json!({"spec": {"replicas": 2, "progressDeadlineSeconds": 600, "template": {"spec": {"containers": [{"name": "proxy", "image": "p:1", "terminationMessagePath": "/dev/termination-log"}], "dnsPolicy": "ClusterFirst"}}}, "metadata": {"uid": "u", "resourceVersion": "7"}, "status": {"replicas": 2}});
+        assert!(covers(&live, &desired));
+    }
+
+    #[test]
+    fn a_value_changed_by_hand_is_not_covered() {
+        let desired = json!({"spec": {"replicas": 2}});
+        assert!(!covers(&json!({"spec": {"replicas": 3}}), &desired));
+        assert!(!covers(&json!({"spec": {}}), &desired));
+    }
+
+    #[test]
+    fn a_list_of_another_length_is_not_covered() {
+        let desired = json!({"volumes": [{"name": "a"}, {"name": "b"}]});
+        assert!(!covers(&json!({"volumes": [{"name": "a"}]}), &desired));
+        assert!(!covers(
+            &json!({"volumes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}),
+            &desired
+        ));
+        assert!(covers(
+            &json!({"volumes": [{"name": "a", "x": 1}, {"name": "b"}]}),
+            &desired
+        ));
+    }
+}

@@ -37,6 +37,9 @@ pub struct RenderOptions {
     pub default_namespace: String,
     /// Render a ServiceMonitor (monitoring.coreos.com/v1) per portal.
     pub service_monitor: bool,
+    /// Namespace the operator runs in: deployed servers' NetworkPolicies admit operator pods
+    /// of this namespace only (a label alone is no proof: any tenant can set it on a pod).
+    pub operator_namespace: String,
 }
 
 impl Default for RenderOptions {
@@ -47,6 +50,7 @@ impl Default for RenderOptions {
             cluster_domain: "cluster.local".into(),
             default_namespace: "default".into(),
             service_monitor: false,
+            operator_namespace: "portcullis-system".into(),
         }
     }
 }

@@ -311,8 +311,11 @@ pub fn objects(server: &McpServer, opts: &RenderOptions) -> Result<Option<Server
                 from: Some(vec![
                     // Portal pods of this namespace.
                     super::portal_peer(PeerNamespaces::Same),
-                    // The operator (wherever it runs), which probes the server for its tools.
-                    super::operator_peer(PeerNamespaces::Any),
+                    // The operator's pods, in the operator's own namespace only: it probes the
+                    // server for its tools.
+                    super::operator_peer(PeerNamespaces::Named(vec![
+                        opts.operator_namespace.clone(),
+                    ])),
                 ]),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::String("mcp".into())),
