@@ -1,6 +1,6 @@
 //! Conditions: building them, and keeping `lastTransitionTime` when the status did not change.
 
-use crds::Condition;
+use crds::{Condition, McpPolicyStatus, McpPortalStatus, McpServerStatus};
 
 /// A condition of `generation` with the current time as its transition time.
 pub fn condition(
@@ -44,4 +44,40 @@ pub fn merge(old: &[Condition], mut new: Vec<Condition>) -> Vec<Condition> {
 /// Whether `conds` holds `type_` with status `True`.
 pub fn is_true(conds: &[Condition], type_: &str) -> bool {
     conds.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// A status with standard conditions: what [`crate::controller::settle_status`] re-merges
+/// against the API server's copy before it decides to write.
+pub trait Conditioned {
+    /// The conditions.
+    fn conditions(&self) -> &[Condition];
+    /// The conditions, to take transition times from another copy.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+impl Conditioned for McpPortalStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl Conditioned for McpServerStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl Conditioned for McpPolicyStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
 }

@@ -130,13 +130,18 @@ impl ApiServer {
         .await
     }
 
-    /// A status apply of `obj`, answered with the object carrying that status.
+    /// A status apply of `obj` after the read that finds `obj` as given, answered with the
+    /// object carrying that status.
     async fn expect_status<K: Resource + serde::Serialize>(
         &mut self,
         path: &str,
         obj: &K,
     ) -> Value {
         let full = serde_json::to_value(obj).unwrap();
+        // The read that compares the server's copy before writing (see `settle_status`).
+        let stored = full.clone();
+        self.expect(Method::GET, path, move |_| (StatusCode::OK, stored))
+            .await;
         let body = self
             .expect(Method::PATCH, path, move |b| {
                 let mut full = full;
@@ -621,6 +626,34 @@ async fn an_invalid_policy_is_rejected_with_the_field_and_an_event() {
     );
     assert_eq!(condition(&status, "Bound")["reason"], "PortalNotFound");
     assert_eq!(status["portals"], "demo");
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_status_the_server_already_holds_is_not_written_again_from_a_stale_store() {
+    // The store's copy has no status yet (the watch has not delivered the operator's own last
+    // write); the server's copy holds the same status, its conditions set a while ago.
+    let (ctx, mut api, _) = context(vec![]);
+    let stale = policy("read", &["demo"]);
+    let portals = vec![portal("demo")];
+    let mut written = controller::policy::desired_status(&stale, &portals);
+    for c in &mut written.conditions {
+        c.last_transition_time = Some("2026-01-01T00:00:00Z".into());
+    }
+    let mut on_server = stale.clone();
+    on_server.status = Some(written);
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(stale.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(PORTALS, "McpPortal", vec![v(&portals[0])])
+        .await;
+    let stored = v(&on_server);
+    api.expect(Method::GET, &format!("{POLICIES}/read/status"), move |_| {
+        (StatusCode::OK, stored)
+    })
+    .await;
     task.await.unwrap().unwrap();
     api.done().await;
 }

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
 use crate::probe::Prober;
+use crate::status::{Conditioned, merge};
 
 /// Everything a reconciler needs.
 pub struct Context {
@@ -296,18 +297,46 @@ pub async fn apply_object(client: &Client, obj: &Object) -> Result<Option<Deploy
     }
 }
 
-/// Server-side applies the `status` of a custom resource.
-pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl Serialize) -> Result<()>
+/// Writes `status` as `obj`'s status unless the API server already holds it; returns whether
+/// it wrote.
+///
+/// `obj` comes from the controller's store, which can lag behind the operator's own last write:
+/// a Deployment event that arrives before the watch has delivered the status just patched
+/// reconciles a stale copy, whose older conditions give a fresh `lastTransitionTime` to a
+/// transition already written. So a status that differs from the store's is compared once more
+/// with the server's copy (read, transition times merged from it) before it is written; a settled
+/// portal brings no writes (the cluster suite counts them in the audit log).
+pub async fn settle_status<K, S>(
+    client: &Client,
+    obj: &K,
+    status_of: fn(&K) -> Option<&S>,
+    mut status: S,
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + DeserializeOwned
         + Clone
         + Debug,
+    S: Conditioned + PartialEq + Serialize,
 {
+    if status_of(obj) == Some(&status) {
+        return Ok(false);
+    }
     let ns = obj
         .namespace()
         .ok_or(Error::MissingField("object", "namespace"))?;
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let fresh = api.get_status(&obj.name_any()).await?;
+    if let Some(current) = status_of(&fresh) {
+        let merged = merge(
+            current.conditions(),
+            std::mem::take(status.conditions_mut()),
+        );
+        *status.conditions_mut() = merged;
+        if current == &status {
+            return Ok(false);
+        }
+    }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -316,7 +345,7 @@ where
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&obj.name_any(), &pp, &Patch::Apply(&patch))
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes `name` of kind `K` in `ns`; absent is fine.

@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::{Context, apply_status, instrumented, names_csv};
+use super::{Context, instrumented, names_csv, settle_status};
 use crate::error::{Error, Result};
 use crate::select;
 use crate::status::{condition, merge};
@@ -124,8 +124,6 @@ async fn apply(policy: &McpPolicy, ctx: &Context) -> Result<Action> {
         let msg = status.conditions[0].message.clone();
         ctx.event(policy, true, "Rejected", "Validate", msg).await;
     }
-    if policy.status.as_ref() != Some(&status) {
-        apply_status(&ctx.client, policy, &status).await?;
-    }
+    settle_status(&ctx.client, policy, |o| o.status.as_ref(), status.clone()).await?;
     Ok(Action::await_change())
 }

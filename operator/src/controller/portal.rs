@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::{Context, SecretVersions, apply_object, apply_status, instrumented, secret_value};
+use super::{Context, SecretVersions, apply_object, instrumented, secret_value, settle_status};
 use crate::desired::{self, Object};
 use crate::error::{Error, Result};
 use crate::status::{condition, is_true, merge};
@@ -256,9 +256,7 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
         observed_generation: generation,
         config_hash,
     };
-    if portal.status.as_ref() != Some(&status) {
-        apply_status(&ctx.client, portal, &status).await?;
-    }
+    settle_status(&ctx.client, portal, |o| o.status.as_ref(), status.clone()).await?;
     let all_good =
         is_true(&status.conditions, "Ready") && is_true(&status.conditions, "ServersReady");
     Ok(Action::requeue(Duration::from_secs(if all_good {

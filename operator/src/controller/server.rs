@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 
-use super::{Context, apply_object, apply_status, delete_if_present, instrumented, secret_value};
+use super::{Context, apply_object, delete_if_present, instrumented, secret_value, settle_status};
 use crate::desired::{self, server::RESERVED_PORTS};
 use crate::error::{Error, Result};
 use crate::names;
@@ -158,9 +158,7 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
                 conditions: merge(&old.conditions, conds),
                 observed_generation: generation,
             };
-            if server.status.as_ref() != Some(&status) {
-                apply_status(&ctx.client, server, &status).await?;
-            }
+            settle_status(&ctx.client, server, |o| o.status.as_ref(), status.clone()).await?;
             return Ok(Action::await_change());
         }
         let objs = desired::server::objects(server, &ctx.options)?
@@ -287,9 +285,7 @@ async fn apply(server: &McpServer, ctx: &Context) -> Result<Action> {
         conditions: merge(&old.conditions, conditions),
         observed_generation: generation,
     };
-    if server.status.as_ref() != Some(&status) {
-        apply_status(&ctx.client, server, &status).await?;
-    }
+    settle_status(&ctx.client, server, |o| o.status.as_ref(), status.clone()).await?;
     let ok = crate::status::is_true(&status.conditions, "Ready") && reachable;
     Ok(Action::requeue(Duration::from_secs(if ok {
         300
