@@ -26,13 +26,13 @@ e2e-setup:
 
 ## demo: a public portal over the bundled demo servers on http://127.0.0.1:8080/mcp
 demo:
-	$(CARGO) build -p portcullis-proxy --bins
+	$(CARGO) build -p portcullis-proxy -p portcullis-demo --bins
 	$(CARGO) run -p portcullis-proxy --bin portcullis-proxy -- --manifests examples/demo/portal.yaml --portal demo --listen 127.0.0.1:8080
 
 ## bench: benchmarks on release builds; prints figures, asserts none (results in target/bench/).
 ## One command per line: append further benchmarks (DLP, Code Mode, ...) as lines below.
 bench: operator-bench
-	$(CARGO) build --release -p portcullis-proxy --bins
+	$(CARGO) build --release -p portcullis-proxy -p portcullis-demo --bins
 	python3 e2e/bench/run.py
 	$(CARGO) bench -p portcullis-proxy --bench tokens
 	$(CARGO) bench -p portcullis-proxy --bench codemode

@@ -6,7 +6,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p portcullis-proxy --bins \
+    cargo build --release -p portcullis-proxy -p portcullis-demo --bins \
  && install -D -m 0755 target/release/portcullis-proxy /out/portcullis-proxy \
  && install -D -m 0755 target/release/portcullis-demo /out/portcullis-demo
 

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use proxy::shadow::{Classifier, Event, Format, Rules, Sanctioned, Scanner};
+use proxy::shadow::{Classifier, ClassifierRules, Event, Format, Sanctioned, Scanner};
 use serde_json::json;
 
 struct Rng(u64);
@@ -179,7 +179,10 @@ fn jsonl_line(r: &Req) -> String {
 }
 
 fn scan(path: &Path, format: Format) -> (u64, u64, f64) {
-    let mut scanner = Scanner::new(Classifier::new(Rules::default_rules()), Sanctioned::new());
+    let mut scanner = Scanner::new(
+        Classifier::new(ClassifierRules::default_rules()),
+        Sanctioned::new(),
+    );
     let mut hits = 0u64;
     let t = Instant::now();
     scanner

@@ -128,13 +128,13 @@ struct ShadowScanArgs {
 const SHADOW_BAD_SHOWN: u64 = 20;
 
 fn shadow_scan(a: ShadowScanArgs) -> anyhow::Result<bool> {
-    use proxy::shadow::{Classifier, Event, Rules, Sanctioned, Scanner};
+    use proxy::shadow::{Classifier, ClassifierRules, Event, Sanctioned, Scanner};
     if a.print_default_rules {
         print!("{}", proxy::shadow::rules::DEFAULT_RULES);
         return Ok(false);
     }
     let rule_files: Vec<&std::path::Path> = a.rules.iter().map(PathBuf::as_path).collect();
-    let rules = Rules::load(&rule_files)?;
+    let rules = ClassifierRules::load(&rule_files)?;
     let mut sanctioned = Sanctioned::new();
     if let Some(path) = &a.manifests {
         let m = config::manifests::load(path)?;

@@ -13,21 +13,21 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const DEMO: &str = env!("CARGO_BIN_EXE_portcullis-demo");
 const KEY: &str = "0123456789abcdef0123456789abcdef-shared";
 
 fn demo_manifests(session_key: Option<&str>) -> String {
+    let demo = common::demo_binary();
     let mut text = format!(
         r#"
 apiVersion: portcullis.dev/v1alpha1
 kind: McpServer
 metadata: {{name: tickets}}
-spec: {{deployment: {{image: unused, command: ["{DEMO}"], args: [tickets, --stdio]}}}}
+spec: {{deployment: {{image: unused, command: ["{demo}"], args: [tickets, --stdio]}}}}
 ---
 apiVersion: portcullis.dev/v1alpha1
 kind: McpServer
 metadata: {{name: docs}}
-spec: {{deployment: {{image: unused, command: ["{DEMO}"], args: [docs, --stdio]}}}}
+spec: {{deployment: {{image: unused, command: ["{demo}"], args: [docs, --stdio]}}}}
 ---
 apiVersion: portcullis.dev/v1alpha1
 kind: McpPortal
@@ -330,7 +330,7 @@ async fn bad_input_gets_a_clear_error_and_the_portal_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_leaves_the_lists_and_calls_to_it_fail_fast() {
-    let mut child = tokio::process::Command::new(DEMO)
+    let mut child = tokio::process::Command::new(common::demo_binary())
         .args(["docs", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -348,8 +348,9 @@ async fn a_dead_upstream_leaves_the_lists_and_calls_to_it_fail_fast() {
             break u.to_owned();
         }
     };
+    let demo = common::demo_binary();
     let yaml = demo_manifests(None).replacen(
-        &format!("metadata: {{name: docs}}\nspec: {{deployment: {{image: unused, command: [\"{DEMO}\"], args: [docs, --stdio]}}}}"),
+        &format!("metadata: {{name: docs}}\nspec: {{deployment: {{image: unused, command: [\"{demo}\"], args: [docs, --stdio]}}}}"),
         &format!("metadata: {{name: docs}}\nspec: {{remote: {{url: \"{url}\"}}, timeoutSeconds: 2}}"),
         1,
     );

@@ -186,12 +186,18 @@ async fn post_discover(http: &reqwest::Client, url: &str) -> ProbeOutcome {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut body = Vec::new();
+    // An event stream is read only up to its first event with data.
+    let mut events = sse::Decoder::new(MAX_BODY);
+    let mut decoded = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 let room = MAX_BODY.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= MAX_BODY || (sse && first_sse_data(&body).is_some()) {
+                let kept = &chunk[..chunk.len().min(room)];
+                body.extend_from_slice(kept);
+                let first_event = sse
+                    && (events.feed(kept, &mut decoded).is_err() || decoded.iter().any(has_data));
+                if body.len() >= MAX_BODY || first_event {
                     break;
                 }
             }
@@ -208,18 +214,17 @@ async fn post_discover(http: &reqwest::Client, url: &str) -> ProbeOutcome {
     classify(status.as_u16(), &headers, &body, sse)
 }
 
-/// The first complete `data:` payload of an event stream.
+/// The data of the first complete event of an event stream that has any (the shared bounded
+/// decoder's rules: CR, LF or CRLF line ends; `data` lines joined with LF).
 fn first_sse_data(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
-    let complete = &text[..text.rfind("\n\n")?];
-    complete.split("\n\n").find_map(|event| {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim_start)
-            .collect();
-        data.iter().any(|d| !d.is_empty()).then(|| data.join("\n"))
-    })
+    let mut events = Vec::new();
+    // Whatever the decoder refuses, the events completed before are still an answer.
+    let _ = sse::Decoder::new(MAX_BODY).feed(body, &mut events);
+    events.into_iter().find(has_data).map(|e| e.data)
+}
+
+fn has_data(event: &sse::Event) -> bool {
+    !event.data.trim().is_empty()
 }
 
 /// Classifies one answer to `server/discover`.
@@ -391,6 +396,11 @@ mod tests {
         let body = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"supportedVersions\":[\"2026-07-28\"]}}\r\n\r\n";
         assert!(classify(200, &http::HeaderMap::new(), body, true).is_mcp());
         assert_eq!(first_sse_data(b"data: {\"a\":1}"), None, "incomplete event");
+        assert_eq!(
+            first_sse_data(b": hello\r\r\ndata:\n\ndata: {\"a\":\rdata: 1}\r\rdata: 2\n\n"),
+            Some("{\"a\":\n1}".into()),
+            "the first event with data, whatever the line ends"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod jwks;
 #[doc(hidden)]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 use base64::Engine as _;

@@ -1,248 +1,30 @@
 //! Configuration: from manifests to the resolved view of one portal.
+//!
+//! The files, by concern: [`types`] (the resolved configuration as plain data), [`secrets`]
+//! (reading Secret values), [`manifests`] (reading and checking manifest files), [`watch`]
+//! (reloading them); this file resolves one portal from the manifests ([`resolve`]) and
+//! selects its servers by label ([`selector_matches`]).
 
 pub mod manifests;
+pub mod secrets;
+pub mod types;
 pub mod watch;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crds::common::SecretKeyRef;
-use crds::server::{DeployedTransport, RemoteTransport, ToolOverride};
+use crds::server::{DeployedTransport, RemoteTransport};
 use crds::{McpPolicy, McpPortalSpec, McpServer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::error::{Error, Result};
 pub use manifests::Manifests;
-
-/// Where mounted Secrets live in a pod (`<dir>/<secret>/<key>`), as the operator mounts them.
-pub const DEFAULT_SECRETS_DIR: &str = "/var/run/portcullis/secrets";
-/// Default per-request timeout of an upstream.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default bound on request bodies.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-/// The resolved configuration of one portal: what the proxy serves.
-#[derive(Debug, Clone)]
-pub struct PortalConfig {
-    /// McpPortal name.
-    pub name: String,
-    /// The portal's spec.
-    pub spec: McpPortalSpec,
-    /// Selected servers, sorted by name.
-    pub servers: Vec<ServerConfig>,
-    /// Policies bound to this portal, sorted by name.
-    pub policies: Vec<McpPolicy>,
-    /// Key sealing legacy session ids (from `sessionKeyFrom`), if configured.
-    pub session_key: Option<Vec<u8>>,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-    /// Tool-definition pinning and screening of each server, by McpServer name. Kept apart from
-    /// [`ServerConfig`] so approving a hash does not reconnect the upstream.
-    pub pins: BTreeMap<String, ServerPins>,
-    /// The key that signs user identities for servers with `spec.identity` (from
-    /// `identitySigningKeyFrom`), as read; `identity::Signer::from_key` parses it.
-    pub identity_key: Option<SigningKey>,
-}
-
-/// A private key as read from its Secret, and the `iss` of what it signs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SigningKey {
-    /// The PEM bytes.
-    pub pem: Vec<u8>,
-    /// The `iss` of every token: the portal's `publicUrl`, else its name.
-    pub issuer: String,
-    /// Where the key came from, for errors: `McpPortal p: spec.identitySigningKeyFrom: secret s/k`.
-    pub source: String,
-}
-
-impl std::fmt::Debug for SigningKey {
-    // The private key never reaches a log.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("issuer", &self.issuer)
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How one server's tool definitions are pinned and screened (`spec.pinning`,
-/// `spec.screening`, and the baseline the operator recorded in `status.toolBaseline`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerPins {
-    /// `spec.pinning.onChange`.
-    pub on_change: crds::tooldef::PinAction,
-    /// `spec.screening.action`.
-    pub on_finding: crds::tooldef::PinAction,
-    /// `spec.pinning.approved`.
-    pub approved: Vec<crds::tooldef::ToolPin>,
-    /// `status.toolBaseline` as the operator rendered it; `None` (a laptop's manifests) means
-    /// the first definitions this process sees become the baseline (trust on first use).
-    pub baseline: Option<Vec<crds::tooldef::ToolPin>>,
-}
-
-impl ServerPins {
-    /// The pinning and screening of an McpServer document.
-    pub fn of(server: &McpServer) -> ServerPins {
-        let baseline = server
-            .status
-            .as_ref()
-            .map(|s| s.tool_baseline.clone())
-            .filter(|b| !b.is_empty());
-        ServerPins {
-            on_change: server.spec.on_change(),
-            on_finding: server.spec.on_finding(),
-            approved: server.spec.approved().to_vec(),
-            baseline,
-        }
-    }
-}
-
-/// One upstream as the proxy uses it: secrets resolved, defaults applied.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// McpServer name.
-    pub name: String,
-    /// Name prefix in the portal (`<prefix>_<tool>`); empty means unprefixed.
-    pub prefix: String,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// How to reach it.
-    pub transport: Transport,
-    /// Per-tool overrides from the spec.
-    pub overrides: Vec<ToolOverride>,
-    /// OAuth client credentials for the portal's own token to this upstream (remote servers).
-    pub oauth: Option<UpstreamOAuth>,
-    /// Send the caller's signed identity in this header (`spec.identity`).
-    pub identity: Option<crate::model::IdentityConfig>,
-}
-
-/// `spec.remote.oauth` with the client id and secret resolved from their Secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct UpstreamOAuth {
-    /// Token endpoint.
-    pub token_url: String,
-    /// Client id.
-    pub client_id: String,
-    /// Client secret.
-    pub client_secret: String,
-    /// Scopes requested.
-    pub scopes: Vec<String>,
-    /// RFC 8707 resource indicator.
-    pub resource: Option<String>,
-}
-
-impl std::fmt::Debug for UpstreamOAuth {
-    // The secret never reaches a log.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamOAuth")
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
-            .field("scopes", &self.scopes)
-            .field("resource", &self.resource)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for ServerConfig {
-    // Header and env values may be secrets: never print them.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("name", &self.name)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("transport", &self.transport.describe())
-            .field("oauth", &self.oauth)
-            .field("identity", &self.identity)
-            .finish()
-    }
-}
-
-/// How the proxy reaches an upstream.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// Streamable HTTP (either era).
-    StreamableHttp {
-        /// Endpoint URL.
-        url: String,
-        /// Extra headers (secret values resolved).
-        headers: Vec<(String, String)>,
-    },
-    /// Legacy HTTP+SSE.
-    Sse {
-        /// The SSE endpoint URL.
-        url: String,
-        /// Extra headers (secret values resolved).
-        headers: Vec<(String, String)>,
-    },
-    /// A child process speaking newline-delimited JSON-RPC on stdio.
-    Stdio {
-        /// Program.
-        command: String,
-        /// Arguments.
-        args: Vec<String>,
-        /// Extra environment (secret values resolved).
-        env: Vec<(String, String)>,
-    },
-}
-
-impl std::fmt::Debug for Transport {
-    // Header and env values may be secrets: print only the description.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl Transport {
-    /// A description safe for logs and status (no header or env values).
-    pub fn describe(&self) -> String {
-        match self {
-            Transport::StreamableHttp { url, .. } => format!("streamableHttp {url}"),
-            Transport::Sse { url, .. } => format!("sse {url}"),
-            Transport::Stdio { command, args, .. } => format!("stdio {command} {}", args.join(" ")),
-        }
-    }
-}
-
-/// Looks up secret values: Secret documents in the manifests first, then files mounted at
-/// `<dir>/<name>/<key>`.
-#[derive(Debug, Clone)]
-pub struct Secrets<'a> {
-    manifests: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    dir: PathBuf,
-}
-
-impl<'a> Secrets<'a> {
-    /// A resolver over the manifests' secrets and a mount directory.
-    pub fn new(manifests: &'a Manifests, dir: &Path) -> Self {
-        Secrets {
-            manifests: &manifests.secrets,
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// The raw bytes of a secret key.
-    pub fn bytes(&self, r: &SecretKeyRef) -> Result<Vec<u8>> {
-        if let Some(v) = self.manifests.get(&r.name).and_then(|m| m.get(&r.key)) {
-            return Ok(v.clone());
-        }
-        let path = self.dir.join(&r.name).join(&r.key);
-        std::fs::read(&path).map_err(|_| Error::MissingSecret {
-            name: r.name.clone(),
-            key: r.key.clone(),
-            dir: self.dir.display().to_string(),
-        })
-    }
-
-    /// A secret key as text (trailing newline trimmed, as `kubectl create secret` files often
-    /// have one).
-    pub fn text(&self, r: &SecretKeyRef) -> Result<String> {
-        let bytes = self.bytes(r)?;
-        let s = String::from_utf8(bytes)
-            .map_err(|_| Error::Config(format!("secret {}/{} is not UTF-8 text", r.name, r.key)))?;
-        Ok(s.trim_end_matches(['\n', '\r']).to_owned())
-    }
-}
+pub use secrets::Secrets;
+pub use types::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, PortalConfig, ServerConfig,
+    ServerPins, SigningKey, Transport, UpstreamOAuth,
+};
 
 /// The portal to serve: `portal` when given, else the only McpPortal in the manifests read from
 /// `path` (an error naming the file when there are none or several).

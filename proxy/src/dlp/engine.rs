@@ -26,7 +26,7 @@ pub enum Scope {
 /// One match of one rule. Never carries the matched text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Finding {
+pub struct RuleMatch {
     /// Detector id (`creditCard`, …) or `pattern` for a rule's custom regex.
     pub detector: &'static str,
     /// Policy the rule belongs to (shared with the compiled rule: no copy per finding).
@@ -49,7 +49,7 @@ pub struct Finding {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// Every finding, in document order.
-    pub findings: Vec<Finding>,
+    pub findings: Vec<RuleMatch>,
     /// The strictest action among the findings; `None` when nothing matched.
     pub action: Option<DlpAction>,
     /// Name of the first rule whose action is `Block`, when any.
@@ -280,7 +280,7 @@ impl Engine {
     }
 
     /// Scans raw text with every rule (scope ignored). Offsets are characters in `text`.
-    pub fn scan_text(&self, text: &str) -> Vec<Finding> {
+    pub fn scan_text(&self, text: &str) -> Vec<RuleMatch> {
         let mut w = Walker::new(self, (0..self.rules.len()).collect());
         w.string(text, None, false, false);
         w.findings
@@ -289,7 +289,7 @@ impl Engine {
 
 /// Scans a document for the CLI: JSON is walked (findings carry pointers and offsets within
 /// each string), anything else is scanned as raw text. Every rule applies; nothing is modified.
-pub fn scan_document(engine: &Engine, text: &str) -> Vec<Finding> {
+pub fn scan_document(engine: &Engine, text: &str) -> Vec<RuleMatch> {
     match serde_json::from_str::<Value>(text) {
         Ok(v) if v.is_object() || v.is_array() => {
             let mut w = Walker::new(engine, (0..engine.rules.len()).collect());
@@ -354,7 +354,7 @@ struct Walker<'e> {
     key_customs: Vec<usize>,
     bhits: Vec<Hit>,
     hits: Vec<RawHit>,
-    findings: Vec<Finding>,
+    findings: Vec<RuleMatch>,
     edits: Vec<Edit>,
     path: String,
     action: Option<DlpAction>,
@@ -543,7 +543,7 @@ impl<'e> Walker<'e> {
                 if !r.covers(h.det) || r.allows(text) {
                     continue;
                 }
-                self.findings.push(Finding {
+                self.findings.push(RuleMatch {
                     detector: h.det.id(),
                     policy: r.policy.clone(),
                     rule: r.name.clone(),

@@ -15,7 +15,7 @@ mod detectors;
 mod engine;
 
 pub use detectors::{Detector, DetectorSet, SECRET_ENTROPY_THRESHOLD, shannon_entropy};
-pub use engine::{Engine, Finding, Report, Scope, marker, scan_document};
+pub use engine::{Engine, Report, RuleMatch, Scope, marker, scan_document};
 
 /// Errors compiling DLP rules. Messages name the policy and rule; they never contain scanned
 /// data.

@@ -26,7 +26,9 @@ impl Portal {
         let up = self.upstreams.get(server).await.ok_or_else(|| {
             ErrorData::internal_error(format!("upstream {server} is not configured"), None)
         })?;
-        let link = up.link().map_err(|e| ErrorData::internal_error(e, None))?;
+        let link = up
+            .link()
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok((link, up.config.timeout, up))
     }
 

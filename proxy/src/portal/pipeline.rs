@@ -99,7 +99,7 @@ impl Portal {
                 && let Err(reason) = up.peer()
             {
                 event.server = Some(server.to_owned());
-                return Err(ErrorData::internal_error(reason, None));
+                return Err(ErrorData::internal_error(reason.to_string(), None));
             }
             event.decision = Outcome::Deny;
             event.reason = Some("unknown or not visible".into());

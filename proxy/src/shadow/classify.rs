@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::records::{Body, Record};
-use super::rules::Rules;
+use super::rules::ClassifierRules;
 
 /// Bodies larger than this are not parsed (their other signals still count).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -65,10 +65,10 @@ impl Verdict {
     }
 }
 
-/// Runs [`Rules`] over [`Record`]s.
+/// Runs [`ClassifierRules`] over [`Record`]s.
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    rules: Rules,
+    rules: ClassifierRules,
 }
 
 /// `host[:port]` -> `host` (also for `[v6]:port`).
@@ -84,12 +84,12 @@ pub fn host_name(host: &str) -> &str {
 
 impl Classifier {
     /// A classifier over `rules`.
-    pub fn new(rules: Rules) -> Self {
+    pub fn new(rules: ClassifierRules) -> Self {
         Self { rules }
     }
 
     /// The rules.
-    pub fn rules(&self) -> &Rules {
+    pub fn rules(&self) -> &ClassifierRules {
         &self.rules
     }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use classify::{Classifier, Evidence, Signal, Verdict, host_name};
 pub use records::{BadRecord, Body, Format, Record};
-pub use rules::Rules;
+pub use rules::ClassifierRules;
 
 use crate::config::Manifests;
 use crate::error::Result;

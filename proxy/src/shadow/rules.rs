@@ -133,7 +133,7 @@ pub struct Correlation {
 
 /// The merged, compiled rules a [`super::Classifier`] runs.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub struct ClassifierRules {
     pub(crate) threshold: f64,
     pub(crate) known_weight: f64,
     pub(crate) known_exact: HashMap<String, ()>,
@@ -149,7 +149,7 @@ pub struct Rules {
     pub(crate) correlation: Correlation,
 }
 
-impl Rules {
+impl ClassifierRules {
     /// The embedded default rules.
     pub fn default_rules() -> Self {
         Self::load(&[]).expect("the embedded default rules are valid")
@@ -293,7 +293,7 @@ impl Accumulator {
         Ok(())
     }
 
-    fn compile(self) -> std::result::Result<Rules, String> {
+    fn compile(self) -> std::result::Result<ClassifierRules, String> {
         if self.threshold <= 0.0 {
             return Err(
                 "threshold: missing (a rules file with `replace: true` must set it)".into(),
@@ -335,7 +335,7 @@ impl Accumulator {
             }
             methods.insert(name, w);
         }
-        Ok(Rules {
+        Ok(ClassifierRules {
             threshold: self.threshold,
             known_weight: if self.known_weight > 0.0 {
                 self.known_weight

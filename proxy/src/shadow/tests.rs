@@ -27,7 +27,7 @@ fn rec(
 }
 
 fn classifier() -> Classifier {
-    Classifier::new(Rules::default_rules())
+    Classifier::new(ClassifierRules::default_rules())
 }
 
 fn is_hit(r: &Record) -> bool {
@@ -59,7 +59,10 @@ fn mcp_methods_of_both_eras_are_hits_and_other_jsonrpc_methods_add_nothing() {
     // protocolVersion, is not MCP.
     let other = r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":{"protocolVersion":"2025-06-18"}}"#;
     let v = classifier().classify(&rec("mcp.example.com", "POST", "/mcp", &[], Some(other)));
-    assert!(v.confidence < Rules::default_rules().threshold(), "{v:?}");
+    assert!(
+        v.confidence < ClassifierRules::default_rules().threshold(),
+        "{v:?}"
+    );
     assert!(v.evidence.iter().all(|e| e.signal != Signal::Body), "{v:?}");
     // LSP's `initialize` without an MCP protocolVersion stays below the threshold.
     let lsp =
@@ -304,7 +307,7 @@ fn rules_files_extend_the_defaults_and_errors_name_the_file_and_field() {
         "extra-rules.yaml",
         "hosts:\n  known:\n    names: [tools.acme.test]\njsonrpc:\n  methods: [acme/run]\n",
     );
-    let rules = Rules::load(&[&extra]).unwrap();
+    let rules = ClassifierRules::load(&[&extra]).unwrap();
     let c = Classifier::new(rules);
     assert!(
         c.classify(&rec("tools.acme.test", "GET", "/", &[], None))
@@ -328,7 +331,7 @@ fn rules_files_extend_the_defaults_and_errors_name_the_file_and_field() {
         "replace-rules.yaml",
         "replace: true\nthreshold: 0.5\nheaders: [{name: x-acme-mcp, weight: 0.9}]\n",
     );
-    let c = Classifier::new(Rules::load(&[&replace]).unwrap());
+    let c = Classifier::new(ClassifierRules::load(&[&replace]).unwrap());
     assert!(
         c.classify(&rec("a", "GET", "/", &[("mcp-session-id", "1")], None))
             .confidence
@@ -341,19 +344,19 @@ fn rules_files_extend_the_defaults_and_errors_name_the_file_and_field() {
     );
 
     let bad = temp_file("bad-rules.yaml", "paths:\n  - {regex: '(', weight: 0.5}\n");
-    let err = Rules::load(&[&bad]).unwrap_err().to_string();
+    let err = ClassifierRules::load(&[&bad]).unwrap_err().to_string();
     assert!(
         err.contains("bad-rules.yaml") && err.contains("paths"),
         "{err}"
     );
     let bad = temp_file("bad-rules2.yaml", "headers:\n  - {name: x, weight: 2}\n");
-    let err = Rules::load(&[&bad]).unwrap_err().to_string();
+    let err = ClassifierRules::load(&[&bad]).unwrap_err().to_string();
     assert!(
         err.contains("bad-rules2.yaml") && err.contains("headers[0]"),
         "{err}"
     );
     let bad = temp_file("bad-rules3.yaml", "hosts: {knwon: {names: [a]}}\n");
-    let err = Rules::load(&[&bad]).unwrap_err().to_string();
+    let err = ClassifierRules::load(&[&bad]).unwrap_err().to_string();
     assert!(
         err.contains("bad-rules3.yaml") && err.contains("knwon"),
         "{err}"

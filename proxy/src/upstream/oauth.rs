@@ -37,6 +37,46 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// Largest token endpoint answer read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
+/// Why the token endpoint gave no usable token. Every message names the endpoint; none holds
+/// the client secret.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The request or the answer's body failed at the transport.
+    #[error("token endpoint {url}: {source}")]
+    Unreachable {
+        /// The token endpoint.
+        url: String,
+        /// The HTTP error.
+        source: reqwest::Error,
+    },
+    /// The answer passed the size limit.
+    #[error("token endpoint {url}: answer larger than {limit} bytes")]
+    TooLarge {
+        /// The token endpoint.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// A failed status, with the RFC 6749 `error` (and description) when the body had one.
+    #[error("token endpoint {url}: answered {status} {reason}")]
+    Refused {
+        /// The token endpoint.
+        url: String,
+        /// The status.
+        status: reqwest::StatusCode,
+        /// `error: error_description`, or empty.
+        reason: String,
+    },
+    /// A successful status whose body is no usable token response.
+    #[error("token endpoint {url}: {message}")]
+    Malformed {
+        /// The token endpoint.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
 /// Fetches and caches the portal's access token for one upstream.
 pub struct TokenSource {
     http: reqwest::Client,
@@ -62,7 +102,7 @@ impl TokenSource {
     }
 
     /// A valid token: the cached one, or a fresh one from the token endpoint.
-    pub async fn token(&self) -> Result<String, String> {
+    pub async fn token(&self) -> Result<String, TokenError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, expires)) = cached.as_ref()
             && Instant::now() + EARLY < *expires
@@ -79,7 +119,7 @@ impl TokenSource {
         *self.cached.lock().await = None;
     }
 
-    async fn fetch(&self) -> Result<(String, Duration), String> {
+    async fn fetch(&self) -> Result<(String, Duration), TokenError> {
         let c = &self.config;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         let scope = c.scopes.join(" ");
@@ -94,7 +134,12 @@ impl TokenSource {
             .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        let err = |m: String| format!("token endpoint {}: {m}", c.token_url);
+        let url = || c.token_url.clone();
+        let unreachable = |source| TokenError::Unreachable { url: url(), source };
+        let malformed = |message| TokenError::Malformed {
+            url: url(),
+            message,
+        };
         let resp = self
             .http
             .post(&c.token_url)
@@ -107,9 +152,18 @@ impl TokenSource {
             .body(body)
             .send()
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(unreachable)?;
         let status = resp.status();
-        let bytes = read_limited(resp).await.map_err(err)?;
+        let bytes = match read_limited(resp).await {
+            Ok(bytes) => bytes,
+            Err(None) => {
+                return Err(TokenError::TooLarge {
+                    url: url(),
+                    limit: MAX_TOKEN_RESPONSE,
+                });
+            }
+            Err(Some(e)) => return Err(unreachable(e)),
+        };
         if !status.is_success() {
             // RFC 6749 §5.2: `error` and `error_description` say why; nothing secret in them.
             let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -123,12 +177,16 @@ impl TokenSource {
                     })
                 })
                 .unwrap_or_default();
-            return Err(err(format!("answered {status} {reason}")));
+            return Err(TokenError::Refused {
+                url: url(),
+                status,
+                reason,
+            });
         }
         let t: TokenResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| err(format!("answer is not a token response: {e}")))?;
+            .map_err(|e| malformed(format!("answer is not a token response: {e}")))?;
         if t.access_token.is_empty() || HeaderValue::from_str(&t.access_token).is_err() {
-            return Err(err("answered an unusable access_token".into()));
+            return Err(malformed("answered an unusable access_token".into()));
         }
         let lifetime = t
             .expires_in
@@ -138,11 +196,12 @@ impl TokenSource {
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+/// The body, up to [`MAX_TOKEN_RESPONSE`]: `Err(None)` when larger.
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, Option<reqwest::Error>> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await.map_err(Some)? {
         if out.len() + chunk.len() > MAX_TOKEN_RESPONSE {
-            return Err(format!("answer larger than {MAX_TOKEN_RESPONSE} bytes"));
+            return Err(None);
         }
         out.extend_from_slice(&chunk);
     }

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use rmcp::RoleClient;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
-use sse_stream::SseStream;
 
 use super::oauth::TokenSource;
 
@@ -23,10 +23,70 @@ pub enum SseError {
     /// The server answered, but not as a legacy SSE MCP server.
     #[error("sse: {0}")]
     Protocol(String),
+    /// The token endpoint gave no token.
+    #[error("sse: {0}")]
+    Token(#[from] super::oauth::TokenError),
+    /// The event stream broke the event-stream rules or the size limit.
+    #[error("sse: {0}")]
+    Event(#[from] sse::Error),
 }
 
-/// Largest single SSE event accepted from an upstream.
+/// Largest single SSE event accepted from an upstream (rmcp's default SSE event size limit).
+/// The decoder refuses an event as it passes this, so it also bounds what is buffered.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The events of an event-stream body, decoded by the shared bounded decoder. A read error or
+/// a refused event is the stream's last item; the body (and its connection) is dropped then.
+fn events(
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    limit: usize,
+) -> BoxStream<'static, Result<sse::Event, SseError>> {
+    struct Reading {
+        body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+        decoder: sse::Decoder,
+        ready: std::collections::VecDeque<sse::Event>,
+        decoded: Vec<sse::Event>,
+        failed: Option<SseError>,
+    }
+    let start = Reading {
+        body: Some(body),
+        decoder: sse::Decoder::new(limit),
+        ready: Default::default(),
+        decoded: Vec::new(),
+        failed: None,
+    };
+    futures::stream::unfold(start, |mut st| async move {
+        loop {
+            if let Some(event) = st.ready.pop_front() {
+                return Some((Ok(event), st));
+            }
+            if let Some(e) = st.failed.take() {
+                return Some((Err(e), st));
+            }
+            let chunk = match st.body.as_mut()?.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    st.body = None;
+                    st.failed = Some(e.into());
+                    continue;
+                }
+                None => return None,
+            };
+            if let Err(e) = st.decoder.feed(&chunk, &mut st.decoded) {
+                st.body = None;
+                st.failed = Some(e.into());
+            }
+            st.ready.extend(st.decoded.drain(..));
+        }
+    })
+    .boxed()
+}
+
+/// Whether an event carries a JSON-RPC message: unnamed or `message` events with data (an
+/// empty one is a priming event).
+fn carries_message(event: &sse::Event) -> bool {
+    matches!(event.event.as_deref(), None | Some("" | "message")) && !event.data.trim().is_empty()
+}
 
 /// Opens the event stream and waits for the `endpoint` event. Returns a (sink, stream) pair
 /// that rmcp accepts as a transport.
@@ -55,7 +115,7 @@ pub async fn connect(
         }
     };
     let mut get = client.get(base.clone()).headers(headers.clone());
-    if let Some(token) = bearer(tokens.clone()).await.map_err(SseError::Protocol)? {
+    if let Some(token) = bearer(tokens.clone()).await? {
         get = get.bearer_auth(token);
     }
     let resp = get
@@ -68,12 +128,12 @@ pub async fn connect(
             resp.status()
         )));
     }
-    let mut events = SseStream::from_bytes_stream(resp.bytes_stream()).boxed();
+    let mut events = events(resp.bytes_stream().boxed(), MAX_EVENT_BYTES);
     let endpoint = tokio::time::timeout(timeout, async {
         while let Some(ev) = events.next().await {
-            let ev = ev.map_err(|e| SseError::Protocol(e.to_string()))?;
+            let ev = ev?;
             if ev.event.as_deref() == Some("endpoint") {
-                let data = ev.data.unwrap_or_default();
+                let data = ev.data;
                 return base
                     .join(data.trim())
                     .map_err(|e| SseError::Protocol(format!("bad endpoint {data:?}: {e}")));
@@ -128,18 +188,15 @@ pub async fn connect(
         }
     });
     let stream = events
-        .take_while(|ev| futures::future::ready(ev.is_ok()))
+        .take_while(|ev| {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "sse upstream stream refused; the connection ends");
+            }
+            futures::future::ready(ev.is_ok())
+        })
         .filter_map(|ev| async move {
-            let ev = ev.ok()?;
-            if !matches!(ev.event.as_deref(), None | Some("message")) {
-                return None;
-            }
-            let data = ev.data?;
-            if data.len() > MAX_EVENT_BYTES {
-                tracing::warn!(bytes = data.len(), "sse upstream event too large; dropped");
-                return None;
-            }
-            match serde_json::from_str::<RxJsonRpcMessage<RoleClient>>(&data) {
+            let ev = ev.ok().filter(carries_message)?;
+            match serde_json::from_str::<RxJsonRpcMessage<RoleClient>>(&ev.data) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(error = %e, "sse upstream sent a message that is not JSON-RPC");
@@ -158,12 +215,163 @@ mod tests {
 
     use axum::Router;
     use axum::routing::{get, post};
-    use futures::SinkExt;
+    use futures::{SinkExt, StreamExt};
     use rmcp::model::{
         CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, RequestId,
     };
 
     use crate::model::SignedIdentity;
+
+    /// Bytes an endless server writes at most, so that a test ends whatever the client does.
+    const SERVER_CAP: usize = 1 << 30;
+
+    /// What an endless server saw: bytes written, and whether a write failed (the client went
+    /// away).
+    #[derive(Default)]
+    struct Served {
+        written: std::sync::atomic::AtomicUsize,
+        dropped: std::sync::atomic::AtomicBool,
+    }
+
+    /// A real socket server answering every request with an event stream that starts with
+    /// `head` and then repeats `filler` until the client goes away: an event (or a line) that
+    /// never ends.
+    async fn endless_server(head: &'static [u8], filler: &'static [u8]) -> (String, Arc<Served>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(Served::default());
+        let seen = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                    let block = filler.repeat(64 * 1024 / filler.len());
+                    let mut ok = socket.write_all(answer).await.is_ok()
+                        && socket.write_all(head).await.is_ok();
+                    while ok && seen.written.load(Ordering::Relaxed) < SERVER_CAP {
+                        ok = socket.write_all(&block).await.is_ok();
+                        seen.written.fetch_add(block.len(), Ordering::Relaxed);
+                    }
+                    if !ok {
+                        seen.dropped.store(true, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/sse"), served)
+    }
+
+    async fn until_dropped(served: &Served) {
+        for _ in 0..500 {
+            if served.dropped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the connection to the endless server was never dropped");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_streaming_an_endless_event_gets_a_clear_error_not_the_proxys_memory() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (url, served) = endless_server(b"event: endpoint\ndata: /m\n\ndata: ", b"x").await;
+        let received = Arc::new(AtomicUsize::new(0));
+        let counted = received.clone();
+        let body = crate::tls::client_builder()
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream()
+            .inspect(move |c| {
+                if let Ok(c) = c {
+                    counted.fetch_add(c.len(), Ordering::Relaxed);
+                }
+            })
+            .boxed();
+        const LIMIT: usize = 64 * 1024;
+        let mut events = super::events(body, LIMIT);
+        let first = events.next().await.unwrap().unwrap();
+        assert_eq!(first.event.as_deref(), Some("endpoint"));
+        let refused = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("an endless event must be refused, not buffered for ever")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                super::SseError::Event(sse::Error::TooLarge { limit: LIMIT })
+            ),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("larger than 65536 bytes"),
+            "{refused}"
+        );
+        // What was read (so at most what was held) is the limit and one read's worth of
+        // socket data; the server would have sent up to a gigabyte.
+        let read = received.load(Ordering::Relaxed);
+        assert!(read < LIMIT + 1024 * 1024, "read {read} bytes");
+        assert!(events.next().await.is_none(), "a refused stream ends");
+        until_dropped(&served).await;
+        assert!(served.written.load(Ordering::Relaxed) < SERVER_CAP);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_streaming_an_endless_line_instead_of_its_endpoint_is_refused_at_connect() {
+        let (url, served) = endless_server(b"event: endpoint\ndata: /", b"m").await;
+        let err = tokio::time::timeout(
+            Duration::from_secs(60),
+            super::connect(
+                crate::tls::client_builder().build().unwrap(),
+                &url,
+                Default::default(),
+                None,
+                None,
+                Duration::from_secs(60),
+            ),
+        )
+        .await
+        .expect("connect must give up on an endless line")
+        .err()
+        .expect("an endless line is no endpoint");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "sse: server-sent event larger than {} bytes",
+                super::MAX_EVENT_BYTES
+            )
+        );
+        until_dropped(&served).await;
+    }
+
+    #[tokio::test]
+    async fn an_endless_event_after_the_endpoint_ends_the_message_stream() {
+        let (url, served) = endless_server(b"event: endpoint\ndata: /m\n\ndata: {", b" ").await;
+        let (_sink, mut stream) = super::connect(
+            crate::tls::client_builder().build().unwrap(),
+            &url,
+            Default::default(),
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("the stream must end at the limit");
+        assert!(end.is_none(), "no message comes of an endless event");
+        until_dropped(&served).await;
+    }
 
     #[tokio::test]
     async fn the_sse_sink_sends_the_signed_identity_as_the_opted_in_header_and_not_in_the_body() {

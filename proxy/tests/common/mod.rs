@@ -35,3 +35,43 @@ pub async fn serve_portal(
     tokio::spawn(http::serve(listener, router, shutdown.clone()));
     (portal, format!("http://{addr}/mcp"))
 }
+
+/// The `portcullis-demo` binary (the bundled demo servers, a workspace member of its own), built
+/// into this build's target directory first: `cargo test` builds the binaries of the package
+/// under test only.
+#[allow(dead_code)] // not every test file runs the demo servers
+pub fn demo_binary() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // <target>/<profile>/deps/<this test>: the binary goes to <target>/<profile>.
+            let exe = std::env::current_exe().expect("the test's own path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("a test binary lives in <target>/<profile>/deps");
+            let target_dir = profile_dir.parent().expect("<target>/<profile>");
+            let mut build = std::process::Command::new(env!("CARGO"));
+            build
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "portcullis-demo",
+                    "--bin",
+                    "portcullis-demo",
+                ])
+                .arg("--manifest-path")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+                .env("CARGO_TARGET_DIR", target_dir);
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build
+                .status()
+                .expect("running cargo to build portcullis-demo");
+            assert!(status.success(), "cargo build -p portcullis-demo failed");
+            profile_dir.join("portcullis-demo").display().to_string()
+        })
+        .clone()
+}

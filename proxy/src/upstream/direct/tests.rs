@@ -351,57 +351,6 @@ async fn oversize_answers_are_refused() {
     assert!(e.contains("larger than"), "{e}");
 }
 
-#[test]
-fn the_sse_parser_follows_the_line_rules() {
-    let mut p = SseParser::new(1024);
-    let mut out = Vec::new();
-    // CR, LF and CRLF endings, a CR at a chunk's end whose LF starts the next chunk, a BOM,
-    // multi-line data, a field without a colon, an event name, comments, id and retry.
-    for chunk in [
-        &b"\xEF\xBB\xBFdata: a\r"[..],
-        b"\ndata:b\rdata\n\n",
-        b": c\nid: 3\nretry: 10\nevent: note\ndata: x\r\n\r\n",
-        b"event: lost\n\n",
-        b"data:  two spaces\n\n",
-    ] {
-        p.feed(chunk, &mut out).unwrap();
-    }
-    assert_eq!(
-        out,
-        vec![
-            SseEvent {
-                event: None,
-                data: "a\nb\n".into()
-            },
-            SseEvent {
-                event: Some("note".into()),
-                data: "x".into()
-            },
-            SseEvent {
-                event: None,
-                data: " two spaces".into()
-            },
-        ]
-    );
-}
-
-#[test]
-fn the_sse_parser_refuses_an_event_over_its_limit_before_it_ends() {
-    let mut p = SseParser::new(16);
-    let mut out = Vec::new();
-    p.feed(b"data: 0123456789", &mut out).unwrap();
-    assert!(p.feed(b"abcdefgh", &mut out).is_err());
-    // Data lines add up.
-    let mut p = SseParser::new(16);
-    p.feed(b"data: 0123456789\n", &mut out).unwrap();
-    assert!(p.feed(b"data: 0123456789\n", &mut out).is_err());
-    // The limit is per event.
-    let mut p = SseParser::new(16);
-    for _ in 0..10 {
-        p.feed(b"data: 0123456789\n\n", &mut out).unwrap();
-    }
-}
-
 /// What one upstream POST looked like.
 #[derive(Debug, Clone)]
 struct Seen {

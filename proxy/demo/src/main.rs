@@ -258,6 +258,12 @@ mod test_support {
 
     pub type Client = RunningService<RoleClient, ()>;
 
+    /// A plain-HTTP client (reqwest is built without a TLS provider of its own; install one).
+    pub fn client_builder() -> reqwest::ClientBuilder {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+    }
+
     /// Runs `server` on one end of an in-process duplex pipe and returns an initialized client
     /// on the other end (the legacy `initialize` handshake, as a stdio client would do).
     pub async fn connect<S: ServerHandler>(server: S) -> Client {
@@ -390,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn http_endpoint_answers_a_stateless_2026_call_without_a_session() {
         let (url, shutdown) = start(SyntheticServer::new(3, "")).await;
-        let response = proxy::tls::client_builder()
+        let response = client_builder()
             .build()
             .unwrap()
             .post(&url)
@@ -425,7 +431,7 @@ mod tests {
     #[tokio::test]
     async fn http_endpoint_opens_a_legacy_session_on_initialize() {
         let (url, shutdown) = start(SyntheticServer::new(3, "")).await;
-        let http = proxy::tls::client_builder().build().unwrap();
+        let http = client_builder().build().unwrap();
         let post = |body: Value, session: Option<String>| {
             let mut request = http
                 .post(&url)
