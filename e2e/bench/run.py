@@ -70,7 +70,8 @@ VENV_PYTHON = E2E / ".venv" / "bin" / "python"
 try:  # the e2e harness's dependencies (httpx); they live in the e2e virtualenv
     import httpx  # noqa: F401
 except ImportError:
-    if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+    # Compared by prefix: the venv's python is a symlink to the system's.
+    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parents[1].resolve():
         os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
     sys.exit(f"run.py needs the e2e virtualenv ({VENV_PYTHON}): make e2e-setup")
 
