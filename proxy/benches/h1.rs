@@ -48,16 +48,18 @@ async fn upstream() -> String {
         .route(
             "/json",
             post(|_body: Bytes| async {
-                ([(http::header::CONTENT_TYPE, "application/json")], answer_json())
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    answer_json(),
+                )
             }),
         )
         .route(
             "/sse",
             post(|_body: Bytes| async {
                 let event = format!("event: message\ndata: {}\n\n", answer_json());
-                let events = futures::stream::iter([Ok::<_, std::convert::Infallible>(
-                    Bytes::from(event),
-                )]);
+                let events =
+                    futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(event))]);
                 axum::response::Response::builder()
                     .header(http::header::CONTENT_TYPE, "text/event-stream")
                     .body(axum::body::Body::from_stream(events))
@@ -337,7 +339,8 @@ async fn run(lane: &Arc<Lane>, callers: usize, duration: Duration) -> Run {
     let deadline = t0 + duration;
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
-            let (lane, fixed, body, calls) = (lane.clone(), fixed.clone(), body.clone(), calls.clone());
+            let (lane, fixed, body, calls) =
+                (lane.clone(), fixed.clone(), body.clone(), calls.clone());
             tokio::task::spawn_local(async move {
                 while Instant::now() < deadline {
                     lane.call(&fixed, &body).await;
@@ -395,7 +398,10 @@ fn parse_args(args: &[String]) -> Args {
             _ => {}
         }
     }
-    assert!(out.rounds >= 1 && out.calls >= 1, "--rounds and --calls must be at least 1");
+    assert!(
+        out.rounds >= 1 && out.calls >= 1,
+        "--rounds and --calls must be at least 1"
+    );
     out
 }
 
@@ -423,7 +429,8 @@ fn callgrind_client(kind: &str, url: &str, calls: u64) {
 /// Instructions the client process executed for `calls` calls, or why they were not counted.
 fn instructions(kind: &str, url: &str, calls: u64) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out_file = std::env::temp_dir().join(format!("h1bench-callgrind-{}.out", std::process::id()));
+    let out_file =
+        std::env::temp_dir().join(format!("h1bench-callgrind-{}.out", std::process::id()));
     let output = std::process::Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out_file.display()))
