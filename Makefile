@@ -39,6 +39,7 @@ bench: operator-bench
 	$(CARGO) bench -p portcullis-proxy --bench dlp
 	$(CARGO) bench -p portcullis-proxy --bench auth
 	$(CARGO) bench -p portcullis-proxy --bench classify
+	$(CARGO) bench -p portcullis-proxy --bench h1
 
 ## generate: the CRD YAML (crds/ and charts/portcullis/crds/) from the types in crds/src
 generate:

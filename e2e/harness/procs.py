@@ -47,7 +47,7 @@ class Proc:
         name: str,
         cmd: Sequence[str | os.PathLike[str]],
         log_dir: Path,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         cwd: Path | str | None = None,
     ):
         self.name = name
@@ -58,6 +58,7 @@ class Proc:
         self.log_paths = {s: log_dir / f"{name}.{s}.log" for s in ("stdout", "stderr")}
         full_env = dict(os.environ)
         full_env.update(env or {})
+        full_env = {k: v for k, v in full_env.items() if v is not None}  # None: not inherited
         self.popen = subprocess.Popen(
             self.cmd,
             stdin=subprocess.DEVNULL,
@@ -180,7 +181,7 @@ class ProcessManager:
         self,
         name: str,
         cmd: Sequence[str | os.PathLike[str]],
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         cwd: Path | str | None = None,
     ) -> Proc:
         n = self._names.get(name, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,16 @@ def start_proxy(
     name: str = "proxy",
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    binary: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> Portal:
-    binary = paths.require(paths.PROXY_BIN, "the portcullis-proxy binary (cargo build --workspace --bins)")
+    """`binary` (default: the debug build the e2e suite tests) with `extra` arguments after ours."""
+    if binary is None:
+        binary = paths.require(paths.PROXY_BIN, "the portcullis-proxy binary (cargo build --workspace --bins)")
     proc = pm.start(
         name,
-        [binary, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        [binary, "--manifests", manifests, "--portal", portal, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+         *extra],
         env={"RUST_LOG": "info", "RUST_BACKTRACE": "1", "RUST_LIB_BACKTRACE": "0", **(env or {})},
     )
     m = proc.wait_for(SERVING, timeout=timeout, stream="stdout")
