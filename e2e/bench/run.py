@@ -123,7 +123,7 @@ def main() -> int:
 
     for b in (PROXY, DEMO):
         if not b.exists():
-            print(f"missing {b}: cargo build --release -p portcullis-proxy --bins", file=sys.stderr)
+            print(f"missing {b}: cargo build --release -p portcullis-proxy -p portcullis-demo --bins", file=sys.stderr)
             return 2
     if not shutil.which(args.wrk):
         print("missing wrk: apt-get install -y wrk (or make e2e-setup)", file=sys.stderr)
