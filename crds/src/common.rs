@@ -42,9 +42,17 @@ pub struct Condition {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "has(self.value) != has(self.valueFrom)",
     "message": "set exactly one of value and valueFrom"
+}, {
+    "rule": "self.name.lowerAscii() != 'host'",
+    "message": "the Host header cannot be set: the portal sends the upstream's own",
+    "fieldPath": ".name"
 }]))]
 pub struct HeaderValue {
-    /// Header name, for example `Authorization` or `X-Api-Key`.
+    /// Header name, for example `Authorization` or `X-Api-Key` (an HTTP token; not `Host`).
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
     pub name: String,
     /// Literal value. Use only for values that are not secret; prefer `valueFrom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

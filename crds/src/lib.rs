@@ -3,14 +3,29 @@
 //! These types are the single source of truth for the custom resources: the operator reconciles
 //! them, the proxy parses the same documents from a ConfigMap or a local file, and `crdgen`
 //! renders the CustomResourceDefinition YAML from them (`make generate`).
+//!
+//! The API's meaning lives here once, below both the operator and the proxy: the DLP
+//! [`detector`] catalogue, the tool-name [`glob`] syntax, portal -> server and policy -> portal
+//! [`select`]ion, [`validate`]ion beyond the schema, [`manifests`] reading and [`canonical`] JSON
+//! for hashes.
 
+pub mod canonical;
 pub mod common;
+pub mod detector;
+pub mod error;
+pub mod glob;
+pub mod manifests;
 pub mod policy;
 pub mod portal;
+pub mod select;
 pub mod server;
 pub mod tooldef;
+pub mod validate;
 
 pub use common::{Condition, SecretKeyRef};
+pub use detector::{Detector, DetectorName};
+pub use error::{Error, Result};
+pub use manifests::Manifests;
 pub use policy::{McpPolicy, McpPolicySpec, McpPolicyStatus};
 pub use portal::{McpPortal, McpPortalSpec, McpPortalStatus};
 pub use server::{McpServer, McpServerSpec, McpServerStatus};

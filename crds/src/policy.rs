@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::Condition;
+use crate::detector::DetectorName;
 
 /// Grants (or denies) subjects access to tools of portals, and sets DLP rules and limits.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
@@ -25,16 +26,20 @@ pub struct McpPolicySpec {
     /// Portals (names in this namespace) the policy applies to. Empty: every portal of the
     /// namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub portals: Vec<String>,
     /// Who the policy applies to. Empty: everyone (including anonymous users of public portals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub subjects: Vec<Subject>,
     /// Tool rules. A tool is visible and callable when some `allow` rule matches it and no
     /// `deny` rule does. Writes are denied unless a rule grants `write`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub rules: Vec<ToolRule>,
     /// Data-loss-prevention rules applied to calls this policy covers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub dlp: Vec<DlpRule>,
     /// Rate limits for the covered subjects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,10 +55,13 @@ pub struct McpPolicySpec {
 }]))]
 pub struct Subject {
     /// The subject (`sub` claim, or the configured subject claim) of one user or client.
+    /// 1-256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub user: Option<String>,
-    /// A group from the groups claim.
+    /// A group from the groups claim. 1-256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub group: Option<String>,
     /// A claim that must have a given value (string equality, or membership for arrays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +72,8 @@ pub struct Subject {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimMatch {
-    /// Claim name, for example `department`.
+    /// Claim name, for example `department`. 1-256 characters.
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
     /// Required value.
     pub value: String,
@@ -77,11 +86,15 @@ pub struct ToolRule {
     /// `Allow` (default) or `Deny`. Deny wins over any allow.
     #[serde(default)]
     pub effect: Effect,
-    /// McpServer names (glob patterns with `*`). Empty: every server.
+    /// McpServer names (globs). Empty: every server.
+    /// Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub servers: Vec<String>,
-    /// Upstream tool names (glob patterns with `*`). Empty: every tool.
+    /// Upstream tool names (globs, without the portal prefix). Empty: every tool.
+    /// Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub tools: Vec<String>,
     /// `read` (read-only tools) or `write` (every tool). Defaults to `read`. On a `Deny` rule,
     /// `read` takes the matching tools away entirely and `write` takes away only the write
@@ -113,17 +126,27 @@ pub enum Access {
     Write,
 }
 
-/// One data-loss-prevention rule.
+/// One data-loss-prevention rule. Set `detectors` or `patterns` (or both).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.detectors) && size(self.detectors) > 0) || (has(self.patterns) && size(self.patterns) > 0)",
+    "message": "set detectors or patterns (or both): a rule without either never fires"
+}]))]
 pub struct DlpRule {
-    /// Rule name, reported in errors and audit events.
+    /// Rule name, reported in errors and audit events. 1-128 characters.
+    #[schemars(length(min = 1, max = 128))]
     pub name: String,
-    /// Built-in detectors, for example `creditCard`, `usSsn`, `iban`, `email`, `awsAccessKey`.
+    /// Built-in detectors, by name: `creditCard`, `usSsn`, `iban`, `email`, `phone`, `ipv4`,
+    /// `ipv6`, `jwt`, `privateKey`, `awsAccessKey`, `githubToken`, `gitlabToken`, `slackToken`,
+    /// `googleApiKey`, `stripeKey`, `openaiKey`, `anthropicKey`, `genericSecret`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detectors: Vec<String>,
-    /// Custom regular expressions (Rust `regex` syntax).
+    #[schemars(length(max = 18))]
+    pub detectors: Vec<DetectorName>,
+    /// Custom regular expressions (Rust `regex` syntax; compiled size up to 1 MiB each). A
+    /// pattern that does not compile is reported in the policy's `Accepted` condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 4096)))]
     pub patterns: Vec<String>,
     /// Values or regular expressions that never fire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -134,11 +157,15 @@ pub struct DlpRule {
     /// What a match does: `block`, `redact` or `log`.
     #[serde(default)]
     pub action: DlpAction,
-    /// McpServer names (glob patterns) the rule is limited to. Empty: every server.
+    /// McpServer names (globs) the rule is limited to. Empty: every server.
+    /// Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub servers: Vec<String>,
-    /// Upstream tool names (glob patterns) the rule is limited to. Empty: every tool.
+    /// Upstream tool names (globs, without the portal prefix) the rule is limited to. Empty:
+    /// every tool. Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub tools: Vec<String>,
     /// Also scan JSON object keys (not only string values). Defaults to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -177,14 +204,17 @@ pub enum DlpAction {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyLimits {
-    /// Sustained tool calls per minute per subject on a portal.
+    /// Sustained tool calls per minute per subject on a portal, 1-1000000. Omit for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub calls_per_minute: Option<u32>,
-    /// Sustained calls per minute per subject per tool.
+    /// Sustained calls per minute per subject per tool, 1-1000000. Omit for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub calls_per_minute_per_tool: Option<u32>,
-    /// Burst size of the buckets. Defaults to the per-minute rate.
+    /// Burst size of the buckets, 1-1000000. Defaults to the per-minute rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub burst: Option<u32>,
 }
 

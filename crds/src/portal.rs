@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, SecretKeyRef};
@@ -22,10 +22,14 @@ use crate::common::{Condition, SecretKeyRef};
     printcolumn = r#"{"name":"Servers","type":"string","jsonPath":".status.serversSummary"}"#,
     printcolumn = r#"{"name":"Tools","type":"integer","jsonPath":".status.toolsExposed"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = r#"has(self.spec.auth) || (has(self.spec.public) && self.spec.public)"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.auth) || (has(self.public) && self.public)",
+    "message": "set auth, or public: true for a portal that serves without authentication",
+    "fieldPath": ".auth"
+}]))]
 pub struct McpPortalSpec {
     /// Which McpServers (in the portal's namespace) this portal fronts: the union of `names`
     /// and the servers matching `selector`.
@@ -51,10 +55,12 @@ pub struct McpPortalSpec {
     /// Browser origins allowed to call the portal (`scheme://host[:port]`). Requests with
     /// another `Origin` header get 403. Requests without `Origin` are allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^https?://[^/]+$")))]
     pub allowed_origins: Vec<String>,
     /// Public base URL of the portal (for example `https://mcp.example.com`), used in
     /// metadata documents and status. Defaults to the in-cluster Service URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
     pub public_url: Option<String>,
     /// Bounds on what clients may send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,9 +82,12 @@ pub struct McpPortalSpec {
 pub struct ServerSelection {
     /// McpServer names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
     pub names: Vec<String>,
-    /// Label selector over McpServers.
+    /// Label selector over McpServers (Kubernetes semantics: matchLabels AND
+    /// matchExpressions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
     pub selector: Option<LabelSelector>,
 }
 
@@ -87,6 +96,7 @@ pub struct ServerSelection {
 #[serde(rename_all = "camelCase")]
 pub struct PortalAuth {
     /// Issuer URL of the identity provider (its OIDC / RFC 8414 metadata is discovered).
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
     pub issuer: String,
     /// Expected `aud` of access tokens. Defaults to the portal's resource URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,31 +116,44 @@ pub struct PortalAuth {
 /// Code Mode settings and sandbox limits of a portal.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.cpuMs) || !has(self.wallMs) || self.cpuMs <= self.wallMs",
+    "message": "cpuMs must not exceed wallMs (CPU time is spent within the wall-clock budget)",
+    "fieldPath": ".cpuMs"
+}]))]
 pub struct CodeModeSpec {
     /// Serve Code Mode by default (clients may still pick `?codemode=off`).
     #[serde(default)]
     pub default: bool,
-    /// Memory cap of one execution, in MiB. Defaults to 32.
+    /// Memory cap of one execution, in MiB, 1-4096. Defaults to 32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
     pub memory_mib: Option<u32>,
-    /// CPU time budget of one execution, in milliseconds. Defaults to 2000.
+    /// CPU time budget of one execution, in milliseconds, 1-600000; at most `wallMs`.
+    /// Defaults to 2000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
     pub cpu_ms: Option<u32>,
-    /// Wall-clock budget of one execution (including tool calls), in milliseconds. Defaults to
-    /// 30000.
+    /// Wall-clock budget of one execution (including tool calls), in milliseconds, 1-3600000.
+    /// Defaults to 30000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
     pub wall_ms: Option<u32>,
-    /// Maximum tool calls per execution. Defaults to 100.
+    /// Maximum tool calls per execution, 1-10000. Defaults to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_tool_calls: Option<u32>,
-    /// Maximum concurrent tool calls per execution. Defaults to 8.
+    /// Maximum concurrent tool calls per execution, 1-256. Defaults to 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
     pub max_concurrent_calls: Option<u32>,
-    /// Maximum script size, in bytes. Defaults to 65536.
+    /// Maximum script size, in bytes, 1-16777216. Defaults to 65536.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16777216))]
     pub max_code_bytes: Option<u32>,
-    /// Maximum output (result plus console), in bytes. Defaults to 262144.
+    /// Maximum output (result plus console), in bytes, 1-67108864. Defaults to 262144.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67108864))]
     pub max_output_bytes: Option<u32>,
 }
 
@@ -138,8 +161,9 @@ pub struct CodeModeSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PortalLimits {
-    /// Largest accepted request body, in bytes. Defaults to 4 MiB.
+    /// Largest accepted request body, in bytes, 1024-268435456. Defaults to 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 268435456))]
     pub max_body_bytes: Option<u32>,
 }
 
@@ -162,7 +186,8 @@ pub struct McpPortalStatus {
     /// Tools the portal exposes (before per-user policy).
     #[serde(default)]
     pub tools_exposed: u32,
-    /// Standard conditions: `Ready`, `ConfigRendered`.
+    /// Standard conditions: `Ready`, `ConfigRendered`, `ServersReady` and `PoliciesAccepted`
+    /// (which bound McpPolicies are invalid and so left out of the configuration).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
@@ -172,4 +197,60 @@ pub struct McpPortalStatus {
     /// references) that the portal's pods run with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+}
+
+/// The schema of `spec.servers.selector`: Kubernetes' LabelSelector with what the apiserver
+/// checks for built-in selectors (operator enum, values required exactly for `In`/`NotIn`,
+/// label syntax) and bounds, so a bad selector is refused at `kubectl apply` rather than
+/// silently selecting nothing.
+fn label_selector_schema(_: &mut SchemaGenerator) -> Schema {
+    const VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+    const KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
+    json_schema!({
+        "description": "Label selector over McpServers (Kubernetes semantics: matchLabels AND matchExpressions; an empty selector selects every McpServer of the namespace).",
+        "type": "object",
+        "properties": {
+            "matchLabels": {
+                "description": "Labels a server must have, each with exactly this value.",
+                "type": "object",
+                "maxProperties": 32,
+                "additionalProperties": {"type": "string", "maxLength": 63, "pattern": VALUE}
+            },
+            "matchExpressions": {
+                "description": "Requirements a server's labels must meet, all of them.",
+                "type": "array",
+                "maxItems": 32,
+                "items": {
+                    "description": "One requirement: a key, an operator and (for In and NotIn) values.",
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {
+                            "description": "Label key, for example `team` or `portcullis.dev/tier`.",
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 317,
+                            "pattern": KEY
+                        },
+                        "operator": {
+                            "description": "`In`, `NotIn`, `Exists` or `DoesNotExist`.",
+                            "type": "string",
+                            "enum": ["In", "NotIn", "Exists", "DoesNotExist"]
+                        },
+                        "values": {
+                            "description": "Values for `In` and `NotIn` (at least one); empty for `Exists` and `DoesNotExist`.",
+                            "type": "array",
+                            "maxItems": 64,
+                            "items": {"type": "string", "maxLength": 63, "pattern": VALUE}
+                        }
+                    },
+                    "x-kubernetes-validations": [{
+                        "rule": "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+                        "message": "In and NotIn need at least one value; Exists and DoesNotExist take none",
+                        "fieldPath": ".values"
+                    }]
+                }
+            }
+        }
+    })
 }

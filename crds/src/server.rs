@@ -22,10 +22,13 @@ use crate::tooldef::{PinAction, ToolPin, ToolVerdict};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Tools","type":"integer","jsonPath":".status.tools.count"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = r#"has(self.spec.remote) != has(self.spec.deployment)"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.remote) != has(self.deployment)",
+    "message": "set exactly one of remote and deployment"
+}]))]
 pub struct McpServerSpec {
     /// A server that already runs somewhere and is reached over the network.
     /// Mutually exclusive with `deployment`.
@@ -50,6 +53,7 @@ pub struct McpServerSpec {
     /// Per-tool overrides. Tool annotations come from the upstream and are untrusted; an
     /// override here is what the portal believes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
     pub tools: Vec<ToolOverride>,
     /// What happens when a tool definition differs from the one first observed (the baseline
     /// in `status.toolBaseline`) or from its approved hashes. Defaults to `onChange: Alert`.
@@ -145,8 +149,8 @@ pub struct IdentityHeader {
 #[serde(rename_all = "camelCase")]
 pub struct RemoteServer {
     /// URL of the server's MCP endpoint, for example `https://mcp.example.com/mcp`, or the
-    /// `/sse` endpoint of a legacy HTTP+SSE server.
-    #[schemars(length(min = 1, max = 2048))]
+    /// `/sse` endpoint of a legacy HTTP+SSE server. Must start with `http://` or `https://`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
     pub url: String,
     /// Wire transport. `streamableHttp` (default) negotiates either protocol era; `sse` is the
     /// legacy HTTP+SSE transport (protocol 2024-11-05).
@@ -155,6 +159,7 @@ pub struct RemoteServer {
     /// Headers sent with every request to this server (API keys from Secrets). The client's own
     /// `Authorization` header is never forwarded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub headers: Vec<HeaderValue>,
     /// OAuth 2.0 client credentials the portal uses to obtain its own token for this server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,16 +207,20 @@ pub struct OAuthClientCredentials {
 }]))]
 pub struct DeployedServer {
     /// Container image of the server.
+    #[schemars(length(min = 1, max = 1024))]
     pub image: String,
     /// Entrypoint override (the container's `command`). Also what the proxy runs locally for
     /// `stdio` servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub command: Vec<String>,
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
     pub args: Vec<String>,
     /// Environment of the server process; secret values come from Secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub env: Vec<EnvVar>,
     /// How the server speaks MCP: `stdio` (the sidecar bridges it to Streamable HTTP) or `http`
     /// (Streamable HTTP on `port` at `path`).
@@ -221,8 +230,10 @@ pub struct DeployedServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// HTTP path of the MCP endpoint when `transport` is `http`. Defaults to `/mcp`.
+    /// HTTP path of the MCP endpoint when `transport` is `http`, starting with `/`. Defaults to
+    /// `/mcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^/"))]
     pub path: Option<String>,
     /// Replicas of the server Deployment. Defaults to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]

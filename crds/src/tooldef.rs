@@ -18,7 +18,6 @@ use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The fields of a tool definition that the hash covers, in canonical (sorted) order.
 pub const HASHED_FIELDS: [&str; 5] = [
@@ -29,62 +28,17 @@ pub const HASHED_FIELDS: [&str; 5] = [
     "outputSchema",
 ];
 
-/// `sha256:<64 hex>` of the canonical JSON of a tool definition's hashed fields.
+/// `sha256:<64 hex>` of the canonical JSON ([`crate::canonical`]) of a tool definition's
+/// hashed fields.
 pub fn definition_hash(tool: &Value) -> String {
-    let mut canon = String::from("{");
-    let mut first = true;
-    for field in HASHED_FIELDS {
-        match tool.get(field) {
-            None | Some(Value::Null) => continue,
-            Some(v) => {
-                if !first {
-                    canon.push(',');
-                }
-                first = false;
-                write_canonical(&Value::String(field.into()), &mut canon);
-                canon.push(':');
-                write_canonical(v, &mut canon);
-            }
-        }
-    }
-    canon.push('}');
-    let digest = Sha256::digest(canon.as_bytes());
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
-fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push(':');
-                write_canonical(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
-    }
+    let hashed: serde_json::Map<String, Value> = HASHED_FIELDS
+        .iter()
+        .filter_map(|f| match tool.get(f) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(((*f).to_owned(), v.clone())),
+        })
+        .collect();
+    crate::canonical::sha256_object(&hashed)
 }
 
 /// Whether `s` has the form [`definition_hash`] produces.

@@ -27,6 +27,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Reading McpServer/McpPortal/McpPolicy manifests failed (the shared reader in `crds`).
+    #[error(transparent)]
+    Manifests(#[from] crds::Error),
     /// A manifest document is malformed.
     #[error("{path}: document {document}{kind}: {message}")]
     Manifest {
@@ -63,7 +66,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::Yaml(_) => "yaml",
             Error::Read { .. } => "read",
-            Error::Manifest { .. } => "manifest",
+            Error::Manifest { .. } | Error::Manifests(_) => "manifest",
             Error::Probe { .. } => "probe",
             Error::MissingField(..) => "missing_field",
         }

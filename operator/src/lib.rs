@@ -11,12 +11,9 @@ pub mod desired;
 pub mod discovery;
 pub mod error;
 pub mod lease;
-pub mod manifests;
 pub mod metrics;
 pub mod names;
 pub mod probe;
-pub mod select;
 pub mod status;
-pub mod validate;
 
 pub use error::{Error, Result};

@@ -193,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Render { manifests } => {
-            let m = operator::manifests::load(&manifests)?;
+            let m = crds::manifests::load(&manifests)?;
             let objects = operator::desired::render_all(
                 &m,
                 &render_options(&cli.render, &cli.run.lease_namespace),

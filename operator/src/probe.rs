@@ -113,10 +113,10 @@ impl Prober for McpProber {
 /// Count, sorted names and SHA-256 of the canonical JSON (keys sorted, tools sorted by name)
 /// of tool definitions, and each tool's hash and screening findings.
 pub fn summarize(tools: &[serde_json::Value]) -> DiscoveredTools {
-    let mut sorted: Vec<serde_json::Value> = tools.iter().map(canonical).collect();
+    let mut sorted: Vec<serde_json::Value> = tools.to_vec();
     sorted.sort_by(|a, b| name_of(a).cmp(name_of(b)));
     let names = sorted.iter().map(|t| name_of(t).to_owned()).collect();
-    let bytes = serde_json::to_vec(&sorted).unwrap_or_default();
+    let bytes = crds::canonical::to_vec(&serde_json::Value::Array(sorted));
     DiscoveredTools {
         count: u32::try_from(tools.len()).unwrap_or(u32::MAX),
         names,
@@ -180,23 +180,6 @@ pub fn pin(
 
 fn name_of(v: &serde_json::Value) -> &str {
     v.get("name").and_then(|n| n.as_str()).unwrap_or("")
-}
-
-/// The value with every object's keys sorted (serde_json here preserves insertion order).
-fn canonical(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            serde_json::Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), canonical(&m[k])))
-                    .collect(),
-            )
-        }
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]

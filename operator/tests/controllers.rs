@@ -658,6 +658,168 @@ async fn a_status_the_server_already_holds_is_not_written_again_from_a_stale_sto
     api.done().await;
 }
 
+#[tokio::test]
+async fn an_invalid_bound_policy_is_left_out_of_the_portal_config_with_a_condition_and_an_event() {
+    let (ctx, mut api, _) = context(vec![]);
+    let p = portal("demo");
+    let mut bad = policy("bad", &[]);
+    bad.spec.dlp = vec![crds::policy::DlpRule {
+        name: "x".into(),
+        patterns: vec!["([a-z".into()],
+        ..Default::default()
+    }];
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(
+        SERVERS,
+        "McpServer",
+        vec![v(&ready_remote_server("wiki", 3))],
+    )
+    .await;
+    api.expect_list(
+        POLICIES,
+        "McpPolicy",
+        vec![v(&bad), v(&policy("good", &[]))],
+    )
+    .await;
+    let cm = api
+        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
+        .await;
+    let config = cm["data"]["manifests.yaml"].as_str().unwrap();
+    assert!(
+        config.contains("name: good") && !config.contains("name: bad"),
+        "{config}"
+    );
+    api.expect_apply("/api/v1/namespaces/default/services/demo-portal")
+        .await;
+    api.expect_deployment(
+        "/apis/apps/v1/namespaces/default/deployments/demo-portal",
+        2,
+    )
+    .await;
+    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
+        .await;
+    let ev = api.expect_event("PolicyLeftOut").await;
+    assert_eq!(ev["type"], "Warning");
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains("McpPolicy bad") && note.contains("spec.dlp[0].patterns[0]"),
+        "{note}"
+    );
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    let c = condition(&status, "PoliciesAccepted");
+    assert_eq!(c["status"], "False");
+    assert_eq!(c["reason"], "InvalidPoliciesLeftOut");
+    assert!(
+        c["message"].as_str().unwrap().contains("McpPolicy bad"),
+        "{c}"
+    );
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
+
+/// An McpPolicy as etcd keeps it after an upgrade: written under an older schema (no detector
+/// enum) with the old name `phoneNumber`.
+fn policy_with_an_old_detector_name(name: &str) -> Value {
+    let mut p = v(&policy(name, &[]));
+    p["spec"]["dlp"] =
+        json!([{"name": "pii", "detectors": ["email", "phoneNumber"], "action": "block"}]);
+    p
+}
+
+#[tokio::test]
+async fn a_stored_policy_with_an_old_detector_name_is_rejected_naming_the_field() {
+    let (ctx, mut api, _) = context(vec![]);
+    let stored = policy_with_an_old_detector_name("old");
+    // It decodes (an undecodable item would fail the operator's whole list and watch) ...
+    let pol: McpPolicy = serde_json::from_value(stored).expect("a stored policy always decodes");
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(pol.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(PORTALS, "McpPortal", vec![v(&portal("demo"))])
+        .await;
+    // ... and is reported as invalid, naming the field and the name.
+    let ev = api.expect_event("Rejected").await;
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains("spec.dlp[0].detectors[1]") && note.contains("phoneNumber"),
+        "{note}"
+    );
+    let status = api
+        .expect_status(&format!("{POLICIES}/old/status"), &pol)
+        .await;
+    let accepted = condition(&status, "Accepted");
+    assert_eq!(accepted["status"], "False");
+    let message = accepted["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.dlp[0].detectors[1]")
+            && message.contains("\"phoneNumber\" is not a built-in detector"),
+        "{message}"
+    );
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_portal_lists_a_stored_policy_with_an_old_detector_name_and_leaves_it_out_with_an_event()
+{
+    let (ctx, mut api, _) = context(vec![]);
+    let p = portal("demo");
+    let task = tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ));
+    api.expect_list(
+        SERVERS,
+        "McpServer",
+        vec![v(&ready_remote_server("wiki", 3))],
+    )
+    .await;
+    api.expect_list(
+        POLICIES,
+        "McpPolicy",
+        vec![
+            policy_with_an_old_detector_name("old"),
+            v(&policy("good", &[])),
+        ],
+    )
+    .await;
+    let cm = api
+        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
+        .await;
+    let config = cm["data"]["manifests.yaml"].as_str().unwrap();
+    assert!(
+        config.contains("name: good") && !config.contains("name: old"),
+        "{config}"
+    );
+    api.expect_apply("/api/v1/namespaces/default/services/demo-portal")
+        .await;
+    api.expect_deployment(
+        "/apis/apps/v1/namespaces/default/deployments/demo-portal",
+        2,
+    )
+    .await;
+    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
+        .await;
+    let ev = api.expect_event("PolicyLeftOut").await;
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains("McpPolicy old") && note.contains("spec.dlp[0].detectors[1]"),
+        "{note}"
+    );
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    assert_eq!(condition(&status, "PoliciesAccepted")["status"], "False");
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
+
 fn pinned_remote_server(name: &str, on_change: crds::tooldef::PinAction) -> McpServer {
     meta(
         McpServer::new(

@@ -900,7 +900,7 @@ fn main() {
         "bench".to_string(),
         DlpRule {
             name: "redact-all".into(),
-            detectors: Detector::ALL.iter().map(|d| d.id().to_string()).collect(),
+            detectors: Detector::ALL.map(Into::into).to_vec(),
             action: DlpAction::Redact,
             ..DlpRule::default()
         },

@@ -16,20 +16,10 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A manifest document is invalid. `document` counts from 1 within the file.
-    #[error("{path}: document {document}{kind}: {field}: {message}")]
-    Manifest {
-        /// The file.
-        path: PathBuf,
-        /// 1-based index of the YAML document in the file.
-        document: usize,
-        /// ` (Kind/name)` when known, else empty.
-        kind: String,
-        /// Dotted path of the offending field (`.` when the whole document).
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
+    /// Reading manifests failed (the API's reader, in `crds`): the message names the file,
+    /// the document and the field.
+    #[error(transparent)]
+    Manifests(#[from] crds::Error),
     /// The configuration is consistent per document but not as a whole.
     #[error("configuration: {0}")]
     Config(String),

@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 fn tool(description: &str) -> Value {
     json!({"name": "t", "description": description, "inputSchema": {"type": "object"}})

@@ -182,8 +182,8 @@ async fn main() {
     }
     times.sort();
 
-    let selected: Vec<&McpServer> = operator::select::selected_servers(&portal, &servers);
-    let bound: Vec<&McpPolicy> = operator::select::bound_policies(&portal, &policies);
+    let selected: Vec<&McpServer> = crds::select::selected_servers(&portal, &servers);
+    let bound: Vec<&McpPolicy> = crds::select::bound_policies(&portal, &policies);
     let mut render_times = Vec::with_capacity(ITERATIONS);
     let mut config_bytes = 0;
     for _ in 0..ITERATIONS {

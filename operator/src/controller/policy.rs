@@ -11,9 +11,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::{Context, instrumented, names_csv, settle_status};
 use crate::error::{Error, Result};
-use crate::select;
 use crate::status::{condition, merge};
-use crate::validate::policy_problems;
+use crds::select;
+use crds::validate::{policy_problems, summary};
 
 /// Every policy of a namespace (mapper of the McpPortal watch).
 pub fn policies_in_namespace(
@@ -61,7 +61,10 @@ pub fn desired_status(policy: &McpPolicy, portals: &[McpPortal]) -> McpPolicySta
             "Accepted",
             false,
             "Invalid",
-            problems.join("; "),
+            format!(
+                "{}; the policy is left out of every portal's configuration until fixed",
+                summary(&problems)
+            ),
             generation,
         )
     }];

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::{McpPolicy, McpPortal, McpPortalStatus, McpServer};
+use crds::{Condition, McpPolicy, McpPortal, McpPortalStatus, McpServer};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -14,8 +14,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::{Context, SecretVersions, apply_object, instrumented, secret_value, settle_status};
 use crate::desired::{self, Object};
 use crate::error::{Error, Result};
+use crate::names;
 use crate::status::{condition, is_true, merge};
-use crate::{names, select, validate};
+use crds::{select, validate};
 
 /// Every portal of a namespace (the mapper of the McpServer and McpPolicy watches: a change
 /// can add a server to a portal or take it away, so each portal of the namespace re-resolves).
@@ -90,11 +91,10 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
         .await?
         .items;
     let selected = select::selected_servers(portal, &servers);
-    // Invalid policies are left out of the configuration (their own status says why).
-    let bound: Vec<&McpPolicy> = select::bound_policies(portal, &policies)
-        .into_iter()
-        .filter(|p| validate::policy_problems(p).is_empty())
-        .collect();
+    // Invalid policies are left out of the configuration; the portal says so (condition and
+    // event) and each policy's own status says why.
+    let (bound, left_out) = split_valid(select::bound_policies(portal, &policies));
+    let portal_problems = validate::portal_problems(portal);
     let refs = select::portal_secret_refs(portal, &selected);
     ctx.index_secrets(&ns, &name, &select::secret_names(&refs));
     let secrets = check_secrets(ctx, &ns, &refs).await?;
@@ -105,7 +105,7 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
     let mut config_hash = old.config_hash.clone();
     let mut available = 0;
     let mut wanted = 0;
-    let rendered = secrets.missing.is_empty() && conflicts.is_empty();
+    let rendered = secrets.missing.is_empty() && conflicts.is_empty() && portal_problems.is_empty();
     if rendered {
         let objs =
             desired::portal::objects(portal, &selected, &bound, &secrets.versions, &ctx.options)?;
@@ -144,7 +144,15 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
             .await;
         }
     } else {
-        let (reason, message) = if !secrets.missing.is_empty() {
+        let (reason, message) = if !portal_problems.is_empty() {
+            (
+                "InvalidSpec",
+                format!(
+                    "{}; the running proxy keeps its last configuration",
+                    validate::summary(&portal_problems)
+                ),
+            )
+        } else if !secrets.missing.is_empty() {
             (
                 "SecretMissing",
                 format!(
@@ -173,6 +181,21 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
             generation,
         ));
     }
+
+    let policies_condition = policies_condition(&left_out, generation);
+    if policies_condition.status == "False"
+        && !has_message(&old, "PoliciesAccepted", &policies_condition.message)
+    {
+        ctx.event(
+            portal,
+            true,
+            "PolicyLeftOut",
+            "Render",
+            policies_condition.message.clone(),
+        )
+        .await;
+    }
+    conditions.push(policies_condition);
 
     let ready: Vec<&&McpServer> = selected
         .iter()
@@ -264,6 +287,57 @@ async fn apply(portal: &McpPortal, ctx: &Context) -> Result<Action> {
     } else {
         15
     })))
+}
+
+/// Splits bound policies into the valid ones (rendered) and the invalid ones with their
+/// problems (left out).
+pub fn split_valid(policies: Vec<&McpPolicy>) -> (Vec<&McpPolicy>, Vec<(String, String)>) {
+    let mut valid = Vec::new();
+    let mut left_out = Vec::new();
+    for p in policies {
+        let problems = validate::policy_problems(p);
+        if problems.is_empty() {
+            valid.push(p);
+        } else {
+            left_out.push((p.name_any(), validate::summary(&problems)));
+        }
+    }
+    (valid, left_out)
+}
+
+/// The `PoliciesAccepted` condition: which bound policies were left out of the configuration,
+/// and why (pure).
+pub fn policies_condition(left_out: &[(String, String)], generation: Option<i64>) -> Condition {
+    if left_out.is_empty() {
+        return condition(
+            "PoliciesAccepted",
+            true,
+            "AllPoliciesValid",
+            "every bound McpPolicy is in the configuration",
+            generation,
+        );
+    }
+    let list: Vec<String> = left_out
+        .iter()
+        .map(|(name, why)| format!("McpPolicy {name} ({why})"))
+        .collect();
+    condition(
+        "PoliciesAccepted",
+        false,
+        "InvalidPoliciesLeftOut",
+        format!(
+            "left out of the configuration, so their rules and DLP do not apply: {}",
+            list.join("; ")
+        ),
+        generation,
+    )
+}
+
+fn has_message(status: &McpPortalStatus, type_: &str, message: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.message == message)
 }
 
 fn has_reason(status: &McpPortalStatus, type_: &str, reason: &str) -> bool {

@@ -22,7 +22,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::manifests::Manifests;
+use crds::manifests::Manifests;
 
 /// Settings of the operator that shape what it renders (from flags / Helm values).
 #[derive(Debug, Clone)]
@@ -126,8 +126,8 @@ pub fn render_all(m: &Manifests, opts: &RenderOptions) -> Result<Vec<Object>> {
         }
     }
     for p in &portals {
-        let selected = crate::select::selected_servers(p, &servers);
-        let bound = crate::select::bound_policies(p, &policies);
+        let selected = crds::select::selected_servers(p, &servers);
+        let bound = crds::select::bound_policies(p, &policies);
         out.extend(portal::objects(p, &selected, &bound, &BTreeMap::new(), opts)?.into_vec());
     }
     Ok(out)

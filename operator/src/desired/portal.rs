@@ -20,7 +20,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
 use super::{Object, RenderOptions, clean_document, owner_refs, sha256_hex};
 use crate::error::{Error, Result};
 use crate::names::{self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, SERVICE_PORT};
-use crate::select;
+use crds::select;
 
 /// Default number of proxy replicas.
 pub const DEFAULT_REPLICAS: i32 = 2;

@@ -140,7 +140,7 @@ pub fn objects(server: &McpServer, opts: &RenderOptions) -> Result<Option<Server
     if stdio {
         // The proxy runs inside the server's image and spawns the command; it needs the
         // Secrets of the env as files.
-        let secrets = crate::select::secret_names(&crate::select::deployed_secret_refs(server));
+        let secrets = crds::select::secret_names(&crds::select::deployed_secret_refs(server));
         let (v, mut mounts) = super::config_and_secret_volumes(&obj_name, secrets);
         volumes = v;
         volumes.push(Volume {

@@ -194,10 +194,18 @@ fn is_tcp(protocol: Option<&str>) -> bool {
     protocol.is_none_or(|p| p.eq_ignore_ascii_case("TCP"))
 }
 
-/// Whether `selector` (a Service's) selects a pod with `labels`. An empty selector selects
-/// nothing here (such a Service has manually managed endpoints).
+/// Whether `selector` (a Service's) selects a pod with `labels`, with Kubernetes' own
+/// equality-selector semantics (`kube::core::Selector`, as portals select servers in
+/// `crds::select`). An empty selector selects nothing here (such a Service has manually managed
+/// endpoints).
 pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    use kube::core::{Selector, SelectorExt};
+    !selector.is_empty()
+        && selector
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Selector>()
+            .matches(labels)
 }
 
 /// `Deployment/x` for a pod of ReplicaSet `x-<hash>`, `StatefulSet/x`, ..., or `Pod/<name>`.

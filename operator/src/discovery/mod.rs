@@ -272,7 +272,7 @@ pub async fn list_inventory(client: &Client, namespaces: &[String]) -> Result<In
 /// get `default_namespace`.
 pub fn inventory_from_files(path: &Path, default_namespace: &str) -> Result<Inventory> {
     let mut inv = Inventory::default();
-    for file in crate::manifests::manifest_files(path)? {
+    for file in crds::manifests::manifest_files(path)? {
         let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
             path: file.clone(),
             source,

@@ -19,7 +19,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub use chain::{GENESIS, VerifyError, VerifyReport, verify};
 
@@ -100,64 +99,12 @@ pub fn now_rfc3339() -> String {
 /// whitespace, strings and numbers as serde_json writes them. Equal arguments hash equally
 /// whatever their key order.
 pub fn args_hash(args: &Value) -> String {
-    let mut h = Sha256::new();
-    canonical(args, &mut h);
-    format!("sha256:{}", chain::hex(&h.finalize()))
+    crds::canonical::sha256(args)
 }
 
 /// [`args_hash`] of an object, without building a `Value` around it.
 pub fn object_hash(args: &serde_json::Map<String, Value>) -> String {
-    let mut h = Sha256::new();
-    canonical_object(args, &mut h);
-    format!("sha256:{}", chain::hex(&h.finalize()))
-}
-
-fn canonical_object(m: &serde_json::Map<String, Value>, h: &mut Sha256) {
-    let mut keys: Vec<&String> = m.keys().collect();
-    keys.sort();
-    h.update(b"{");
-    for (i, k) in keys.into_iter().enumerate() {
-        if i > 0 {
-            h.update(b",");
-        }
-        write_json(k, h);
-        h.update(b":");
-        canonical(&m[k], h);
-    }
-    h.update(b"}");
-}
-
-fn canonical(v: &Value, h: &mut Sha256) {
-    match v {
-        Value::Object(m) => canonical_object(m, h),
-        Value::Array(a) => {
-            h.update(b"[");
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                canonical(x, h);
-            }
-            h.update(b"]");
-        }
-        other => write_json(other, h),
-    }
-}
-
-/// Feeds `v` as serde_json writes it to the hash, without an intermediate string.
-fn write_json<T: Serialize + ?Sized>(v: &T, h: &mut Sha256) {
-    struct Feed<'a>(&'a mut Sha256);
-    impl Write for Feed<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    // Writing to a hash cannot fail, nor can serializing a string or a JSON scalar.
-    let _ = serde_json::to_writer(Feed(h), v);
+    crds::canonical::sha256_object(args)
 }
 
 /// Where audit lines go.

@@ -1,22 +1,23 @@
 //! Configuration: from manifests to the resolved view of one portal.
 //!
 //! The files, by concern: [`types`] (the resolved configuration as plain data), [`secrets`]
-//! (reading Secret values), [`manifests`] (reading and checking manifest files), [`watch`]
-//! (reloading them); this file resolves one portal from the manifests ([`resolve`]) and
-//! selects its servers by label ([`selector_matches`]).
+//! (reading Secret values), [`watch`] (reloading manifests); this file resolves one portal from
+//! the manifests ([`resolve`]). Reading and checking manifest files, and which servers and
+//! policies a portal selects, are the API's meaning and live in `crds` (shared with the operator).
 
-pub mod manifests;
 pub mod secrets;
 pub mod types;
 pub mod watch;
+
+/// The one manifest reader of the API (shared with the operator), in `crds`.
+pub use crds::manifests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use crds::server::{DeployedTransport, RemoteTransport};
-use crds::{McpPolicy, McpPortalSpec, McpServer};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use crds::{McpPolicy, McpPortalSpec, McpServer, select};
 
 use crate::error::{Error, Result};
 pub use manifests::Manifests;
@@ -69,46 +70,27 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         })?;
     let secrets = Secrets::new(manifests, secrets_dir);
     let spec = portal.spec.clone();
-    if spec.auth.is_none() && spec.public != Some(true) {
+    // The reader has checked the portal (crds::validate); selection is the operator's too.
+    if let Some(wanted) = select::missing_server_names(portal, &manifests.servers).first() {
         return Err(Error::Config(format!(
-            "McpPortal {name}: spec.auth is required unless spec.public is true"
+            "McpPortal {name}: spec.servers.names: no McpServer named {wanted:?}"
         )));
     }
     let mut servers = Vec::new();
     let mut pins = BTreeMap::new();
-    for wanted in &spec.servers.names {
-        if !manifests
-            .servers
-            .iter()
-            .any(|s| s.metadata.name.as_deref() == Some(wanted))
-        {
-            return Err(Error::Config(format!(
-                "McpPortal {name}: spec.servers.names: no McpServer named {wanted:?}"
-            )));
-        }
-    }
-    for server in &manifests.servers {
-        let sname = server.metadata.name.clone().unwrap_or_default();
-        let by_name = spec.servers.names.contains(&sname);
-        let by_label = spec
-            .servers
-            .selector
-            .as_ref()
-            .is_some_and(|sel| selector_matches(sel, server.metadata.labels.as_ref()));
-        if by_name || by_label {
-            servers.push(server_config(server, &secrets)?);
-            pins.insert(sname, ServerPins::of(server));
-        }
+    for server in select::selected_servers(portal, &manifests.servers) {
+        servers.push(server_config(server, &secrets)?);
+        pins.insert(
+            server.metadata.name.clone().unwrap_or_default(),
+            ServerPins::of(server),
+        );
     }
     servers.sort_by(|a, b| a.name.cmp(&b.name));
     check_prefixes(name, &servers)?;
-    let mut policies: Vec<McpPolicy> = manifests
-        .policies
-        .iter()
-        .filter(|p| p.spec.portals.is_empty() || p.spec.portals.iter().any(|n| n == name))
+    let policies: Vec<McpPolicy> = select::bound_policies(portal, &manifests.policies)
+        .into_iter()
         .cloned()
         .collect();
-    policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let session_key = match &spec.session_key_from {
         Some(r) => {
             let key = secrets.bytes(r)?;
@@ -349,33 +331,6 @@ fn check_prefixes(portal: &str, servers: &[ServerConfig]) -> Result<()> {
     Ok(())
 }
 
-/// Kubernetes label-selector semantics (matchLabels AND matchExpressions). An empty selector
-/// matches everything, as in Kubernetes.
-pub fn selector_matches(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    if let Some(ml) = &sel.match_labels
-        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    for expr in sel.match_expressions.iter().flatten() {
-        let values = expr.values.clone().unwrap_or_default();
-        let have = labels.get(&expr.key);
-        let ok = match expr.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,33 +493,5 @@ stringData: {a: "s3cret\n"}
             e.contains("McpServer wiki: spec.remote.headers: \"Authorization\" conflicts with spec.remote.oauth"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn portal_without_auth_must_say_public() {
-        let m = manifests(
-            "apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n",
-        );
-        let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
-        assert!(e.contains("spec.auth is required"), "{e}");
-    }
-
-    #[test]
-    fn selector_expressions_follow_kubernetes_semantics() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
-        let req = |op: &str, vals: &[&str]| LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "env".into(),
-                operator: op.into(),
-                values: Some(vals.iter().map(|s| s.to_string()).collect()),
-            }]),
-            match_labels: None,
-        };
-        assert!(selector_matches(&req("In", &["prod"]), Some(&labels)));
-        assert!(!selector_matches(&req("NotIn", &["prod"]), Some(&labels)));
-        assert!(selector_matches(&req("Exists", &[]), Some(&labels)));
-        assert!(!selector_matches(&req("DoesNotExist", &[]), Some(&labels)));
-        assert!(selector_matches(&LabelSelector::default(), None));
     }
 }

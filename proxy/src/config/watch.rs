@@ -47,8 +47,9 @@ pub fn spawn(
                 continue;
             }
             last = now;
-            let loaded =
-                manifests::load(&path).and_then(|m| super::resolve(&m, &portal, &secrets_dir));
+            let loaded = manifests::load(&path)
+                .map_err(crate::error::Error::from)
+                .and_then(|m| super::resolve(&m, &portal, &secrets_dir));
             match loaded {
                 Ok(cfg) => {
                     tracing::info!(path = %path.display(), servers = cfg.servers.len(), "configuration reloaded");

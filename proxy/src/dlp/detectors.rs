@@ -27,103 +27,13 @@ pub use secrets::{SECRET_ENTROPY_THRESHOLD, shannon_entropy};
 use secrets::{SECRET_NAMES, TOKEN_PREFIXES};
 pub(crate) use secrets::{is_secret_key_name, looks_like_secret};
 
-/// A built-in detector. The camelCase [`Detector::id`] is the stable name used in policies,
-/// findings, redaction markers and audit events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Detector {
-    /// Payment card numbers (Luhn, issuer prefix and length, space or dash separators).
-    CreditCard,
-    /// US social security numbers in `AAA-GG-SSSS` form with valid ranges.
-    UsSsn,
-    /// International bank account numbers (country length table and mod-97 check).
-    Iban,
-    /// Email addresses.
-    Email,
-    /// Phone numbers: E.164 (`+` prefix) and formatted NANP numbers.
-    Phone,
-    /// IPv4 addresses (not version strings).
-    Ipv4,
-    /// IPv6 addresses.
-    Ipv6,
-    /// JSON Web Tokens whose header decodes to JSON with `alg`.
-    Jwt,
-    /// PEM/PGP private key blocks.
-    PrivateKey,
-    /// AWS access key ids (`AKIA…`, `ASIA…`).
-    AwsAccessKey,
-    /// GitHub tokens (`ghp_`, `gho_`, `ghs_`, `ghu_`, `ghr_`, `github_pat_`).
-    GithubToken,
-    /// GitLab personal access tokens (`glpat-`).
-    GitlabToken,
-    /// Slack tokens (`xoxa-`, `xoxb-`, `xoxp-`, `xoxr-`).
-    SlackToken,
-    /// Google API keys (`AIza…`).
-    GoogleApiKey,
-    /// Stripe live secret and restricted keys (`sk_live_`, `rk_live_`).
-    StripeKey,
-    /// OpenAI-style keys (`sk-…`, `sk-proj-…`).
-    OpenaiKey,
-    /// Anthropic keys (`sk-ant-…`).
-    AnthropicKey,
-    /// High-entropy values assigned to secret-like names (`password=`, `"api_key": "…"`).
-    GenericSecret,
-}
+/// The built-in detectors: the catalogue (names, order) is the API's, in `crds`; this module
+/// implements each one.
+pub use crds::Detector;
 
-impl Detector {
-    /// Every built-in detector, in a stable order.
-    pub const ALL: [Detector; 18] = [
-        Detector::CreditCard,
-        Detector::UsSsn,
-        Detector::Iban,
-        Detector::Email,
-        Detector::Phone,
-        Detector::Ipv4,
-        Detector::Ipv6,
-        Detector::Jwt,
-        Detector::PrivateKey,
-        Detector::AwsAccessKey,
-        Detector::GithubToken,
-        Detector::GitlabToken,
-        Detector::SlackToken,
-        Detector::GoogleApiKey,
-        Detector::StripeKey,
-        Detector::OpenaiKey,
-        Detector::AnthropicKey,
-        Detector::GenericSecret,
-    ];
-
-    /// The stable camelCase id.
-    pub fn id(self) -> &'static str {
-        match self {
-            Detector::CreditCard => "creditCard",
-            Detector::UsSsn => "usSsn",
-            Detector::Iban => "iban",
-            Detector::Email => "email",
-            Detector::Phone => "phone",
-            Detector::Ipv4 => "ipv4",
-            Detector::Ipv6 => "ipv6",
-            Detector::Jwt => "jwt",
-            Detector::PrivateKey => "privateKey",
-            Detector::AwsAccessKey => "awsAccessKey",
-            Detector::GithubToken => "githubToken",
-            Detector::GitlabToken => "gitlabToken",
-            Detector::SlackToken => "slackToken",
-            Detector::GoogleApiKey => "googleApiKey",
-            Detector::StripeKey => "stripeKey",
-            Detector::OpenaiKey => "openaiKey",
-            Detector::AnthropicKey => "anthropicKey",
-            Detector::GenericSecret => "genericSecret",
-        }
-    }
-
-    /// Looks a detector up by its id.
-    pub fn from_id(id: &str) -> Option<Detector> {
-        Detector::ALL.into_iter().find(|d| d.id() == id)
-    }
-
-    fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
+/// The detector's bit in a [`DetectorSet`] (its position in [`Detector::ALL`]).
+fn bit(d: Detector) -> u32 {
+    1 << (d as u32)
 }
 
 /// A set of built-in detectors.
@@ -141,12 +51,12 @@ impl DetectorSet {
 
     /// Whether `d` is in the set.
     pub fn contains(self, d: Detector) -> bool {
-        self.0 & d.bit() != 0
+        self.0 & bit(d) != 0
     }
 
     /// Adds `d`.
     pub fn insert(&mut self, d: Detector) {
-        self.0 |= d.bit();
+        self.0 |= bit(d);
     }
 
     /// Union of two sets.

@@ -179,18 +179,16 @@ impl Engine {
         let mut customs = Vec::new();
         for (policy, r) in rules {
             let mut detectors = DetectorSet::EMPTY;
-            for id in &r.detectors {
-                let d = Detector::from_id(id).ok_or_else(|| DlpError::UnknownDetector {
+            for (index, d) in r.detectors.iter().enumerate() {
+                // crds::validate refuses unknown names before a configuration gets here; an
+                // unvalidated one is still an error, never a detector silently skipped.
+                let known = d.known().ok_or_else(|| DlpError::UnknownDetector {
                     policy: policy.clone(),
                     rule: r.name.clone(),
-                    detector: id.clone(),
-                    known: Detector::ALL
-                        .iter()
-                        .map(|d| d.id())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    index,
+                    name: d.to_string(),
                 })?;
-                detectors.insert(d);
+                detectors.insert(known);
             }
             let mut idx = Vec::new();
             for (index, p) in r.patterns.iter().enumerate() {
@@ -241,7 +239,7 @@ impl Engine {
     pub fn all_detectors() -> Engine {
         let rule = DlpRule {
             name: "allDetectors".into(),
-            detectors: Detector::ALL.iter().map(|d| d.id().to_string()).collect(),
+            detectors: Detector::ALL.map(Into::into).to_vec(),
             scan_keys: true,
             ..DlpRule::default()
         };

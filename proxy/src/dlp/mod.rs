@@ -21,20 +21,6 @@ pub use engine::{Engine, Report, RuleMatch, Scope, marker, scan_document};
 /// data.
 #[derive(Debug, thiserror::Error)]
 pub enum DlpError {
-    /// A rule names a detector that does not exist.
-    #[error(
-        "DLP rule {rule:?} of policy {policy:?}: unknown detector {detector:?} (known: {known})"
-    )]
-    UnknownDetector {
-        /// Policy name.
-        policy: String,
-        /// Rule name.
-        rule: String,
-        /// The unknown detector id.
-        detector: String,
-        /// Comma-separated known ids.
-        known: String,
-    },
     /// A custom pattern is not a valid regular expression.
     #[error(
         "DLP rule {rule:?} of policy {policy:?}: pattern #{index} is not a valid regular expression: {message}"
@@ -49,6 +35,20 @@ pub enum DlpError {
         /// The regex compiler's message.
         message: String,
     },
+    /// A rule names a detector that is not built in.
+    #[error(
+        "DLP rule {rule:?} of policy {policy:?}: detectors[{index}] {name:?} is not a built-in detector"
+    )]
+    UnknownDetector {
+        /// Policy name.
+        policy: String,
+        /// Rule name.
+        rule: String,
+        /// Index of the name in `detectors`.
+        index: usize,
+        /// The name as written.
+        name: String,
+    },
     /// A rule has neither detectors nor patterns, so it could never fire.
     #[error("DLP rule {rule:?} of policy {policy:?} has no detectors and no patterns")]
     EmptyRule {
@@ -59,33 +59,8 @@ pub enum DlpError {
     },
 }
 
-/// Glob match with `*` (any run) and `?` (one character).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
+/// `servers`/`tools` patterns of DLP rules: the API's one glob syntax (`*` only), from `crds`.
+pub use crds::glob::glob_match;
 
 #[cfg(test)]
 mod tests;

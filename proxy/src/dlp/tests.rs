@@ -8,7 +8,7 @@ fn engine_for(det: &str) -> Engine {
         "p".into(),
         DlpRule {
             name: "r".into(),
-            detectors: vec![det.into()],
+            detectors: vec![id(det).into()],
             ..DlpRule::default()
         },
     )])
@@ -39,10 +39,15 @@ fn assert_none(det: &str, text: &str) {
     );
 }
 
+/// The detector named `name` (the tests name detectors as policies do).
+fn id(name: &str) -> Detector {
+    Detector::from_id(name).unwrap_or_else(|| panic!("no detector {name:?}"))
+}
+
 fn rule(name: &str, dets: &[&str], action: DlpAction) -> DlpRule {
     DlpRule {
         name: name.into(),
-        detectors: dets.iter().map(|d| d.to_string()).collect(),
+        detectors: dets.iter().map(|d| id(d).into()).collect(),
         action,
         ..DlpRule::default()
     }
@@ -588,10 +593,8 @@ fn custom_patterns_fire_and_bad_ones_are_named_in_the_error() {
 }
 
 #[test]
-fn unknown_detectors_and_empty_rules_are_errors() {
-    let err =
-        Engine::compile(&[("p".into(), rule("r", &["creditcard"], DlpAction::Log))]).unwrap_err();
-    assert!(err.to_string().contains("unknown detector \"creditcard\""));
+fn a_rule_without_detectors_or_patterns_is_an_error() {
+    // Unknown detector names cannot reach the engine: `DlpRule::detectors` is the crds enum.
     assert!(Engine::compile(&[("p".into(), rule("r", &[], DlpAction::Log))]).is_err());
 }
 
@@ -615,7 +618,7 @@ fn overlapping_matches_redact_to_one_marker() {
         "p".into(),
         DlpRule {
             name: "r".into(),
-            detectors: vec!["genericSecret".into(), "openaiKey".into()],
+            detectors: vec![Detector::GenericSecret.into(), Detector::OpenaiKey.into()],
             action: DlpAction::Redact,
             ..DlpRule::default()
         },
@@ -640,10 +643,7 @@ fn all_detectors_engine_scans_documents_as_text_when_not_json() {
 }
 
 #[test]
-fn globs_match_star_and_question_mark() {
+fn dlp_rule_globs_are_the_api_globs_where_a_question_mark_is_literal() {
     assert!(glob_match("crm-*", "crm-eu"));
-    assert!(glob_match("*", ""));
-    assert!(glob_match("a?c*", "abcdef"));
-    assert!(!glob_match("crm-*", "wiki"));
-    assert!(!glob_match("a*b", "acbx"));
+    assert!(!glob_match("a?c*", "abcdef"));
 }

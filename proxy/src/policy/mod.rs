@@ -37,58 +37,8 @@ use serde::Serialize;
 use crate::catalog::{Catalog, PortalTool};
 use crate::model::{Identity, IdentityKind};
 
-/// A glob with `*` as the only wildcard (matches any run of characters, also none).
-#[derive(Debug, Clone)]
-pub struct Glob {
-    parts: Vec<String>,
-    star_start: bool,
-    star_end: bool,
-}
-
-impl Glob {
-    /// Compiles `pattern`.
-    pub fn new(pattern: &str) -> Glob {
-        Glob {
-            parts: pattern
-                .split('*')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            star_start: pattern.starts_with('*'),
-            star_end: pattern.ends_with('*'),
-        }
-    }
-
-    /// Whether `s` matches.
-    pub fn matches(&self, s: &str) -> bool {
-        if self.parts.is_empty() {
-            // "" matches only ""; "*", "**" match everything.
-            return self.star_start || s.is_empty();
-        }
-        let mut rest = s;
-        let n = self.parts.len();
-        for (i, part) in self.parts.iter().enumerate() {
-            if i == 0 && !self.star_start {
-                let Some(r) = rest.strip_prefix(part.as_str()) else {
-                    return false;
-                };
-                rest = r;
-                if n == 1 && !self.star_end {
-                    return rest.is_empty();
-                }
-                continue;
-            }
-            if i == n - 1 && !self.star_end {
-                return rest.len() >= part.len() && rest.ends_with(part.as_str());
-            }
-            match rest.find(part.as_str()) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-        true
-    }
-}
+/// Tool and server patterns of policy rules: the API's one glob syntax (`*` only), from `crds`.
+pub use crds::glob::Glob;
 
 fn any_glob(globs: &[Glob], s: &str) -> bool {
     globs.is_empty() || globs.iter().any(|g| g.matches(s))

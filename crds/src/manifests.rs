@@ -1,7 +1,11 @@
-//! Reading multi-document YAML manifests: the same files `kubectl apply` takes.
+//! Reading multi-document YAML manifests: the same files `kubectl apply` takes. The one reader
+//! of the proxy (`--manifests`, the ConfigMap the operator renders) and of
+//! `portcullis-operator render`.
 //!
 //! Documents of our API group are parsed strictly (unknown fields are errors, as with
-//! `kubectl apply --validate=strict`); `v1/Secret` documents supply secret values when the proxy
+//! `kubectl apply --validate=strict`) and checked with [`crate::validate`] (what the CRD's
+//! schema and CEL rules check, plus what they cannot), so a laptop user gets the answer the
+//! apiserver and the operator give. `v1/Secret` documents supply secret values when the proxy
 //! runs on a laptop; every other kind is ignored, so one file can hold a whole application.
 //! Every error names the file, the document (1-based) and the field.
 
@@ -9,10 +13,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use crds::{McpPolicy, McpPortal, McpServer};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::{McpPolicy, McpPortal, McpServer, validate};
 
 /// Every resource found in a set of manifest files.
 #[derive(Debug, Default, Clone)]
@@ -31,26 +35,19 @@ pub struct Manifests {
 
 /// Lists the manifest files of `path`: the file itself, or the `*.yaml`/`*.yml`/`*.json` files
 /// directly inside a directory, sorted (hidden entries such as a ConfigMap's `..data` skipped).
+/// A directory without any is an error.
 pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+    let read_err = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })?;
-    if !meta.is_dir() {
+    };
+    if !std::fs::metadata(path).map_err(read_err)?.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+    for entry in std::fs::read_dir(path).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let p = entry.path();
@@ -64,10 +61,7 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: no *.yaml, *.yml or *.json files in this directory",
-            path.display()
-        )));
+        return Err(Error::NoManifests(path.to_owned()));
     }
     Ok(files)
 }
@@ -117,14 +111,14 @@ pub fn parse_into(out: &mut Manifests, file: &Path, text: &str) -> Result<()> {
         if kind.is_empty() {
             return Err(err("", "kind", "missing".into()));
         }
-        let ours = api_version.starts_with(&format!("{}/", crds::GROUP));
-        if ours && api_version != crds::API_VERSION {
+        let ours = api_version.starts_with(&format!("{}/", crate::GROUP));
+        if ours && api_version != crate::API_VERSION {
             return Err(err(
                 &label,
                 "apiVersion",
                 format!(
-                    "unsupported version {api_version:?}; this proxy reads {}",
-                    crds::API_VERSION
+                    "unsupported version {api_version:?}; this release reads {}",
+                    crate::API_VERSION
                 ),
             ));
         }
@@ -132,18 +126,30 @@ pub fn parse_into(out: &mut Manifests, file: &Path, text: &str) -> Result<()> {
             if name.is_empty() {
                 return Err(err(&label, "metadata.name", "missing".into()));
             }
-            if let Some(reason) = invalid_dns_label(name) {
+            if let Some(reason) = invalid_dns_subdomain(name) {
                 return Err(err(&label, "metadata.name", reason));
             }
         }
+        let first = |problems: Vec<validate::Problem>| match problems.into_iter().next() {
+            Some(p) => Err(err(&label, &p.field, p.message)),
+            None => Ok(()),
+        };
         match (ours, kind) {
             (true, "McpServer") => {
                 let server: McpServer = strict(value, &label, &err)?;
-                validate_server(&server).map_err(|(f, m)| err(&label, f, m))?;
+                first(validate::server_problems(&server))?;
                 out.servers.push(server);
             }
-            (true, "McpPortal") => out.portals.push(strict(value, &label, &err)?),
-            (true, "McpPolicy") => out.policies.push(strict(value, &label, &err)?),
+            (true, "McpPortal") => {
+                let portal: McpPortal = strict(value, &label, &err)?;
+                first(validate::portal_problems(&portal))?;
+                out.portals.push(portal);
+            }
+            (true, "McpPolicy") => {
+                let policy: McpPolicy = strict(value, &label, &err)?;
+                first(validate::policy_problems(&policy))?;
+                out.policies.push(policy);
+            }
             (true, other) => {
                 return Err(err(
                     &label,
@@ -155,9 +161,8 @@ pub fn parse_into(out: &mut Manifests, file: &Path, text: &str) -> Result<()> {
                 let data = secret_data(map).map_err(|(f, m)| err(&label, &f, m))?;
                 out.secrets.insert(name.to_owned(), data);
             }
-            _ => {
-                tracing::debug!(file = %file.display(), document, kind, "ignoring document of another kind");
-            }
+            // Documents of other kinds: one file may hold a whole application.
+            _ => {}
         }
     }
     Ok(())
@@ -189,67 +194,8 @@ fn strict<T: DeserializeOwned>(
     Ok(parsed)
 }
 
-/// The cross-field rules the CRD enforces with CEL, checked again here so a laptop user gets
-/// the same answer as `kubectl apply`.
-fn validate_server(server: &McpServer) -> std::result::Result<(), (&'static str, String)> {
-    let spec = &server.spec;
-    match (&spec.remote, &spec.deployment) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err((
-                "spec",
-                "exactly one of remote and deployment must be set".into(),
-            ));
-        }
-        (Some(remote), None) => {
-            let ok = remote.url.starts_with("http://") || remote.url.starts_with("https://");
-            if !ok {
-                return Err((
-                    "spec.remote.url",
-                    format!("{:?} is not an http(s) URL", remote.url),
-                ));
-            }
-            for (i, h) in remote.headers.iter().enumerate() {
-                if h.value.is_some() == h.value_from.is_some() {
-                    let _ = i;
-                    return Err((
-                        "spec.remote.headers",
-                        format!(
-                            "header {:?}: exactly one of value and valueFrom must be set",
-                            h.name
-                        ),
-                    ));
-                }
-                if h.name.eq_ignore_ascii_case("host") {
-                    return Err((
-                        "spec.remote.headers",
-                        "the Host header cannot be set".into(),
-                    ));
-                }
-            }
-        }
-        (None, Some(dep)) => {
-            if dep.command.is_empty() && dep.transport == crds::server::DeployedTransport::Stdio {
-                return Err((
-                    "spec.deployment.command",
-                    "a stdio server needs a command (what the sidecar, or the proxy locally, runs)"
-                        .into(),
-                ));
-            }
-        }
-    }
-    if let Some(prefix) = &spec.prefix
-        && (prefix.len() > 64
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
-    {
-        return Err(("spec.prefix", "up to 64 characters of [A-Za-z0-9.-]".into()));
-    }
-    Ok(())
-}
-
-/// Kubernetes object names used here must be DNS-1123 subdomains.
-fn invalid_dns_label(name: &str) -> Option<String> {
+/// Why `name` is not a DNS-1123 subdomain (what Kubernetes requires of these objects' names).
+fn invalid_dns_subdomain(name: &str) -> Option<String> {
     let ok_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
@@ -264,9 +210,9 @@ fn invalid_dns_label(name: &str) -> Option<String> {
     }
 }
 
-fn secret_data(
-    map: &serde_yaml::Mapping,
-) -> std::result::Result<BTreeMap<String, Vec<u8>>, (String, String)> {
+type SecretData = BTreeMap<String, Vec<u8>>;
+
+fn secret_data(map: &serde_yaml::Mapping) -> std::result::Result<SecretData, (String, String)> {
     let mut out = BTreeMap::new();
     if let Some(data) = map.get("data").and_then(|d| d.as_mapping()) {
         for (k, v) in data {
@@ -290,14 +236,16 @@ fn secret_data(
     Ok(out)
 }
 
-fn check_unique(m: &Manifests) -> Result<()> {
-    fn dupes<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Result<()> {
+/// Refuses two documents of one kind with the same name.
+pub fn check_unique(m: &Manifests) -> Result<()> {
+    fn dupes<'a>(kind: &'static str, names: impl Iterator<Item = &'a str>) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for n in names {
             if !seen.insert(n) {
-                return Err(Error::Config(format!(
-                    "{kind} {n:?} is defined more than once"
-                )));
+                return Err(Error::Duplicate {
+                    kind,
+                    name: n.to_owned(),
+                });
             }
         }
         Ok(())
@@ -328,38 +276,75 @@ mod tests {
         Ok(m)
     }
 
+    const HEAD: &str = "apiVersion: portcullis.dev/v1alpha1\n";
+
     #[test]
-    fn demo_manifest_parses_into_two_servers_and_one_portal() {
-        let text = include_str!("../../../examples/demo/portal.yaml");
+    fn the_demo_manifest_parses_into_two_servers_and_one_portal() {
+        let text = include_str!("../../examples/demo/portal.yaml");
         let m = parse(text).unwrap();
         assert_eq!(m.servers.len(), 2);
         assert_eq!(m.portals.len(), 1);
     }
 
     #[test]
-    fn unknown_field_is_named_with_file_and_document() {
-        let text = "apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {public: true}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: s}\nspec:\n  remote: {url: 'http://x/mcp', trasnport: sse}\n";
-        let e = parse(text).unwrap_err().to_string();
+    fn every_operator_example_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/operator");
+        let m = load(&dir).unwrap();
+        assert!(!m.servers.is_empty() && !m.portals.is_empty() && !m.policies.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_file_and_document() {
+        let text = format!(
+            "{HEAD}kind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true}}\n---\n{HEAD}kind: McpServer\nmetadata: {{name: s}}\nspec:\n  remote: {{url: 'http://x/mcp', trasnport: sse}}\n"
+        );
+        let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("test.yaml: document 2 (McpServer/s)"), "{e}");
         assert!(e.contains("spec.remote.trasnport: unknown field"), "{e}");
     }
 
     #[test]
-    fn wrong_type_names_the_field_path() {
-        let text = "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: s}\nspec:\n  timeoutSeconds: soon\n  remote: {url: 'http://x/mcp'}\n";
-        let e = parse(text).unwrap_err().to_string();
+    fn a_wrong_type_names_the_field_path() {
+        let text = format!(
+            "{HEAD}kind: McpServer\nmetadata: {{name: s}}\nspec:\n  timeoutSeconds: soon\n  remote: {{url: 'http://x/mcp'}}\n"
+        );
+        let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("spec.timeoutSeconds"), "{e}");
     }
 
     #[test]
-    fn server_with_both_remote_and_deployment_is_rejected() {
-        let text = "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: s}\nspec:\n  remote: {url: 'http://x/mcp'}\n  deployment: {image: i, command: [x]}\n";
-        let e = parse(text).unwrap_err().to_string();
+    fn a_server_with_both_remote_and_deployment_is_refused() {
+        let text = format!(
+            "{HEAD}kind: McpServer\nmetadata: {{name: s}}\nspec:\n  remote: {{url: 'http://x/mcp'}}\n  deployment: {{image: i, command: [x]}}\n"
+        );
+        let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("exactly one of remote and deployment"), "{e}");
     }
 
     #[test]
-    fn secrets_from_data_and_string_data_are_read_and_other_kinds_ignored() {
+    fn an_unknown_detector_is_refused_naming_the_field_and_the_known_names() {
+        let text = format!(
+            "{HEAD}kind: McpPolicy\nmetadata: {{name: p}}\nspec:\n  dlp:\n  - name: r\n    detectors: [email, phoneNumber]\n"
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("spec.dlp[0].detectors[1]"), "{e}");
+        assert!(
+            e.contains("phoneNumber") && e.contains("genericSecret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_policy_is_refused_with_the_first_problem() {
+        let text = format!(
+            "{HEAD}kind: McpPolicy\nmetadata: {{name: p}}\nspec:\n  dlp:\n  - name: r\n    patterns: ['(']\n"
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("(McpPolicy/p): spec.dlp[0].patterns[0]"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_data_and_string_data_and_other_kinds_are_ignored() {
         let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\ndata: {a: aGVsbG8=}\nstringData: {b: world}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: whatever}\n";
         let m = parse(text).unwrap();
         assert_eq!(m.secrets["k"]["a"], b"hello");
@@ -368,7 +353,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_and_bad_yaml_are_errors() {
-        let one = "apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {name: p}\nspec: {public: true}\n";
+        let one = format!("{HEAD}kind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true}}\n");
         let e = parse(&format!("{one}---\n{one}")).unwrap_err().to_string();
         assert!(e.contains("defined more than once"), "{e}");
         let e = parse("kind: [unclosed").unwrap_err().to_string();
@@ -384,5 +369,14 @@ mod tests {
             "apiVersion: portcullis.dev/v2\nkind: McpPortal\nmetadata: {name: p}\nspec: {}\n";
         let e = parse(text).unwrap_err().to_string();
         assert!(e.contains("apiVersion") && e.contains("unsupported"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_directory_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("crds-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = load(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("no *.yaml"), "{e}");
     }
 }

@@ -1,32 +1,27 @@
 //! Which servers a portal fronts, which policies bind to it, which Secrets it needs: pure
-//! functions over the resources, shared by `render` and the controllers.
+//! functions over the resources. The operator (controllers and `render`) and the proxy (reading
+//! manifests) both select with these, so the two cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crds::common::SecretKeyRef;
-use crds::{McpPolicy, McpPortal, McpServer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
 
-/// Kubernetes label-selector semantics (matchLabels AND matchExpressions); an empty selector
-/// matches everything.
+use crate::common::SecretKeyRef;
+use crate::{McpPolicy, McpPortal, McpServer};
+
+/// Whether `sel` selects an object with `labels`: Kubernetes label-selector semantics
+/// (matchLabels AND matchExpressions; an empty selector matches everything), evaluated by
+/// `kube::core::Selector`. A selector Kubernetes would refuse (an unknown operator, `In` without
+/// values) matches nothing; [`crate::validate`] reports it.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = &sel.match_labels
-        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    sel.match_expressions.iter().flatten().all(|expr| {
-        let values = expr.values.clone().unwrap_or_default();
-        let have = labels.get(&expr.key);
-        match expr.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    })
+    Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
+}
+
+/// Why `sel` is not a valid label selector, or `None`.
+pub fn selector_problem(sel: &LabelSelector) -> Option<String> {
+    Selector::try_from(sel.clone()).err().map(|e| e.0)
 }
 
 /// Whether `portal` fronts `server` (same namespace; by name or by label).
@@ -151,9 +146,110 @@ pub fn prefix_conflicts(servers: &[&McpServer]) -> Vec<(String, String, String)>
 
 #[cfg(test)]
 mod tests {
-    use crds::McpPortalSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
+    use crate::McpPortalSpec;
+
+    fn server(name: &str, labels: &[(&str, &str)]) -> McpServer {
+        let mut s = McpServer::new(name, Default::default());
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s
+    }
+
+    fn requirement(key: &str, op: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: (!values.is_empty())
+                    .then(|| values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            match_labels: None,
+        }
+    }
+
+    #[test]
+    fn selector_expressions_follow_kubernetes_semantics() {
+        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        assert!(selector_matches(
+            &requirement("env", "In", &["prod"]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &requirement("env", "NotIn", &["prod"]),
+            &labels
+        ));
+        assert!(selector_matches(
+            &requirement("env", "Exists", &[]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &requirement("env", "DoesNotExist", &[]),
+            &labels
+        ));
+        assert!(selector_matches(
+            &requirement("tier", "NotIn", &["x"]),
+            &labels
+        ));
+        assert!(selector_matches(
+            &LabelSelector::default(),
+            &BTreeMap::new()
+        ));
+    }
+
+    #[test]
+    fn a_selector_with_an_unknown_operator_matches_nothing_and_is_reported() {
+        let bad = requirement("env", "Equals", &["prod"]);
+        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        assert!(!selector_matches(&bad, &labels));
+        assert!(selector_problem(&bad).is_some());
+        assert!(selector_problem(&requirement("env", "In", &[])).is_some());
+        assert!(selector_problem(&requirement("env", "Exists", &[])).is_none());
+    }
+
+    #[test]
+    fn a_portal_selects_servers_by_name_or_label_and_sorts_them() {
+        let portal = McpPortal::new(
+            "p",
+            McpPortalSpec {
+                servers: crate::portal::ServerSelection {
+                    names: vec!["b".into(), "ghost".into()],
+                    selector: Some(LabelSelector {
+                        match_labels: Some([("team".to_string(), "x".to_string())].into()),
+                        match_expressions: None,
+                    }),
+                },
+                ..Default::default()
+            },
+        );
+        let servers = [
+            server("c", &[("team", "x")]),
+            server("a", &[("team", "y")]),
+            server("b", &[]),
+        ];
+        let names: Vec<String> = selected_servers(&portal, &servers)
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(missing_server_names(&portal, &servers), ["ghost"]);
+    }
+
+    #[test]
+    fn a_policy_without_portals_binds_to_every_portal_of_its_namespace() {
+        let portal = McpPortal::new("p", Default::default());
+        let all = McpPolicy::new("all", Default::default());
+        let mut other = McpPolicy::new("other", Default::default());
+        other.spec.portals = vec!["q".into()];
+        assert!(policy_binds(&all, &portal));
+        assert!(!policy_binds(&other, &portal));
+    }
 
     #[test]
     fn the_identity_signing_key_is_among_the_secrets_a_portal_reads() {

@@ -1,0 +1,253 @@
+//! Validation beyond the schema: one function per kind that both the operator (status
+//! conditions and events) and the proxy (reading manifests) call.
+//!
+//! The CRD schema (enums, ranges, patterns, CEL `x-kubernetes-validations`) refuses most bad
+//! input at `kubectl apply`. These functions check the same cross-field rules again (a laptop
+//! user reading manifests with the proxy gets the apiserver's answer) and what a schema cannot
+//! express: regular expressions that do not compile, label selectors Kubernetes would refuse.
+
+use crate::detector::{Detector, DetectorName};
+use crate::glob::glob_problem;
+use crate::select::selector_problem;
+use crate::server::DeployedTransport;
+use crate::{McpPolicy, McpPortal, McpServer};
+
+/// One problem, naming the field (`spec.dlp[0].patterns[1]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Joins problems for a condition message (`a: x; b: y`).
+pub fn summary(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Largest compiled size of one custom DLP pattern (the regex crate's `size_limit`).
+pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// Every problem of a policy.
+pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
+    let spec = &policy.spec;
+    let mut out = Vec::new();
+    for (i, s) in spec.subjects.iter().enumerate() {
+        let set = [s.user.is_some(), s.group.is_some(), s.claim.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if set != 1 {
+            out.push(Problem::new(
+                format!("spec.subjects[{i}]"),
+                format!("set exactly one of user, group and claim ({set} set)"),
+            ));
+        }
+        for (field, v) in [("user", &s.user), ("group", &s.group)] {
+            if let Some(v) = v
+                && (v.trim().is_empty() || v.len() > 256)
+            {
+                out.push(Problem::new(
+                    format!("spec.subjects[{i}].{field}"),
+                    "must be 1-256 non-blank characters",
+                ));
+            }
+        }
+        if let Some(c) = &s.claim
+            && (c.name.trim().is_empty() || c.name.len() > 256)
+        {
+            out.push(Problem::new(
+                format!("spec.subjects[{i}].claim.name"),
+                "must be 1-256 non-blank characters",
+            ));
+        }
+    }
+    for (i, r) in spec.rules.iter().enumerate() {
+        globs(&mut out, &format!("spec.rules[{i}]"), &r.servers, &r.tools);
+    }
+    for (i, d) in spec.dlp.iter().enumerate() {
+        if d.name.trim().is_empty() {
+            out.push(Problem::new(
+                format!("spec.dlp[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if d.detectors.is_empty() && d.patterns.is_empty() {
+            out.push(Problem::new(
+                format!("spec.dlp[{i}]"),
+                "set detectors or patterns (or both)",
+            ));
+        }
+        for (j, name) in d.detectors.iter().enumerate() {
+            if let DetectorName::Unknown(name) = name {
+                out.push(Problem::new(
+                    format!("spec.dlp[{i}].detectors[{j}]"),
+                    format!(
+                        "{name:?} is not a built-in detector (known: {})",
+                        Detector::known()
+                    ),
+                ));
+            }
+        }
+        for (j, p) in d.patterns.iter().enumerate() {
+            if let Err(e) = regex::RegexBuilder::new(p)
+                .size_limit(PATTERN_SIZE_LIMIT)
+                .build()
+            {
+                let first = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                out.push(Problem::new(
+                    format!("spec.dlp[{i}].patterns[{j}]"),
+                    format!("not a valid regular expression: {first}"),
+                ));
+            }
+        }
+        globs(&mut out, &format!("spec.dlp[{i}]"), &d.servers, &d.tools);
+    }
+    if let Some(l) = &spec.limits {
+        for (field, v) in [
+            ("callsPerMinute", l.calls_per_minute),
+            ("callsPerMinutePerTool", l.calls_per_minute_per_tool),
+            ("burst", l.burst),
+        ] {
+            if v == Some(0) {
+                out.push(Problem::new(
+                    format!("spec.limits.{field}"),
+                    "must be at least 1 (omit it for no limit)",
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn globs(out: &mut Vec<Problem>, at: &str, servers: &[String], tools: &[String]) {
+    for (field, globs) in [("servers", servers), ("tools", tools)] {
+        for (j, g) in globs.iter().enumerate() {
+            if let Some(p) = glob_problem(g) {
+                out.push(Problem::new(format!("{at}.{field}[{j}]"), p));
+            }
+        }
+    }
+}
+
+/// Every problem of a server.
+pub fn server_problems(server: &McpServer) -> Vec<Problem> {
+    let spec = &server.spec;
+    let mut out = Vec::new();
+    match (&spec.remote, &spec.deployment) {
+        (Some(_), Some(_)) | (None, None) => {
+            out.push(Problem::new(
+                "spec",
+                "exactly one of remote and deployment must be set",
+            ));
+        }
+        (Some(remote), None) => {
+            if !(remote.url.starts_with("http://") || remote.url.starts_with("https://")) {
+                out.push(Problem::new(
+                    "spec.remote.url",
+                    format!("{:?} is not an http(s) URL", remote.url),
+                ));
+            }
+            for (i, h) in remote.headers.iter().enumerate() {
+                if h.value.is_some() == h.value_from.is_some() {
+                    out.push(Problem::new(
+                        format!("spec.remote.headers[{i}]"),
+                        format!(
+                            "header {:?}: set exactly one of value and valueFrom",
+                            h.name
+                        ),
+                    ));
+                }
+                if h.name.eq_ignore_ascii_case("host") {
+                    out.push(Problem::new(
+                        format!("spec.remote.headers[{i}].name"),
+                        "the Host header cannot be set",
+                    ));
+                }
+            }
+        }
+        (None, Some(dep)) => {
+            if dep.command.is_empty() && dep.transport == DeployedTransport::Stdio {
+                out.push(Problem::new(
+                    "spec.deployment.command",
+                    "a stdio server needs a command (what the sidecar, or the proxy locally, runs)",
+                ));
+            }
+            if dep.transport != DeployedTransport::Http
+                && (dep.port.is_some() || dep.path.is_some())
+            {
+                out.push(Problem::new(
+                    "spec.deployment",
+                    "port and path apply only to transport http",
+                ));
+            }
+            for (i, e) in dep.env.iter().enumerate() {
+                if e.value.is_some() && e.value_from.is_some() {
+                    out.push(Problem::new(
+                        format!("spec.deployment.env[{i}]"),
+                        "set at most one of value and valueFrom",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(prefix) = &spec.prefix
+        && (prefix.len() > 64
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+    {
+        out.push(Problem::new(
+            "spec.prefix",
+            "up to 64 characters of [A-Za-z0-9.-]",
+        ));
+    }
+    out
+}
+
+/// Every problem of a portal.
+pub fn portal_problems(portal: &McpPortal) -> Vec<Problem> {
+    let spec = &portal.spec;
+    let mut out = Vec::new();
+    if spec.auth.is_none() && spec.public != Some(true) {
+        out.push(Problem::new(
+            "spec.auth",
+            "required unless spec.public is true",
+        ));
+    }
+    if let Some(sel) = &spec.servers.selector
+        && let Some(p) = selector_problem(sel)
+    {
+        out.push(Problem::new("spec.servers.selector", p));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

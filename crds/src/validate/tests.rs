@@ -1,0 +1,121 @@
+use serde_json::json;
+
+use super::*;
+
+fn policy(spec: serde_json::Value) -> McpPolicy {
+    McpPolicy::new("p", serde_json::from_value(spec).unwrap())
+}
+
+fn server(spec: serde_json::Value) -> McpServer {
+    McpServer::new("s", serde_json::from_value(spec).unwrap())
+}
+
+fn portal(spec: serde_json::Value) -> McpPortal {
+    McpPortal::new("p", serde_json::from_value(spec).unwrap())
+}
+
+fn fields(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.field.as_str()).collect()
+}
+
+#[test]
+fn policy_validation_names_each_bad_field() {
+    let p = policy(json!({
+        "subjects": [{"user": "a", "group": "b"}, {"claim": {"name": "", "value": "x"}}],
+        "rules": [{"tools": ["bad name!"]}],
+        "dlp": [{"name": "d", "patterns": ["(unclosed"]}, {"name": "e"}],
+        "limits": {"callsPerMinute": 0}
+    }));
+    let problems = policy_problems(&p);
+    assert_eq!(
+        fields(&problems),
+        [
+            "spec.subjects[0]",
+            "spec.subjects[1].claim.name",
+            "spec.rules[0].tools[0]",
+            "spec.dlp[0].patterns[0]",
+            "spec.dlp[1]",
+            "spec.limits.callsPerMinute",
+        ],
+        "{}",
+        summary(&problems)
+    );
+}
+
+#[test]
+fn a_policy_using_every_built_in_detector_is_valid() {
+    let all: Vec<&str> = crate::detector::Detector::ALL.map(|d| d.id()).to_vec();
+    let p = policy(json!({"dlp": [{"name": "all", "detectors": all, "action": "block"}]}));
+    assert_eq!(policy_problems(&p), []);
+    assert!(policy_problems(&McpPolicy::new("ok", Default::default())).is_empty());
+}
+
+#[test]
+fn a_policy_stored_with_an_old_detector_name_reads_and_is_a_problem_naming_the_field() {
+    // What etcd may still hold after an upgrade: the apiserver does not re-check stored objects.
+    let p = policy(json!({"dlp": [{"name": "r", "detectors": ["email", "phoneNumber"]}]}));
+    let problems = policy_problems(&p);
+    assert_eq!(fields(&problems), ["spec.dlp[0].detectors[1]"]);
+    let m = &problems[0].message;
+    assert!(
+        m.contains("\"phoneNumber\" is not a built-in detector") && m.contains("genericSecret"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_question_mark_in_a_dlp_tool_pattern_is_a_problem() {
+    let p = policy(json!({"dlp": [{"name": "r", "detectors": ["email"], "tools": ["get?"]}]}));
+    assert_eq!(fields(&policy_problems(&p)), ["spec.dlp[0].tools[0]"]);
+}
+
+#[test]
+fn a_server_with_both_or_neither_of_remote_and_deployment_is_a_problem() {
+    let both = server(
+        json!({"remote": {"url": "http://x/mcp"}, "deployment": {"image": "i", "command": ["x"]}}),
+    );
+    assert_eq!(fields(&server_problems(&both)), ["spec"]);
+    assert_eq!(fields(&server_problems(&server(json!({})))), ["spec"]);
+}
+
+#[test]
+fn server_validation_names_each_bad_field() {
+    let remote = server(json!({"remote": {"url": "ftp://x", "headers": [
+        {"name": "Host", "value": "x"}, {"name": "X-Key"}]}, "prefix": "a b"}));
+    assert_eq!(
+        fields(&server_problems(&remote)),
+        [
+            "spec.remote.url",
+            "spec.remote.headers[0].name",
+            "spec.remote.headers[1]",
+            "spec.prefix"
+        ]
+    );
+    let deployed = server(json!({"deployment": {"image": "i", "port": 80,
+        "env": [{"name": "A", "value": "x", "valueFrom": {"name": "s", "key": "k"}}]}}));
+    assert_eq!(
+        fields(&server_problems(&deployed)),
+        [
+            "spec.deployment.command",
+            "spec.deployment",
+            "spec.deployment.env[0]"
+        ]
+    );
+    let ok = server(json!({"remote": {"url": "https://x/mcp"}}));
+    assert_eq!(server_problems(&ok), []);
+}
+
+#[test]
+fn a_portal_needs_auth_or_public_and_a_selector_kubernetes_accepts() {
+    assert_eq!(fields(&portal_problems(&portal(json!({})))), ["spec.auth"]);
+    let bad = portal(
+        json!({"public": true, "servers": {"selector": {"matchExpressions": [
+        {"key": "team", "operator": "Equals", "values": ["x"]}]}}}),
+    );
+    assert_eq!(fields(&portal_problems(&bad)), ["spec.servers.selector"]);
+    let ok = portal(
+        json!({"public": true, "servers": {"selector": {"matchExpressions": [
+        {"key": "team", "operator": "In", "values": ["x"]}]}}}),
+    );
+    assert_eq!(portal_problems(&ok), []);
+}

@@ -1,0 +1,211 @@
+"""Validation at the door (issue 14, point 4): bad manifests are refused by the real apiserver
+at `kubectl apply`, each with a message that names the field.
+
+Every row is one mistake in an otherwise valid McpServer, McpPortal or McpPolicy: every CEL
+rule of the CRDs (`x-kubernetes-validations`), every enum, a wrong DLP detector name, remote and
+deployment both set, bad label selectors, out-of-range limits and bad patterns. The rows'
+starting points are applied first and must be accepted, so a refusal is the row's mistake and
+nothing else. `test_every_cel_rule_and_enum_of_the_crds_has_a_row` reads the installed CRDs
+and fails when a rule or an enum has no row here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+import pytest
+
+API = "portcullis.dev/v1alpha1"
+
+
+def server(name: str = "s", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "McpServer", "metadata": {"name": name},
+            "spec": spec or {"remote": {"url": "http://127.0.0.1:9/mcp"}}}
+
+
+def portal(name: str = "p", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "McpPortal", "metadata": {"name": name},
+            "spec": spec or {"public": True, "servers": {"names": ["s"]}}}
+
+
+def policy(name: str = "pol", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "McpPolicy", "metadata": {"name": name},
+            "spec": spec or {"rules": [{"tools": ["*"]}]}}
+
+
+REMOTE = {"url": "http://127.0.0.1:9/mcp"}
+DEPLOYED = {"image": "ghcr.io/example/mcp:1", "command": ["mcp-server"]}
+DLP = {"name": "cards", "detectors": ["creditCard"]}
+SELECTOR_IN = {"key": "team", "operator": "In", "values": ["a"]}
+
+# (id, manifest, the field path the apiserver's message must name, what the row breaks)
+BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    # --- CEL rules (x-kubernetes-validations) ---
+    ("server-remote-and-deployment", server(remote=REMOTE, deployment=DEPLOYED), "spec",
+     "cel: set exactly one of remote and deployment"),
+    ("server-neither-remote-nor-deployment", server(prefix="x"), "spec",
+     "cel: set exactly one of remote and deployment"),
+    ("portal-without-auth-or-public", portal(servers={"names": ["s"]}), "spec.auth",
+     "cel: set auth, or public: true"),
+    ("header-value-and-value-from", server(remote={**REMOTE, "headers": [
+        {"name": "X-Key", "value": "a", "valueFrom": {"name": "k", "key": "v"}}]}),
+     "spec.remote.headers[0]", "cel: set exactly one of value and valueFrom"),
+    ("header-host", server(remote={**REMOTE, "headers": [{"name": "Host", "value": "evil"}]}),
+     "spec.remote.headers[0].name", "cel: the Host header cannot be set"),
+    ("env-value-and-value-from", server(deployment={**DEPLOYED, "env": [
+        {"name": "A", "value": "a", "valueFrom": {"name": "k", "key": "v"}}]}),
+     "spec.deployment.env[0]", "cel: set at most one of value and valueFrom"),
+    ("subject-user-and-group", policy(subjects=[{"user": "a", "group": "b"}]),
+     "spec.subjects[0]", "cel: set exactly one of user, group and claim"),
+    ("stdio-without-command", server(deployment={"image": "i"}),
+     "spec.deployment", "cel: a stdio server needs command"),
+    ("port-on-stdio", server(deployment={**DEPLOYED, "port": 8080}),
+     "spec.deployment", "cel: port and path apply only to transport http"),
+    ("dlp-rule-without-detectors-or-patterns", policy(dlp=[{"name": "empty"}]),
+     "spec.dlp[0]", "cel: set detectors or patterns"),
+    ("code-mode-cpu-over-wall", portal(public=True, codeMode={"cpuMs": 5000, "wallMs": 1000}),
+     "spec.codeMode.cpuMs", "cel: cpuMs must not exceed wallMs"),
+    ("selector-in-without-values", portal(public=True, servers={"selector": {"matchExpressions": [
+        {"key": "team", "operator": "In"}]}}),
+     "spec.servers.selector.matchExpressions[0].values", "cel: In and NotIn need at least one value"),
+    ("selector-exists-with-values", portal(public=True, servers={"selector": {"matchExpressions": [
+        {"key": "team", "operator": "Exists", "values": ["a"]}]}}),
+     "spec.servers.selector.matchExpressions[0].values", "cel: Exists takes no values"),
+    # --- enums ---
+    ("detector-phone-number", policy(dlp=[{"name": "pii", "detectors": ["email", "phoneNumber"]}]),
+     "spec.dlp[0].detectors[1]", "enum: the operator's old name for phone"),
+    ("detector-ip-address", policy(dlp=[{"name": "pii", "detectors": ["ipAddress"]}]),
+     "spec.dlp[0].detectors[0]", "enum: the operator's old name for ipv4"),
+    ("selector-operator", portal(public=True, servers={"selector": {"matchExpressions": [
+        {"key": "team", "operator": "Equals", "values": ["a"]}]}}),
+     "spec.servers.selector.matchExpressions[0].operator", "enum: In, NotIn, Exists, DoesNotExist"),
+    ("rule-effect", policy(rules=[{"effect": "Permit"}]), "spec.rules[0].effect", "enum: Allow, Deny"),
+    ("rule-access", policy(rules=[{"access": "admin"}]), "spec.rules[0].access", "enum: read, write"),
+    ("dlp-direction", policy(dlp=[{**DLP, "direction": "inbound"}]), "spec.dlp[0].direction",
+     "enum: arguments, results, both"),
+    ("dlp-action", policy(dlp=[{**DLP, "action": "quarantine"}]), "spec.dlp[0].action",
+     "enum: log, redact, block"),
+    ("remote-transport", server(remote={**REMOTE, "transport": "websocket"}),
+     "spec.remote.transport", "enum: streamableHttp, sse"),
+    ("deployment-transport", server(deployment={**DEPLOYED, "transport": "grpc"}),
+     "spec.deployment.transport", "enum: stdio, http"),
+    ("pinning-on-change", server(remote=REMOTE, pinning={"onChange": "Ignore"}),
+     "spec.pinning.onChange", "enum: Allow, Alert, Quarantine"),
+    ("screening-action", server(remote=REMOTE, screening={"action": "Drop"}),
+     "spec.screening.action", "enum: Allow, Alert, Quarantine"),
+    # --- ranges ---
+    ("policy-calls-per-minute-zero", policy(limits={"callsPerMinute": 0}),
+     "spec.limits.callsPerMinute", "range: at least 1"),
+    ("policy-burst-too-large", policy(limits={"burst": 2_000_000}), "spec.limits.burst",
+     "range: at most 1000000"),
+    ("portal-replicas", portal(public=True, replicas=101), "spec.replicas", "range: 0-100"),
+    ("code-mode-memory", portal(public=True, codeMode={"memoryMib": 0}), "spec.codeMode.memoryMib",
+     "range: 1-4096"),
+    ("code-mode-concurrency", portal(public=True, codeMode={"maxConcurrentCalls": 1000}),
+     "spec.codeMode.maxConcurrentCalls", "range: 1-256"),
+    ("portal-max-body-bytes", portal(public=True, limits={"maxBodyBytes": 10}),
+     "spec.limits.maxBodyBytes", "range: 1024-268435456"),
+    ("server-timeout", server(remote=REMOTE, timeoutSeconds=0), "spec.timeoutSeconds", "range: 1-3600"),
+    ("deployment-port", server(deployment={**DEPLOYED, "transport": "http", "port": 70000}),
+     "spec.deployment.port", "range: 1-65535"),
+    ("identity-ttl", server(remote=REMOTE, identity={"ttlSeconds": 0}), "spec.identity.ttlSeconds",
+     "range: 1-3600"),
+    # --- patterns and lengths ---
+    ("rule-tool-glob-question-mark", policy(rules=[{"tools": ["get_?"]}]), "spec.rules[0].tools[0]",
+     "pattern: globs are [A-Za-z0-9_.-] and *"),
+    ("dlp-server-glob-slash", policy(dlp=[{**DLP, "servers": ["team/crm"]}]),
+     "spec.dlp[0].servers[0]", "pattern: globs are [A-Za-z0-9_.-] and *"),
+    ("remote-url-scheme", server(remote={"url": "ftp://example.com/mcp"}), "spec.remote.url",
+     "pattern: http(s) URL"),
+    ("server-prefix", server(remote=REMOTE, prefix="a b"), "spec.prefix", "pattern: [A-Za-z0-9.-]"),
+    ("selector-label-value", portal(public=True, servers={"selector": {"matchLabels": {"team": "a b"}}}),
+     "spec.servers.selector.matchLabels.team", "pattern: label value"),
+    ("selector-label-key", portal(public=True, servers={"selector": {"matchExpressions": [
+        {**SELECTOR_IN, "key": "-team"}]}}),
+     "spec.servers.selector.matchExpressions[0].key", "pattern: label key"),
+    ("allowed-origin-with-path", portal(public=True, allowedOrigins=["https://example.com/app"]),
+     "spec.allowedOrigins[0]", "pattern: scheme://host[:port]"),
+    ("subject-empty-user", policy(subjects=[{"user": ""}]), "spec.subjects[0].user", "length: 1-256"),
+    ("dlp-rule-empty-name", policy(dlp=[{**DLP, "name": ""}]), "spec.dlp[0].name", "length: 1-128"),
+]
+
+GOOD = [
+    server(),
+    server("deployed", deployment={**DEPLOYED, "env": [{"name": "A", "value": "a"}]}),
+    portal(),
+    portal("by-label", public=True, codeMode={"cpuMs": 1000, "wallMs": 5000},
+           servers={"selector": {"matchLabels": {"team": "a"}, "matchExpressions": [
+               SELECTOR_IN, {"key": "portcullis.dev/tier", "operator": "Exists"}]}}),
+    policy(),
+    policy("every-field", subjects=[{"group": "eng"}], rules=[{"tools": ["get_*"], "access": "write"}],
+           dlp=[{**DLP, "direction": "arguments", "action": "block", "tools": ["*"]}],
+           limits={"callsPerMinute": 60, "burst": 10}),
+]
+
+
+def apply(cluster: Any, namespace: str, doc: dict[str, Any], check: bool):
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc), check=check)
+
+
+def test_the_rows_starting_points_are_accepted(cluster: Any, operator: Any, namespace: str) -> None:
+    for doc in GOOD:
+        apply(cluster, namespace, doc, check=True)
+
+
+@pytest.mark.parametrize("row", BAD, ids=[r[0] for r in BAD])
+def test_a_bad_manifest_is_refused_at_kubectl_apply_naming_the_field(
+    cluster: Any, operator: Any, namespace: str, row: tuple[str, dict[str, Any], str, str]
+) -> None:
+    _, doc, field, why = row
+    p = apply(cluster, namespace, copy.deepcopy(doc), check=False)
+    assert p.returncode != 0, f"the apiserver accepted a manifest that breaks {why}: {p.stdout}"
+    assert field in p.stderr, f"the refusal ({why}) does not name {field}:\n{p.stderr}"
+    assert "is invalid" in p.stderr, p.stderr
+    kind = doc["kind"].lower()
+    name = doc["metadata"]["name"]
+    got = cluster.kubectl("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name")
+    assert got.stdout.strip() == "", f"{kind}/{name} was stored although refused"
+
+
+def test_every_cel_rule_and_enum_of_the_crds_has_a_row(cluster: Any, operator: Any) -> None:
+    """A rule or enum added to the CRDs without a row here fails this test."""
+    found: list[tuple[str, str, str]] = []
+    for crd in ("mcpservers", "mcpportals", "mcppolicies"):
+        obj = json.loads(cluster.kubectl("get", "crd", f"{crd}.portcullis.dev", "-o", "json").stdout)
+        schema = obj["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        kind = obj["spec"]["names"]["kind"]
+        for what, path in _walk(schema["properties"]["spec"], "spec"):
+            found.append((kind, what, path))
+    rules = [f for f in found if f[1] == "cel"]
+    enums = [f for f in found if f[1] == "enum"]
+    assert len(rules) >= 11 and len(enums) >= 10, found
+
+    def rows(what: str) -> list[tuple[str, str]]:
+        return [(r[1]["kind"], _strip_indexes(r[2])) for r in BAD if r[3].startswith(what + ":")]
+
+    cel_rows = rows("cel")
+    missing = [f for f in rules if not any(k == f[0] and p.startswith(f[2]) for k, p in cel_rows)]
+    assert not missing, f"CEL rules without a row: {missing}"
+    enum_rows = rows("enum")
+    missing = [f for f in enums if (f[0], f[2]) not in enum_rows]
+    assert not missing, f"enums without a row: {missing}"
+
+
+def _walk(schema: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    """("cel" | "enum", dotted path without list indexes): one per CEL rule and per enum under
+    schema."""
+    out = [("cel", path) for _ in schema.get("x-kubernetes-validations", [])]
+    if "enum" in schema:
+        out.append(("enum", path))
+    for k, child in schema.get("properties", {}).items():
+        out += _walk(child, f"{path}.{k}")
+    if "items" in schema:
+        out += _walk(schema["items"], path)
+    return out
+
+
+def _strip_indexes(path: str) -> str:
+    return re.sub(r"\[\d+\]", "", path)
