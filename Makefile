@@ -5,9 +5,11 @@ E2E_ARGS ?= -v
 
 .PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
 
-## build: every binary of the workspace (the e2e suite runs target/debug/portcullis-proxy)
+## build: every binary of the workspace (the e2e suites run target/debug/portcullis-*). With
+## --tests: the feature set `cargo test --workspace` resolves, so after it this is a no-op (a
+## plain --bins, or a -p build, resolves other features and rebuilds the crates).
 build:
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --tests
 
 ## test: Rust unit/integration tests, then the local end-to-end suites (the cluster suite last)
 test: e2e-setup
@@ -77,8 +79,7 @@ cluster-setup:
 ## cluster-e2e: the chart and the operator on a real control plane (e2e/cluster): helm install,
 ## RBAC as the chart's ServiceAccount, the examples applied with kubectl, server-side apply
 ## settling (audit log), garbage collection, leader election, pod security, NetworkPolicies
-cluster-e2e: cluster-setup operator-setup
-	$(CARGO) build -p portcullis-operator -p portcullis-proxy --bins
+cluster-e2e: cluster-setup operator-setup build
 	$(PYTEST) e2e/cluster $(E2E_ARGS)
 
 ## kind-e2e: the kind suite (needs Docker and kind; see e2e/kind/README.md)
