@@ -102,3 +102,28 @@ def test_a_bad_edit_is_refused_and_the_last_good_configuration_keeps_serving(
     assert tool_names(portal) == good
     manifests.write(path.parent, two)  # fixed again: the next edit is taken
     wait_until(lambda: reloads(portal, "success") > 0 and tool_names(portal) == good, what="recovery")
+
+
+def test_manifests_that_read_but_cannot_be_put_in_force_are_counted_as_failures_and_change_nothing(
+    setup: tuple[Portal, Path, list[dict]],
+) -> None:
+    """The manifests resolve (the Secret exists and holds bytes) but the portal cannot use them
+    (the identity signing key is not a PEM key): a failure, not a success, and the last good
+    configuration keeps serving."""
+    portal, path, two = setup
+    manifests.write(path.parent, two)
+    wait_until(lambda: "every_echo" in tool_names(portal), what="the good configuration")
+    good = tool_names(portal)
+    failures, successes = reloads(portal, "failure"), reloads(portal, "success")
+    docs = [dict(d) for d in two]
+    for d in docs:
+        if d["kind"] == "McpPortal":
+            d["spec"] = {**d["spec"], "identitySigningKeyFrom": {"name": "identity-key", "key": "pem"}}
+    docs.append(manifests.secret("identity-key", {"pem": "not a PEM private key"}))
+    manifests.write(path.parent, docs)
+    wait_until(lambda: reloads(portal, "failure") > failures, what="a counted reload failure")
+    assert reloads(portal, "success") == successes
+    assert "signing key is unusable" in portal.proc.output()
+    assert tool_names(portal) == good
+    manifests.write(path.parent, two)
+    wait_until(lambda: reloads(portal, "success") > successes, what="recovery")

@@ -444,14 +444,15 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
         Duration::from_millis(cli.reload_interval_ms.max(100)),
         tx,
         shutdown.clone(),
-        move |ok| {
-            let result = if ok { "success" } else { "failure" };
-            reload_metrics
-                .config_reloads
-                .get_or_create(&proxy::metrics::ReloadLabels {
-                    result: result.into(),
-                })
-                .inc();
+        {
+            let reload_metrics = reload_metrics.clone();
+            // Manifests that do not read or resolve: counted here. Those that do are counted
+            // once the portal has put them in force, or refused them (below).
+            move |ok| {
+                if !ok {
+                    count_reload(&reload_metrics, false);
+                }
+            }
         },
     );
     let reloader = {
@@ -459,7 +460,11 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let cfg = rx.borrow_and_update().clone();
-                portal.reconfigure(cfg).await;
+                let applied = portal.reconfigure(cfg).await;
+                if let Err(e) = &applied {
+                    tracing::error!(error = %e, "the configuration in force stays");
+                }
+                count_reload(&reload_metrics, applied.is_ok());
             }
         })
     };
@@ -518,4 +523,14 @@ async fn signals(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutting down: draining in-flight requests");
     shutdown.cancel();
+}
+
+/// Counts one configuration reload in `portcullis_config_reloads_total{result}`.
+fn count_reload(metrics: &proxy::metrics::Metrics, ok: bool) {
+    metrics
+        .config_reloads
+        .get_or_create(&proxy::metrics::ReloadLabels {
+            result: if ok { "success" } else { "failure" }.into(),
+        })
+        .inc();
 }

@@ -151,22 +151,20 @@ impl Portal {
     }
 
     /// Replaces the configuration; upstreams that did not change keep their connections and
-    /// in-flight requests finish on the old ones.
-    pub async fn reconfigure(&self, config: Arc<PortalConfig>) {
-        let rails = match guardrails::Guardrails::new(config.clone()) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "configuration change rejected: DLP rules do not compile");
-                return;
-            }
-        };
-        let signer = match signer_of(&config) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "configuration change rejected: the identity signing key is unusable");
-                return;
-            }
-        };
+    /// in-flight requests finish on the old ones. A configuration that cannot be put in force
+    /// (DLP rules that do not compile, an unusable signing key) is refused as a whole: the
+    /// one in force stays, and the error says why.
+    pub async fn reconfigure(&self, config: Arc<PortalConfig>) -> crate::error::Result<()> {
+        let rails = guardrails::Guardrails::new(config.clone()).map_err(|e| {
+            crate::error::Error::Config(format!(
+                "configuration change rejected: DLP rules do not compile: {e}"
+            ))
+        })?;
+        let signer = signer_of(&config).map_err(|e| {
+            crate::error::Error::Config(format!(
+                "configuration change rejected: the identity signing key is unusable: {e}"
+            ))
+        })?;
         self.guardrails.store(Arc::new(rails));
         self.signer.store(signer);
         self.upstreams.apply(&config.servers).await;
@@ -175,6 +173,7 @@ impl Portal {
         self.policy.store(Arc::new(policy));
         self.config.store(config);
         self.rebuild().await;
+        Ok(())
     }
 
     /// The merged catalog in force.
