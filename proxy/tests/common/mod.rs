@@ -37,8 +37,8 @@ pub async fn serve_portal(
 }
 
 /// The `portcullis-demo` binary (the bundled demo servers, a workspace member of its own), built
-/// into this build's target directory first: `cargo test` builds the binaries of the package
-/// under test only.
+/// into this build's target directory first: `cargo test -p portcullis-proxy` builds the
+/// binaries of the package under test only.
 #[allow(dead_code)] // not every test file runs the demo servers
 pub fn demo_binary() -> String {
     static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -53,24 +53,45 @@ pub fn demo_binary() -> String {
             let target_dir = profile_dir.parent().expect("<target>/<profile>");
             let mut build = std::process::Command::new(env!("CARGO"));
             build
-                .args([
-                    "build",
-                    "-q",
-                    "-p",
-                    "portcullis-demo",
-                    "--bin",
-                    "portcullis-demo",
-                ])
+                // The whole workspace's bins and tests: the feature set `cargo test --workspace`
+                // and `make build` resolve, so after either this builds nothing (a `-p` build
+                // resolves another set and rebuilds rmcp, tokio, ... into the same target).
+                .args(["build", "-q", "--workspace", "--bins", "--tests"])
                 .arg("--manifest-path")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-                .env("CARGO_TARGET_DIR", target_dir);
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"));
             if profile_dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
             }
+            // Not the variables cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...):
+            // build scripts that watch them (ring's) would see a change and rebuild, here and
+            // again in the next plain cargo build.
+            const SET_FOR_TESTS: [&str; 8] = [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ];
+            for (k, _) in std::env::vars_os() {
+                if let Some(k) = k.to_str()
+                    && (SET_FOR_TESTS.contains(&k)
+                        || k.starts_with("CARGO_PKG_")
+                        || k.starts_with("CARGO_BIN_EXE_"))
+                {
+                    build.env_remove(k);
+                }
+            }
+            build.env("CARGO_TARGET_DIR", target_dir);
             let status = build
                 .status()
                 .expect("running cargo to build portcullis-demo");
-            assert!(status.success(), "cargo build -p portcullis-demo failed");
+            assert!(
+                status.success(),
+                "cargo build --workspace --bins --tests (for portcullis-demo) failed"
+            );
             profile_dir.join("portcullis-demo").display().to_string()
         })
         .clone()
