@@ -26,10 +26,10 @@ e2e: build
 e2e-setup:
 	e2e/setup.sh
 
-## demo: a public portal over the bundled demo servers on http://127.0.0.1:8080/mcp
-demo:
-	$(CARGO) build -p portcullis-proxy -p portcullis-demo --bins
-	$(CARGO) run -p portcullis-proxy --bin portcullis-proxy -- --manifests examples/demo/portal.yaml --portal demo --listen 127.0.0.1:8080
+## demo: a public portal over the bundled demo servers on http://127.0.0.1:8080/mcp (the
+## binaries of `make build`, so a later `make test` rebuilds nothing, and the reverse)
+demo: build
+	$${CARGO_TARGET_DIR:-target}/debug/portcullis-proxy --manifests examples/demo/portal.yaml --portal demo --listen 127.0.0.1:8080
 
 ## bench: benchmarks on release builds; prints figures, asserts none (results in target/bench/).
 ## One command per line: append further benchmarks (DLP, Code Mode, ...) as lines below.
