@@ -1,7 +1,7 @@
 //! Canonical JSON, the one form every Portcullis hash is taken over: object keys sorted by
 //! their UTF-8 bytes, no whitespace, strings and numbers as `serde_json` writes them. Equal
 //! values hash equally whatever their key order. Used for tool-definition hashes
-//! ([`crate::tooldef::definition_hash`]), the tool-list hash in `McpServer` status, and the
+//! (`tooldef::definition_hash`), the tool-list hash in `McpServer` status, and the
 //! proxy's audit `argsHash`.
 
 use std::io::Write;

@@ -124,7 +124,7 @@ impl std::fmt::Display for Detector {
 /// the names `phoneNumber` or `ipAddress`) stays in etcd as it was. Reading such an object must
 /// not fail: one undecodable item fails a whole list or watch, and the operator would stop seeing
 /// every policy. So an unknown name reads as [`DetectorName::Unknown`], and
-/// [`crate::validate::policy_problems`] reports it, naming the field; the operator then says so
+/// `validate::policy_problems` reports it, naming the field; the operator then says so
 /// in the policy's status and events, and the proxy refuses the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DetectorName {

@@ -14,7 +14,7 @@ use crate::{McpPolicy, McpPortal, McpServer};
 /// Whether `sel` selects an object with `labels`: Kubernetes label-selector semantics
 /// (matchLabels AND matchExpressions; an empty selector matches everything), evaluated by
 /// `kube::core::Selector`. A selector Kubernetes would refuse (an unknown operator, `In` without
-/// values) matches nothing; [`crate::validate`] reports it.
+/// values) matches nothing; the `validate` module reports it.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
 }

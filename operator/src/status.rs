@@ -46,7 +46,7 @@ pub fn is_true(conds: &[Condition], type_: &str) -> bool {
     conds.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// A status with standard conditions: what [`crate::controller::settle_status`] re-merges
+/// A status with standard conditions: what `controller::settle_status` re-merges
 /// against the API server's copy before it decides to write.
 pub trait Conditioned {
     /// The conditions.

@@ -103,7 +103,12 @@ impl ServerHandler for Probe {
     }
 }
 
-async fn start_probe(probe: Probe, shutdown: &CancellationToken) -> String {
+/// The upstream's URL, and its server task: it ends once the listener and every connection are
+/// closed (graceful shutdown on `shutdown`).
+async fn start_probe(
+    probe: Probe,
+    shutdown: &CancellationToken,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = StreamableHttpService::new(
@@ -113,12 +118,12 @@ async fn start_probe(probe: Probe, shutdown: &CancellationToken) -> String {
     );
     let app = axum::Router::new().nest_service("/mcp", service);
     let ct = shutdown.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { ct.cancelled().await })
             .await
     });
-    format!("http://{addr}/mcp")
+    (format!("http://{addr}/mcp"), task)
 }
 
 struct Running {
@@ -127,6 +132,8 @@ struct Running {
     shutdown: CancellationToken,
     /// Stops the upstream alone.
     upstream_stop: CancellationToken,
+    /// The upstream's server task (see [`start_probe`]).
+    upstream_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for Running {
@@ -138,7 +145,7 @@ impl Drop for Running {
 async fn start(probe: Probe) -> Running {
     let shutdown = CancellationToken::new();
     let upstream_stop = shutdown.child_token();
-    let upstream = start_probe(probe, &upstream_stop).await;
+    let (upstream, upstream_task) = start_probe(probe, &upstream_stop).await;
     let yaml = format!(
         r#"
 apiVersion: portcullis.dev/v1alpha1
@@ -161,6 +168,7 @@ spec:
         portal,
         shutdown,
         upstream_stop,
+        upstream_task: Some(upstream_task),
     }
 }
 
@@ -323,10 +331,16 @@ async fn a_direct_call_that_times_out_is_cancelled_at_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_call_to_a_dead_upstream_fails_generically_and_takes_its_tools_away() {
-    let r = start(Probe::default()).await;
+    let mut r = start(Probe::default()).await;
     r.upstream_stop.cancel();
-    // Let the listener go (graceful shutdown closes the idle pooled connection too).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The listener and the idle pooled connection are gone once the server task has ended
+    // (waiting a fixed time instead let a loaded machine still answer the call).
+    let task = r.upstream_task.take().expect("the upstream's task");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the upstream shuts down within 10 s")
+        .expect("the upstream's task")
+        .expect("the upstream's server");
     let answer = raw_call(&r.url, "probe_probe", json!({}), &[]).await;
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert_eq!(
@@ -344,10 +358,12 @@ async fn a_direct_call_to_a_dead_upstream_fails_generically_and_takes_its_tools_
         assert!(std::time::Instant::now() < deadline, "{status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        r.portal.catalog().tools.is_empty() || {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            r.portal.catalog().tools.is_empty()
-        }
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !r.portal.catalog().tools.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the down upstream's tools stay listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
