@@ -263,8 +263,9 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
-/// Applies the four portal objects, in order, and returns the Deployment body.
-async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> Value {
+/// Applies the four portal objects, in order, and returns the ConfigMap's `manifests.yaml` and
+/// the Deployment body.
+async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> (String, Value) {
     let cm = api
         .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
         .await;
@@ -288,7 +289,8 @@ async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> Value {
         .await;
     api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
         .await;
-    dep
+    let config = cm["data"]["manifests.yaml"].as_str().unwrap().to_owned();
+    (config, dep)
 }
 
 #[tokio::test]
@@ -308,7 +310,7 @@ async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url
     .await;
     api.expect_list(POLICIES, "McpPolicy", vec![v(&policy("all", &[]))])
         .await;
-    let dep = expect_portal_objects(&mut api, 2).await;
+    let (_, dep) = expect_portal_objects(&mut api, 2).await;
     let hash =
         dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"].clone();
     assert!(hash.is_string());
@@ -353,7 +355,7 @@ async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
     )
     .await;
     api.expect_list(POLICIES, "McpPolicy", vec![]).await;
-    let dep = expect_portal_objects(&mut api, 1).await;
+    let (_, dep) = expect_portal_objects(&mut api, 1).await;
     assert_eq!(dep["spec"]["replicas"], 3);
     let ev = api.expect_event("ConfigChanged").await;
     assert_eq!(ev["type"], "Normal");
@@ -395,7 +397,7 @@ async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_
             )
         })
         .await;
-        let dep = expect_portal_objects(&mut api, 2).await;
+        let (_, dep) = expect_portal_objects(&mut api, 2).await;
         let vols = dep["spec"]["template"]["spec"]["volumes"]
             .as_array()
             .unwrap()
@@ -684,23 +686,11 @@ async fn an_invalid_bound_policy_is_left_out_of_the_portal_config_with_a_conditi
         vec![v(&bad), v(&policy("good", &[]))],
     )
     .await;
-    let cm = api
-        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
-        .await;
-    let config = cm["data"]["manifests.yaml"].as_str().unwrap();
+    let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: good") && !config.contains("name: bad"),
         "{config}"
     );
-    api.expect_apply("/api/v1/namespaces/default/services/demo-portal")
-        .await;
-    api.expect_deployment(
-        "/apis/apps/v1/namespaces/default/deployments/demo-portal",
-        2,
-    )
-    .await;
-    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
-        .await;
     let ev = api.expect_event("PolicyLeftOut").await;
     assert_eq!(ev["type"], "Warning");
     let note = ev["note"].as_str().unwrap();
@@ -789,23 +779,11 @@ async fn a_portal_lists_a_stored_policy_with_an_old_detector_name_and_leaves_it_
         ],
     )
     .await;
-    let cm = api
-        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
-        .await;
-    let config = cm["data"]["manifests.yaml"].as_str().unwrap();
+    let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: good") && !config.contains("name: old"),
         "{config}"
     );
-    api.expect_apply("/api/v1/namespaces/default/services/demo-portal")
-        .await;
-    api.expect_deployment(
-        "/apis/apps/v1/namespaces/default/deployments/demo-portal",
-        2,
-    )
-    .await;
-    api.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-portal")
-        .await;
     let ev = api.expect_event("PolicyLeftOut").await;
     let note = ev["note"].as_str().unwrap();
     assert!(

@@ -8,7 +8,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in the proxy outside a single request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A manifest file could not be read.
+    /// A file the proxy reads itself (shadow-MCP records, classifier rules) could not be read;
+    /// manifests are read by `crds` ([`Error::Manifests`]).
     #[error("{path}: cannot read: {source}")]
     Read {
         /// The file.
