@@ -426,14 +426,13 @@ fn private_key(r: &mut Rng) -> String {
     )
 }
 
+/// Real key ids are base32; about one in 28 has no digit, and those are found too.
 fn aws(r: &mut Rng) -> String {
-    let mut k = format!(
+    format!(
         "{}{}",
         r.pick(&["AKIA", "ASIA"]),
-        r.chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 15)
-    );
-    k.push(*r.pick(b"234567") as char);
-    k
+        r.chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+    )
 }
 
 fn with_digit(mut s: String, r: &mut Rng) -> String {
@@ -643,6 +642,10 @@ fn near_miss(d: Detector, r: &mut Rng) -> String {
                 "password_policy=strict-mode-enabled",
                 "token_url=https://auth.example.com/oauth/token",
                 "api_key: <your-key-here>",
+                "password_policy: min_length=12",
+                "password_min_length=12",
+                "token_ttl: 3600s",
+                "secret_name: db-creds-7f9a2",
             ])
             .to_string(),
     }
@@ -662,6 +665,8 @@ fn corpus(r: &mut Rng, per: usize) -> Vec<Item> {
         ("value: ", "\n"),
         ("Ticket updated (", ") by support."),
         ("", ""),
+        // A value that ends a sentence: the full stop is not part of it.
+        ("It was sent as ", ". Please rotate it"),
     ];
     for d in Detector::ALL {
         for _ in 0..per {

@@ -316,7 +316,9 @@ fn token_near_misses_do_not_fire() {
         ("awsAccessKey", "AKIAIOSFODNN7EXAMPL"),    // one short
         ("awsAccessKey", "AKIAIOSFODNN7EXAMPLEXY"), // too long
         ("awsAccessKey", "xAKIAIOSFODNN7EXAMPLE"),  // glued
-        ("awsAccessKey", "AKIAABCDEFGHIJKLMNOP"),   // no digit: a word, not a key id
+        ("awsAccessKey", "AKIAABCDEFGHIJKLMNOP"),   // no digit and an alphabet run: a placeholder
+        ("awsAccessKey", "AKIAEXAMPLEEXAMPLEEE"),   // no digit and one letter six times
+        ("awsAccessKey", "AKIAIMAGEANDAUDIOURL"),   // no digit and vowels of words
         ("githubToken", "ghp_short123"),
         ("gitlabToken", "glpat-short"),
         ("slackToken", "xoxb-notatoken"),
@@ -333,6 +335,79 @@ fn token_near_misses_do_not_fire() {
         "openaiKey",
         &format!("sk-ant-api03-{}", "Zx8Yw7Vu6Ts5Rq4Po3Nm2Lk1Jh0Gf9Ed8Cb7Aa"),
     );
+}
+
+#[test]
+fn jwts_at_the_end_of_a_sentence_are_found_without_the_full_stop() {
+    assert_finds("jwt", &format!("... token {JWT}."), JWT);
+    assert_finds("jwt", &format!("Use {JWT}. Then retry."), JWT);
+    assert_finds("jwt", &format!("(see {JWT}).\nnext"), JWT);
+    assert_finds("jwt", &format!("token={JWT}.\"}}"), JWT);
+}
+
+#[test]
+fn dotted_values_longer_than_a_jwt_do_not_fire() {
+    // A fourth segment glued on with a dot (a JWE has five): not a JWT.
+    assert_none("jwt", &format!("{JWT}.c2Vn"));
+    assert_none("jwt", &format!("{JWT}.c2Vn.dGFn"));
+    // The full-stop rule does not rescue a header without `alg`.
+    assert_none("jwt", "eyJmb28iOiJiYXIifQ.eyJzdWIiOiIxIn0.c2lnbmF0dXJl.");
+}
+
+#[test]
+fn aws_access_key_ids_without_a_digit_are_found() {
+    for id in ["AKIAJVTQWBZLXKDRMHPY", "ASIAQWRTZPSDFGHXKBMN"] {
+        assert_finds("awsAccessKey", &format!("aws_access_key_id = {id}"), id);
+        assert_finds("awsAccessKey", &format!("\"{id}\""), id);
+    }
+}
+
+#[test]
+fn settings_of_a_secret_are_not_the_secret() {
+    for text in [
+        "password_policy: min_length=12",
+        "passwordPolicy: \"min_length=12,require_upper=1\"",
+        "password_min_length=12",
+        "PASSWORD_MAX_AGE=90d",
+        "token_ttl: 3600s",
+        "tokenExpiry=2026-12-31T23:59:59Z",
+        "secret_name: db-creds-7f9a2",
+        "api_key_file=/run/secrets/k9x",
+        "password: min_length=12",
+        "secret: v2.0",
+    ] {
+        assert_none("genericSecret", text);
+    }
+    let e = engine_for("genericSecret");
+    let mut v = json!({"password_policy": "min_length=12,upper=1", "secretName": "db-creds-7f9a2"});
+    assert!(
+        e.scan(&mut v, Scope::Arguments, "s", "t")
+            .findings
+            .is_empty()
+    );
+}
+
+#[test]
+fn secrets_next_to_setting_like_names_still_fire() {
+    for (text, secret) in [
+        ("password: Xk9#mP2$vL7q", "Xk9#mP2$vL7q"),
+        ("db_password=s3cr3t_v4lue9", "s3cr3t_v4lue9"),
+        (
+            "password_hash=a8f5f167f44f4964e6c998dee827110c",
+            "a8f5f167f44f4964e6c998dee827110c",
+        ),
+        ("secret: min_length=12x7Qz", "min_length=12x7Qz"),
+        ("newPassword: \"Tr0ub4dor&3x\"", "Tr0ub4dor&3x"),
+        ("It was password=x7Qz9kLm2v. Rotate it.", "x7Qz9kLm2v"),
+        ("password=\"x7Qz9kLm2v.\"", "x7Qz9kLm2v."),
+    ] {
+        assert_finds("genericSecret", text, secret);
+    }
+    let e = engine_for("genericSecret");
+    let mut v = json!({"password": "Xk9#mP2$vL7q", "password_policy": "min_length=12"});
+    let r = e.scan(&mut v, Scope::Arguments, "s", "t");
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings[0].path, "/password");
 }
 
 #[test]

@@ -105,14 +105,20 @@ impl Builtins {
         let end = start + m.end();
         let text = &s[start..end];
         let ok = match d {
+            // A dot right after the third segment ends the token when no token character
+            // follows it (the full stop of a sentence); before one, it is a longer dotted
+            // value (a five-part JWE, a hostname), not a JWT.
             Detector::Jwt => {
-                (end >= b.len() || !(tokenish(b[end]) || b[end] == b'.')) && jwt_ok(text)
+                let next_is_token = |k: usize| k < b.len() && tokenish(b[k]);
+                !next_is_token(end)
+                    && !(end < b.len() && b[end] == b'.' && next_is_token(end + 1))
+                    && jwt_ok(text)
             }
             _ => {
                 (end >= b.len() || !tokenish(b[end]))
                     && match d {
                         Detector::OpenaiKey => openai_ok(text),
-                        Detector::AwsAccessKey => text[4..].bytes().any(|c| c.is_ascii_digit()),
+                        Detector::AwsAccessKey => aws_key_id_ok(&text[4..]),
                         _ => true,
                     }
             }
@@ -175,6 +181,30 @@ fn jwt_ok(t: &str) -> bool {
         return false;
     }
     dec.decode(p.trim_end_matches('=')).is_ok()
+}
+
+/// The 16 characters of an AWS access key id after `AKIA`/`ASIA` (the shape regex has taken
+/// `[A-Z0-9]{16}`). A digit is not required: real ids are base32 and about one in 28 has none.
+/// A digitless run must not read as a placeholder or a word: no run of five letters in
+/// alphabetical order (`ABCDE…`), no letter five times over, and no more vowels than random
+/// letters carry (at most 6 of 16; uppercase English has about 40%).
+fn aws_key_id_ok(id: &str) -> bool {
+    let b = id.as_bytes();
+    if b.iter().any(u8::is_ascii_digit) {
+        return true;
+    }
+    let ascending_run = b.windows(5).any(|w| w.windows(2).all(|p| p[1] == p[0] + 1));
+    let mut counts = [0u8; 26];
+    for &c in b {
+        if let Some(n) = c
+            .checked_sub(b'A')
+            .and_then(|i| counts.get_mut(usize::from(i)))
+        {
+            *n += 1;
+        }
+    }
+    let vowels = b.iter().filter(|c| b"AEIOU".contains(c)).count();
+    !ascending_run && counts.iter().all(|&n| n < 5) && vowels <= 6
 }
 
 fn openai_ok(t: &str) -> bool {
@@ -252,13 +282,16 @@ pub(crate) fn looks_like_secret(v: &[u8]) -> bool {
     }) {
         return false;
     }
-    // Words joined by separators (`strict-mode`, `Not_Set`, `read.only`): not a secret.
+    // Words and plain numbers joined by separators (`strict-mode`, `Not_Set`, `read.only`,
+    // `min_length=12`, `v2.0`): a setting, not a secret. A segment that mixes letters and digits
+    // (`s3cr3t`) keeps the value in.
     let wordy = v
-        .split(|c| matches!(c, b'-' | b'_' | b'.' | b'/'))
+        .split(|c| matches!(c, b'-' | b'_' | b'.' | b'/' | b'=' | b':' | b',' | b'+'))
         .all(|w| {
             w.iter().all(u8::is_ascii_alphabetic) && w.iter().skip(1).all(u8::is_ascii_lowercase)
-                || w.is_empty()
-        });
+                || w.iter().all(u8::is_ascii_digit)
+        })
+        && v.iter().any(u8::is_ascii_alphabetic);
     if wordy {
         return false;
     }
@@ -277,7 +310,79 @@ fn keyword_bounded(b: &[u8], ks: usize, ke: usize) -> bool {
     left_ok && right_ok
 }
 
-/// Whether an object key names a secret (`password`, `client_secret`, `apiKey`, …).
+/// Words that, after a secret-like keyword in a name, make the name one of the secret's
+/// properties rather than the secret (`password_policy`, `tokenTtl`, `secret_name`,
+/// `api_key_file`): its value is a setting, a name or a path.
+const PROPERTY_WORDS: &[&str] = &[
+    "policy",
+    "policies",
+    "length",
+    "len",
+    "min",
+    "max",
+    "minimum",
+    "maximum",
+    "expiry",
+    "expires",
+    "expiration",
+    "ttl",
+    "lifetime",
+    "age",
+    "hint",
+    "rule",
+    "rules",
+    "strength",
+    "complexity",
+    "type",
+    "kind",
+    "count",
+    "limit",
+    "file",
+    "path",
+    "dir",
+    "url",
+    "uri",
+    "endpoint",
+    "name",
+    "ref",
+    "env",
+    "field",
+    "label",
+    "format",
+    "version",
+    "enabled",
+    "required",
+];
+
+/// Whether the rest of a name after its secret-like keyword (`_policy`, `MinLength`, `-file`)
+/// holds a [`PROPERTY_WORDS`] word; words split at `_`, `-`, `.` and lower-to-upper case steps.
+fn names_a_property(rest: &[u8]) -> bool {
+    let mut words: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for i in 0..=rest.len() {
+        let boundary = i == rest.len()
+            || matches!(rest[i], b'_' | b'-' | b'.')
+            || (i > start && rest[i].is_ascii_uppercase() && rest[i - 1].is_ascii_lowercase());
+        if boundary {
+            if i > start {
+                words.push(&rest[start..i]);
+            }
+            start = if i < rest.len() && !rest[i].is_ascii_alphanumeric() {
+                i + 1
+            } else {
+                i
+            };
+        }
+    }
+    words.iter().any(|w| {
+        PROPERTY_WORDS
+            .iter()
+            .any(|p| w.eq_ignore_ascii_case(p.as_bytes()))
+    })
+}
+
+/// Whether an object key names a secret (`password`, `client_secret`, `apiKey`, …), not one of
+/// its properties (`password_policy`).
 pub(crate) fn is_secret_key_name(key: &str) -> bool {
     if key.len() > 64 || key.bytes().any(|c| c.is_ascii_whitespace()) {
         return false;
@@ -286,7 +391,7 @@ pub(crate) fn is_secret_key_name(key: &str) -> bool {
     let bi = Builtins::get();
     bi.names
         .find_iter(key)
-        .any(|m| keyword_bounded(b, m.start(), m.end()))
+        .any(|m| keyword_bounded(b, m.start(), m.end()) && !names_a_property(&b[m.end()..]))
 }
 
 /// `name[rest] [quote] (=|:) [quote] value` after a secret-like keyword at `[ks, ke)`.
@@ -300,6 +405,9 @@ fn secret_assignment(b: &[u8], ks: usize, ke: usize, out: &mut Vec<Hit>) {
         && i - ke < 48
     {
         i += 1;
+    }
+    if names_a_property(&b[ke..i]) {
+        return;
     }
     if i < b.len() && b[i] == b'\\' {
         i += 1;
@@ -356,6 +464,10 @@ fn secret_assignment(b: &[u8], ks: usize, ke: usize, out: &mut Vec<Hit>) {
             break;
         }
         i += 1;
+    }
+    // Unquoted, a full stop at the end is the sentence's (`password=x7Qz9kLm. Rotate it`).
+    if quote.is_none() && i > vs && b[i - 1] == b'.' {
+        i -= 1;
     }
     if looks_like_secret(&b[vs..i]) {
         out.push(Hit {
