@@ -338,6 +338,31 @@ fn token_near_misses_do_not_fire() {
 }
 
 #[test]
+fn card_digits_inside_longer_numbers_and_tokens_do_not_fire() {
+    // 3935 0590 0423 1239 passes Luhn, but the grouping goes on: an IBAN with a typo.
+    assert_none("creditCard", "sent as DE83 3935 0590 0423 1239 30. Please");
+    assert_none("creditCard", "ref 12 4111 1111 1111 1111 34");
+    // 4247463409592 passes Luhn, but it is the middle of a Slack token.
+    assert_none(
+        "creditCard",
+        "xoxb-194511006526-4247463409592-1PnCXjJSZ2ZV0eKNjVC",
+    );
+    assert_none("creditCard", "build-4111111111111111.tar");
+    // Still cards: alone, at a sentence end, in a URL path, grouped.
+    assert_finds("creditCard", "card 4111111111111111.", "4111111111111111");
+    assert_finds(
+        "creditCard",
+        "GET /cards/4111111111111111/limits",
+        "4111111111111111",
+    );
+    assert_finds(
+        "creditCard",
+        "(4111-1111-1111-1111) by support",
+        "4111-1111-1111-1111",
+    );
+}
+
+#[test]
 fn jwts_at_the_end_of_a_sentence_are_found_without_the_full_stop() {
     assert_finds("jwt", &format!("... token {JWT}."), JWT);
     assert_finds("jwt", &format!("Use {JWT}. Then retry."), JWT);
@@ -399,6 +424,11 @@ fn secrets_next_to_setting_like_names_still_fire() {
         ("secret: min_length=12x7Qz", "min_length=12x7Qz"),
         ("newPassword: \"Tr0ub4dor&3x\"", "Tr0ub4dor&3x"),
         ("It was password=x7Qz9kLm2v. Rotate it.", "x7Qz9kLm2v"),
+        (
+            "apiToken: %nQw%3Kdjp89pned1r55Dbm monthly",
+            "%nQw%3Kdjp89pned1r55Dbm",
+        ),
+        ("password=$x9Lq2#vT7mZ", "$x9Lq2#vT7mZ"),
         ("password=\"x7Qz9kLm2v.\"", "x7Qz9kLm2v."),
     ] {
         assert_finds("genericSecret", text, secret);
@@ -454,6 +484,10 @@ fn random_words_near_key_names_do_not_fire() {
         "password=********",
         "secret_path=/etc/secrets/db-01",
         "api_key: <your-key-here>",
+        "password=%DB_PASSWORD%",
+        "password: $DB_PASSWORD_2",
+        "secret='%(secret)s'",
+        "token: $(cat /run/token)",
     ] {
         assert_none("genericSecret", text);
     }

@@ -244,13 +244,31 @@ pub fn shannon_entropy(s: &[u8]) -> f64 {
 /// Entropy threshold (bits per character) for [`Detector::GenericSecret`] values.
 pub const SECRET_ENTROPY_THRESHOLD: f64 = 3.0;
 
+/// `$NAME`, `${NAME}`, `$(cmd)`, `%NAME%`, `%(name)s`, `%s`: a variable or format placeholder.
+/// Other values that merely start with `$` or `%` (`%nQw%3Kdjp89`) can be secrets.
+fn template_variable(v: &[u8]) -> bool {
+    let ident = |w: &[u8]| {
+        !w.is_empty()
+            && w.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    };
+    match v {
+        [b'$', b'{' | b'(', ..] => true,
+        [b'$', rest @ ..] => ident(rest),
+        [b'%', b'(', ..] => true,
+        [b'%', rest @ .., b'%'] => ident(rest),
+        [b'%', rest @ ..] => rest.len() <= 2,
+        _ => false,
+    }
+}
+
 /// Whether a value assigned to a secret-like name looks like a real secret rather than a word,
 /// a placeholder, a path, a URL or a number.
 pub(crate) fn looks_like_secret(v: &[u8]) -> bool {
     if v.len() < 8 || v.len() > 512 {
         return false;
     }
-    if matches!(v[0], b'$' | b'{' | b'<' | b'%' | b'/' | b'[' | b'(') {
+    if matches!(v[0], b'{' | b'<' | b'/' | b'[' | b'(') || template_variable(v) {
         return false;
     }
     if v.iter().any(|c| c.is_ascii_whitespace()) || v.windows(3).any(|w| w == b"://") {
