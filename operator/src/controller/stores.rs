@@ -17,7 +17,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use crds::{McpPolicy, McpPortal, McpServer};
-use futures::{Stream, StreamExt, stream};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -40,6 +41,11 @@ pub struct Stores {
     /// Every Secret, keys only ([`keys_only`]): the portal reconciler checks references and
     /// folds resourceVersions into the config hash.
     pub secrets: Store<Secret>,
+    /// Resolves once every cache holds its first list; `Err` names a cache whose watch ended
+    /// before. One future shared by all waiters: kube's `Store::wait_until_ready` wakes only
+    /// the last of several concurrent waiters (a oneshot receiver keeps one waker), so
+    /// reconciles that waited side by side at startup would never resume.
+    ready: Shared<BoxFuture<'static, std::result::Result<(), &'static str>>>,
 }
 
 /// Write handles of the caches, for [`reflect`] in `run`.
@@ -68,12 +74,30 @@ impl Stores {
         let (policies, policies_w) = reflector::store();
         let (portals, portals_w) = reflector::store();
         let (secrets, secrets_w) = reflector::store();
+        let ready = {
+            let (a, b, c, d) = (
+                servers.clone(),
+                policies.clone(),
+                portals.clone(),
+                secrets.clone(),
+            );
+            async move {
+                a.wait_until_ready().await.map_err(|_| "McpServer")?;
+                b.wait_until_ready().await.map_err(|_| "McpPolicy")?;
+                c.wait_until_ready().await.map_err(|_| "McpPortal")?;
+                d.wait_until_ready().await.map_err(|_| "Secret")?;
+                Ok(())
+            }
+            .boxed()
+            .shared()
+        };
         (
             Self {
                 servers,
                 policies,
                 portals,
                 secrets,
+                ready,
             },
             Writers {
                 servers: servers_w,
@@ -100,24 +124,7 @@ impl Stores {
     /// Waits until every cache holds its first list (a reconcile before that would take a
     /// namespace for empty).
     pub async fn ready(&self) -> Result<()> {
-        let closed = |kind| move |_| Error::StoreClosed(kind);
-        self.servers
-            .wait_until_ready()
-            .await
-            .map_err(closed("McpServer"))?;
-        self.policies
-            .wait_until_ready()
-            .await
-            .map_err(closed("McpPolicy"))?;
-        self.portals
-            .wait_until_ready()
-            .await
-            .map_err(closed("McpPortal"))?;
-        self.secrets
-            .wait_until_ready()
-            .await
-            .map_err(closed("Secret"))?;
-        Ok(())
+        self.ready.clone().await.map_err(Error::StoreClosed)
     }
 
     /// The McpServers of `ns`.
@@ -378,6 +385,33 @@ mod tests {
             ["a@1", "c@1", "gone@1"],
             "gone: its portals re-resolve too"
         );
+    }
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_first_list_resumes() {
+        let (stores, mut writers) = Stores::new();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let s = stores.clone();
+                tokio::spawn(async move { s.ready().await })
+            })
+            .collect();
+        // Let each waiter register with its own waker before the caches fill.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "not ready before the list"
+        );
+        writers.fill(vec![], vec![], vec![], vec![]);
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), w)
+                .await
+                .expect("a waiter was never woken")
+                .unwrap()
+                .unwrap();
+        }
     }
 
     #[test]
