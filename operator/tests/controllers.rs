@@ -272,6 +272,17 @@ fn policy(name: &str, portals: &[&str]) -> McpPolicy {
     )
 }
 
+/// Starts one reconcile of `p`.
+fn reconcile_portal(
+    ctx: &Arc<Context>,
+    p: &McpPortal,
+) -> tokio::task::JoinHandle<operator::Result<Action>> {
+    tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ))
+}
+
 fn secret(name: &str, resource_version: &str) -> Secret {
     serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default", "resourceVersion": resource_version}, "data": {"key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="}})).unwrap()
 }
@@ -328,10 +339,7 @@ async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url
     );
     let (ctx, mut api, _) = context_with(vec![], stores);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     let (config, dep) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: wiki") && config.contains("name: all"),
@@ -371,10 +379,7 @@ async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
         config_hash: Some("0000000000000000".into()),
         ..Default::default()
     });
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     let (_, dep) = expect_portal_objects(&mut api, 1).await;
     assert_eq!(dep["spec"]["replicas"], 3);
     let ev = api.expect_event("ConfigChanged").await;
@@ -407,10 +412,7 @@ async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_
             vec![],
             vec![secret("session", rv)],
         );
-        let task = tokio::spawn(controller::portal::reconcile(
-            Arc::new(p.clone()),
-            ctx.clone(),
-        ));
+        let task = reconcile_portal(&ctx, &p);
         let (_, dep) = expect_portal_objects(&mut api, 2).await;
         let vols = dep["spec"]["template"]["spec"]["volumes"]
             .as_array()
@@ -441,10 +443,7 @@ async fn a_missing_secret_keeps_the_running_config_and_says_which_secret_to_crea
         name: "session".into(),
         key: "key".into(),
     });
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     // Nothing is applied: the first request is the Event.
     let ev = api.expect_event("SecretMissing").await;
     assert_eq!(ev["type"], "Warning");
@@ -683,10 +682,7 @@ async fn an_invalid_bound_policy_is_left_out_of_the_portal_config_with_a_conditi
         vec![],
     );
     let (ctx, mut api, _) = context_with(vec![], stores);
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: good") && !config.contains("name: bad"),
@@ -769,10 +765,7 @@ async fn a_portal_reads_a_stored_policy_with_an_old_detector_name_and_leaves_it_
     );
     let (ctx, mut api, _) = context_with(vec![], stores);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: good") && !config.contains("name: old"),
@@ -914,10 +907,7 @@ async fn a_portal_reconcile_waits_for_the_caches_first_list() {
     let (stores, mut writers) = Stores::new();
     let (ctx, mut api, _) = context_with(vec![], stores);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     // Before the watches have listed, an empty cache is no evidence of an empty namespace:
     // rendering now would roll out a portal without its servers.
     api.nothing_yet().await;
@@ -944,10 +934,7 @@ async fn a_portal_selects_only_cached_servers_of_its_own_namespace() {
     let stores = cached(vec![elsewhere], vec![foreign_policy], vec![], vec![]);
     let (ctx, mut api, _) = context_with(vec![], stores);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
+    let task = reconcile_portal(&ctx, &p);
     let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         !config.contains("name: wiki") && !config.contains("name: foreign"),
