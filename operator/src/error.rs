@@ -50,6 +50,9 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A cache's watch ended before its first list (the operator is stopping).
+    #[error("the {0} cache was dropped before its first list")]
+    StoreClosed(&'static str),
     /// A resource lacks a field the operator needs (name, namespace).
     #[error("{0} has no {1}")]
     MissingField(&'static str, &'static str),
@@ -68,6 +71,7 @@ impl Error {
             Error::Read { .. } => "read",
             Error::Manifest { .. } | Error::Manifests(_) => "manifest",
             Error::Probe { .. } => "probe",
+            Error::StoreClosed(_) => "store_closed",
             Error::MissingField(..) => "missing_field",
         }
     }

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
+use operator::controller::stores::Stores;
 use operator::controller::{self, Context};
 use operator::desired::RenderOptions;
 use operator::lease::{self, LeaseConfig};
@@ -214,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&operator::probe::summarize(&defs))?
+                serde_json::to_string_pretty(&operator::desired::tools::summarize(&defs))?
             );
             Ok(())
         }
@@ -344,11 +345,13 @@ async fn run(render: RenderArgs, args: RunArgs, disc: DiscoveryArgs) -> anyhow::
     let prober: Arc<dyn Prober> = Arc::new(McpProber::new(Duration::from_secs(
         args.probe_timeout_seconds,
     )));
+    let (stores, writers) = Stores::new();
     let ctx = Arc::new(Context::new(
         client.clone(),
         options,
         prober,
         metrics.clone(),
+        stores,
     ));
     let controllers_stop = if args.leader_election {
         let identity = std::env::var("POD_NAME")
@@ -381,7 +384,7 @@ async fn run(render: RenderArgs, args: RunArgs, disc: DiscoveryArgs) -> anyhow::
         tokio::spawn(async move { d.run(stop).await })
     });
     tracing::info!("starting controllers");
-    controller::run(ctx, controllers_stop.clone()).await;
+    controller::run(ctx, writers, controllers_stop.clone()).await;
     if let Some(d) = discovery {
         controllers_stop.cancel();
         let _ = d.await;

@@ -1,6 +1,7 @@
 //! Controller scenarios against kube-rs's mocked API server (the tower-test pattern of
-//! kube-rs/controller-rs): each test drives one reconcile and asserts every request it makes,
-//! in order, answering with canned responses.
+//! kube-rs/controller-rs): each test fills the caches a reconcile reads (as the watches would),
+//! drives one reconcile and asserts every request it makes, in order, answering with canned
+//! responses. Reconciles list nothing: what they read comes from the caches.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,9 +13,11 @@ use crds::{
 };
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Secret;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::{Client, Resource};
+use operator::controller::stores::Stores;
 use operator::controller::{self, Context};
 use operator::desired::RenderOptions;
 use operator::metrics::Metrics;
@@ -41,7 +44,22 @@ impl Prober for FakeProber {
     }
 }
 
+/// A context whose caches are empty (the server reconciler reads none).
 fn context(tools: Vec<Value>) -> (Arc<Context>, ApiServer, Arc<FakeProber>) {
+    context_with(tools, cached(vec![], vec![], vec![], vec![]))
+}
+
+/// Caches holding these objects.
+fn cached(
+    servers: Vec<McpServer>,
+    policies: Vec<McpPolicy>,
+    portals: Vec<McpPortal>,
+    secrets: Vec<Secret>,
+) -> Stores {
+    Stores::filled(servers, policies, portals, secrets)
+}
+
+fn context_with(tools: Vec<Value>, stores: Stores) -> (Arc<Context>, ApiServer, Arc<FakeProber>) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let prober = Arc::new(FakeProber {
@@ -53,6 +71,7 @@ fn context(tools: Vec<Value>) -> (Arc<Context>, ApiServer, Arc<FakeProber>) {
         RenderOptions::default(),
         prober.clone(),
         Arc::new(Metrics::default()),
+        stores,
     );
     (Arc::new(ctx), ApiServer(handle), prober)
 }
@@ -164,14 +183,16 @@ impl ApiServer {
         body
     }
 
-    async fn expect_list(&mut self, path: &str, kind: &str, items: Vec<Value>) {
-        self.expect(Method::GET, path, move |_| {
-            (
-                StatusCode::OK,
-                json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}),
-            )
-        })
-        .await;
+    /// Asserts that no request arrives for a while (the reconcile is waiting).
+    async fn nothing_yet(&mut self) {
+        let early = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
+        if let Ok(Some((req, _))) = early {
+            panic!(
+                "request before the caches were ready: {} {}",
+                req.method(),
+                req.uri()
+            );
+        }
     }
 
     /// Asserts that no request is pending.
@@ -185,6 +206,7 @@ impl ApiServer {
 
 const SERVERS: &str = "/apis/portcullis.dev/v1alpha1/namespaces/default/mcpservers";
 const POLICIES: &str = "/apis/portcullis.dev/v1alpha1/namespaces/default/mcppolicies";
+const CONFIG_MAP: &str = "/api/v1/namespaces/default/configmaps/demo-portal";
 const PORTALS: &str = "/apis/portcullis.dev/v1alpha1/namespaces/default/mcpportals";
 
 fn meta<K: Resource<DynamicType = ()>>(mut obj: K, name: &str) -> K {
@@ -250,6 +272,21 @@ fn policy(name: &str, portals: &[&str]) -> McpPolicy {
     )
 }
 
+/// Starts one reconcile of `p`.
+fn reconcile_portal(
+    ctx: &Arc<Context>,
+    p: &McpPortal,
+) -> tokio::task::JoinHandle<operator::Result<Action>> {
+    tokio::spawn(controller::portal::reconcile(
+        Arc::new(p.clone()),
+        ctx.clone(),
+    ))
+}
+
+fn secret(name: &str, resource_version: &str) -> Secret {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default", "resourceVersion": resource_version}, "data": {"key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="}})).unwrap()
+}
+
 fn v<T: serde::Serialize>(x: &T) -> Value {
     serde_json::to_value(x).unwrap()
 }
@@ -266,9 +303,7 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 /// Applies the four portal objects, in order, and returns the ConfigMap's `manifests.yaml` and
 /// the Deployment body.
 async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> (String, Value) {
-    let cm = api
-        .expect_apply("/api/v1/namespaces/default/configmaps/demo-portal")
-        .await;
+    let cm = api.expect_apply(CONFIG_MAP).await;
     assert!(
         cm["data"]["manifests.yaml"]
             .as_str()
@@ -296,21 +331,20 @@ async fn expect_portal_objects(api: &mut ApiServer, available: i32) -> (String, 
 #[tokio::test]
 async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url_servers_and_tools()
 {
-    let (ctx, mut api, _) = context(vec![]);
+    let stores = cached(
+        vec![ready_remote_server("wiki", 3)],
+        vec![policy("all", &[])],
+        vec![],
+        vec![],
+    );
+    let (ctx, mut api, _) = context_with(vec![], stores);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
-    api.expect_list(
-        SERVERS,
-        "McpServer",
-        vec![v(&ready_remote_server("wiki", 3))],
-    )
-    .await;
-    api.expect_list(POLICIES, "McpPolicy", vec![v(&policy("all", &[]))])
-        .await;
-    let (_, dep) = expect_portal_objects(&mut api, 2).await;
+    let task = reconcile_portal(&ctx, &p);
+    let (config, dep) = expect_portal_objects(&mut api, 2).await;
+    assert!(
+        config.contains("name: wiki") && config.contains("name: all"),
+        "the cached server and policy are in the config: {config}"
+    );
     let hash =
         dep["spec"]["template"]["metadata"]["annotations"]["portcullis.dev/config-hash"].clone();
     assert!(hash.is_string());
@@ -336,7 +370,8 @@ async fn portal_create_applies_config_deployment_service_and_pdb_and_reports_url
 
 #[tokio::test]
 async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
-    let (ctx, mut api, _) = context(vec![]);
+    let stores = cached(vec![ready_remote_server("wiki", 3)], vec![], vec![], vec![]);
+    let (ctx, mut api, _) = context_with(vec![], stores);
     let mut p = portal("demo");
     p.spec.replicas = Some(3);
     p.metadata.generation = Some(2);
@@ -344,17 +379,7 @@ async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
         config_hash: Some("0000000000000000".into()),
         ..Default::default()
     });
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
-    api.expect_list(
-        SERVERS,
-        "McpServer",
-        vec![v(&ready_remote_server("wiki", 3))],
-    )
-    .await;
-    api.expect_list(POLICIES, "McpPolicy", vec![]).await;
+    let task = reconcile_portal(&ctx, &p);
     let (_, dep) = expect_portal_objects(&mut api, 1).await;
     assert_eq!(dep["spec"]["replicas"], 3);
     let ev = api.expect_event("ConfigChanged").await;
@@ -371,7 +396,8 @@ async fn portal_update_rolls_out_the_new_config_and_records_an_event() {
 
 #[tokio::test]
 async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_the_watch() {
-    let (ctx, mut api, _) = context(vec![]);
+    let (stores, mut writers) = Stores::new();
+    let (ctx, mut api, _) = context_with(vec![], stores);
     let mut p = portal("demo");
     p.spec.session_key_from = Some(SecretKeyRef {
         name: "session".into(),
@@ -379,24 +405,14 @@ async fn a_changed_referenced_secret_changes_the_config_hash_and_is_indexed_for_
     });
     let mut hashes = Vec::new();
     for rv in ["1", "2"] {
-        let task = tokio::spawn(controller::portal::reconcile(
-            Arc::new(p.clone()),
-            ctx.clone(),
-        ));
-        api.expect_list(
-            SERVERS,
-            "McpServer",
-            vec![v(&ready_remote_server("wiki", 3))],
-        )
-        .await;
-        api.expect_list(POLICIES, "McpPolicy", vec![]).await;
-        api.expect(Method::GET, "/api/v1/namespaces/default/secrets/session", move |_| {
-            (
-                StatusCode::OK,
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "session", "namespace": "default", "resourceVersion": rv}, "data": {"key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="}}),
-            )
-        })
-        .await;
+        // The Secret watch delivers a new version (as a relist would: the whole cache).
+        writers.fill(
+            vec![ready_remote_server("wiki", 3)],
+            vec![],
+            vec![],
+            vec![secret("session", rv)],
+        );
+        let task = reconcile_portal(&ctx, &p);
         let (_, dep) = expect_portal_objects(&mut api, 2).await;
         let vols = dep["spec"]["template"]["spec"]["volumes"]
             .as_array()
@@ -427,16 +443,8 @@ async fn a_missing_secret_keeps_the_running_config_and_says_which_secret_to_crea
         name: "session".into(),
         key: "key".into(),
     });
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
-    api.expect_list(SERVERS, "McpServer", vec![]).await;
-    api.expect_list(POLICIES, "McpPolicy", vec![]).await;
-    api.expect(Method::GET, "/api/v1/namespaces/default/secrets/session", |_| {
-        (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "secrets \"session\" not found"}))
-    })
-    .await;
+    let task = reconcile_portal(&ctx, &p);
+    // Nothing is applied: the first request is the Event.
     let ev = api.expect_event("SecretMissing").await;
     assert_eq!(ev["type"], "Warning");
     let status = api
@@ -574,7 +582,7 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
     let mut delays = Vec::new();
     for _ in 0..3 {
         let task = tokio::spawn(controller::portal::reconcile(p.clone(), ctx.clone()));
-        api.expect(Method::GET, SERVERS, |_| {
+        api.expect(Method::GET, CONFIG_MAP, |_| {
             (StatusCode::INTERNAL_SERVER_ERROR, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd unavailable"}))
         })
         .await;
@@ -597,7 +605,8 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
 
 #[tokio::test]
 async fn an_invalid_policy_is_rejected_with_the_field_and_an_event() {
-    let (ctx, mut api, _) = context(vec![]);
+    let stores = cached(vec![], vec![], vec![portal("demo")], vec![]);
+    let (ctx, mut api, _) = context_with(vec![], stores);
     let mut pol = policy("bad", &["demo", "nope"]);
     pol.spec.dlp = vec![crds::policy::DlpRule {
         name: "x".into(),
@@ -608,8 +617,6 @@ async fn an_invalid_policy_is_rejected_with_the_field_and_an_event() {
         Arc::new(pol.clone()),
         ctx.clone(),
     ));
-    api.expect_list(PORTALS, "McpPortal", vec![v(&portal("demo"))])
-        .await;
     api.expect_event("Rejected").await;
     let status = api
         .expect_status(
@@ -636,10 +643,11 @@ async fn an_invalid_policy_is_rejected_with_the_field_and_an_event() {
 async fn a_status_the_server_already_holds_is_not_written_again_from_a_stale_store() {
     // The store's copy has no status yet (the watch has not delivered the operator's own last
     // write); the server's copy holds the same status, its conditions set a while ago.
-    let (ctx, mut api, _) = context(vec![]);
     let stale = policy("read", &["demo"]);
-    let portals = vec![portal("demo")];
-    let mut written = controller::policy::desired_status(&stale, &portals);
+    let demo = portal("demo");
+    let (ctx, mut api, _) =
+        context_with(vec![], cached(vec![], vec![], vec![demo.clone()], vec![]));
+    let (mut written, _) = operator::desired::policy::status(&stale, &[&demo]);
     for c in &mut written.conditions {
         c.last_transition_time = Some("2026-01-01T00:00:00Z".into());
     }
@@ -649,8 +657,6 @@ async fn a_status_the_server_already_holds_is_not_written_again_from_a_stale_sto
         Arc::new(stale.clone()),
         ctx.clone(),
     ));
-    api.expect_list(PORTALS, "McpPortal", vec![v(&portals[0])])
-        .await;
     let stored = v(&on_server);
     api.expect(Method::GET, &format!("{POLICIES}/read/status"), move |_| {
         (StatusCode::OK, stored)
@@ -662,7 +668,6 @@ async fn a_status_the_server_already_holds_is_not_written_again_from_a_stale_sto
 
 #[tokio::test]
 async fn an_invalid_bound_policy_is_left_out_of_the_portal_config_with_a_condition_and_an_event() {
-    let (ctx, mut api, _) = context(vec![]);
     let p = portal("demo");
     let mut bad = policy("bad", &[]);
     bad.spec.dlp = vec![crds::policy::DlpRule {
@@ -670,22 +675,14 @@ async fn an_invalid_bound_policy_is_left_out_of_the_portal_config_with_a_conditi
         patterns: vec!["([a-z".into()],
         ..Default::default()
     }];
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
-    api.expect_list(
-        SERVERS,
-        "McpServer",
-        vec![v(&ready_remote_server("wiki", 3))],
-    )
-    .await;
-    api.expect_list(
-        POLICIES,
-        "McpPolicy",
-        vec![v(&bad), v(&policy("good", &[]))],
-    )
-    .await;
+    let stores = cached(
+        vec![ready_remote_server("wiki", 3)],
+        vec![bad, policy("good", &[])],
+        vec![],
+        vec![],
+    );
+    let (ctx, mut api, _) = context_with(vec![], stores);
+    let task = reconcile_portal(&ctx, &p);
     let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: good") && !config.contains("name: bad"),
@@ -723,7 +720,8 @@ fn policy_with_an_old_detector_name(name: &str) -> Value {
 
 #[tokio::test]
 async fn a_stored_policy_with_an_old_detector_name_is_rejected_naming_the_field() {
-    let (ctx, mut api, _) = context(vec![]);
+    let stores = cached(vec![], vec![], vec![portal("demo")], vec![]);
+    let (ctx, mut api, _) = context_with(vec![], stores);
     let stored = policy_with_an_old_detector_name("old");
     // It decodes (an undecodable item would fail the operator's whole list and watch) ...
     let pol: McpPolicy = serde_json::from_value(stored).expect("a stored policy always decodes");
@@ -731,8 +729,6 @@ async fn a_stored_policy_with_an_old_detector_name_is_rejected_naming_the_field(
         Arc::new(pol.clone()),
         ctx.clone(),
     ));
-    api.expect_list(PORTALS, "McpPortal", vec![v(&portal("demo"))])
-        .await;
     // ... and is reported as invalid, naming the field and the name.
     let ev = api.expect_event("Rejected").await;
     let note = ev["note"].as_str().unwrap();
@@ -756,29 +752,20 @@ async fn a_stored_policy_with_an_old_detector_name_is_rejected_naming_the_field(
 }
 
 #[tokio::test]
-async fn a_portal_lists_a_stored_policy_with_an_old_detector_name_and_leaves_it_out_with_an_event()
+async fn a_portal_reads_a_stored_policy_with_an_old_detector_name_and_leaves_it_out_with_an_event()
 {
-    let (ctx, mut api, _) = context(vec![]);
+    // As the watch decodes it into the cache.
+    let old: McpPolicy = serde_json::from_value(policy_with_an_old_detector_name("old"))
+        .expect("a stored policy always decodes");
+    let stores = cached(
+        vec![ready_remote_server("wiki", 3)],
+        vec![old, policy("good", &[])],
+        vec![],
+        vec![],
+    );
+    let (ctx, mut api, _) = context_with(vec![], stores);
     let p = portal("demo");
-    let task = tokio::spawn(controller::portal::reconcile(
-        Arc::new(p.clone()),
-        ctx.clone(),
-    ));
-    api.expect_list(
-        SERVERS,
-        "McpServer",
-        vec![v(&ready_remote_server("wiki", 3))],
-    )
-    .await;
-    api.expect_list(
-        POLICIES,
-        "McpPolicy",
-        vec![
-            policy_with_an_old_detector_name("old"),
-            v(&policy("good", &[])),
-        ],
-    )
-    .await;
+    let task = reconcile_portal(&ctx, &p);
     let (config, _) = expect_portal_objects(&mut api, 2).await;
     assert!(
         config.contains("name: good") && !config.contains("name: old"),
@@ -913,4 +900,58 @@ async fn a_changed_tool_description_is_quarantined_with_an_event_a_condition_and
     assert_eq!(status3["tools"]["definitions"][0]["state"], "Approved");
     assert_eq!(condition(&status3, "ToolsChanged")["status"], "False");
     assert_eq!(condition(&status3, "ToolsQuarantined")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_portal_reconcile_waits_for_the_caches_first_list() {
+    let (stores, mut writers) = Stores::new();
+    let (ctx, mut api, _) = context_with(vec![], stores);
+    let p = portal("demo");
+    let task = reconcile_portal(&ctx, &p);
+    // Before the watches have listed, an empty cache is no evidence of an empty namespace:
+    // rendering now would roll out a portal without its servers.
+    api.nothing_yet().await;
+    writers.fill(
+        vec![ready_remote_server("wiki", 3)],
+        vec![],
+        vec![p.clone()],
+        vec![],
+    );
+    let (config, _) = expect_portal_objects(&mut api, 2).await;
+    assert!(config.contains("name: wiki"), "{config}");
+    api.expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    task.await.unwrap().unwrap();
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_portal_selects_only_cached_servers_of_its_own_namespace() {
+    let mut elsewhere = ready_remote_server("wiki", 7);
+    elsewhere.metadata.namespace = Some("other".into());
+    let mut foreign_policy = policy("foreign", &[]);
+    foreign_policy.metadata.namespace = Some("other".into());
+    let stores = cached(vec![elsewhere], vec![foreign_policy], vec![], vec![]);
+    let (ctx, mut api, _) = context_with(vec![], stores);
+    let p = portal("demo");
+    let task = reconcile_portal(&ctx, &p);
+    let (config, _) = expect_portal_objects(&mut api, 2).await;
+    assert!(
+        !config.contains("name: wiki") && !config.contains("name: foreign"),
+        "{config}"
+    );
+    let status = api
+        .expect_status(&format!("{PORTALS}/demo/status"), &p)
+        .await;
+    let servers = condition(&status, "ServersReady");
+    assert_eq!(servers["reason"], "NoServersSelected");
+    assert!(
+        servers["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found: wiki"),
+        "{servers}"
+    );
+    task.await.unwrap().unwrap();
+    api.done().await;
 }

@@ -225,6 +225,7 @@ fn discovery(
         RenderOptions::default(),
         Arc::new(NoToolProber),
         metrics.clone(),
+        operator::controller::stores::Stores::new().0,
     ));
     (
         Arc::new(Discovery::new(ctx, prober, opts)),

@@ -1,5 +1,6 @@
 //! `make bench` (operator part): reconcile time of one portal over 50 McpServers and 20
-//! McpPolicies against an in-process mocked API server, the time of the pure render alone, and
+//! McpPolicies (read from filled caches, as the watches fill them) against an in-process mocked
+//! API server, the time of the pure render alone, and
 //! the process's memory. Prints figures; asserts nothing.
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use kube::client::Body;
 use kube::{Client, Resource};
+use operator::controller::stores::Stores;
 use operator::controller::{self, Context};
 use operator::desired::RenderOptions;
 use operator::metrics::Metrics;
@@ -97,10 +99,6 @@ fn fixtures() -> (McpPortal, Vec<McpServer>, Vec<McpPolicy>) {
     (named(McpPortal::new("", spec), "portal"), servers, policies)
 }
 
-fn list(kind: &str, items: &[Value]) -> Value {
-    json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
-}
-
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -119,41 +117,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (portal, servers, policies) = fixtures();
-    let server_items: Vec<Value> = servers
-        .iter()
-        .map(|s| serde_json::to_value(s).unwrap())
-        .collect();
-    let policy_items: Vec<Value> = policies
-        .iter()
-        .map(|s| serde_json::to_value(s).unwrap())
-        .collect();
-    let server_list = Arc::new(serde_json::to_vec(&list("McpServer", &server_items)).unwrap());
-    let policy_list = Arc::new(serde_json::to_vec(&list("McpPolicy", &policy_items)).unwrap());
     let portal_json = serde_json::to_value(&portal).unwrap();
 
-    // The mocked API server: lists answer with the fixtures, applies echo the body back.
+    // The mocked API server: an object read before its apply is absent, applies echo the body
+    // back, the status read and write answer with the portal.
     let svc = tower::service_fn(move |req: Request<Body>| {
-        let (server_list, policy_list, portal_json) = (
-            server_list.clone(),
-            policy_list.clone(),
-            portal_json.clone(),
-        );
+        let portal_json = portal_json.clone();
         async move {
             let path = req.uri().path().to_owned();
+            let read = req.method() == http::Method::GET;
             let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-            let body: Vec<u8> = if path.ends_with("/mcpservers") {
-                server_list.to_vec()
-            } else if path.ends_with("/mcppolicies") {
-                policy_list.to_vec()
-            } else if path.ends_with("/status") {
+            let response = if path.ends_with("/status") {
                 let mut p = portal_json;
                 let patch: Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 p["status"] = patch["status"].clone();
-                serde_json::to_vec(&p).unwrap()
+                Response::new(Body::from(serde_json::to_vec(&p).unwrap()))
+            } else if read {
+                let absent = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+                let mut r = Response::new(Body::from(serde_json::to_vec(&absent).unwrap()));
+                *r.status_mut() = http::StatusCode::NOT_FOUND;
+                r
             } else {
-                bytes.to_vec()
+                Response::new(Body::from(bytes.to_vec()))
             };
-            Ok::<_, std::convert::Infallible>(Response::new(Body::from(body)))
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let client = Client::new(svc, "bench");
@@ -162,6 +149,12 @@ async fn main() {
         RenderOptions::default(),
         Arc::new(NoProbe),
         Arc::new(Metrics::default()),
+        Stores::filled(
+            servers.clone(),
+            policies.clone(),
+            vec![portal.clone()],
+            Vec::new(),
+        ),
     ));
     let portal = Arc::new(portal);
 
@@ -205,7 +198,7 @@ async fn main() {
         "operator bench: one McpPortal over {SERVERS} McpServers and {POLICIES} McpPolicies, mocked API (in-process)"
     );
     println!(
-        "  reconcile (list, list, 4 applies, status): median {:?}  p95 {:?}  max {:?}  ({ITERATIONS} runs)",
+        "  reconcile (stores, 4 applies, status):     median {:?}  p95 {:?}  max {:?}  ({ITERATIONS} runs)",
         percentile(&times, 0.5),
         percentile(&times, 0.95),
         times[times.len() - 1]

@@ -1,10 +1,15 @@
 //! The controllers: shared context, server-side apply, events, error policy and `run`.
+//!
+//! Each reconcile is one straight line: read the object and the caches ([`stores`]), compute
+//! the desired objects, status and Events (`desired`, pure), apply the objects, publish the
+//! Events, settle the status ([`settle_status`]: written only when it differs).
 
 pub mod policy;
 pub mod portal;
 pub mod server;
+pub mod stores;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,12 +28,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::desired::{Object, RenderOptions};
+use crate::desired::{Notice, Object, RenderOptions};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
 use crate::probe::Prober;
 use crate::status::{Conditioned, merge};
+use stores::{Stores, Writers};
 
 /// Everything a reconciler needs.
 pub struct Context {
@@ -42,6 +48,8 @@ pub struct Context {
     pub options: RenderOptions,
     /// Lists an MCP server's tools.
     pub prober: Arc<dyn Prober>,
+    /// The caches the reconcilers read instead of listing.
+    pub stores: Stores,
     /// Which portals read which Secret: `(namespace, secret)` -> portal names. Filled by the
     /// portal reconciler, read by the Secret watch's mapper.
     pub secret_index: Mutex<HashMap<(String, String), BTreeSet<String>>>,
@@ -58,12 +66,14 @@ impl Debug for Context {
 }
 
 impl Context {
-    /// A context over `client`.
+    /// A context over `client`, reading `stores` (filled by `run`'s watches from the
+    /// [`Writers`] of [`Stores::new`]).
     pub fn new(
         client: Client,
         options: RenderOptions,
         prober: Arc<dyn Prober>,
         metrics: Arc<Metrics>,
+        stores: Stores,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -75,6 +85,7 @@ impl Context {
             metrics,
             options,
             prober,
+            stores,
             secret_index: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -102,6 +113,14 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Publishes what a `desired::*::status` decided to tell about `obj`, in order.
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, notices: &[Notice]) {
+        for n in notices {
+            self.event(obj, n.warning, n.reason, n.action, n.note.clone())
+                .await;
         }
     }
 
@@ -277,6 +296,21 @@ fn is_empty(v: &serde_json::Value) -> bool {
     }
 }
 
+/// Server-side applies `objects` in order; returns the available and wanted replicas of the
+/// Deployment among them (0 and 0 without one).
+pub async fn apply_all(client: &Client, objects: Vec<Object>) -> Result<(i32, i32)> {
+    let (mut available, mut wanted) = (0, 0);
+    for obj in objects {
+        if let Object::Deployment(d) = &obj {
+            wanted = d.spec.replicas.unwrap_or(1);
+        }
+        if let Some(dep) = apply_object(client, &obj).await? {
+            available = dep.status.and_then(|s| s.available_replicas).unwrap_or(0);
+        }
+    }
+    Ok((available, wanted))
+}
+
 /// Server-side applies one desired object; returns the Deployment as the server has it.
 pub async fn apply_object(client: &Client, obj: &Object) -> Result<Option<Deployment>> {
     match obj {
@@ -364,51 +398,60 @@ where
     }
 }
 
-/// The value of one key of a Secret (`data`, then `stringData`).
-pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|s| s.clone().into_bytes())
-        })
-}
-
-/// Runs the three controllers until `shutdown` is cancelled (or a signal arrives).
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+/// Runs the three controllers until `shutdown` is cancelled (or a signal arrives), filling the
+/// caches of `ctx.stores` through `writers`.
+///
+/// Each cache is written by a watch of one controller, the one whose reconciles read it
+/// (portals: McpServers, McpPolicies, Secrets; policies: McpPortals), in the same stream that
+/// triggers them: see [`stores`] for why that keeps the reads consistent.
+pub async fn run(ctx: Arc<Context>, writers: Writers, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let wc = watcher::Config::default().any_semantic();
+    let Writers {
+        servers,
+        policies,
+        portals,
+        secrets,
+    } = writers;
 
-    let portals = Controller::new(Api::<crds::McpPortal>::all(client.clone()), wc.clone());
-    let portal_store = portals.store();
+    let portal_controller =
+        Controller::new(Api::<crds::McpPortal>::all(client.clone()), wc.clone());
+    let portal_store = portal_controller.store();
     let (ps1, ps2) = (portal_store.clone(), portal_store.clone());
     let ctx_for_secrets = ctx.clone();
-    // Every kind a portal owns is watched, so an object edited or deleted by hand is restored
+    // A change of an McpServer or McpPolicy can add it to a portal or take it away: each
+    // portal of its namespace re-resolves. Every kind a portal owns is watched, so an object edited or deleted by hand is restored
     // at once rather than at the next requeue.
-    let portals = portals
+    let portal_controller = portal_controller
         .owns(Api::<Deployment>::all(client.clone()), wc.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
         .owns(Api::<Service>::all(client.clone()), wc.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), wc.clone())
-        .watches(
-            Api::<crds::McpServer>::all(client.clone()),
-            wc.clone(),
-            move |s| portal::portals_in_namespace(&ps1, s.namespace().as_deref()),
+        .watches_stream(
+            stores::reflect(
+                servers,
+                Api::all(client.clone()),
+                wc.clone(),
+                stores::without_managed_fields,
+            ),
+            move |s: crds::McpServer| stores::refs_in_namespace(&ps1, s.namespace().as_deref()),
         )
-        .watches(
-            Api::<crds::McpPolicy>::all(client.clone()),
-            wc.clone(),
-            move |p| portal::portals_in_namespace(&ps2, p.namespace().as_deref()),
+        .watches_stream(
+            stores::reflect(
+                policies,
+                Api::all(client.clone()),
+                wc.clone(),
+                stores::without_managed_fields,
+            ),
+            move |p: crds::McpPolicy| stores::refs_in_namespace(&ps2, p.namespace().as_deref()),
         )
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            wc.clone(),
+        .watches_stream(
+            stores::reflect(
+                secrets,
+                Api::all(client.clone()),
+                wc.clone(),
+                stores::keys_only,
+            ),
             move |s: Secret| {
                 let ns = s.namespace().unwrap_or_default();
                 ctx_for_secrets
@@ -422,28 +465,36 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .run(portal::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move { log_result("mcpportal", r) });
 
-    let servers = Controller::new(Api::<crds::McpServer>::all(client.clone()), wc.clone())
-        .owns(Api::<Deployment>::all(client.clone()), wc.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
-        .owns(Api::<Service>::all(client.clone()), wc.clone())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), wc.clone())
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(server::reconcile, error_policy, ctx.clone())
-        .for_each(|r| async move { log_result("mcpserver", r) });
+    let server_controller =
+        Controller::new(Api::<crds::McpServer>::all(client.clone()), wc.clone())
+            .owns(Api::<Deployment>::all(client.clone()), wc.clone())
+            .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
+            .owns(Api::<Service>::all(client.clone()), wc.clone())
+            .owns(Api::<NetworkPolicy>::all(client.clone()), wc.clone())
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(server::reconcile, error_policy, ctx.clone())
+            .for_each(|r| async move { log_result("mcpserver", r) });
 
-    let policies = Controller::new(Api::<crds::McpPolicy>::all(client.clone()), wc.clone());
-    let policy_store = policies.store();
-    let policies = policies
-        .watches(
-            Api::<crds::McpPortal>::all(client.clone()),
-            wc.clone(),
-            move |p| policy::policies_in_namespace(&policy_store, p.namespace().as_deref()),
+    let policy_controller =
+        Controller::new(Api::<crds::McpPolicy>::all(client.clone()), wc.clone());
+    let policy_store = policy_controller.store();
+    let policy_controller = policy_controller
+        .watches_stream(
+            stores::reflect(
+                portals,
+                Api::all(client.clone()),
+                wc.clone(),
+                stores::without_managed_fields,
+            ),
+            move |p: crds::McpPortal| {
+                stores::refs_in_namespace(&policy_store, p.namespace().as_deref())
+            },
         )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(policy::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move { log_result("mcppolicy", r) });
 
-    tokio::join!(portals, servers, policies);
+    tokio::join!(portal_controller, server_controller, policy_controller);
 }
 
 fn log_result<T: Debug, E: std::fmt::Display>(controller: &str, r: std::result::Result<T, E>) {
@@ -452,14 +503,6 @@ fn log_result<T: Debug, E: std::fmt::Display>(controller: &str, r: std::result::
         Err(e) => tracing::debug!(controller, error = %e, "reconcile did not complete"),
     }
 }
-
-/// Condition summary helpers shared by the reconcilers.
-pub(crate) fn names_csv(names: &BTreeSet<String>) -> Option<String> {
-    (!names.is_empty()).then(|| names.iter().cloned().collect::<Vec<_>>().join(","))
-}
-
-/// A map of Secret name -> resourceVersion, for the config hash.
-pub(crate) type SecretVersions = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {

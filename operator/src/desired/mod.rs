@@ -1,15 +1,19 @@
-//! Desired state as pure functions: resources in, Kubernetes objects out. No I/O here; the
-//! controllers apply what these return, and `portcullis-operator render` prints it.
+//! Desired state as pure functions: resources in, Kubernetes objects, status and Events out. No
+//! I/O here; the controllers apply what these return, and `portcullis-operator render` prints the
+//! objects. Per kind: `objects` (what it becomes) and `status` (what its status says, and which
+//! Events tell the change), each over plain inputs the controller has read or observed.
 
+pub mod policy;
 pub mod portal;
 pub mod server;
+pub mod tools;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ContainerPort, HTTPGetAction, PodSecurityContext, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -141,6 +145,61 @@ pub fn to_yaml(objects: &[Object]) -> Result<String> {
         out.push_str(&serde_yaml::to_string(&o.to_json()?)?);
     }
     Ok(out)
+}
+
+/// An Event to publish about the reconciled object (`kubectl describe` shows it): what a
+/// `status` function decides to tell; the controller publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// Short PascalCase reason (`SecretMissing`, `ConfigChanged`, ...).
+    pub reason: &'static str,
+    /// What the operator did (`Render`, `Probe`, ...).
+    pub action: &'static str,
+    /// The message.
+    pub note: String,
+}
+
+impl Notice {
+    /// A `Normal` event.
+    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason,
+            action,
+            note: note.into(),
+        }
+    }
+
+    /// A `Warning` event.
+    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            ..Self::normal(reason, action, note)
+        }
+    }
+}
+
+/// The value of one key of a Secret (`data`, then `stringData`).
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
+}
+
+/// `a,b,c`, or `None` for no names (status summary columns).
+pub(crate) fn names_csv(names: &BTreeSet<String>) -> Option<String> {
+    (!names.is_empty()).then(|| names.iter().cloned().collect::<Vec<_>>().join(","))
 }
 
 /// Which namespaces a NetworkPolicy peer's pods may be in.
@@ -384,4 +443,28 @@ pub(crate) fn config_and_secret_volumes(
         });
     }
     (volumes, mounts)
+}
+
+/// Helpers of the status tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crds::Condition;
+    use kube::Resource;
+
+    /// `obj` in namespace `default`, with a uid and generation 1 (as the API server has it).
+    pub fn named<K: Resource<DynamicType = ()>>(mut obj: K) -> K {
+        let m = obj.meta_mut();
+        m.namespace = Some("default".into());
+        m.uid = Some(format!("uid-{}", m.name.clone().unwrap_or_default()));
+        m.generation = Some(1);
+        obj
+    }
+
+    /// The condition of `type_`; panics naming it when absent.
+    pub fn condition_of<'a>(conds: &'a [Condition], type_: &str) -> &'a Condition {
+        conds
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {conds:?}"))
+    }
 }

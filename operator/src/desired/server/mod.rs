@@ -11,6 +11,8 @@
 //!   child process. Any server image with a compatible libc works unchanged; its env values
 //!   reach the child through the proxy, which reads Secret values from mounted files.
 
+mod status;
+
 use std::collections::BTreeMap;
 
 use crds::McpServer;
@@ -33,6 +35,10 @@ use super::{Object, PeerNamespaces, RenderOptions, clean_document, owner_refs, s
 use crate::error::Result;
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, PROXY_BIN_DIR, PROXY_PORT, SERVICE_PORT,
+};
+
+pub use status::{
+    Observed, Probed, Source, newly_changed_tools, port_conflict, probed, requeue_after, status,
 };
 
 /// Ports a deployed `http` server may not listen on (the sidecar's).

@@ -1,5 +1,7 @@
 //! What an McpPortal becomes: a ConfigMap of proxy manifests, a Deployment of the proxy, a
-//! Service, a PodDisruptionBudget and, when enabled, a ServiceMonitor.
+//! Service, a PodDisruptionBudget and, when enabled, a ServiceMonitor; and its status.
+
+mod status;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,11 @@ use super::{Object, RenderOptions, clean_document, owner_refs, sha256_hex};
 use crate::error::{Error, Result};
 use crate::names::{self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, SERVICE_PORT};
 use crds::select;
+
+pub use status::{
+    Blocked, Observed, Rollout, SecretCheck, blocked, check_secrets, policies_condition,
+    requeue_after, split_valid, status,
+};
 
 /// Default number of proxy replicas.
 pub const DEFAULT_REPLICAS: i32 = 2;
