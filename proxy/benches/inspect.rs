@@ -184,9 +184,21 @@ fn main() {
             .join("\n"),
     ];
     throughput("S-Labs test texts (every detector)", &all, &test);
+    let tp = Engine::compile(&[(
+        String::new(),
+        InspectionRule {
+            name: "tp".into(),
+            detectors: vec![Inspector::ToolPoisoning.into()],
+            ..InspectionRule::default()
+        },
+    )])
+    .unwrap();
     let mb = std::env::var("INSPECT_BENCH_MB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
-    throughput("MCP-like 4 KiB strings (every detector)", &all, &corpus(mb));
+    let corpus = corpus(mb);
+    throughput("MCP-like 4 KiB strings (every detector)", &all, &corpus);
+    throughput("MCP-like 4 KiB strings (promptInjection)", &pi, &corpus);
+    throughput("MCP-like 4 KiB strings (toolPoisoning)", &tp, &corpus);
 }

@@ -120,7 +120,9 @@ pub(crate) fn features(text: &str, out: &mut Vec<u32>) {
 
 /// A loaded model.
 pub struct Model {
-    weights: Vec<f32>,
+    /// Quantized weights, kept as i8 (256 KiB stay in cache; 1 MiB of f32 would not).
+    weights: Vec<i8>,
+    scale: f32,
     bias: f32,
 }
 
@@ -190,7 +192,8 @@ impl Model {
             )));
         }
         Ok(Model {
-            weights: w.iter().map(|&q| q as i8 as f32 * scale).collect(),
+            weights: w.iter().map(|&q| q as i8).collect(),
+            scale,
             bias,
         })
     }
@@ -214,17 +217,26 @@ impl Model {
 
     /// Logit of one whole text (no windows): what training and calibration see.
     pub fn logit(&self, text: &str) -> f32 {
-        let (mut sum, mut n) = (0f32, 0u32);
+        let (mut sum, mut n) = (0i32, 0u32);
         let mut f = Featurizer::default();
         let mut emit = |i: u32| {
-            sum += self.weights[i as usize];
+            sum += self.weights[i as usize] as i32;
             n += 1;
         };
         for &b in text.as_bytes() {
             f.push(b, &mut emit);
         }
         f.finish(&mut emit);
-        self.bias + if n == 0 { 0.0 } else { sum / (n as f32).sqrt() }
+        self.logit_of(sum, n)
+    }
+
+    fn logit_of(&self, sum: i32, n: u32) -> f32 {
+        self.bias
+            + if n == 0 {
+                0.0
+            } else {
+                self.scale * sum as f32 / (n as f32).sqrt()
+            }
     }
 
     /// Scores a text of at least [`MIN_BYTES`] bytes: windows of up to [`WINDOW`] bytes, cut after a sentence end (`.`, `!`,
@@ -244,11 +256,10 @@ impl Model {
             end: 0,
         };
         let mut f = Featurizer::default();
-        let (mut sum, mut n, mut start) = (0f32, 0u32, 0usize);
+        let (mut sum, mut n, mut start) = (0i32, 0u32, 0usize);
         let weights = &self.weights[..];
-        let close = |sum: f32, n: u32, start: usize, end: usize, best: &mut Scored| {
-            let logit = self.bias + if n == 0 { 0.0 } else { sum / (n as f32).sqrt() };
-            let s = score_of(logit);
+        let close = |sum: i32, n: u32, start: usize, end: usize, best: &mut Scored| {
+            let s = score_of(self.logit_of(sum, n));
             if s > best.score {
                 *best = Scored {
                     score: s,
@@ -259,7 +270,7 @@ impl Model {
         };
         for (i, &b) in bytes.iter().enumerate() {
             let mut emit = |k: u32| {
-                sum += weights[k as usize];
+                sum += weights[k as usize] as i32;
                 n += 1;
             };
             f.push(b, &mut emit);
@@ -271,13 +282,13 @@ impl Model {
                 f.finish(&mut emit);
                 close(sum, n, start, i + 1, &mut best);
                 f.reset();
-                sum = 0.0;
+                sum = 0;
                 n = 0;
                 start = i + 1;
             }
         }
         let mut emit = |k: u32| {
-            sum += weights[k as usize];
+            sum += weights[k as usize] as i32;
             n += 1;
         };
         f.finish(&mut emit);
