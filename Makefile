@@ -42,6 +42,8 @@ bench: operator-bench
 	$(CARGO) bench -p portcullis-proxy --bench auth
 	$(CARGO) bench -p portcullis-proxy --bench classify
 	$(CARGO) bench -p portcullis-proxy --bench h1
+	python3 proxy/inspect-data/fetch.py
+	$(CARGO) bench -p portcullis-proxy --bench inspect
 
 ## generate: the CRD YAML (crds/ and charts/portcullis/crds/) from the types in crds/src
 generate:

@@ -14,6 +14,7 @@ pub mod common;
 pub mod detector;
 pub mod error;
 pub mod glob;
+pub mod inspection;
 pub mod manifests;
 pub mod policy;
 pub mod portal;

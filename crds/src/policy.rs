@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::Condition;
 use crate::detector::DetectorName;
+use crate::inspection::InspectorName;
 
 /// Grants (or denies) subjects access to tools of portals, and sets DLP rules and limits.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
@@ -41,6 +42,11 @@ pub struct McpPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub dlp: Vec<DlpRule>,
+    /// Inbound inspection rules (prompt injection, tool poisoning, owner-defined topics)
+    /// applied to calls this policy covers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub inspection: Vec<InspectionRule>,
     /// Rate limits for the covered subjects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PolicyLimits>,
@@ -200,6 +206,134 @@ pub enum DlpAction {
     Block,
 }
 
+/// The default `threshold` of a rule.
+pub const DEFAULT_THRESHOLD: u32 = 50;
+
+fn default_threshold() -> u32 {
+    DEFAULT_THRESHOLD
+}
+
+fn is_default_threshold(t: &u32) -> bool {
+    *t == DEFAULT_THRESHOLD
+}
+
+/// One inspection rule: which detectors look at which side of which calls, the score at which
+/// they fire, and what a finding does.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.detectors.exists(d, d == 'topics') == (has(self.topics) && size(self.topics) > 0)",
+    "message": "set topics exactly when detectors lists topics"
+}]))]
+pub struct InspectionRule {
+    /// Rule name, reported in errors (a blocked call's JSON-RPC error names it), audit events
+    /// and metrics. 1-128 characters.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// Detectors, by name: `promptInjection` (the built-in classifier, override phrases and
+    /// role markers), `toolPoisoning` (hidden Unicode, hidden HTML/markdown text, exfiltration
+    /// links, role markers, overrides, requests to call tools or reveal secrets) and `topics`
+    /// (this rule's `topics`). At least one.
+    #[schemars(length(min = 1, max = 3))]
+    pub detectors: Vec<InspectorName>,
+    /// Owner-defined topics, for the `topics` detector (set exactly when it is listed). A topic
+    /// is found when one of its phrases occurs in the text (case-insensitive, on word
+    /// boundaries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub topics: Vec<Topic>,
+    /// Where to look: `arguments` (tool arguments, before the upstream sees them), `results`
+    /// (tool results, resource reads and prompt results, before the client sees them) or
+    /// `both` (default).
+    #[serde(default)]
+    pub direction: Direction,
+    /// McpServer names (globs) the rule is limited to. Empty: every server.
+    /// Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
+    pub servers: Vec<String>,
+    /// Upstream tool names (globs, without the portal prefix) the rule is limited to; for
+    /// resources/read the resource URI and for prompts/get the prompt name stand in for the
+    /// tool. Empty: everything. Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
+    pub tools: Vec<String>,
+    /// The score (1-99, higher is more certain) at or above which a finding fires. Defaults to
+    /// 50. Scores: hidden Unicode tag characters 99; role markers 95; overrides and
+    /// exfiltration links 90; the classifier 1-99 (its probability, calibrated so that 50 is
+    /// its operating point); topics 60 for one phrase, 80 for two, 95 for three or more.
+    #[serde(
+        default = "default_threshold",
+        skip_serializing_if = "is_default_threshold"
+    )]
+    #[schemars(range(min = 1, max = 99))]
+    pub threshold: u32,
+    /// What a finding does: `block` (the call fails with a JSON-RPC error naming the rule,
+    /// never the content), `flag` (the content is delivered marked as untrusted data) or `log`
+    /// (default: an audit event only).
+    #[serde(default)]
+    pub action: InspectionAction,
+    /// Shadow mode: the rule only counts (Prometheus) what it would have done; no action, no
+    /// audit finding. For trying a rule or threshold on live traffic. Defaults to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+impl Default for InspectionRule {
+    fn default() -> InspectionRule {
+        InspectionRule {
+            name: String::new(),
+            detectors: Vec::new(),
+            topics: Vec::new(),
+            direction: Direction::Both,
+            servers: Vec::new(),
+            tools: Vec::new(),
+            threshold: DEFAULT_THRESHOLD,
+            action: InspectionAction::Log,
+            shadow: false,
+        }
+    }
+}
+
+/// An owner-defined topic: a name and the phrases that indicate it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Topic {
+    /// Topic name, reported in findings. 1-64 characters.
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// Words or phrases (matched case-insensitively on word boundaries). 1-64 of them, each
+    /// 1-256 characters.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256)))]
+    pub phrases: Vec<String>,
+}
+
+/// What an inspection finding does.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum InspectionAction {
+    /// Record the finding only (an audit event).
+    #[default]
+    Log,
+    /// Deliver the content marked as untrusted data.
+    Flag,
+    /// Refuse the request or result.
+    Block,
+}
+
+impl InspectionAction {
+    /// The camelCase name.
+    pub fn id(self) -> &'static str {
+        match self {
+            InspectionAction::Log => "log",
+            InspectionAction::Flag => "flag",
+            InspectionAction::Block => "block",
+        }
+    }
+}
+
 /// Token-bucket rate limits per subject.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -231,4 +365,20 @@ pub struct McpPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_defaults_to_50_and_is_not_written_back() {
+        let r: InspectionRule = serde_json::from_value(
+            serde_json::json!({"name": "r", "detectors": ["promptInjection"]}),
+        )
+        .unwrap();
+        assert_eq!(r.threshold, 50);
+        assert_eq!(r.action, InspectionAction::Log);
+        assert!(serde_json::to_value(&r).unwrap().get("threshold").is_none());
+    }
 }

@@ -8,6 +8,8 @@
 
 use crate::detector::{Detector, DetectorName};
 use crate::glob::glob_problem;
+use crate::inspection::{Inspector, InspectorName};
+use crate::policy::InspectionRule;
 use crate::select::selector_problem;
 use crate::server::DeployedTransport;
 use crate::{McpPolicy, McpPortal, McpServer};
@@ -129,6 +131,9 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
         }
         globs(&mut out, &format!("spec.dlp[{i}]"), &d.servers, &d.tools);
     }
+    for (i, r) in spec.inspection.iter().enumerate() {
+        inspection_problems(&mut out, i, r);
+    }
     if let Some(l) = &spec.limits {
         for (field, v) in [
             ("callsPerMinute", l.calls_per_minute),
@@ -144,6 +149,69 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn inspection_problems(out: &mut Vec<Problem>, i: usize, r: &InspectionRule) {
+    let at = format!("spec.inspection[{i}]");
+    if r.name.trim().is_empty() || r.name.len() > 128 {
+        out.push(Problem::new(
+            format!("{at}.name"),
+            "must be 1-128 non-blank characters",
+        ));
+    }
+    if r.detectors.is_empty() {
+        out.push(Problem::new(
+            format!("{at}.detectors"),
+            format!("list at least one detector ({})", Inspector::known()),
+        ));
+    }
+    for (j, name) in r.detectors.iter().enumerate() {
+        if let InspectorName::Unknown(name) = name {
+            out.push(Problem::new(
+                format!("{at}.detectors[{j}]"),
+                format!(
+                    "{name:?} is not an inspection detector (known: {})",
+                    Inspector::known()
+                ),
+            ));
+        }
+    }
+    let wants_topics = r.detectors.contains(&Inspector::Topics.into());
+    if wants_topics == r.topics.is_empty() {
+        out.push(Problem::new(
+            format!("{at}.topics"),
+            "set topics exactly when detectors lists topics",
+        ));
+    }
+    for (j, t) in r.topics.iter().enumerate() {
+        if t.name.trim().is_empty() || t.name.len() > 64 {
+            out.push(Problem::new(
+                format!("{at}.topics[{j}].name"),
+                "must be 1-64 non-blank characters",
+            ));
+        }
+        if t.phrases.is_empty() || t.phrases.len() > 64 {
+            out.push(Problem::new(
+                format!("{at}.topics[{j}].phrases"),
+                "list 1-64 phrases",
+            ));
+        }
+        for (k, p) in t.phrases.iter().enumerate() {
+            if p.trim().is_empty() || p.len() > 256 {
+                out.push(Problem::new(
+                    format!("{at}.topics[{j}].phrases[{k}]"),
+                    "must be 1-256 non-blank characters",
+                ));
+            }
+        }
+    }
+    if !(1..=99).contains(&r.threshold) {
+        out.push(Problem::new(
+            format!("{at}.threshold"),
+            format!("{} is out of range: scores are 1-99", r.threshold),
+        ));
+    }
+    globs(out, &at, &r.servers, &r.tools);
 }
 
 fn globs(out: &mut Vec<Problem>, at: &str, servers: &[String], tools: &[String]) {

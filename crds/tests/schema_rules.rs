@@ -85,6 +85,25 @@ fn every_cross_field_rule_is_a_cel_rule_with_a_message() {
     );
     has_rule("McpPolicy", "subjects[]", "has(self.user)");
     has_rule("McpPolicy", "dlp[]", "size(self.detectors) > 0");
+    has_rule(
+        "McpPolicy",
+        "inspection[]",
+        "self.detectors.exists(d, d == 'topics')",
+    );
+}
+
+#[test]
+fn the_inspection_detector_names_are_an_enum_of_exactly_the_catalogue() {
+    let e = at("McpPolicy", "inspection[].detectors")["items"]["enum"].clone();
+    let want: Vec<Value> = crds::inspection::Inspector::ALL
+        .iter()
+        .map(|d| Value::String(d.id().into()))
+        .collect();
+    assert_eq!(e, Value::Array(want));
+    assert_eq!(
+        at("McpPolicy", "inspection[].action")["enum"],
+        serde_json::json!(["log", "flag", "block"])
+    );
 }
 
 #[test]
@@ -135,6 +154,7 @@ fn bounded_numbers_have_ranges() {
         ("McpPolicy", "limits.callsPerMinute", 1, 1_000_000),
         ("McpPolicy", "limits.callsPerMinutePerTool", 1, 1_000_000),
         ("McpPolicy", "limits.burst", 1, 1_000_000),
+        ("McpPolicy", "inspection[].threshold", 1, 99),
         ("McpPortal", "replicas", 0, 100),
         ("McpPortal", "limits.maxBodyBytes", 1024, 268_435_456),
         ("McpPortal", "codeMode.memoryMib", 1, 4096),
@@ -165,6 +185,8 @@ fn glob_fields_carry_the_glob_pattern_of_the_api() {
         ("McpPolicy", "rules[].tools"),
         ("McpPolicy", "dlp[].servers"),
         ("McpPolicy", "dlp[].tools"),
+        ("McpPolicy", "inspection[].servers"),
+        ("McpPolicy", "inspection[].tools"),
     ] {
         let v = at(kind, path);
         assert_eq!(
@@ -191,6 +213,9 @@ fn cel_rules_only_touch_bounded_values_so_the_apiserver_accepts_their_cost() {
         ("McpPolicy", "dlp"),
         ("McpPolicy", "dlp[].detectors"),
         ("McpPolicy", "dlp[].patterns"),
+        ("McpPolicy", "inspection"),
+        ("McpPolicy", "inspection[].detectors"),
+        ("McpPolicy", "inspection[].topics"),
         ("McpPortal", "servers.selector.matchExpressions"),
         ("McpPortal", "servers.selector.matchExpressions[].values"),
     ] {

@@ -39,6 +39,7 @@ def policy(name: str = "pol", **spec: Any) -> dict[str, Any]:
 REMOTE = {"url": "http://127.0.0.1:9/mcp"}
 DEPLOYED = {"image": "ghcr.io/example/mcp:1", "command": ["mcp-server"]}
 DLP = {"name": "cards", "detectors": ["creditCard"]}
+INSPECT = {"name": "injection", "detectors": ["promptInjection"]}
 SELECTOR_IN = {"key": "team", "operator": "In", "values": ["a"]}
 
 # (id, manifest, the field path the apiserver's message must name, what the row breaks)
@@ -58,6 +59,11 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("env-value-and-value-from", server(deployment={**DEPLOYED, "env": [
         {"name": "A", "value": "a", "valueFrom": {"name": "k", "key": "v"}}]}),
      "spec.deployment.env[0]", "cel: set at most one of value and valueFrom"),
+    ("inspection-topics-detector-without-topics", policy(inspection=[{"name": "r", "detectors": ["topics"]}]),
+     "spec.inspection[0]", "cel: set topics exactly when detectors lists topics"),
+    ("inspection-topics-without-the-detector", policy(inspection=[{**INSPECT, "topics": [
+        {"name": "t", "phrases": ["merger"]}]}]),
+     "spec.inspection[0]", "cel: set topics exactly when detectors lists topics"),
     ("subject-user-and-group", policy(subjects=[{"user": "a", "group": "b"}]),
      "spec.subjects[0]", "cel: set exactly one of user, group and claim"),
     ("stdio-without-command", server(deployment={"image": "i"}),
@@ -88,6 +94,12 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "enum: arguments, results, both"),
     ("dlp-action", policy(dlp=[{**DLP, "action": "quarantine"}]), "spec.dlp[0].action",
      "enum: log, redact, block"),
+    ("inspection-detector", policy(inspection=[{"name": "r", "detectors": ["promptInjection", "jailbreak"]}]),
+     "spec.inspection[0].detectors[1]", "enum: promptInjection, toolPoisoning, topics"),
+    ("inspection-direction", policy(inspection=[{**INSPECT, "direction": "inbound"}]),
+     "spec.inspection[0].direction", "enum: arguments, results, both"),
+    ("inspection-action", policy(inspection=[{**INSPECT, "action": "redact"}]),
+     "spec.inspection[0].action", "enum: log, flag, block"),
     ("remote-transport", server(remote={**REMOTE, "transport": "websocket"}),
      "spec.remote.transport", "enum: streamableHttp, sse"),
     ("deployment-transport", server(deployment={**DEPLOYED, "transport": "grpc"}),
@@ -101,6 +113,10 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.limits.callsPerMinute", "range: at least 1"),
     ("policy-burst-too-large", policy(limits={"burst": 2_000_000}), "spec.limits.burst",
      "range: at most 1000000"),
+    ("inspection-threshold-too-high", policy(inspection=[{**INSPECT, "threshold": 150}]),
+     "spec.inspection[0].threshold", "range: 1-99"),
+    ("inspection-threshold-zero", policy(inspection=[{**INSPECT, "threshold": 0}]),
+     "spec.inspection[0].threshold", "range: 1-99"),
     ("portal-replicas", portal(public=True, replicas=101), "spec.replicas", "range: 0-100"),
     ("code-mode-memory", portal(public=True, codeMode={"memoryMib": 0}), "spec.codeMode.memoryMib",
      "range: 1-4096"),
@@ -130,6 +146,8 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.allowedOrigins[0]", "pattern: scheme://host[:port]"),
     ("subject-empty-user", policy(subjects=[{"user": ""}]), "spec.subjects[0].user", "length: 1-256"),
     ("dlp-rule-empty-name", policy(dlp=[{**DLP, "name": ""}]), "spec.dlp[0].name", "length: 1-128"),
+    ("inspection-rule-no-detectors", policy(inspection=[{"name": "r", "detectors": []}]),
+     "spec.inspection[0].detectors", "length: at least one detector"),
 ]
 
 GOOD = [
@@ -143,6 +161,11 @@ GOOD = [
     policy("every-field", subjects=[{"group": "eng"}], rules=[{"tools": ["get_*"], "access": "write"}],
            dlp=[{**DLP, "direction": "arguments", "action": "block", "tools": ["*"]}],
            limits={"callsPerMinute": 60, "burst": 10}),
+    policy("inspection", inspection=[
+        {**INSPECT, "detectors": ["promptInjection", "toolPoisoning"], "direction": "results",
+         "servers": ["wiki-*"], "threshold": 70, "action": "flag"},
+        {"name": "deals", "detectors": ["topics"], "topics": [{"name": "m", "phrases": ["merger"]}],
+         "action": "block", "shadow": True}]),
 ]
 
 

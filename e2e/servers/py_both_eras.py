@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import threading
+import urllib.parse
 from contextvars import ContextVar
 from typing import Any
 
@@ -60,7 +61,7 @@ def build(name: str) -> MCPServer:
 
     @mcp.resource("memo://notes/{topic}", name="note", description="A note on a topic", mime_type="text/plain")
     def note(topic: str) -> str:
-        return f"note about {topic}"
+        return f"note about {urllib.parse.unquote(topic)}"
 
     @mcp.prompt(description="Ask for a summary of a topic")
     def summarize(topic: str) -> str:

@@ -21,12 +21,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Plain values: who is calling, what an upstream is sent.
     ("model", &[]),
     // Leaves anyone may use: the crate's error, TLS client settings, the metric registry, the
-    // audit log, DLP detection, the Code Mode sandbox.
+    // audit log, DLP detection, inbound inspection, the Code Mode sandbox.
     ("error", &[]),
     ("tls", &[]),
     ("metrics", &[]),
     ("audit", &[]),
     ("dlp", &[]),
+    ("inspect", &[]),
     ("codemode", &[]),
     // Manifests to the resolved configuration of one portal (data and parsing only).
     ("config", &["model", "error"]),
@@ -46,8 +47,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "portal",
         &[
-            "model", "error", "metrics", "audit", "dlp", "codemode", "config", "identity",
-            "upstream", "catalog", "policy", "auth",
+            "model", "error", "metrics", "audit", "dlp", "inspect", "codemode", "config",
+            "identity", "upstream", "catalog", "policy", "auth",
         ],
     ),
     // axum: the portal router (authentication, validation, sessions, the fast path), admin.

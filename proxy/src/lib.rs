@@ -15,6 +15,7 @@ pub mod dlp;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod inspect;
 #[cfg(test)]
 mod layering;
 pub mod metrics;

@@ -34,6 +34,9 @@ enum Command {
     /// Data-loss-prevention tools.
     #[command(subcommand)]
     Dlp(DlpCommand),
+    /// Inbound inspection tools (prompt injection, tool poisoning, topics).
+    #[command(subcommand)]
+    Inspect(InspectCommand),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -264,6 +267,28 @@ enum DlpCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum InspectCommand {
+    /// Runs a portal's inspection rules (or `promptInjection` and `toolPoisoning` at threshold
+    /// 50) over text, each line on its own, and prints one JSON line per finding: line (from
+    /// 1), detector, signal, rule, score (1-99), action, start, end (characters within the
+    /// line). Exit 0 whether or not anything was found, 2 on bad input.
+    Scan {
+        /// Manifests holding the portal and its McpPolicies.
+        #[arg(long, required_unless_present = "all_detectors")]
+        manifests: Option<PathBuf>,
+        /// The McpPortal whose rules to run.
+        #[arg(long, requires = "manifests")]
+        portal: Option<String>,
+        /// Run every tier-1 detector (rule `allDetectors`, action log) instead of a portal's
+        /// rules.
+        #[arg(long, conflicts_with = "manifests")]
+        all_detectors: bool,
+        /// The text to scan; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verifies the hash chain of an audit log; names the first broken line.
     Verify {
@@ -318,6 +343,18 @@ async fn main() -> anyhow::Result<()> {
             all_detectors,
             file,
         })) => dlp_scan(manifests, portal, all_detectors, file),
+        Some(Command::Inspect(InspectCommand::Scan {
+            manifests,
+            portal,
+            all_detectors,
+            file,
+        })) => match inspect_scan(manifests, portal, all_detectors, file) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(2);
+            }
+        },
         Some(Command::Audit(AuditCommand::Verify { file })) => audit_verify(&file),
         Some(Command::Access(a)) => access(a).await,
         Some(Command::Tools(a)) => tools(a).await,
@@ -372,6 +409,65 @@ fn dlp_scan(
             "end": f.end,
         });
         writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn inspect_scan(
+    manifests: Option<PathBuf>,
+    portal: Option<String>,
+    all_detectors: bool,
+    file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    let engine = if all_detectors {
+        proxy::inspect::Engine::all_detectors()
+    } else {
+        let path = manifests.context("--manifests or --all-detectors is required")?;
+        let m = config::manifests::load(&path)?;
+        let name = config::portal_name(&m, portal.as_deref(), &path)?;
+        let cfg = config::resolve(&m, &name, std::path::Path::new(config::DEFAULT_SECRETS_DIR))?;
+        let rules = proxy::portal::guardrails::inspection_rules(cfg.policies.iter());
+        proxy::inspect::Engine::compile(&rules)?
+    };
+    let mut bytes = Vec::new();
+    match file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => {
+            bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        }
+        _ => {
+            std::io::stdin().read_to_end(&mut bytes)?;
+        }
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (byte {})",
+            file.as_deref()
+                .map_or("standard input".into(), |p| p.display().to_string()),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    for (i, line) in text.lines().enumerate() {
+        for f in engine.scan_text(line) {
+            let mut j = serde_json::json!({
+                "line": i + 1,
+                "detector": f.detector,
+                "signal": f.signal,
+                "rule": f.rule,
+                "score": f.score,
+                "action": f.action,
+                "start": f.start,
+                "end": f.end,
+            });
+            if let Some(t) = &f.topic {
+                j["topic"] = t.as_ref().into();
+            }
+            if f.shadow {
+                j["shadow"] = true.into();
+            }
+            writeln!(out, "{j}")?;
+        }
     }
     Ok(())
 }

@@ -39,6 +39,19 @@ pub struct DlpLabels {
     pub action: String,
 }
 
+/// Labels of inspection hits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InspectionLabels {
+    /// Rule name.
+    pub rule: String,
+    /// The rule's action: `block`, `flag` or `log`.
+    pub action: String,
+    /// `arguments` or `results`.
+    pub direction: String,
+    /// `true` for a rule in shadow mode (counted only, not acted on).
+    pub shadow: String,
+}
+
 /// Labels of Code Mode executions.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeModeLabels {
@@ -170,6 +183,9 @@ pub struct Metrics {
     pub overhead_duration: Histogram,
     /// DLP findings by detector and action.
     pub dlp_findings: Family<DlpLabels, Counter>,
+    /// Inspection rules that fired, once per scanned message, by rule, action, direction and
+    /// shadow mode.
+    pub inspection_hits: Family<InspectionLabels, Counter>,
     /// Calls refused by policy.
     pub policy_denials: Family<ServerLabels, Counter>,
     /// Calls refused by rate limits.
@@ -244,6 +260,12 @@ impl Metrics {
             "dlp_findings",
             "DLP findings by detector and action",
             dlp_findings.clone(),
+        );
+        let inspection_hits = Family::default();
+        registry.register(
+            "inspection_hits",
+            "Inspection rules that fired, per scanned message, by rule, action, direction and shadow mode",
+            inspection_hits.clone(),
         );
         let policy_denials = Family::default();
         registry.register(
@@ -323,6 +345,7 @@ impl Metrics {
             upstream_duration,
             overhead_duration,
             dlp_findings,
+            inspection_hits,
             policy_denials,
             rate_limited,
             fast_path_calls,

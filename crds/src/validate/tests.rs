@@ -119,3 +119,47 @@ fn a_portal_needs_auth_or_public_and_a_selector_kubernetes_accepts() {
     );
     assert_eq!(portal_problems(&ok), []);
 }
+
+#[test]
+fn inspection_rules_name_each_bad_field() {
+    let p = policy(json!({"inspection": [
+        {"name": "a", "detectors": ["promptInjection", "jailbreak"], "threshold": 100},
+        {"name": "b", "detectors": ["topics"]},
+        {"name": "c", "detectors": ["toolPoisoning"], "threshold": 0, "servers": ["bad name!"]},
+        {"name": "d", "detectors": ["topics"], "topics": [{"name": "t", "phrases": [" "]}]},
+        {"name": "", "detectors": []},
+    ]}));
+    let problems = policy_problems(&p);
+    assert_eq!(
+        fields(&problems),
+        [
+            "spec.inspection[0].detectors[1]",
+            "spec.inspection[0].threshold",
+            "spec.inspection[1].topics",
+            "spec.inspection[2].threshold",
+            "spec.inspection[2].servers[0]",
+            "spec.inspection[3].topics[0].phrases[0]",
+            "spec.inspection[4].name",
+            "spec.inspection[4].detectors",
+        ],
+        "{}",
+        summary(&problems)
+    );
+    assert!(
+        problems[0]
+            .message
+            .contains("\"jailbreak\" is not an inspection detector")
+    );
+    assert!(problems[1].message.contains("100 is out of range"));
+}
+
+#[test]
+fn a_full_inspection_rule_is_valid() {
+    let p = policy(json!({"inspection": [{
+        "name": "all", "detectors": ["promptInjection", "toolPoisoning", "topics"],
+        "topics": [{"name": "mergers", "phrases": ["merger", "due diligence"]}],
+        "direction": "results", "servers": ["crm-*"], "tools": ["get_*"],
+        "threshold": 70, "action": "flag", "shadow": true
+    }]}));
+    assert_eq!(policy_problems(&p), []);
+}

@@ -64,6 +64,10 @@ pub struct Event {
     pub reason: Option<String>,
     /// DLP detector names with match counts.
     pub detectors: BTreeMap<String, u64>,
+    /// Inspection findings (rule, detector, score, where; never the text), at most
+    /// [`MAX_INSPECTION_FINDINGS`]. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inspection: Vec<InspectionFinding>,
     /// Total handling time in milliseconds.
     pub duration_ms: f64,
     /// Upstream round trip in milliseconds, when the upstream was called.
@@ -72,6 +76,31 @@ pub struct Event {
     pub upstream_status: Option<u16>,
     /// [`args_hash`] of the call's arguments.
     pub args_hash: Option<String>,
+}
+
+/// Most inspection findings one event records (the first ones, in document order).
+pub const MAX_INSPECTION_FINDINGS: usize = 32;
+
+/// One inspection finding as an audit event records it: never the text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectionFinding {
+    /// Policy of the rule.
+    pub policy: String,
+    /// Rule name.
+    pub rule: String,
+    /// `promptInjection`, `toolPoisoning` or `topics`.
+    pub detector: String,
+    /// What fired within the detector (`classifier`, `override`, `exfilLink`, a topic's name...).
+    pub signal: String,
+    /// Score, 1-99.
+    pub score: u8,
+    /// The rule's action: `block`, `flag` or `log`.
+    pub action: String,
+    /// `arguments` or `results`.
+    pub direction: String,
+    /// JSON pointer of the string within the arguments or result.
+    pub path: String,
 }
 
 /// Writes the unsealed line of `event`: its JSON object with `seq` and `prev` as the last

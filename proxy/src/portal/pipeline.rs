@@ -1,6 +1,7 @@
 //! The tool-call pipeline: one path for every call, direct or from a Code Mode script.
 //!
-//! lookup -> authorize -> DLP on arguments -> upstream call -> DLP on the result -> audit.
+//! lookup -> authorize -> DLP on arguments -> inspection of arguments -> upstream call -> DLP
+//! on the result -> inspection of the result -> audit.
 //! Prompts and resources take the same steps that apply to them. Who is calling is the
 //! [`CallContext`] (`context`); reaching the upstream is `forward`.
 
@@ -22,6 +23,7 @@ use super::forward::{call_tool_response, send_routed};
 use super::{Portal, guardrails};
 use crate::audit::{self, Event, Outcome};
 use crate::dlp::Scope;
+use crate::inspect;
 
 /// JSON-RPC error code of a call refused by a rate limit.
 pub const RATE_LIMITED: i32 = -32029;
@@ -135,6 +137,19 @@ impl Portal {
                 .map(|r| format!("dlp rule {r} (arguments)"));
             return Err(guardrails::blocked_error(&report, "request"));
         }
+        // Inspection on arguments (after any redaction).
+        let inspector = self.inspector(ctx);
+        let report =
+            guardrails::inspect_arguments(&inspector, arguments, &tool.server, &tool.upstream_name);
+        self.observe_inspection(&report, inspect::Scope::Arguments, event);
+        if report.is_blocked() {
+            event.decision = Outcome::Block;
+            event.reason = report
+                .blocked_by
+                .clone()
+                .map(|r| format!("inspection rule {r} (arguments)"));
+            return Err(guardrails::inspection_blocked_error(&report, "request"));
+        }
 
         let mut params = CallToolRequestParams::new(tool.upstream_name.clone());
         params.arguments = arguments.take();
@@ -198,6 +213,22 @@ impl Portal {
                 .map(|r| format!("dlp rule {r} (result)"));
             return Err(guardrails::blocked_error(&report, "result"));
         }
+        let (result, report) = guardrails::inspect(
+            &inspector,
+            result,
+            inspect::Scope::Results,
+            &tool.server,
+            &tool.upstream_name,
+        )?;
+        self.observe_inspection(&report, inspect::Scope::Results, event);
+        if report.is_blocked() {
+            event.decision = Outcome::Block;
+            event.reason = report
+                .blocked_by
+                .clone()
+                .map(|r| format!("inspection rule {r} (result)"));
+            return Err(guardrails::inspection_blocked_error(&report, "result"));
+        }
         if result.is_error == Some(true) {
             event.reason = Some("tool returned isError".into());
         }
@@ -255,6 +286,93 @@ impl Portal {
         }
     }
 
+    /// Counts an inspection report (each rule once per scanned message, shadow rules too) and
+    /// records its acting findings in `event`.
+    pub(super) fn observe_inspection(
+        &self,
+        report: &inspect::Report,
+        dir: inspect::Scope,
+        event: &mut Event,
+    ) {
+        let mut counted: Vec<(&str, &str)> = Vec::new();
+        for f in report.findings.iter().chain(&report.shadow) {
+            if counted.contains(&(&*f.policy, &*f.rule)) {
+                continue;
+            }
+            counted.push((&f.policy, &f.rule));
+            self.metrics
+                .inspection_hits
+                .get_or_create(&crate::metrics::InspectionLabels {
+                    rule: f.rule.to_string(),
+                    action: f.action.id().into(),
+                    direction: dir.id().into(),
+                    shadow: f.shadow.to_string(),
+                })
+                .inc();
+        }
+        for f in &report.findings {
+            if event.inspection.len() >= audit::MAX_INSPECTION_FINDINGS {
+                break;
+            }
+            event.inspection.push(audit::InspectionFinding {
+                policy: f.policy.to_string(),
+                rule: f.rule.to_string(),
+                detector: f.detector.id().into(),
+                signal: f
+                    .topic
+                    .as_deref()
+                    .map_or_else(|| f.signal.id().to_owned(), str::to_owned),
+                score: f.score,
+                action: f.action.id().into(),
+                direction: dir.id().into(),
+                path: f.path.clone(),
+            });
+        }
+    }
+
+    /// Inspects a prompt or resource result; writes an audit event when a rule acted (these
+    /// methods have no audit event of their own otherwise). `Err` when a block rule fired.
+    fn inspect_result<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        ctx: &CallContext,
+        value: T,
+        server: &str,
+        name: &str,
+        method: &str,
+        what: &str,
+    ) -> Result<T, ErrorData> {
+        let inspector = self.inspector(ctx);
+        let (value, report) =
+            guardrails::inspect(&inspector, value, inspect::Scope::Results, server, name)?;
+        let mut event = Event {
+            portal: self.config().name.clone(),
+            subject: ctx.subject.clone(),
+            session: ctx.session.clone(),
+            method: method.into(),
+            server: Some(server.to_owned()),
+            tool: Some(short(name)),
+            origin: Some(ctx.origin.as_str().into()),
+            ..Event::default()
+        };
+        self.observe_inspection(&report, inspect::Scope::Results, &mut event);
+        if report.findings.is_empty() {
+            return Ok(value);
+        }
+        let blocked = report.is_blocked();
+        if blocked {
+            event.decision = Outcome::Block;
+            event.reason = report
+                .blocked_by
+                .clone()
+                .map(|r| format!("inspection rule {r} (result)"));
+        }
+        self.audit(event);
+        if blocked {
+            return Err(guardrails::inspection_blocked_error(&report, what));
+        }
+        Ok(value)
+    }
+
     /// `prompts/get` through the pipeline: forwarded, then DLP on the result.
     pub async fn get_prompt(
         &self,
@@ -280,7 +398,7 @@ impl Portal {
         match answer {
             ServerResult::GetPromptResult(r) => {
                 let engine = self.dlp_engine(ctx);
-                let (mut r, report) = guardrails::scan(
+                let (r, report) = guardrails::scan(
                     &engine,
                     r,
                     Scope::Results,
@@ -291,6 +409,14 @@ impl Portal {
                 if report.is_blocked() {
                     return Err(guardrails::blocked_error(&report, "prompt"));
                 }
+                let mut r = self.inspect_result(
+                    ctx,
+                    r,
+                    &prompt.server,
+                    &prompt.upstream_name,
+                    "prompts/get",
+                    "prompt",
+                )?;
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(GetPromptResponse::Complete(r))
             }
@@ -341,11 +467,13 @@ impl Portal {
                     }
                 }
                 let engine = self.dlp_engine(ctx);
-                let (mut r, report) = guardrails::scan(&engine, r, Scope::Results, &server, &uri)?;
+                let (r, report) = guardrails::scan(&engine, r, Scope::Results, &server, &uri)?;
                 self.observe_findings(&report);
                 if report.is_blocked() {
                     return Err(guardrails::blocked_error(&report, "resource"));
                 }
+                let mut r =
+                    self.inspect_result(ctx, r, &server, &uri, "resources/read", "resource")?;
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(ReadResourceResponse::Complete(r))
             }
@@ -397,6 +525,12 @@ impl Portal {
     pub fn dlp_engine(&self, ctx: &CallContext) -> Arc<crate::dlp::Engine> {
         self.guardrails()
             .engine(|p| crate::policy::covers(p, &ctx.identity))
+    }
+
+    /// The inspection engine for the caller.
+    pub fn inspector(&self, ctx: &CallContext) -> Arc<crate::inspect::Engine> {
+        self.guardrails()
+            .inspector(|p| crate::policy::covers(p, &ctx.identity))
     }
 
     /// Writes an audit event, when auditing is on.
