@@ -82,7 +82,28 @@ def _scene(cluster, pm, ns: str) -> Scene:
         lambda: _rolled_out(s.get("deployment", "settle-portal")),
         timeout=60,
     )
+    # ... and the operator has answered its last status update: the portal's Ready message
+    # counts the replicas the rolled-out Deployment has (during the rollout it said "2/1" while
+    # a surge pod was leaving; the answer to that change is not a write at rest).
+    wait_until(
+        "the portal's status counting the rolled-out replicas",
+        lambda: _ready_message(s.get("mcpportal", "settle")) == _replicas_message(s.get("deployment", "settle-portal")),
+        timeout=30,
+    )
     return s
+
+
+def _ready_message(portal: dict) -> str | None:
+    for c in (portal.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("message")
+    return None
+
+
+def _replicas_message(d: dict) -> str:
+    want = (d.get("spec") or {}).get("replicas", 1)
+    available = (d.get("status") or {}).get("availableReplicas", 0)
+    return f"{available}/{want} proxy replicas available"
 
 
 def _rolled_out(d: dict) -> bool:
