@@ -74,6 +74,52 @@ pub struct McpPortalSpec {
     /// `/.well-known/jwks.json`. Required when a selected server asks for identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_signing_key_from: Option<SecretKeyRef>,
+    /// The audit log: its chain key, periodic checkpoints, and what happens to tool calls
+    /// while it cannot be written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<PortalAudit>,
+}
+
+/// Audit log settings of a portal. Every request writes one JSON line; each line's `prev` links
+/// it to the line before, so an edited, inserted or deleted line breaks the chain
+/// (`portcullis-proxy audit verify`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortalAudit {
+    /// Secret key holding the chain key (32 bytes or more, used as is). With it each line is
+    /// sealed by an HMAC-SHA256 (`mac`) instead of a plain SHA-256 (`hash`), so whoever can
+    /// write the log but does not hold the key cannot rewrite it and re-chain it unnoticed:
+    /// `audit verify --key FILE` refuses such a log. Read when the proxy starts (a change
+    /// takes effect at the next restart, which the operator triggers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<SecretKeyRef>,
+    /// What tool calls do while the audit log cannot be written. Defaults to `failClosed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<AuditFailureMode>,
+    /// Seconds between checkpoints, 1-86400. Defaults to 60. A checkpoint (the sequence number
+    /// and head of the chain) is written to the proxy's log and to the
+    /// `portcullis_audit_checkpoint_sequence` metric, so a log whose tail was cut off is caught
+    /// by `audit verify --checkpoint SEQ:HEAD`. Only taken when events were written since the
+    /// last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub checkpoint_seconds: Option<u32>,
+}
+
+/// What the portal does with a tool call (Code Mode's included) while audit events cannot be
+/// written (disk full, a sink that fails, a queue that overflows): `failClosed` (the default)
+/// refuses it with a JSON-RPC error before the upstream sees it, so no call goes unaudited;
+/// `failOpen` forwards it and counts the event in `portcullis_audit_events_dropped_total` if it
+/// is lost. Either way, events that could not be written are kept (up to 16 MiB per sink) and
+/// written, in order, when the sink recovers.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditFailureMode {
+    /// Refuse tool calls: nothing is called that is not recorded.
+    #[default]
+    FailClosed,
+    /// Forward tool calls; events that cannot be kept are dropped and counted.
+    FailOpen,
 }
 
 /// Which servers a portal fronts.

@@ -108,6 +108,8 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.pinning.onChange", "enum: Allow, Alert, Quarantine"),
     ("screening-action", server(remote=REMOTE, screening={"action": "Drop"}),
      "spec.screening.action", "enum: Allow, Alert, Quarantine"),
+    ("audit-on-failure", portal(public=True, audit={"onFailure": "ignore"}), "spec.audit.onFailure",
+     "enum: failClosed, failOpen"),
     # --- ranges ---
     ("policy-calls-per-minute-zero", policy(limits={"callsPerMinute": 0}),
      "spec.limits.callsPerMinute", "range: at least 1"),
@@ -124,6 +126,8 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.codeMode.maxConcurrentCalls", "range: 1-256"),
     ("portal-max-body-bytes", portal(public=True, limits={"maxBodyBytes": 10}),
      "spec.limits.maxBodyBytes", "range: 1024-268435456"),
+    ("audit-checkpoint-seconds", portal(public=True, audit={"checkpointSeconds": 0}),
+     "spec.audit.checkpointSeconds", "range: 1-86400"),
     ("server-timeout", server(remote=REMOTE, timeoutSeconds=0), "spec.timeoutSeconds", "range: 1-3600"),
     ("deployment-port", server(deployment={**DEPLOYED, "transport": "http", "port": 70000}),
      "spec.deployment.port", "range: 1-65535"),
@@ -154,6 +158,8 @@ GOOD = [
     server(),
     server("deployed", deployment={**DEPLOYED, "env": [{"name": "A", "value": "a"}]}),
     portal(),
+    portal("audited", public=True, audit={"keyFrom": {"name": "audit", "key": "key"}, "onFailure": "failOpen",
+                                          "checkpointSeconds": 30}),
     portal("by-label", public=True, codeMode={"cpuMs": 1000, "wallMs": 5000},
            servers={"selector": {"matchLabels": {"team": "a"}, "matchExpressions": [
                SELECTOR_IN, {"key": "portcullis.dev/tier", "operator": "Exists"}]}}),

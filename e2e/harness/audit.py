@@ -1,9 +1,10 @@
-"""The proxy's audit log: hash-chained JSON lines (stdout and `--audit-file`).
+"""The proxy's audit log: chained JSON lines (stdout and `--audit-file`).
 
 `verify_chain` reimplements proxy/src/audit/chain.rs independently, so the test does not trust
-the proxy to check its own log: a line is the event's JSON with `,"hash":"<64 hex>"` as its last
-member; `hash` is the lowercase hex SHA-256 of the line's bytes *without* that member (the same
-text closed by `}` right after `prev`); `prev` is the previous line's hash (64 zeros for the
+the proxy to check its own log: a line is the event's JSON with `,"hash":"<64 hex>"` (or, with a
+chain key, `,"mac":"<64 hex>"`) as its last member; `hash` is the lowercase hex SHA-256 of the
+line's bytes *without* that member (the same text closed by `}` right after `prev`), `mac` the
+HMAC-SHA256 of the same bytes under the key; `prev` is the previous line's seal (64 zeros for the
 first line, `seq` 0); `seq` goes up by one. A later line with `seq` 0 and the genesis `prev` is
 a restart (a new chain), as in the proxy's verifier.
 """
@@ -11,6 +12,7 @@ a restart (a new chain), as in the proxy's verifier.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import subprocess
@@ -23,15 +25,16 @@ from . import paths
 from .procs import Proc
 
 GENESIS = "0" * 64
-_SEALED = re.compile(r'^(?P<body>\{.*),"hash":"(?P<hash>[0-9a-f]{64})"\}$')
+_SEALED = re.compile(r'^(?P<body>\{.*),"(?P<kind>hash|mac)":"(?P<hash>[0-9a-f]{64})"\}$')
 
 
 class ChainError(AssertionError):
     """The log does not verify; the message names the 1-based line, never its content."""
 
 
-def verify_lines(lines: list[str]) -> int:
-    """Verifies sealed audit lines; returns how many. Raises ChainError at the first bad line."""
+def verify_lines(lines: list[str], key: bytes | None = None) -> int:
+    """Verifies sealed audit lines (every one a `mac` under `key` when given, else a plain
+    `hash`); returns how many. Raises ChainError at the first bad line."""
     last_hash: str | None = None
     last_seq: int | None = None
     count = 0
@@ -44,8 +47,14 @@ def verify_lines(lines: list[str]) -> int:
         if not m:
             raise ChainError(f"line {n}: not a sealed audit line (no trailing hash member)")
         unsealed = m.group("body") + "}"
-        if hashlib.sha256(unsealed.encode("utf-8")).hexdigest() != m.group("hash"):
-            raise ChainError(f"line {n}: content does not match its hash")
+        if (m.group("kind") == "mac") != (key is not None):
+            raise ChainError(f"line {n}: sealed with a {m.group('kind')}, expected a {'mac' if key else 'hash'}")
+        if key is None:
+            expected = hashlib.sha256(unsealed.encode("utf-8")).hexdigest()
+        else:
+            expected = hmac.new(key, unsealed.encode("utf-8"), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, m.group("hash")):
+            raise ChainError(f"line {n}: content does not match its {m.group('kind')}")
         try:
             event = json.loads(unsealed)
         except ValueError:
@@ -65,18 +74,23 @@ def verify_lines(lines: list[str]) -> int:
     return count
 
 
-def verify_chain(path: Path) -> int:
+def verify_chain(path: Path, key: bytes | None = None) -> int:
     """`verify_lines` over a file."""
-    return verify_lines(path.read_text(encoding="utf-8").split("\n"))
+    return verify_lines(path.read_text(encoding="utf-8").split("\n"), key)
 
 
-def verify_with_proxy(path: Path) -> str:
-    """`portcullis-proxy audit verify FILE`; returns its output, fails the test on non-zero exit."""
+def run_verify(path: Path, *args: str) -> tuple[int, str]:
+    """`portcullis-proxy audit verify FILE ARGS...`: its exit code and output."""
     binary = paths.require(paths.PROXY_BIN, "the portcullis-proxy binary (cargo build --workspace --bins)")
-    p = subprocess.run([str(binary), "audit", "verify", str(path)], capture_output=True, text=True, timeout=30)
-    out = (p.stdout + p.stderr).strip()
-    if p.returncode != 0:
-        raise ChainError(f"portcullis-proxy audit verify exited {p.returncode}: {out}")
+    p = subprocess.run([str(binary), "audit", "verify", str(path), *args], capture_output=True, text=True, timeout=30)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def verify_with_proxy(path: Path, *args: str) -> str:
+    """`portcullis-proxy audit verify FILE ARGS...`; returns its output, fails the test on non-zero exit."""
+    code, out = run_verify(path, *args)
+    if code != 0:
+        raise ChainError(f"portcullis-proxy audit verify exited {code}: {out}")
     return out
 
 
@@ -84,7 +98,7 @@ def events_in(lines: list[str]) -> list[dict[str, Any]]:
     """Audit events among lines (anything else, like the proxy's startup lines, is skipped)."""
     out = []
     for line in lines:
-        if line.startswith("{") and '"hash":"' in line:
+        if line.startswith("{") and ('"hash":"' in line or '"mac":"' in line):
             try:
                 out.append(json.loads(line))
             except ValueError:

@@ -118,6 +118,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
         }],
         policies,
         session_key: None,
+        audit_key: None,
         max_body_bytes: 1 << 20,
         pins: Default::default(),
         identity_key: None,

@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("tls", &[]),
     ("metrics", &[]),
-    ("audit", &[]),
+    ("audit", &["metrics"]),
     ("dlp", &[]),
     ("inspect", &[]),
     ("codemode", &[]),

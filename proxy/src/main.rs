@@ -290,10 +290,19 @@ enum InspectCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verifies the hash chain of an audit log; names the first broken line.
+    /// Verifies the chain of an audit log; names the first broken line.
     Verify {
         /// The audit log (JSON lines).
         file: PathBuf,
+        /// A file holding the chain key (`spec.audit.keyFrom`), its bytes used as they are (as
+        /// the Secret's value is mounted). Every line must then carry a mac under it. Repeat
+        /// the flag while a key is being rotated: each line may match any of them.
+        #[arg(long = "key", value_name = "FILE")]
+        keys: Vec<PathBuf>,
+        /// `SEQ:HEAD` from a checkpoint the proxy logged: the log must hold that line, so a log
+        /// whose tail was cut off fails.
+        #[arg(long)]
+        checkpoint: Option<proxy::audit::Checkpoint>,
     },
 }
 
@@ -355,7 +364,11 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
-        Some(Command::Audit(AuditCommand::Verify { file })) => audit_verify(&file),
+        Some(Command::Audit(AuditCommand::Verify {
+            file,
+            keys,
+            checkpoint,
+        })) => audit_verify(&file, &keys, checkpoint),
         Some(Command::Access(a)) => access(a).await,
         Some(Command::Tools(a)) => tools(a).await,
         Some(Command::Shadow(ShadowCommand::Scan(a))) => match shadow_scan(a) {
@@ -472,25 +485,62 @@ fn inspect_scan(
     Ok(())
 }
 
-fn audit_verify(file: &std::path::Path) -> anyhow::Result<()> {
+fn audit_verify(
+    file: &std::path::Path,
+    keys: &[PathBuf],
+    checkpoint: Option<proxy::audit::Checkpoint>,
+) -> anyhow::Result<()> {
+    let keys = keys
+        .iter()
+        .map(|k| {
+            let key =
+                std::fs::read(k).with_context(|| format!("--key {}: cannot read", k.display()))?;
+            anyhow::ensure!(
+                key.len() >= 32,
+                "--key {}: {} bytes; a chain key has at least 32 (spec.audit.keyFrom)",
+                k.display(),
+                key.len()
+            );
+            Ok(key)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let reader = std::io::BufReader::new(
         std::fs::File::open(file).with_context(|| format!("{}: cannot open", file.display()))?,
     );
-    match proxy::audit::verify(reader) {
+    let options = proxy::audit::VerifyOptions { keys, checkpoint };
+    match proxy::audit::verify_with(reader, &options) {
         Ok(r) => {
             println!(
-                "{}: ok: {} lines, seq {:?}..{:?}, {} restart(s), head {}",
+                "{}: ok: {} lines, seq {:?}..{:?}, {} restart(s), {}, head {}{}",
                 file.display(),
                 r.lines,
                 r.first_seq,
                 r.last_seq,
                 r.restarts,
-                r.last_hash.unwrap_or_default()
+                if r.keyed {
+                    "keyed (mac)"
+                } else {
+                    "unkeyed (hash)"
+                },
+                r.last_hash.unwrap_or_default(),
+                if options.checkpoint.is_some() {
+                    ", checkpoint found"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
         Err(e) => anyhow::bail!("{}: {e}", file.display()),
     }
+}
+
+/// The audit settings read once, when the audit log starts: its key and checkpoint interval.
+fn audit_restart_settings(cfg: &config::PortalConfig) -> (Option<config::KeyBytes>, Option<u32>) {
+    (
+        cfg.audit_key.clone(),
+        cfg.spec.audit.as_ref().and_then(|a| a.checkpoint_seconds),
+    )
 }
 
 async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
@@ -512,11 +562,23 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &cli.audit_file {
         sinks.push(proxy::audit::Sink::File(path.clone()));
     }
+    let audit_at_start = audit_restart_settings(&cfg);
     let audit = if sinks.is_empty() {
         None
     } else {
+        let settings = cfg.spec.audit.as_ref();
+        let options = proxy::audit::Options {
+            key: cfg.audit_key.as_ref().map(|k| k.to_vec()),
+            checkpoint_every: Duration::from_secs(
+                settings
+                    .and_then(|a| a.checkpoint_seconds)
+                    .map_or(60, u64::from),
+            ),
+            ..proxy::audit::Options::default()
+        };
         Some(Arc::new(
-            proxy::audit::AuditLog::new(sinks).context("opening the audit log")?,
+            proxy::audit::AuditLog::with_options(sinks, options)
+                .context("opening the audit log")?,
         ))
     };
 
@@ -556,6 +618,11 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let cfg = rx.borrow_and_update().clone();
+                if audit_restart_settings(&cfg) != audit_at_start {
+                    tracing::warn!(
+                        "spec.audit.keyFrom or checkpointSeconds changed: the audit chain keeps its settings until the proxy restarts"
+                    );
+                }
                 let applied = portal.reconfigure(cfg).await;
                 if let Err(e) = &applied {
                     tracing::error!(error = %e, "the configuration in force stays");
@@ -594,8 +661,11 @@ fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+    // Colours only for a person at a terminal: log collectors would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

@@ -170,6 +170,67 @@ impl AuthMetrics {
     }
 }
 
+/// What the audit writer moves. Made by the audit log (which counts into it from its writer
+/// thread) and registered into the portal's registry by [`Metrics::with_audit`].
+#[derive(Clone, Debug, Default)]
+pub struct AuditMetrics {
+    /// Events sealed and handed to the sinks.
+    pub events_written: Counter,
+    /// Events lost: the queue was full, or a failing sink's backlog was at its bound.
+    pub events_dropped: Counter,
+    /// Writes to a sink that failed (each retry counts).
+    pub write_errors: Counter,
+    /// 1 while every sink takes what it is given, 0 while one fails (tool calls are refused
+    /// then under `onFailure: failClosed`).
+    pub sink_up: Gauge,
+    /// `seq` of the chain's head at the last checkpoint.
+    pub checkpoint_sequence: Gauge,
+    /// Checkpoints taken.
+    pub checkpoints: Counter,
+}
+
+impl AuditMetrics {
+    /// A fresh set; the sink counts as up until a write fails.
+    pub fn new() -> AuditMetrics {
+        let m = AuditMetrics::default();
+        m.sink_up.set(1);
+        m
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "audit_events_written",
+            "Audit events sealed into the chain and handed to the sinks",
+            self.events_written.clone(),
+        );
+        registry.register(
+            "audit_events_dropped",
+            "Audit events lost: the queue was full or a failing sink's backlog was at its bound",
+            self.events_dropped.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Writes to an audit sink that failed, retries included",
+            self.write_errors.clone(),
+        );
+        registry.register(
+            "audit_sink_up",
+            "1 while every audit sink takes what it is given, 0 while one fails",
+            self.sink_up.clone(),
+        );
+        registry.register(
+            "audit_checkpoint_sequence",
+            "seq of the audit chain's head at the last checkpoint (compare with the log's last seq: a lower one means a cut tail)",
+            self.checkpoint_sequence.clone(),
+        );
+        registry.register(
+            "audit_checkpoints",
+            "Audit chain checkpoints taken",
+            self.checkpoints.clone(),
+        );
+    }
+}
+
 /// Every metric of one portal process.
 pub struct Metrics {
     registry: Registry,
@@ -210,6 +271,8 @@ pub struct Metrics {
     pub tools_quarantined: Family<ServerLabels, Gauge>,
     /// Authentication outcomes and identity provider key fetches.
     pub auth: AuthMetrics,
+    /// The audit writer's counters.
+    pub audit: AuditMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -226,6 +289,11 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     /// A fresh registry with every portal metric, prefixed `portcullis_`.
     pub fn new() -> Arc<Self> {
+        Metrics::with_audit(AuditMetrics::new())
+    }
+
+    /// [`Metrics::new`] with the counters of a running audit log.
+    pub fn with_audit(audit: AuditMetrics) -> Arc<Self> {
         let mut registry = Registry::with_prefix("portcullis");
         let requests = Family::default();
         registry.register(
@@ -334,9 +402,11 @@ impl Metrics {
             tools_quarantined.clone(),
         );
         let auth = AuthMetrics::register(&mut registry);
+        audit.register(&mut registry);
         Arc::new(Metrics {
             registry,
             auth,
+            audit,
             tool_definition_changes,
             tool_description_findings,
             tools_quarantined,

@@ -1,20 +1,27 @@
-//! The hash chain: how a line is sealed and how a log is verified.
+//! The chain: how a line is sealed and how a log is verified.
 //!
 //! A line is the event's JSON object (fields in a fixed order, ending with `seq` and `prev`)
-//! with `"hash"` appended as its last member. `hash` is the lowercase hex SHA-256 of the line's
-//! bytes *without* the `,"hash":"…"` member (that is, the same text closed by `}` right after
-//! `prev`). `prev` is the `hash` of the line before; the first line of a chain has `seq` 0 and
-//! `prev` = 64 zeros ([`GENESIS`]). Verification needs no parsing beyond locating that suffix,
-//! so any byte edited in a line changes its hash.
+//! with its seal appended as the last member: `"hash"`, the lowercase hex SHA-256 of the line's
+//! bytes *without* that member (the same text closed by `}` right after `prev`), or, when the
+//! portal has a chain key (`spec.audit.keyFrom`), `"mac"`, the lowercase hex HMAC-SHA256 of the
+//! same bytes under that key. `prev` is the seal of the line before; the first line of a chain
+//! has `seq` 0 and `prev` = 64 zeros ([`GENESIS`]). Verification needs no parsing beyond
+//! locating that suffix, so any byte edited in a line changes its seal; and without the key,
+//! nobody can compute the `mac` of an edited line, so a keyed log cannot be rewritten and
+//! re-chained unnoticed.
 
 use std::io::BufRead;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// `prev` of the first line of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 const HASH_KEY: &str = ",\"hash\":\"";
+const MAC_KEY: &str = ",\"mac\":\"";
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
@@ -32,51 +39,130 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Seals the JSON object `unsealed` (which must end with `}`): returns the line (without
-/// newline) and its hash.
+/// How lines are sealed: a plain hash, or an HMAC under a chain key.
+#[derive(Clone)]
+pub struct Sealer {
+    /// The HMAC state after absorbing the key: cloned per line, so the key is not re-hashed.
+    mac: Option<HmacSha256>,
+}
+
+impl std::fmt::Debug for Sealer {
+    // The key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.mac.is_some() {
+            "Sealer(hmac-sha256)"
+        } else {
+            "Sealer(sha256)"
+        })
+    }
+}
+
+impl Sealer {
+    /// Seals with a plain SHA-256 (`hash`).
+    pub fn plain() -> Sealer {
+        Sealer { mac: None }
+    }
+
+    /// Seals with HMAC-SHA256 under `key` (`mac`).
+    pub fn keyed(key: &[u8]) -> Sealer {
+        Sealer {
+            mac: Some(HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length")),
+        }
+    }
+
+    /// Whether lines carry a `mac`.
+    pub fn is_keyed(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    fn member(&self) -> &'static str {
+        if self.is_keyed() { MAC_KEY } else { HASH_KEY }
+    }
+
+    fn digest(&self, unsealed: &[u8]) -> [u8; 32] {
+        match &self.mac {
+            Some(mac) => {
+                let mut mac = mac.clone();
+                mac.update(unsealed);
+                mac.finalize().into_bytes().into()
+            }
+            None => Sha256::digest(unsealed).into(),
+        }
+    }
+
+    /// Whether `seal` (lowercase hex) is this sealer's seal of `unsealed`. The comparison of
+    /// MACs takes the same time wherever they differ.
+    fn check(&self, unsealed: &[u8], seal: &str) -> bool {
+        let mut expected = [0; 64];
+        hex_into(&self.digest(unsealed), &mut expected);
+        let mut diff = 0u8;
+        for (a, b) in expected.iter().zip(seal.as_bytes()) {
+            diff |= a ^ b;
+        }
+        seal.len() == 64 && diff == 0
+    }
+
+    /// Seals the JSON object `unsealed` (which must end with `}`): returns the line (without
+    /// newline) and its seal.
+    #[cfg(test)]
+    pub(crate) fn seal(&self, unsealed: &str) -> (String, String) {
+        let mut line = unsealed.as_bytes().to_vec();
+        let mut seal = [0; 64];
+        self.seal_in_place(&mut line, &mut seal);
+        let line = String::from_utf8(line).expect("sealing keeps UTF-8");
+        let seal = String::from_utf8(seal.to_vec()).expect("hex is ASCII");
+        (line, seal)
+    }
+
+    /// Seals the JSON object in `line` (which must end with `}`) where it is, and writes its
+    /// seal (lowercase hex) to `seal`.
+    pub(crate) fn seal_in_place(&self, line: &mut Vec<u8>, seal: &mut [u8; 64]) {
+        hex_into(&self.digest(&line[..]), seal);
+        debug_assert_eq!(line.last(), Some(&b'}'));
+        line.pop();
+        line.extend_from_slice(self.member().as_bytes());
+        line.extend_from_slice(seal);
+        line.extend_from_slice(b"\"}");
+    }
+
+    /// The `seq` and seal of a line this sealer sealed (used to resume a chain from an existing
+    /// file): `None` when the line is sealed otherwise (another key, no key) or was edited.
+    pub(crate) fn tail_of(&self, line: &str) -> Option<(u64, String)> {
+        let (unsealed, seal, keyed) = split(line)?;
+        if keyed != self.is_keyed() || !self.check(unsealed.as_bytes(), seal) {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&unsealed).ok()?;
+        Some((v.get("seq")?.as_u64()?, seal.to_string()))
+    }
+}
+
+/// Seals with a plain hash (tests of the unkeyed format).
 #[cfg(test)]
 pub(crate) fn seal(unsealed: &str) -> (String, String) {
-    let mut line = unsealed.as_bytes().to_vec();
-    let mut hash = [0; 64];
-    seal_in_place(&mut line, &mut hash);
-    let line = String::from_utf8(line).expect("sealing keeps UTF-8");
-    let hash = String::from_utf8(hash.to_vec()).expect("hex is ASCII");
-    (line, hash)
+    Sealer::plain().seal(unsealed)
 }
 
-/// Seals the JSON object in `line` (which must end with `}`) where it is, and writes its hash
-/// (lowercase hex) to `hash`.
-pub(crate) fn seal_in_place(line: &mut Vec<u8>, hash: &mut [u8; 64]) {
-    hex_into(&Sha256::digest(&line[..]), hash);
-    debug_assert_eq!(line.last(), Some(&b'}'));
-    line.pop();
-    line.extend_from_slice(HASH_KEY.as_bytes());
-    line.extend_from_slice(hash);
-    line.extend_from_slice(b"\"}");
-}
-
-/// The `seq` and `hash` of a sealed line whose own hash is consistent (used to resume a chain
-/// from an existing file).
-pub(crate) fn tail_of(line: &str) -> Option<(u64, String)> {
-    let (unsealed, hash) = split(line)?;
-    if hex(&Sha256::digest(unsealed.as_bytes())) != hash {
+/// Splits a sealed line into its unsealed text, its seal, and whether the seal is a `mac`.
+fn split(line: &str) -> Option<(String, &str, bool)> {
+    let body = line.strip_suffix("\"}")?;
+    let at = body.len().checked_sub(64)?;
+    let seal = body.get(at..)?;
+    if !seal.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_str(&unsealed).ok()?;
-    Some((v.get("seq")?.as_u64()?, hash.to_string()))
-}
-
-fn split(line: &str) -> Option<(String, &str)> {
-    let idx = line.rfind(HASH_KEY)?;
-    let rest = &line[idx + HASH_KEY.len()..];
-    let hash = rest.strip_suffix("\"}")?;
-    if hash.len() != 64 || !hash.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+    let before = &body[..at];
+    let (idx, keyed) = if let Some(rest) = before.strip_suffix(MAC_KEY) {
+        (rest.len(), true)
+    } else if let Some(rest) = before.strip_suffix(HASH_KEY) {
+        (rest.len(), false)
+    } else {
         return None;
-    }
+    };
     let mut unsealed = String::with_capacity(idx + 1);
     unsealed.push_str(&line[..idx]);
     unsealed.push('}');
-    Some((unsealed, hash))
+    Some((unsealed, seal, keyed))
 }
 
 /// Summary of a verified log.
@@ -88,11 +174,56 @@ pub struct VerifyReport {
     pub first_seq: Option<u64>,
     /// `seq` of the last line.
     pub last_seq: Option<u64>,
-    /// `hash` of the last line: compare with an externally kept head to detect truncation.
+    /// Seal of the last line: compare with a checkpoint to detect truncation.
     pub last_hash: Option<String>,
     /// Lines after the first that start a new chain (`seq` 0, `prev` genesis): process
     /// restarts without a file to resume from.
     pub restarts: usize,
+    /// Whether the lines carry a `mac` (verified under a key) rather than a plain `hash`.
+    pub keyed: bool,
+}
+
+/// A checkpoint of a chain: the `seq` and seal of its head when it was taken (the proxy logs
+/// one every `spec.audit.checkpointSeconds`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// `seq` of the head line.
+    pub seq: u64,
+    /// Its seal (64 lowercase hex digits).
+    pub head: String,
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+
+    /// `SEQ:HEAD`, as the proxy's checkpoint log line prints it.
+    fn from_str(s: &str) -> Result<Checkpoint, String> {
+        let (seq, head) = s
+            .split_once(':')
+            .ok_or_else(|| format!("checkpoint {s:?}: expected SEQ:HEAD"))?;
+        let seq = seq
+            .parse()
+            .map_err(|_| format!("checkpoint {s:?}: SEQ is not a whole number"))?;
+        if head.len() != 64 || !head.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!(
+                "checkpoint {s:?}: HEAD is not 64 lowercase hex digits"
+            ));
+        }
+        Ok(Checkpoint {
+            seq,
+            head: head.to_owned(),
+        })
+    }
+}
+
+/// What a verification checks beyond the chain's own consistency.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Chain keys: when any is given, every line must carry a `mac` under one of them (more
+    /// than one while a key is being rotated). Without keys, lines must carry a plain `hash`.
+    pub keys: Vec<Vec<u8>>,
+    /// A checkpoint the log must contain: a log cut after it fails.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// Why a log failed verification. Every variant names the 1-based line number; none quotes
@@ -107,13 +238,35 @@ pub enum VerifyError {
         /// What is wrong.
         detail: &'static str,
     },
-    /// The line's content does not match its hash.
+    /// The line's content does not match its seal.
     #[error("line {line}: content does not match its hash (the line was edited)")]
     Edited {
         /// 1-based line number.
         line: usize,
     },
-    /// The line's `prev` is not the hash of the line before it.
+    /// The line's content does not match its `mac` under any key given.
+    #[error(
+        "line {line}: content does not match its mac under the given key(s) (the line was edited or rewritten without the key, or the key is another)"
+    )]
+    BadMac {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A key was given but the line carries a plain hash: anyone could have written it.
+    #[error(
+        "line {line}: sealed with a plain hash, not a mac under the key (anyone who can write the file could have written it)"
+    )]
+    NotKeyed {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// The line carries a `mac` but no key was given.
+    #[error("line {line}: sealed with a mac: pass the chain key (--key FILE) to verify it")]
+    KeyNeeded {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// The line's `prev` is not the seal of the line before it.
     #[error(
         "line {line}: prev is not the hash of line {} (a line was deleted, inserted or reordered before it)",
         line - 1
@@ -134,6 +287,18 @@ pub enum VerifyError {
         /// The `seq` found.
         found: u64,
     },
+    /// The checkpoint given is not in the log.
+    #[error("checkpoint seq {seq}: {}", match last_seq {
+        Some(last) if last < seq => format!("the log ends at seq {last} (its tail was cut off)"),
+        Some(_) => "no line has that seq and head (the log was replaced or rewritten)".to_string(),
+        None => "the log is empty".to_string(),
+    })]
+    CheckpointMissing {
+        /// The checkpoint's `seq`.
+        seq: u64,
+        /// The log's last `seq`.
+        last_seq: Option<u64>,
+    },
     /// Reading failed.
     #[error("reading the audit log: {0}")]
     Io(#[from] std::io::Error),
@@ -145,23 +310,43 @@ impl VerifyError {
         match self {
             VerifyError::Malformed { line, .. }
             | VerifyError::Edited { line }
+            | VerifyError::BadMac { line }
+            | VerifyError::NotKeyed { line }
+            | VerifyError::KeyNeeded { line }
             | VerifyError::BrokenLink { line }
             | VerifyError::SeqGap { line, .. } => Some(*line),
-            VerifyError::Io(_) => None,
+            VerifyError::CheckpointMissing { .. } | VerifyError::Io(_) => None,
         }
     }
 }
 
-/// Verifies a log of sealed lines: every line's hash, `prev` links and `seq` continuity. The
-/// first error is returned with its line number. A trailing empty line is allowed.
+/// Verifies a log of plain-hash lines: every line's hash, `prev` links and `seq` continuity.
+/// The first error is returned with its line number. A trailing empty line is allowed.
 pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
+    verify_with(reader, &VerifyOptions::default())
+}
+
+/// [`verify`] with keys (every line must carry a `mac` under one of them) and a checkpoint
+/// (the log must hold its head).
+pub fn verify_with<R: BufRead>(
+    reader: R,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let sealers: Vec<Sealer> = if options.keys.is_empty() {
+        vec![Sealer::plain()]
+    } else {
+        options.keys.iter().map(|k| Sealer::keyed(k)).collect()
+    };
+    let keyed = !options.keys.is_empty();
     let mut report = VerifyReport {
         lines: 0,
         first_seq: None,
         last_seq: None,
         last_hash: None,
         restarts: 0,
+        keyed,
     };
+    let mut checkpoint_seen = false;
     let mut pending_empty: Option<usize> = None;
     for (i, line) in reader.lines().enumerate() {
         let n = i + 1;
@@ -176,14 +361,23 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
                 detail: "empty line",
             });
         }
-        let Some((unsealed, hash)) = split(&line) else {
+        let Some((unsealed, seal, line_keyed)) = split(&line) else {
             return Err(VerifyError::Malformed {
                 line: n,
-                detail: "no trailing hash member",
+                detail: "no trailing hash or mac member",
             });
         };
-        if hex(&Sha256::digest(unsealed.as_bytes())) != hash {
-            return Err(VerifyError::Edited { line: n });
+        match (keyed, line_keyed) {
+            (true, false) => return Err(VerifyError::NotKeyed { line: n }),
+            (false, true) => return Err(VerifyError::KeyNeeded { line: n }),
+            _ => {}
+        }
+        if !sealers.iter().any(|s| s.check(unsealed.as_bytes(), seal)) {
+            return Err(if keyed {
+                VerifyError::BadMac { line: n }
+            } else {
+                VerifyError::Edited { line: n }
+            });
         }
         let v: serde_json::Value =
             serde_json::from_str(&unsealed).map_err(|_| VerifyError::Malformed {
@@ -216,9 +410,23 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
             }
             (Some(_), None) => unreachable!("hash and seq are recorded together"),
         }
+        if let Some(c) = &options.checkpoint
+            && c.seq == seq
+            && c.head == seal
+        {
+            checkpoint_seen = true;
+        }
         report.lines += 1;
         report.last_seq = Some(seq);
-        report.last_hash = Some(hash.to_string());
+        report.last_hash = Some(seal.to_string());
+    }
+    if let Some(c) = &options.checkpoint
+        && !checkpoint_seen
+    {
+        return Err(VerifyError::CheckpointMissing {
+            seq: c.seq,
+            last_seq: report.last_seq,
+        });
     }
     Ok(report)
 }

@@ -1,9 +1,12 @@
-//! Audit log: one JSON line per request, hash-chained, written off the request path.
+//! Audit log: one JSON line per request, chained, written off the request path.
 //!
 //! [`AuditLog::log`] never blocks: events go through a bounded channel to a writer thread
-//! that assigns `seq`, links `prev`, seals each line with its `hash` ([`chain`]) and writes it
-//! to every sink. When the channel is full the event is dropped and counted
-//! ([`AuditLog::dropped`]). Events carry detector names with counts and a hash of the
+//! that assigns `seq`, links `prev`, seals each line with its `hash` or, with a chain key, its
+//! `mac` ([`chain`]) and writes it to every sink. When the channel is full the event is dropped
+//! and counted ([`AuditLog::dropped`]). A sink that cannot be written keeps its lines (up to
+//! [`MAX_BACKLOG_BYTES`]) and is retried; [`AuditLog::recording`] is false meanwhile, which is
+//! what `onFailure: failClosed` refuses tool calls on. Every `checkpoint_every` the head of the
+//! chain is logged ([`Checkpoint`]). Events carry detector names with counts and a hash of the
 //! arguments, never argument or result values.
 
 pub mod chain;
@@ -12,15 +15,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use chain::{GENESIS, VerifyError, VerifyReport, verify};
+pub use crate::metrics::AuditMetrics;
+use chain::Sealer;
+pub use chain::{
+    Checkpoint, GENESIS, VerifyError, VerifyOptions, VerifyReport, verify, verify_with,
+};
 
 /// How a request ended (the `decision` field of an audit event).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,16 +165,43 @@ impl fmt::Debug for Sink {
     }
 }
 
+/// How the chain is sealed and checkpointed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Events the queue holds before [`AuditLog::log`] drops them.
+    pub capacity: usize,
+    /// Chain key: lines carry an HMAC-SHA256 `mac` instead of a plain `hash`.
+    pub key: Option<Vec<u8>>,
+    /// Time between checkpoints (taken only when lines were written since the last one).
+    pub checkpoint_every: Duration,
+    /// Counters the writer moves (registered by the portal's metrics).
+    pub metrics: AuditMetrics,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            capacity: DEFAULT_CAPACITY,
+            key: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            metrics: AuditMetrics::new(),
+        }
+    }
+}
+
 enum Msg {
     Event(Box<Event>),
     Flush(SyncSender<()>),
 }
 
-#[derive(Default)]
-struct Stats {
-    written: AtomicU64,
-    dropped: AtomicU64,
-    write_errors: AtomicU64,
+struct Shared {
+    metrics: AuditMetrics,
+    /// Every sink took everything it was given at the last write.
+    healthy: AtomicBool,
+    /// The queue was found full since the writer last drained it.
+    overflow: AtomicBool,
+    /// The last checkpoint, once one was taken.
+    checkpoint: Mutex<Option<Checkpoint>>,
 }
 
 /// Handle to the audit writer. Cheap to clone; the writer thread ends when every handle is
@@ -173,7 +209,7 @@ struct Stats {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: SyncSender<Msg>,
-    stats: Arc<Stats>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -188,58 +224,89 @@ impl fmt::Debug for AuditLog {
 /// Default capacity of the event queue.
 pub const DEFAULT_CAPACITY: usize = 8192;
 
-/// Buffer of the stdout sink: a batch of events up to this size is one write.
-const STDOUT_BUFFER: usize = 64 * 1024;
+/// Default time between checkpoints.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Most bytes a failing sink keeps to write when it recovers. Events beyond it are dropped
+/// (and counted) before they are sealed, so the chain has no hole.
+pub const MAX_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 
 /// Pause of the writer after each batch, so that events queue up instead of waking it one by
 /// one. At 8,192 queued events this leaves room for over 4 million events per second.
-const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
+/// How often a failing sink is retried.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 impl AuditLog {
-    /// Starts a writer for `sinks` with [`DEFAULT_CAPACITY`].
+    /// Starts a writer for `sinks` with the default [`Options`] (no key).
     pub fn new(sinks: Vec<Sink>) -> io::Result<AuditLog> {
-        AuditLog::with_capacity(sinks, DEFAULT_CAPACITY)
+        AuditLog::with_options(sinks, Options::default())
     }
 
-    /// Starts a writer whose queue holds `capacity` events. File sinks are opened (created)
-    /// now; the chain continues from the last sealed line of the first file, if any.
+    /// Starts a writer whose queue holds `capacity` events.
     pub fn with_capacity(sinks: Vec<Sink>, capacity: usize) -> io::Result<AuditLog> {
-        let mut seq = 0;
-        let mut prev: [u8; 64] = GENESIS.as_bytes().try_into().expect("64 zeros");
+        AuditLog::with_options(
+            sinks,
+            Options {
+                capacity,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Starts a writer. File sinks are opened (created) now; the chain continues from the last
+    /// line of the first file when that line was sealed the same way (same key, or none).
+    pub fn with_options(sinks: Vec<Sink>, options: Options) -> io::Result<AuditLog> {
+        let sealer = match &options.key {
+            Some(k) => Sealer::keyed(k),
+            None => Sealer::plain(),
+        };
+        let mut head = Head {
+            seq: 0,
+            prev: GENESIS.as_bytes().try_into().expect("64 zeros"),
+        };
         let mut resumed = false;
-        let mut writers: Vec<Box<dyn Write + Send>> = Vec::new();
+        let mut outs = Vec::new();
         for s in sinks {
-            match s {
-                // Stdout is line-buffered: one write per event. Buffered here, a batch is one
-                // write (the writer flushes after every batch).
-                Sink::Stdout => writers.push(Box::new(io::BufWriter::with_capacity(
-                    STDOUT_BUFFER,
-                    io::stdout(),
-                ))),
+            let out = match s {
+                Sink::Stdout => Out::Stdout,
                 Sink::File(path) => {
-                    if !resumed && let Some((last_seq, last_hash)) = last_sealed_line(&path)? {
-                        seq = last_seq + 1;
-                        prev = last_hash.as_bytes().try_into().map_err(|_| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!("{}: last audit line has a malformed hash", path.display()),
-                            )
-                        })?;
+                    if !resumed {
                         resumed = true;
+                        if let Some(h) = last_head(&path, &sealer)? {
+                            head = h;
+                        }
                     }
-                    let f = OpenOptions::new().create(true).append(true).open(&path)?;
-                    writers.push(Box::new(io::BufWriter::new(f)));
+                    Out::File(FileOut::open(path)?)
                 }
-                Sink::Writer(w) => writers.push(w),
-            }
+                Sink::Writer(w) => Out::Writer(w),
+            };
+            outs.push(SinkState {
+                out,
+                backlog: Vec::new(),
+                failing: false,
+            });
         }
-        let (tx, rx) = sync_channel(capacity.max(1));
-        let stats = Arc::new(Stats::default());
-        let st = stats.clone();
+        let (tx, rx) = sync_channel(options.capacity.max(1));
+        let shared = Arc::new(Shared {
+            metrics: options.metrics.clone(),
+            healthy: AtomicBool::new(true),
+            overflow: AtomicBool::new(false),
+            checkpoint: Mutex::new(None),
+        });
+        let writer = Writer {
+            sinks: outs,
+            sealer,
+            head,
+            shared: shared.clone(),
+            checkpoint_every: options.checkpoint_every,
+            checkpointed_seq: None,
+        };
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(rx, writers, seq, prev, st))?;
-        Ok(AuditLog { tx, stats })
+            .spawn(move || writer.run(rx))?;
+        Ok(AuditLog { tx, shared })
     }
 
     /// Queues `event` without blocking; fills in `time` when empty. When the queue is full the
@@ -251,13 +318,22 @@ impl AuditLog {
         match self.tx.try_send(Msg::Event(Box::new(event))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.overflow.store(true, Ordering::Relaxed);
+                self.shared.metrics.events_dropped.inc();
             }
         }
     }
 
-    /// Waits until everything queued before this call is written and flushed. Blocks the
-    /// calling thread: from async code use [`AuditLog::flush`].
+    /// Whether events are being recorded: every sink took what it was given at the last write
+    /// and the queue has not overflowed since. Under `onFailure: failClosed` a tool call is
+    /// refused while this is false.
+    pub fn recording(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed) && !self.shared.overflow.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything queued before this call was handed to the sinks (written and
+    /// flushed, or kept in a failing sink's backlog). Blocks the calling thread: from async
+    /// code use [`AuditLog::flush`].
     pub fn flush_blocking(&self) {
         let (ack_tx, ack_rx) = sync_channel(1);
         if self.tx.send(Msg::Flush(ack_tx)).is_ok() {
@@ -271,89 +347,317 @@ impl AuditLog {
         let _ = tokio::task::spawn_blocking(move || this.flush_blocking()).await;
     }
 
-    /// Events written so far.
-    pub fn written(&self) -> u64 {
-        self.stats.written.load(Ordering::Relaxed)
+    /// The counters the writer moves.
+    pub fn metrics(&self) -> &AuditMetrics {
+        &self.shared.metrics
     }
 
-    /// Events dropped because the queue was full.
+    /// The last checkpoint taken, if any.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.shared
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Events written so far.
+    pub fn written(&self) -> u64 {
+        self.shared.metrics.events_written.get()
+    }
+
+    /// Events dropped (queue full, or a failing sink's backlog at its bound).
     pub fn dropped(&self) -> u64 {
-        self.stats.dropped.load(Ordering::Relaxed)
+        self.shared.metrics.events_dropped.get()
     }
 
     /// Sink write failures.
     pub fn write_errors(&self) -> u64 {
-        self.stats.write_errors.load(Ordering::Relaxed)
+        self.shared.metrics.write_errors.get()
     }
 }
 
-fn writer_loop(
-    rx: Receiver<Msg>,
-    mut writers: Vec<Box<dyn Write + Send>>,
-    mut seq: u64,
-    mut prev: [u8; 64],
-    stats: Arc<Stats>,
-) {
-    // The line being written, reused for every event.
-    let mut line = Vec::with_capacity(1024);
-    let flush_all = |writers: &mut Vec<Box<dyn Write + Send>>| {
-        for w in writers.iter_mut() {
-            if w.flush().is_err() {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+/// The chain's head: the `seq` the next line gets and the seal it links to.
+struct Head {
+    seq: u64,
+    prev: [u8; 64],
+}
+
+enum Out {
+    Stdout,
+    File(FileOut),
+    Writer(Box<dyn Write + Send>),
+}
+
+/// A file sink. The file is reopened when its path comes to name another file (removed,
+/// rotated) or when it could not be written; bytes of a failed write are cut off again, so a
+/// line is never left half written.
+struct FileOut {
+    path: PathBuf,
+    file: Option<File>,
+    /// Device and inode of the open file.
+    id: (u64, u64),
+    /// Length after the last complete write.
+    len: u64,
+}
+
+impl FileOut {
+    fn open(path: PathBuf) -> io::Result<FileOut> {
+        let mut out = FileOut {
+            path,
+            file: None,
+            id: (0, 0),
+            len: 0,
+        };
+        out.reopen()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", out.path.display())))?;
+        Ok(out)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = None;
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let meta = f.metadata()?;
+        self.id = (meta.dev(), meta.ino());
+        self.len = if meta.is_file() { meta.len() } else { 0 };
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// Whether the path still names the open file.
+    fn current(&self) -> bool {
+        self.file.is_some()
+            && std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if !self.current() {
+            if self.file.is_some() {
+                tracing::warn!(path = %self.path.display(), "audit log file was removed or replaced: reopening it");
+            }
+            self.reopen()?;
+        }
+        let f = self.file.as_mut().expect("reopened");
+        match f.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut off what part of the batch made it, so the file ends with a whole line.
+                // Not possible on every file (a device): then the next open starts over.
+                if f.set_len(self.len).is_err() {
+                    self.file = None;
+                }
+                Err(e)
             }
         }
-    };
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Event(event) => {
-                    write_unsealed(&mut line, &event, seq, &prev);
-                    chain::seal_in_place(&mut line, &mut prev);
-                    line.push(b'\n');
-                    for w in writers.iter_mut() {
-                        if w.write_all(&line).is_err() {
-                            stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        }
+    }
+}
+
+struct SinkState {
+    out: Out,
+    /// Sealed lines not yet written to this sink.
+    backlog: Vec<u8>,
+    failing: bool,
+}
+
+impl SinkState {
+    fn write_backlog(&mut self) -> io::Result<()> {
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        let bytes = &self.backlog[..];
+        match &mut self.out {
+            Out::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()?;
+            }
+            Out::File(f) => f.write(bytes)?,
+            Out::Writer(w) => {
+                w.write_all(bytes)?;
+                w.flush()?;
+            }
+        }
+        self.backlog.clear();
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        match &self.out {
+            Out::Stdout => "stdout".into(),
+            Out::File(f) => f.path.display().to_string(),
+            Out::Writer(_) => "writer".into(),
+        }
+    }
+}
+
+struct Writer {
+    sinks: Vec<SinkState>,
+    sealer: Sealer,
+    head: Head,
+    shared: Arc<Shared>,
+    checkpoint_every: Duration,
+    checkpointed_seq: Option<u64>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        // The line being sealed, reused for every event.
+        let mut line = Vec::with_capacity(1024);
+        let mut next_checkpoint = Instant::now() + self.checkpoint_every;
+        loop {
+            let now = Instant::now();
+            let wait = if self.shared.healthy.load(Ordering::Relaxed) {
+                next_checkpoint.saturating_duration_since(now)
+            } else {
+                RETRY_EVERY.min(next_checkpoint.saturating_duration_since(now))
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut acks = Vec::new();
+            let mut next = first;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Event(event) => self.seal(&event, &mut line),
+                    Msg::Flush(ack) => acks.push(ack),
+                }
+                next = rx.try_recv().ok();
+            }
+            // Queue drained: it has room again.
+            self.shared.overflow.store(false, Ordering::Relaxed);
+            self.write_all();
+            for ack in acks {
+                let _ = ack.send(());
+            }
+            if Instant::now() >= next_checkpoint {
+                self.checkpoint();
+                next_checkpoint = Instant::now() + self.checkpoint_every;
+            }
+            // Under load, let events gather before the next batch: a writer parked on the
+            // queue is woken by every event (a futex wake and a write per call), one that is
+            // busy is not. Costs an event at most BATCH_PAUSE before it reaches the sinks.
+            std::thread::sleep(BATCH_PAUSE);
+        }
+        self.write_all();
+        self.checkpoint();
+    }
+
+    /// Seals `event` into every sink's backlog, or drops it (before it takes a `seq`) when a
+    /// failing sink's backlog is full.
+    fn seal(&mut self, event: &Event, line: &mut Vec<u8>) {
+        if self
+            .sinks
+            .iter()
+            .any(|s| s.backlog.len() >= MAX_BACKLOG_BYTES)
+        {
+            self.shared.metrics.events_dropped.inc();
+            return;
+        }
+        write_unsealed(line, event, self.head.seq, &self.head.prev);
+        self.sealer.seal_in_place(line, &mut self.head.prev);
+        line.push(b'\n');
+        for s in &mut self.sinks {
+            s.backlog.extend_from_slice(line);
+        }
+        self.head.seq += 1;
+        self.shared.metrics.events_written.inc();
+    }
+
+    /// Writes every sink's backlog; records whether all of them took it.
+    fn write_all(&mut self) {
+        let mut healthy = true;
+        for s in &mut self.sinks {
+            match s.write_backlog() {
+                Ok(()) => {
+                    if s.failing {
+                        tracing::info!(sink = %s.name(), "audit sink writable again: its backlog was written");
+                        s.failing = false;
                     }
-                    seq += 1;
-                    stats.written.fetch_add(1, Ordering::Relaxed);
                 }
-                Msg::Flush(ack) => {
-                    flush_all(&mut writers);
-                    let _ = ack.send(());
+                Err(e) => {
+                    self.shared.metrics.write_errors.inc();
+                    if !s.failing {
+                        tracing::error!(sink = %s.name(), error = %e, "audit sink cannot be written: events are kept and retried");
+                        s.failing = true;
+                    }
+                    healthy = false;
                 }
             }
-            next = rx.try_recv().ok();
         }
-        // Queue drained: push what we have to the sinks.
-        flush_all(&mut writers);
-        // Under load, let events gather before the next batch: a writer parked on the queue is
-        // woken by every event (a futex wake and a write per call), one that is busy is not.
-        // Costs an event at most BATCH_PAUSE before it reaches the sinks.
-        std::thread::sleep(BATCH_PAUSE);
+        self.shared.healthy.store(healthy, Ordering::Relaxed);
+        self.shared.metrics.sink_up.set(i64::from(healthy));
     }
-    flush_all(&mut writers);
+
+    /// Logs the chain's head when lines were written (to every sink) since the last
+    /// checkpoint.
+    fn checkpoint(&mut self) {
+        let Some(seq) = self.head.seq.checked_sub(1) else {
+            return;
+        };
+        if self.checkpointed_seq == Some(seq) || !self.shared.healthy.load(Ordering::Relaxed) {
+            return;
+        }
+        let head = String::from_utf8(self.head.prev.to_vec()).expect("hex is ASCII");
+        self.shared.metrics.checkpoint_sequence.set(seq as i64);
+        self.shared.metrics.checkpoints.inc();
+        tracing::info!(
+            target: "portcullis::audit",
+            checkpoint = %format_args!("{seq}:{head}"),
+            "audit checkpoint (verify a log against it: portcullis-proxy audit verify FILE --checkpoint SEQ:HEAD)"
+        );
+        *self
+            .shared
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Checkpoint { seq, head });
+        self.checkpointed_seq = Some(seq);
+    }
 }
 
-/// `seq` and `hash` of the last line of `path` when it is a sealed audit line.
-fn last_sealed_line(path: &Path) -> io::Result<Option<(u64, String)>> {
+/// The head of the chain in the regular file `path`, when its last line was sealed by
+/// `sealer`; `None` for a missing, empty or non-regular file (a device such as /dev/stdout
+/// reads forever), or one whose last line another key (or none) sealed: a new chain starts.
+fn last_head(path: &Path, sealer: &Sealer) -> io::Result<Option<Head>> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     };
-    let len = f.metadata()?.len();
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let len = meta.len();
     let start = len.saturating_sub(256 * 1024);
     f.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
+    f.take(256 * 1024).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
-    Ok(text
-        .lines()
-        .rev()
-        .find(|l| !l.is_empty())
-        .and_then(chain::tail_of))
+    let Some(last) = text.lines().rev().find(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    match sealer.tail_of(last) {
+        Some((seq, seal)) => Ok(Some(Head {
+            seq: seq + 1,
+            prev: seal.as_bytes().try_into().expect("a seal is 64 hex digits"),
+        })),
+        None => {
+            tracing::warn!(
+                path = %path.display(),
+                keyed = sealer.is_keyed(),
+                "the audit log's last line was not sealed with this chain's key (or was edited): a new chain starts at seq 0"
+            );
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -361,6 +361,7 @@ fn portal_config(
         servers,
         policies,
         session_key: None,
+        audit_key: None,
         max_body_bytes: 1 << 20,
         pins: Default::default(),
         identity_key: None,

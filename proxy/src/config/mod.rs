@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 pub use manifests::Manifests;
 pub use secrets::Secrets;
 pub use types::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, PortalConfig, ServerConfig,
-    ServerPins, SigningKey, Transport, UpstreamOAuth,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, KeyBytes, PortalConfig,
+    ServerConfig, ServerPins, SigningKey, Transport, UpstreamOAuth,
 };
 
 /// The portal to serve: `portal` when given, else the only McpPortal in the manifests read from
@@ -102,7 +102,22 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
                     key.len()
                 )));
             }
-            Some(key)
+            Some(KeyBytes(key))
+        }
+        None => None,
+    };
+    let audit_key = match spec.audit.as_ref().and_then(|a| a.key_from.as_ref()) {
+        Some(r) => {
+            let key = secrets.bytes(r)?;
+            if key.len() < 32 {
+                return Err(Error::Config(format!(
+                    "McpPortal {name}: spec.audit.keyFrom: secret {}/{} holds {} bytes; at least 32 are needed",
+                    r.name,
+                    r.key,
+                    key.len()
+                )));
+            }
+            Some(KeyBytes(key))
         }
         None => None,
     };
@@ -119,6 +134,7 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         servers,
         policies,
         session_key,
+        audit_key,
         max_body_bytes,
         pins,
         identity_key,

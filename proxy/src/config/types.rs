@@ -26,7 +26,9 @@ pub struct PortalConfig {
     /// Policies bound to this portal, sorted by name.
     pub policies: Vec<McpPolicy>,
     /// Key sealing legacy session ids (from `sessionKeyFrom`), if configured.
-    pub session_key: Option<Vec<u8>>,
+    pub session_key: Option<KeyBytes>,
+    /// Key of the audit chain's HMAC (from `audit.keyFrom`), if configured.
+    pub audit_key: Option<KeyBytes>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Tool-definition pinning and screening of each server, by McpServer name. Kept apart from
@@ -35,6 +37,24 @@ pub struct PortalConfig {
     /// The key that signs user identities for servers with `spec.identity` (from
     /// `identitySigningKeyFrom`), as read; `identity::Signer::from_key` parses it.
     pub identity_key: Option<SigningKey>,
+}
+
+/// A symmetric key as read from its Secret. Its bytes never reach a log: `Debug` shows the
+/// length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyBytes(pub Vec<u8>);
+
+impl std::ops::Deref for KeyBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyBytes({} bytes)", self.0.len())
+    }
 }
 
 /// A private key as read from its Secret, and the `iss` of what it signs.

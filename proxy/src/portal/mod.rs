@@ -85,7 +85,10 @@ impl Portal {
         let config = Arc::new(config);
         let rails = guardrails::Guardrails::new(config.clone())?;
         let signer = signer_of(&config)?;
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = match &audit {
+            Some(log) => crate::metrics::Metrics::with_audit(log.metrics().clone()),
+            None => crate::metrics::Metrics::new(),
+        };
         let policy = crate::policy::PolicySet::for_config(&config);
         warn_about_policy(&config, &policy);
         let portal = Arc::new(Portal {

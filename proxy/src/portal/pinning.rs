@@ -300,6 +300,7 @@ mod tests {
             servers: vec![server("s")],
             policies: vec![],
             session_key: None,
+            audit_key: None,
             max_body_bytes: 1,
             pins: [("s".to_string(), pins)].into(),
             identity_key: None,

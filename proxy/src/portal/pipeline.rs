@@ -122,6 +122,11 @@ impl Portal {
         }
         event.server = Some(tool.server.clone());
         event.tool = Some(tool.upstream_name.clone());
+        if let Some(refusal) = self.unrecorded_call_refusal() {
+            event.decision = Outcome::Error;
+            event.reason = Some("audit log not recording".into());
+            return Err(refusal);
+        }
 
         // DLP on arguments, before the upstream sees them.
         let engine = self.dlp_engine(ctx);
@@ -531,6 +536,30 @@ impl Portal {
     pub fn inspector(&self, ctx: &CallContext) -> Arc<crate::inspect::Engine> {
         self.guardrails()
             .inspector(|p| crate::policy::covers(p, &ctx.identity))
+    }
+
+    /// The error a tool call gets while the audit log cannot record it, under
+    /// `spec.audit.onFailure: failClosed` (the default): the upstream never sees a call that
+    /// would go unaudited. `None` when the log records, when there is none, or under
+    /// `failOpen`.
+    fn unrecorded_call_refusal(&self) -> Option<ErrorData> {
+        let log = self.audit.as_ref()?;
+        if log.recording() {
+            return None;
+        }
+        let cfg = self.config();
+        let mode = cfg
+            .spec
+            .audit
+            .as_ref()
+            .and_then(|a| a.on_failure)
+            .unwrap_or_default();
+        (mode == crds::portal::AuditFailureMode::FailClosed).then(|| {
+            ErrorData::internal_error(
+                "the audit log cannot be written: tool calls are refused until it can record them (spec.audit.onFailure: failClosed)",
+                None,
+            )
+        })
     }
 
     /// Writes an audit event, when auditing is on.

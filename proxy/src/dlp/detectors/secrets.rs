@@ -110,9 +110,8 @@ impl Builtins {
             // value (a five-part JWE, a hostname), not a JWT.
             Detector::Jwt => {
                 let next_is_token = |k: usize| k < b.len() && tokenish(b[k]);
-                !next_is_token(end)
-                    && !(end < b.len() && b[end] == b'.' && next_is_token(end + 1))
-                    && jwt_ok(text)
+                let dot_then_token = end < b.len() && b[end] == b'.' && next_is_token(end + 1);
+                !next_is_token(end) && !dot_then_token && jwt_ok(text)
             }
             _ => {
                 (end >= b.len() || !tokenish(b[end]))
