@@ -211,6 +211,19 @@ pub struct PortalLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 268435456))]
     pub max_body_bytes: Option<u32>,
+    /// Connections each proxy replica serves at once, 1-1000000. Defaults to 10000. Past it,
+    /// new connections wait to be accepted until one ends; the proxy raises its open-files
+    /// limit to fit (within the hard limit, with a warning when that is lower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_connections: Option<u32>,
+    /// Seconds a client has to send a request's head (request line and headers), 1-300, and
+    /// the longest idle time between requests on a kept-alive connection. Defaults to 10. A
+    /// client sending headers a byte at a time is disconnected when it runs out; streamed
+    /// responses (SSE) are not affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub header_read_timeout_seconds: Option<u32>,
 }
 
 /// Observed state of an McpPortal.

@@ -535,11 +535,35 @@ fn audit_verify(
     }
 }
 
-/// The audit settings read once, when the audit log starts: its key and checkpoint interval.
-fn audit_restart_settings(cfg: &config::PortalConfig) -> (Option<config::KeyBytes>, Option<u32>) {
+/// The portal listener's connection limits (`spec.limits`), read at start.
+fn serve_limits(spec: &crds::McpPortalSpec) -> http::serve::ServeLimits {
+    let limits = spec.limits.as_ref();
+    let defaults = http::serve::ServeLimits::default();
+    http::serve::ServeLimits {
+        max_connections: limits
+            .and_then(|l| l.max_connections)
+            .map_or(defaults.max_connections, |n| n as usize),
+        header_read_timeout: limits
+            .and_then(|l| l.header_read_timeout_seconds)
+            .map_or(defaults.header_read_timeout, |s| {
+                Duration::from_secs(u64::from(s))
+            }),
+    }
+}
+
+/// The settings read once, at start: the audit log's key and checkpoint interval, and the
+/// listener's connection limits.
+fn restart_settings(
+    cfg: &config::PortalConfig,
+) -> (
+    Option<config::KeyBytes>,
+    Option<u32>,
+    http::serve::ServeLimits,
+) {
     (
         cfg.audit_key.clone(),
         cfg.spec.audit.as_ref().and_then(|a| a.checkpoint_seconds),
+        serve_limits(&cfg.spec),
     )
 }
 
@@ -562,7 +586,7 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &cli.audit_file {
         sinks.push(proxy::audit::Sink::File(path.clone()));
     }
-    let audit_at_start = audit_restart_settings(&cfg);
+    let at_start = restart_settings(&cfg);
     let audit = if sinks.is_empty() {
         None
     } else {
@@ -590,6 +614,8 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
     let options = http::ServeOptions {
         loopback: addr.ip().is_loopback(),
     };
+    let limits = serve_limits(&portal.config().spec);
+    http::serve::raise_open_files_limit(limits.max_connections);
     let router = http::app(portal.clone(), &options);
     let admin = http::admin_app(portal.clone());
 
@@ -618,9 +644,9 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let cfg = rx.borrow_and_update().clone();
-                if audit_restart_settings(&cfg) != audit_at_start {
+                if restart_settings(&cfg) != at_start {
                     tracing::warn!(
-                        "spec.audit.keyFrom or checkpointSeconds changed: the audit chain keeps its settings until the proxy restarts"
+                        "spec.audit.keyFrom, audit.checkpointSeconds, limits.maxConnections or limits.headerReadTimeoutSeconds changed: they take effect when the proxy restarts"
                     );
                 }
                 let applied = portal.reconfigure(cfg).await;
@@ -645,7 +671,7 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
 
     tokio::spawn(signals(shutdown.clone()));
     let admin_task = tokio::spawn(http::serve(admin_listener, admin, shutdown.clone()));
-    http::serve(listener, router, shutdown.clone())
+    http::serve::serve_with(listener, router, shutdown.clone(), limits)
         .await
         .context("serving the portal")?;
     let _ = admin_task.await;

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod fast;
+pub mod serve;
 pub mod service;
 pub mod session;
 pub mod validate;
@@ -16,7 +17,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
@@ -190,7 +190,7 @@ pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
 }
 
 /// Serves `app` (the portal's [`app`] or the [`admin_app`] router) until `shutdown` is
-/// cancelled, then drains in-flight requests.
+/// cancelled, then drains in-flight requests; with the default [`serve::ServeLimits`].
 pub async fn serve<S>(
     listener: tokio::net::TcpListener,
     app: S,
@@ -206,11 +206,5 @@ where
         + 'static,
     S::Future: Send,
 {
-    // Without TCP_NODELAY every SSE-framed response waits for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, axum::ServiceExt::into_make_service(app))
-        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-        .await
+    serve::serve_with(listener, app, shutdown, serve::ServeLimits::default()).await
 }
