@@ -74,6 +74,12 @@ pub struct McpPortalSpec {
     /// `/.well-known/jwks.json`. Required when a selected server asks for identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_signing_key_from: Option<SecretKeyRef>,
+    /// The portal's LLM gateway: OpenAI- and Anthropic-compatible endpoints under `/llm/` on
+    /// the portal's listener, authenticated like `/mcp`, with model aliases routed to provider
+    /// targets (failover, translation between the two APIs). Who may call which alias is an
+    /// McpPolicy's `models`. Absent: the `/llm/` endpoints answer 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::LlmSpec>,
 }
 
 /// Which servers a portal fronts.
