@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod fast;
+pub mod llm;
 pub mod service;
 pub mod session;
 pub mod validate;
@@ -33,7 +34,8 @@ pub struct ServeOptions {
     pub loopback: bool,
 }
 
-/// The portal router: `/mcp` (both MCP eras), `/.well-known/jwks.json`, `/healthz`, `/readyz`.
+/// The portal router: `/mcp` (both MCP eras), the LLM gateway under `/llm/` ([`llm`]),
+/// `/.well-known/jwks.json`, `/healthz`, `/readyz`.
 ///
 /// Layers on `/mcp`, outermost first: authentication ([`auth`]: bearer JWT -> `model::Identity`,
 /// which also names the session's owner; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
@@ -107,6 +109,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
             "/.well-known/oauth-protected-resource/{*resource}",
             get(auth::metadata),
         )
+        .merge(llm::routes())
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

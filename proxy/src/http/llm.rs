@@ -1,0 +1,103 @@
+//! The LLM gateway's endpoints on the portal's listener, authenticated exactly like `/mcp`
+//! ([`super::auth::authenticate_request`]: the same bearer token, audience and groups), and
+//! answered in the caller's API format, refusals included:
+//!
+//! - `POST /llm/openai/v1/chat/completions`, `GET /llm/openai/v1/models` (OpenAI SDKs:
+//!   `base_url=<portal>/llm/openai/v1`, the access token as the API key);
+//! - `POST /llm/anthropic/v1/messages`, `GET /llm/anthropic/v1/models` (Anthropic SDKs:
+//!   `base_url=<portal>/llm/anthropic`, the access token as `auth_token`).
+//!
+//! The caller's `Authorization` header ends at authentication; provider requests are built
+//! from the target's configuration alone ([`crate::llm::provider`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use http::header;
+
+use crate::llm::{self, Dialect};
+use crate::model::Identity;
+use crate::portal::Portal;
+
+/// The `/llm/` routes (state: the portal).
+pub fn routes() -> Router<Arc<Portal>> {
+    Router::new()
+        .route(
+            "/llm/openai/v1/chat/completions",
+            post(|State(p): State<Arc<Portal>>, req: Request| serve(p, Dialect::OpenAi, req, true)),
+        )
+        .route(
+            "/llm/openai/v1/models",
+            get(|State(p): State<Arc<Portal>>, req: Request| serve(p, Dialect::OpenAi, req, false)),
+        )
+        .route(
+            "/llm/anthropic/v1/messages",
+            post(|State(p): State<Arc<Portal>>, req: Request| {
+                serve(p, Dialect::Anthropic, req, true)
+            }),
+        )
+        .route(
+            "/llm/anthropic/v1/models",
+            get(|State(p): State<Arc<Portal>>, req: Request| {
+                serve(p, Dialect::Anthropic, req, false)
+            }),
+        )
+        .route(
+            "/llm/openai/{*rest}",
+            any(|| async { llm::error(Dialect::OpenAi, 404, "no such endpoint") }),
+        )
+        .route(
+            "/llm/anthropic/{*rest}",
+            any(|| async { llm::error(Dialect::Anthropic, 404, "no such endpoint") }),
+        )
+}
+
+async fn serve(portal: Arc<Portal>, dialect: Dialect, mut req: Request, call: bool) -> Response {
+    if let Err(refusal) = super::auth::authenticate_request(&portal, &mut req).await {
+        return in_dialect(dialect, refusal).await;
+    }
+    let identity = req
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or_else(Identity::nobody);
+    if !call {
+        return portal.llm.models(dialect, &identity);
+    }
+    let limit = portal.config().max_body_bytes;
+    let Ok(body) = axum::body::to_bytes(req.into_body(), limit).await else {
+        return llm::error(
+            dialect,
+            413,
+            &format!("the request body is larger than {limit} bytes (spec.limits.maxBodyBytes)"),
+        );
+    };
+    portal.llm.call(dialect, &identity, &body).await
+}
+
+/// An authentication refusal (401/403 with `WWW-Authenticate`, 503) with its body in the
+/// caller's API format; the challenge and `Retry-After` headers are kept.
+async fn in_dialect(dialect: Dialect, refusal: Response) -> Response {
+    let (parts, body) = refusal.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("error_description")
+                .and_then(|d| d.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let mut resp = llm::error(dialect, parts.status.as_u16(), &message);
+    for h in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&h) {
+            resp.headers_mut().insert(h, v.clone());
+        }
+    }
+    resp
+}
