@@ -24,6 +24,7 @@ import pytest
 from harness import manifests, paths
 from harness.ports import free_port
 from harness.procs import ProcessManager
+from harness.prometheus import promtool_check_metrics
 from harness.proxy import Portal, start_proxy
 
 from .auth_support import Idp, start_idp
@@ -380,3 +381,14 @@ def test_each_call_leaves_one_audit_event_with_tokens_and_never_the_prompt(gw: G
     assert "8675309" not in gw.audit.read_text()
     denied = [e for e in events if e["decision"] == "deny" and e["subject"] == "carol"]
     assert denied and denied[-1]["reason"] == "no grant for the model"
+
+
+def test_metrics_count_calls_and_tokens_by_alias_and_provider_without_users_and_pass_promtool(gw: Gateway) -> None:
+    gw.anthropic().messages.create(model="gpt", max_tokens=20, messages=[{"role": "user", "content": "count me"}])
+    body = httpx.get(f"{gw.portal.admin}/metrics", timeout=5).text
+    assert 'portcullis_llm_requests_total{model="gpt",provider="openAICompatible",outcome="ok"}' in body, body
+    assert 'portcullis_gen_ai_client_token_usage_count{model="gpt",provider="openAICompatible",token_type="input"}' in body
+    assert 'portcullis_gen_ai_client_operation_duration_seconds_count{model="gpt",provider="openAICompatible",outcome="ok"}' in body
+    assert "alice" not in body and "carol" not in body, "no per-user labels"
+    code, output = promtool_check_metrics(body)
+    assert code == 0 and not output, f"promtool check metrics exited {code}:\n{output}"
