@@ -616,10 +616,108 @@ fn provider_bodies(
         };
         if target == Dialect::OpenAi && body.get("stream").and_then(Value::as_bool) == Some(true) {
             // Usage is always asked for; the relay drops the extra chunk when the caller did
-            // not ask for it.
-            body["stream_options"] = serde_json::json!({"include_usage": true});
+            // not ask for it. The caller's other stream options stay.
+            match body
+                .get_mut("stream_options")
+                .and_then(Value::as_object_mut)
+            {
+                Some(o) => {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+                None => body["stream_options"] = serde_json::json!({"include_usage": true}),
+            }
         }
         out.push(body);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LlmTargetConfig, PortalConfig};
+    use crds::McpPortalSpec;
+    use crds::llm::{LlmProvider, LlmStrategy};
+
+    fn config(policies: serde_json::Value) -> PortalConfig {
+        let policies: Vec<McpPolicy> = policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| McpPolicy::new("p", serde_json::from_value(p.clone()).unwrap()))
+            .collect();
+        PortalConfig {
+            name: "p".into(),
+            spec: McpPortalSpec::default(),
+            servers: vec![],
+            policies,
+            session_key: None,
+            max_body_bytes: 1024,
+            pins: Default::default(),
+            identity_key: None,
+            llm: Some(LlmConfig {
+                routes: vec![LlmRouteConfig {
+                    alias: "fast".into(),
+                    strategy: LlmStrategy::Failover,
+                    targets: vec![
+                        LlmTargetConfig {
+                            provider: LlmProvider::OpenAiCompatible,
+                            base_url: "http://x/v1".into(),
+                            model: "g".into(),
+                            api_key: None,
+                            weight: 1,
+                            timeout: std::time::Duration::from_secs(1),
+                        },
+                        LlmTargetConfig {
+                            provider: LlmProvider::Anthropic,
+                            base_url: "http://y".into(),
+                            model: "c".into(),
+                            api_key: None,
+                            weight: 1,
+                            timeout: std::time::Duration::from_secs(1),
+                        },
+                    ],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn only_a_policy_covering_the_caller_with_a_matching_model_glob_grants_an_alias() {
+        let state = State::of(&config(serde_json::json!([
+            {"subjects": [{"group": "finance"}], "models": ["fa*"]},
+            {"subjects": [{"group": "sales"}], "rules": [{"access": "read"}]},
+            {"models": ["open-*"]}
+        ])));
+        let alice = Identity::user("alice", ["finance"]);
+        let carol = Identity::user("carol", ["sales"]);
+        assert!(state.may_use(&alice, "fast"));
+        assert!(!state.may_use(&alice, "slow"));
+        assert!(!state.may_use(&carol, "fast"), "tool rules grant no model");
+        // A policy without subjects covers every authenticated caller, never nobody.
+        assert!(state.may_use(&carol, "open-1"));
+        assert!(!state.may_use(&Identity::nobody(), "open-1"));
+    }
+
+    #[test]
+    fn each_target_gets_its_own_model_and_a_translation_when_it_speaks_the_other_api() {
+        let cfg = config(serde_json::json!([]));
+        let route = &cfg.llm.as_ref().unwrap().routes[0];
+        let req = serde_json::json!({"model": "fast", "stream": true,
+            "stream_options": {"include_obfuscation": false},
+            "messages": [{"role": "user", "content": "hi"}]});
+        let bodies = provider_bodies(Dialect::OpenAi, &req, route).unwrap();
+        assert_eq!(bodies[0]["model"], "g");
+        assert_eq!(
+            bodies[0]["stream_options"],
+            serde_json::json!({"include_obfuscation": false, "include_usage": true})
+        );
+        assert_eq!(bodies[1]["model"], "c");
+        assert_eq!(bodies[1]["max_tokens"], translate::DEFAULT_MAX_TOKENS);
+        assert!(bodies[1].get("stream_options").is_none());
+        // A field one target cannot take refuses the request whoever would serve it.
+        let mut n2 = req.clone();
+        n2["n"] = serde_json::json!(2);
+        assert!(provider_bodies(Dialect::OpenAi, &n2, route).is_err());
+    }
 }
