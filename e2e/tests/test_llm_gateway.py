@@ -10,6 +10,7 @@ failing over to anthropic-emu), `breaker` (the same two, for the circuit breaker
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class Gateway:
     oa: Emulator
     an: Emulator
     audit: Path
+    manifest: Path
+    docs: list[dict[str, Any]]
 
     def token(self, sub: str, groups: list[str]) -> str:
         now = int(time.time())
@@ -121,7 +124,7 @@ def gw(module_pm: ProcessManager, tmp_path_factory: pytest.TempPathFactory) -> G
         path = manifests.write(workdir, docs)
         audit = workdir / "audit.jsonl"
         p = start_proxy(module_pm, path, "llm", extra=["--audit-file", str(audit)])
-        return Gateway(p, idp, oa, an, audit)
+        return Gateway(p, idp, oa, an, audit, path, docs)
     except BaseException:
         print(f"\n===== process output =====\n{module_pm.tails()}")
         raise
@@ -392,3 +395,31 @@ def test_metrics_count_calls_and_tokens_by_alias_and_provider_without_users_and_
     assert "alice" not in body and "carol" not in body, "no per-user labels"
     code, output = promtool_check_metrics(body)
     assert code == 0 and not output, f"promtool check metrics exited {code}:\n{output}"
+
+
+def answer_of(gw: Gateway, alias: str) -> str:
+    r = gw.openai().chat.completions.create(model=alias, messages=[{"role": "user", "content": "who"}])
+    return r.choices[0].message.content
+
+
+def wait_answer_from(gw: Gateway, alias: str, provider: str, timeout: float = 30) -> None:
+    """Polls until `alias` is answered by `provider` (the manifests are re-read every couple of
+    seconds)."""
+    deadline = time.monotonic() + timeout
+    while not (text := answer_of(gw, alias)).startswith(provider):
+        assert time.monotonic() < deadline, f"{alias} still answered by {text!r}\n{gw.portal.proc.tail()}"
+        time.sleep(0.2)
+
+
+def test_switching_the_provider_behind_an_alias_is_a_manifest_edit_with_no_client_change(gw: Gateway) -> None:
+    assert answer_of(gw, "gpt").startswith("openai-emu")
+    docs = copy.deepcopy(gw.docs)
+    routes = next(d for d in docs if d["kind"] == "McpPortal")["spec"]["llm"]["routes"]
+    gpt = next(r for r in routes if r["alias"] == "gpt")
+    gpt["targets"] = next(r for r in routes if r["alias"] == "claude")["targets"]
+    manifests.write(gw.manifest.parent, docs, gw.manifest.name)
+    try:
+        wait_answer_from(gw, "gpt", "anthropic-emu")
+    finally:
+        manifests.write(gw.manifest.parent, gw.docs, gw.manifest.name)
+        wait_answer_from(gw, "gpt", "openai-emu")
