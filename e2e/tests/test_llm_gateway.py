@@ -423,3 +423,25 @@ def test_switching_the_provider_behind_an_alias_is_a_manifest_edit_with_no_clien
     finally:
         manifests.write(gw.manifest.parent, gw.docs, gw.manifest.name)
         wait_answer_from(gw, "gpt", "openai-emu")
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_openai_sdk_responses_api_with_a_function_call_round_trip(gw: Gateway, alias: str) -> None:
+    client = gw.openai()
+    r = client.responses.create(model=alias, instructions="Be brief.", input="hello responses")
+    assert r.output_text.endswith("says: hello responses") and r.status == "completed"
+    assert r.usage is not None and r.usage.output_tokens == 4
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r = client.responses.create(model=alias, input=[{"role": "user", "content": "weather in Paris?"}], tools=tools)
+    call = next(o for o in r.output if o.type == "function_call")
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    r2 = client.responses.create(model=alias, tools=tools, input=[
+        {"role": "user", "content": "weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18C"},
+    ])
+    assert r2.output_text.endswith("says: weather in Paris?")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=alias, input="x", stream=True)
+    assert "stream" in e.value.body["message"]

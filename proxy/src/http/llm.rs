@@ -2,7 +2,8 @@
 //! ([`super::auth::authenticate_request`]: the same bearer token, audience and groups), and
 //! answered in the caller's API format, refusals included:
 //!
-//! - `POST /llm/openai/v1/chat/completions`, `GET /llm/openai/v1/models` (OpenAI SDKs:
+//! - `POST /llm/openai/v1/chat/completions`, `POST /llm/openai/v1/responses` (not streamed),
+//!   `GET /llm/openai/v1/models` (OpenAI SDKs:
 //!   `base_url=<portal>/llm/openai/v1`, the access token as the API key);
 //! - `POST /llm/anthropic/v1/messages`, `GET /llm/anthropic/v1/models` (Anthropic SDKs:
 //!   `base_url=<portal>/llm/anthropic`, the access token as `auth_token`).
@@ -27,22 +28,32 @@ pub fn routes() -> Router<Arc<Portal>> {
     Router::new()
         .route(
             "/llm/openai/v1/chat/completions",
-            post(|State(p): State<Arc<Portal>>, req: Request| serve(p, Dialect::OpenAi, req, true)),
+            post(|State(p): State<Arc<Portal>>, req: Request| {
+                serve(p, Dialect::OpenAi, req, Kind::Call)
+            }),
+        )
+        .route(
+            "/llm/openai/v1/responses",
+            post(|State(p): State<Arc<Portal>>, req: Request| {
+                serve(p, Dialect::OpenAi, req, Kind::Responses)
+            }),
         )
         .route(
             "/llm/openai/v1/models",
-            get(|State(p): State<Arc<Portal>>, req: Request| serve(p, Dialect::OpenAi, req, false)),
+            get(|State(p): State<Arc<Portal>>, req: Request| {
+                serve(p, Dialect::OpenAi, req, Kind::Models)
+            }),
         )
         .route(
             "/llm/anthropic/v1/messages",
             post(|State(p): State<Arc<Portal>>, req: Request| {
-                serve(p, Dialect::Anthropic, req, true)
+                serve(p, Dialect::Anthropic, req, Kind::Call)
             }),
         )
         .route(
             "/llm/anthropic/v1/models",
             get(|State(p): State<Arc<Portal>>, req: Request| {
-                serve(p, Dialect::Anthropic, req, false)
+                serve(p, Dialect::Anthropic, req, Kind::Models)
             }),
         )
         .route(
@@ -55,7 +66,18 @@ pub fn routes() -> Router<Arc<Portal>> {
         )
 }
 
-async fn serve(portal: Arc<Portal>, dialect: Dialect, mut req: Request, call: bool) -> Response {
+/// What an endpoint does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Chat Completions or Messages.
+    Call,
+    /// OpenAI Responses (not streamed).
+    Responses,
+    /// The caller's aliases.
+    Models,
+}
+
+async fn serve(portal: Arc<Portal>, dialect: Dialect, mut req: Request, kind: Kind) -> Response {
     if let Err(refusal) = super::auth::authenticate_request(&portal, &mut req).await {
         return in_dialect(dialect, refusal).await;
     }
@@ -64,7 +86,7 @@ async fn serve(portal: Arc<Portal>, dialect: Dialect, mut req: Request, call: bo
         .get::<Identity>()
         .cloned()
         .unwrap_or_else(Identity::nobody);
-    if !call {
+    if kind == Kind::Models {
         return portal.llm.models(dialect, &identity);
     }
     let limit = portal.config().max_body_bytes;
@@ -75,6 +97,9 @@ async fn serve(portal: Arc<Portal>, dialect: Dialect, mut req: Request, call: bo
             &format!("the request body is larger than {limit} bytes (spec.limits.maxBodyBytes)"),
         );
     };
+    if kind == Kind::Responses {
+        return portal.llm.responses(&identity, &body).await;
+    }
     portal.llm.call(dialect, &identity, &body).await
 }
 

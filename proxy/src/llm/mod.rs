@@ -16,6 +16,7 @@
 pub mod anthropic;
 pub mod openai;
 pub mod provider;
+pub mod responses;
 pub mod routes;
 pub mod stream;
 pub mod translate;
@@ -390,6 +391,43 @@ impl Gateway {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+
+    /// An OpenAI Responses request (`POST /v1/responses`, not streamed): served as a Chat
+    /// Completions call ([`Gateway::call`]: the same grant, routing, failover and audit), its
+    /// answer made a Response object; errors are OpenAI's.
+    pub async fn responses(&self, identity: &Identity, body: &[u8]) -> Response {
+        let req: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return error(
+                    Dialect::OpenAi,
+                    400,
+                    "the request body must be a JSON object",
+                );
+            }
+        };
+        let chat = match responses::request_to_chat(&req) {
+            Ok(c) => c,
+            Err(translate::Untranslatable(msg)) => return error(Dialect::OpenAi, 400, &msg),
+        };
+        let body = serde_json::to_vec(&chat).expect("JSON values serialize");
+        let resp = self.call(Dialect::OpenAi, identity, &body).await;
+        if !resp.status().is_success() {
+            return resp;
+        }
+        let Ok(bytes) = axum::body::to_bytes(resp.into_body(), provider::MAX_ANSWER_BYTES).await
+        else {
+            return error(
+                Dialect::OpenAi,
+                502,
+                "the provider's answer could not be read",
+            );
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => axum::Json(responses::chat_to_response(&v)).into_response(),
+            Err(_) => error(Dialect::OpenAi, 502, "the provider's answer is not JSON"),
+        }
     }
 
     /// A provider's whole answer, in the caller's dialect.
