@@ -445,3 +445,16 @@ def test_openai_sdk_responses_api_with_a_function_call_round_trip(gw: Gateway, a
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model=alias, input="x", stream=True)
     assert "stream" in e.value.body["message"]
+
+
+def test_a_foreign_browser_origin_is_refused_before_any_provider_sees_the_request(gw: Gateway) -> None:
+    before = len(gw.oa.requests())
+    token = gw.token("alice", ["finance"])
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "x"}]}
+    url = f"{gw.portal.base}/llm/openai/v1/chat/completions"
+    r = httpx.post(url, json=body, headers={"authorization": f"Bearer {token}", "origin": "https://evil.example"}, timeout=10)
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert len(gw.oa.requests()) == before
+    # A page on loopback may call a loopback portal (as for /mcp).
+    r = httpx.post(url, json=body, headers={"authorization": f"Bearer {token}", "origin": "http://127.0.0.1:5173"}, timeout=10)
+    assert r.status_code == 200, r.text

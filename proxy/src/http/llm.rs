@@ -23,8 +23,10 @@ use crate::llm::{self, Dialect};
 use crate::model::Identity;
 use crate::portal::Portal;
 
-/// The `/llm/` routes (state: the portal).
-pub fn routes() -> Router<Arc<Portal>> {
+/// The `/llm/` routes (state: the portal). A request with an `Origin` header not among
+/// `origins` (the portal's allowed origins, as `/mcp` checks them; `scheme://host:*` allows any
+/// port) gets 403 before anything else.
+pub fn routes(origins: Arc<Vec<String>>) -> Router<Arc<Portal>> {
     Router::new()
         .route(
             "/llm/openai/v1/chat/completions",
@@ -64,6 +66,62 @@ pub fn routes() -> Router<Arc<Portal>> {
             "/llm/anthropic/{*rest}",
             any(|| async { llm::error(Dialect::Anthropic, 404, "no such endpoint") }),
         )
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let origins = origins.clone();
+                async move {
+                    let origin = req
+                        .headers()
+                        .get(header::ORIGIN)
+                        .map(|o| o.to_str().unwrap_or(""));
+                    if let Some(o) = origin
+                        && !origin_allowed(o, &origins)
+                    {
+                        let dialect = if req.uri().path().starts_with("/llm/anthropic/") {
+                            Dialect::Anthropic
+                        } else {
+                            Dialect::OpenAi
+                        };
+                        return llm::error(dialect, 403, "this Origin may not call the portal");
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
+}
+
+/// Whether a browser `origin` is allowed: equal to an entry (trailing `/` ignored), or matching
+/// an entry `scheme://host:*` with any port.
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let origin = origin.trim_end_matches('/');
+    allowed.iter().any(|a| match a.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with(':') => origin
+            .strip_prefix(prefix)
+            .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())),
+        _ => a.trim_end_matches('/') == origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_any_port_of_a_wildcard_entry() {
+        let allowed = [
+            "https://app.example.com".to_owned(),
+            "http://127.0.0.1:*".to_owned(),
+        ];
+        assert!(origin_allowed("https://app.example.com", &allowed));
+        assert!(origin_allowed("http://127.0.0.1:5173", &allowed));
+        assert!(!origin_allowed("http://127.0.0.1:", &allowed));
+        assert!(!origin_allowed("http://127.0.0.1:80.evil.com", &allowed));
+        assert!(!origin_allowed(
+            "https://app.example.com.evil.com",
+            &allowed
+        ));
+        assert!(!origin_allowed("null", &allowed));
+    }
 }
 
 /// What an endpoint does.

@@ -66,7 +66,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_max_request_body_bytes(cfg.max_body_bytes)
         .with_cancellation_token(portal.shutdown.child_token())
-        .with_allowed_origins(origins)
+        .with_allowed_origins(origins.clone())
         .enforce_origin_validation();
     if !options.loopback {
         // In a cluster the Host is the Service or Ingress name; Origin validation still applies.
@@ -109,7 +109,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
             "/.well-known/oauth-protected-resource/{*resource}",
             get(auth::metadata),
         )
-        .merge(llm::routes())
+        .merge(llm::routes(std::sync::Arc::new(origins)))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
