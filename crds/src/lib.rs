@@ -15,6 +15,7 @@ pub mod detector;
 pub mod error;
 pub mod glob;
 pub mod inspection;
+pub mod llm;
 pub mod manifests;
 pub mod policy;
 pub mod portal;

@@ -50,6 +50,13 @@ pub struct McpPolicySpec {
     /// Rate limits for the covered subjects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PolicyLimits>,
+    /// LLM model aliases (globs over the portal's `spec.llm.routes[].alias`) the covered
+    /// subjects may call through the portal's `/llm/` endpoints. Nobody may call an alias no
+    /// policy grants them (403 in the caller's API format); `["*"]` grants every alias.
+    /// Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
+    pub models: Vec<String>,
 }
 
 /// A subject matcher: exactly one of `user`, `group` or `claim` is set.

@@ -78,6 +78,12 @@ pub struct McpPortalSpec {
     /// while it cannot be written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<PortalAudit>,
+    /// The portal's LLM gateway: OpenAI- and Anthropic-compatible endpoints under `/llm/` on
+    /// the portal's listener, authenticated like `/mcp`, with model aliases routed to provider
+    /// targets (failover, translation between the two APIs). Who may call which alias is an
+    /// McpPolicy's `models`. Absent: the `/llm/` endpoints answer 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::LlmSpec>,
 }
 
 /// Audit log settings of a portal. Every request writes one JSON line; each line's `prev` links

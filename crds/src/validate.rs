@@ -9,6 +9,7 @@
 use crate::detector::{Detector, DetectorName};
 use crate::glob::glob_problem;
 use crate::inspection::{Inspector, InspectorName};
+use crate::llm::{LlmSpec, LlmStrategy};
 use crate::policy::InspectionRule;
 use crate::select::selector_problem;
 use crate::server::DeployedTransport;
@@ -133,6 +134,11 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
     }
     for (i, r) in spec.inspection.iter().enumerate() {
         inspection_problems(&mut out, i, r);
+    }
+    for (i, g) in spec.models.iter().enumerate() {
+        if let Some(p) = glob_problem(g) {
+            out.push(Problem::new(format!("spec.models[{i}]"), p));
+        }
     }
     if let Some(l) = &spec.limits {
         for (field, v) in [
@@ -314,7 +320,114 @@ pub fn portal_problems(portal: &McpPortal) -> Vec<Problem> {
     {
         out.push(Problem::new("spec.servers.selector", p));
     }
+    if let Some(llm) = &spec.llm {
+        llm_problems(&mut out, llm);
+    }
     out
+}
+
+/// The problems of `spec.llm`: what the schema's CEL refuses, and what it cannot (a base URL
+/// that does not parse, a key reference without a name).
+fn llm_problems(out: &mut Vec<Problem>, llm: &LlmSpec) {
+    if llm.routes.is_empty() {
+        out.push(Problem::new(
+            "spec.llm.routes",
+            "list at least one route (or leave spec.llm out)",
+        ));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, r) in llm.routes.iter().enumerate() {
+        let at = format!("spec.llm.routes[{i}]");
+        if !(1..=128).contains(&r.alias.len())
+            || !r
+                .alias
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            out.push(Problem::new(
+                format!("{at}.alias"),
+                format!("{:?}: 1-128 characters of [A-Za-z0-9_.-]", r.alias),
+            ));
+        }
+        if let Some(first) = seen.insert(r.alias.as_str(), i) {
+            out.push(Problem::new(
+                format!("{at}.alias"),
+                format!(
+                    "{:?} is also the alias of spec.llm.routes[{first}]: aliases are unique",
+                    r.alias
+                ),
+            ));
+        }
+        if r.targets.is_empty() || r.targets.len() > 8 {
+            out.push(Problem::new(format!("{at}.targets"), "list 1-8 targets"));
+        }
+        for (j, t) in r.targets.iter().enumerate() {
+            let at = format!("{at}.targets[{j}]");
+            match &t.base_url {
+                None if t.provider.default_base_url().is_none() => out.push(Problem::new(
+                    format!("{at}.baseUrl"),
+                    format!("required for provider {}", t.provider.id()),
+                )),
+                Some(u) if !base_url_ok(u) => out.push(Problem::new(
+                    format!("{at}.baseUrl"),
+                    format!("{u:?} is not an http(s) URL with a host"),
+                )),
+                _ => {}
+            }
+            match &t.api_key_from {
+                None if t.provider.needs_key() => out.push(Problem::new(
+                    format!("{at}.apiKeyFrom"),
+                    format!(
+                        "required for provider {} (a Secret key holding the API key)",
+                        t.provider.id()
+                    ),
+                )),
+                Some(k) if k.name.is_empty() || k.key.is_empty() => out.push(Problem::new(
+                    format!("{at}.apiKeyFrom"),
+                    "name and key must not be empty",
+                )),
+                _ => {}
+            }
+            if t.model.trim().is_empty() || t.model.len() > 256 {
+                out.push(Problem::new(
+                    format!("{at}.model"),
+                    "must be 1-256 non-blank characters",
+                ));
+            }
+            if let Some(w) = t.weight {
+                if r.strategy != LlmStrategy::Weighted {
+                    out.push(Problem::new(
+                        format!("{at}.weight"),
+                        "applies only to a route with strategy: weighted",
+                    ));
+                } else if !(1..=1000).contains(&w) {
+                    out.push(Problem::new(format!("{at}.weight"), "must be 1-1000"));
+                }
+            }
+            if let Some(s) = t.timeout_seconds
+                && !(1..=600).contains(&s)
+            {
+                out.push(Problem::new(
+                    format!("{at}.timeoutSeconds"),
+                    "must be 1-600",
+                ));
+            }
+        }
+    }
+}
+
+/// `http(s)://host...` with a non-empty host and no spaces.
+fn base_url_ok(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(rest) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            !host.is_empty() && !u.contains(char::is_whitespace)
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

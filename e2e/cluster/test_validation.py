@@ -41,6 +41,11 @@ DEPLOYED = {"image": "ghcr.io/example/mcp:1", "command": ["mcp-server"]}
 DLP = {"name": "cards", "detectors": ["creditCard"]}
 INSPECT = {"name": "injection", "detectors": ["promptInjection"]}
 SELECTOR_IN = {"key": "team", "operator": "In", "values": ["a"]}
+LLM_T = {"provider": "openAICompatible", "baseUrl": "http://127.0.0.1:9700/v1", "model": "m"}
+
+
+def llm_portal(*routes: dict[str, Any]) -> dict[str, Any]:
+    return portal(public=True, llm={"routes": list(routes)})
 
 # (id, manifest, the field path the apiserver's message must name, what the row breaks)
 BAD: list[tuple[str, dict[str, Any], str, str]] = [
@@ -80,6 +85,13 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("selector-exists-with-values", portal(public=True, servers={"selector": {"matchExpressions": [
         {"key": "team", "operator": "Exists", "values": ["a"]}]}}),
      "spec.servers.selector.matchExpressions[0].values", "cel: Exists takes no values"),
+    ("llm-weight-on-a-failover-route", llm_portal({"alias": "fast", "targets": [{**LLM_T, "weight": 2}]}),
+     "spec.llm.routes[0].targets", "cel: weight applies only to a route with strategy: weighted"),
+    ("llm-compatible-target-without-base-url",
+     llm_portal({"alias": "fast", "targets": [{"provider": "openAICompatible", "model": "m"}]}),
+     "spec.llm.routes[0].targets[0].baseUrl", "cel: azureOpenAI and openAICompatible targets need a baseUrl"),
+    ("llm-openai-target-without-key", llm_portal({"alias": "fast", "targets": [{"provider": "openai", "model": "m"}]}),
+     "spec.llm.routes[0].targets[0].apiKeyFrom", "cel: openai, anthropic and azureOpenAI targets need an apiKeyFrom"),
     # --- enums ---
     ("detector-phone-number", policy(dlp=[{"name": "pii", "detectors": ["email", "phoneNumber"]}]),
      "spec.dlp[0].detectors[1]", "enum: the operator's old name for phone"),
@@ -110,6 +122,19 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.screening.action", "enum: Allow, Alert, Quarantine"),
     ("audit-on-failure", portal(public=True, audit={"onFailure": "ignore"}), "spec.audit.onFailure",
      "enum: failClosed, failOpen"),
+    ("llm-provider", llm_portal({"alias": "fast", "targets": [{**LLM_T, "provider": "gemini"}]}),
+     "spec.llm.routes[0].targets[0].provider", "enum: openai, anthropic, azureOpenAI, openAICompatible"),
+    ("llm-strategy", llm_portal({"alias": "fast", "strategy": "random", "targets": [LLM_T]}),
+     "spec.llm.routes[0].strategy", "enum: failover, weighted"),
+    ("llm-duplicate-alias", llm_portal({"alias": "fast", "targets": [LLM_T]}, {"alias": "fast", "targets": [LLM_T]}),
+     "spec.llm.routes[1]", "list-map: aliases are unique"),
+    ("llm-alias-pattern", llm_portal({"alias": "gpt 4", "targets": [LLM_T]}),
+     "spec.llm.routes[0].alias", "pattern: [A-Za-z0-9_.-]"),
+    ("llm-target-timeout", llm_portal({"alias": "fast", "targets": [{**LLM_T, "timeoutSeconds": 0}]}),
+     "spec.llm.routes[0].targets[0].timeoutSeconds", "range: 1-600"),
+    ("llm-no-targets", llm_portal({"alias": "fast", "targets": []}),
+     "spec.llm.routes[0].targets", "length: 1-8 targets"),
+    ("policy-model-glob", policy(models=["gpt 4"]), "spec.models[0]", "pattern: glob syntax"),
     # --- ranges ---
     ("policy-calls-per-minute-zero", policy(limits={"callsPerMinute": 0}),
      "spec.limits.callsPerMinute", "range: at least 1"),
@@ -176,6 +201,11 @@ GOOD = [
          "servers": ["wiki-*"], "threshold": 70, "action": "flag"},
         {"name": "deals", "detectors": ["topics"], "topics": [{"name": "m", "phrases": ["merger"]}],
          "action": "block", "shadow": True}]),
+    portal("with-llm", public=True, llm={"routes": [
+        {"alias": "fast", "targets": [{**LLM_T, "apiKeyFrom": {"name": "k", "key": "openai"}},
+                                      {"provider": "anthropic", "model": "c", "apiKeyFrom": {"name": "k", "key": "a"}}]},
+        {"alias": "spread", "strategy": "weighted", "targets": [{**LLM_T, "weight": 3}, {**LLM_T, "model": "n"}]}]}),
+    policy("models", subjects=[{"group": "eng"}], models=["fast", "claude-*"]),
 ]
 
 

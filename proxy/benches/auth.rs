@@ -122,6 +122,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
         max_body_bytes: 1 << 20,
         pins: Default::default(),
         identity_key: None,
+        llm: None,
     };
     let portal = Portal::start(cfg, None, CancellationToken::new())
         .await

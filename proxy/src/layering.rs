@@ -43,19 +43,27 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("policy", &["model", "config", "catalog"]),
     // Access-token verification.
     ("auth", &["model", "metrics", "tls"]),
-    // The portal: shared state, the MCP handler, the call pipeline.
+    // The LLM gateway beside the MCP pipeline: model aliases to provider targets, failover,
+    // translation between the OpenAI and Anthropic APIs. Model grants are policy's `covers`.
+    (
+        "llm",
+        &[
+            "model", "error", "metrics", "audit", "tls", "config", "policy",
+        ],
+    ),
+    // The portal: shared state (the LLM gateway's among it), the MCP handler, the call pipeline.
     (
         "portal",
         &[
             "model", "error", "metrics", "audit", "dlp", "inspect", "codemode", "config",
-            "identity", "upstream", "catalog", "policy", "auth",
+            "identity", "upstream", "catalog", "policy", "auth", "llm",
         ],
     ),
     // axum: the portal router (authentication, validation, sessions, the fast path), admin.
     (
         "http",
         &[
-            "model", "error", "metrics", "config", "upstream", "policy", "auth", "portal",
+            "model", "error", "metrics", "config", "upstream", "policy", "auth", "llm", "portal",
         ],
     ),
 ];

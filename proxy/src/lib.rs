@@ -4,7 +4,8 @@
 //! HTTP service (both MCP eras; Origin, Host and header checks) -> [`portal::PortalHandler`]
 //! (aggregated lists; every call through [`portal::pipeline`]) -> [`upstream`] connections
 //! (Streamable HTTP, legacy SSE, stdio). [`codemode`] runs model-written JavaScript whose tool
-//! calls go through the same pipeline.
+//! calls go through the same pipeline. [`llm`] is the LLM gateway on the same listener
+//! (`/llm/...`), with the same authentication.
 
 pub mod audit;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod inspect;
 #[cfg(test)]
 mod layering;
+pub mod llm;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -231,6 +231,77 @@ impl AuditMetrics {
     }
 }
 
+/// Labels of LLM gateway calls. No subject: per-user series would be unbounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmLabels {
+    /// The model alias (from configuration).
+    pub model: String,
+    /// The provider of the last target tried (empty when none was).
+    pub provider: String,
+    /// `ok`, `denied` or `error`.
+    pub outcome: String,
+}
+
+/// Labels of LLM token counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// The model alias.
+    pub model: String,
+    /// The provider that answered.
+    pub provider: String,
+    /// `input` or `output` (OpenTelemetry's `gen_ai.token.type`).
+    pub token_type: String,
+}
+
+/// The LLM gateway's metrics, named after OpenTelemetry's GenAI client metrics where one fits.
+#[derive(Clone, Debug)]
+pub struct LlmMetrics {
+    /// Calls by alias, provider and outcome.
+    pub requests: Family<LlmLabels, Counter>,
+    /// Tokens per call (`gen_ai.client.token.usage`).
+    pub token_usage: Family<TokenLabels, Histogram>,
+    /// Time of a successful call as the client sees it, to its last byte
+    /// (`gen_ai.client.operation.duration`).
+    pub duration: Family<LlmLabels, Histogram>,
+}
+
+fn token_histogram() -> Histogram {
+    // 1 .. ~4M tokens
+    Histogram::new(exponential_buckets(1.0, 4.0, 12))
+}
+
+impl LlmMetrics {
+    fn register(registry: &mut Registry) -> LlmMetrics {
+        let requests = Family::default();
+        registry.register(
+            "llm_requests",
+            "LLM gateway calls by model alias, provider and outcome",
+            requests.clone(),
+        );
+        let token_usage = Family::<TokenLabels, Histogram>::new_with_constructor(
+            token_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens per LLM gateway call, by model alias, provider and token type",
+            token_usage.clone(),
+        );
+        let duration = Family::<LlmLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "gen_ai_client_operation_duration_seconds",
+            "Time of successful LLM gateway calls, to the answer's last byte",
+            duration.clone(),
+        );
+        LlmMetrics {
+            requests,
+            token_usage,
+            duration,
+        }
+    }
+}
+
 /// Every metric of one portal process.
 pub struct Metrics {
     registry: Registry,
@@ -273,6 +344,8 @@ pub struct Metrics {
     pub auth: AuthMetrics,
     /// The audit writer's counters.
     pub audit: AuditMetrics,
+    /// The LLM gateway.
+    pub llm: LlmMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -403,10 +476,12 @@ impl Metrics {
         );
         let auth = AuthMetrics::register(&mut registry);
         audit.register(&mut registry);
+        let llm = LlmMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
             auth,
             audit,
+            llm,
             tool_definition_changes,
             tool_description_findings,
             tools_quarantined,

@@ -163,3 +163,61 @@ fn a_full_inspection_rule_is_valid() {
     }]}));
     assert_eq!(policy_problems(&p), []);
 }
+
+#[test]
+fn llm_routes_are_checked_naming_each_bad_field() {
+    let p = portal(json!({
+        "public": true,
+        "llm": {"routes": [
+            {"alias": "fast", "targets": [
+                {"provider": "openAICompatible", "model": "m"},
+                {"provider": "anthropic", "model": "c", "baseUrl": "http://"},
+                {"provider": "openai", "model": "g", "apiKeyFrom": {"name": "k", "key": "v"}, "weight": 3}
+            ]},
+            {"alias": "fast", "targets": []},
+            {"alias": "bad alias", "strategy": "weighted", "targets": [
+                {"provider": "azureOpenAI", "model": " ", "baseUrl": "https://x.openai.azure.com/openai/v1",
+                 "apiKeyFrom": {"name": "k", "key": "v"}, "weight": 0, "timeoutSeconds": 601}
+            ]}
+        ]}
+    }));
+    let problems = portal_problems(&p);
+    assert_eq!(
+        fields(&problems),
+        [
+            "spec.llm.routes[0].targets[0].baseUrl",
+            "spec.llm.routes[0].targets[1].baseUrl",
+            "spec.llm.routes[0].targets[1].apiKeyFrom",
+            "spec.llm.routes[0].targets[2].weight",
+            "spec.llm.routes[1].alias",
+            "spec.llm.routes[1].targets",
+            "spec.llm.routes[2].alias",
+            "spec.llm.routes[2].targets[0].model",
+            "spec.llm.routes[2].targets[0].weight",
+            "spec.llm.routes[2].targets[0].timeoutSeconds",
+        ],
+        "{}",
+        summary(&problems)
+    );
+    assert!(
+        problems[4]
+            .message
+            .contains("also the alias of spec.llm.routes[0]")
+    );
+}
+
+#[test]
+fn a_complete_llm_route_and_model_grants_are_valid() {
+    let p = portal(json!({
+        "public": true,
+        "llm": {"routes": [{"alias": "fast", "targets": [
+            {"provider": "openAICompatible", "baseUrl": "http://127.0.0.1:9700/v1", "model": "m",
+             "apiKeyFrom": {"name": "k", "key": "v"}, "timeoutSeconds": 5},
+            {"provider": "anthropic", "baseUrl": "http://127.0.0.1:9701", "model": "c",
+             "apiKeyFrom": {"name": "k", "key": "a"}}
+        ]}]}
+    }));
+    assert_eq!(portal_problems(&p), []);
+    let pol = policy(json!({"models": ["fast", "claude-*", "bad model"]}));
+    assert_eq!(fields(&policy_problems(&pol)), ["spec.models[2]"]);
+}

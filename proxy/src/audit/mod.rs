@@ -85,6 +85,34 @@ pub struct Event {
     pub upstream_status: Option<u16>,
     /// [`args_hash`] of the call's arguments.
     pub args_hash: Option<String>,
+    /// An LLM gateway call: the alias, the provider that answered, tokens. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmCall>,
+}
+
+/// What an audit event records of an LLM gateway call: never the prompt or the answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmCall {
+    /// The model alias the caller named.
+    pub model: String,
+    /// The provider of the last target tried (`openai`, `anthropic`, ...).
+    pub provider: Option<String>,
+    /// The model the last target was asked for.
+    pub provider_model: Option<String>,
+    /// Whether the answer was streamed.
+    pub stream: bool,
+    /// Targets tried.
+    pub attempts: u32,
+    /// How the attempts before the last failed (`status_429`, `timeout`, `connect`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+    /// Prompt tokens (cached ones included), as the provider reported them.
+    pub input_tokens: Option<u64>,
+    /// Completion tokens, as the provider reported them.
+    pub output_tokens: Option<u64>,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_tokens: Option<u64>,
 }
 
 /// Most inspection findings one event records (the first ones, in document order).

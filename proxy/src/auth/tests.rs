@@ -365,6 +365,7 @@ fn portal_config(
         max_body_bytes: 1 << 20,
         pins: Default::default(),
         identity_key: None,
+        llm: None,
     }
 }
 

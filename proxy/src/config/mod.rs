@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 pub use manifests::Manifests;
 pub use secrets::Secrets;
 pub use types::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, KeyBytes, PortalConfig,
-    ServerConfig, ServerPins, SigningKey, Transport, UpstreamOAuth,
+    DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, KeyBytes,
+    LlmConfig, LlmRouteConfig, LlmTargetConfig, PortalConfig, ServerConfig, ServerPins, SigningKey,
+    Transport, UpstreamOAuth,
 };
 
 /// The portal to serve: `portal` when given, else the only McpPortal in the manifests read from
@@ -122,6 +123,11 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         None => None,
     };
     let identity_key = identity_key(name, &spec, &servers, &secrets)?;
+    let llm = spec
+        .llm
+        .as_ref()
+        .map(|l| llm_config(name, l, &secrets))
+        .transpose()?;
     let max_body_bytes = spec
         .limits
         .as_ref()
@@ -138,7 +144,54 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         max_body_bytes,
         pins,
         identity_key,
+        llm,
     })
+}
+
+/// `spec.llm` with defaults applied and every target's API key read.
+fn llm_config(portal: &str, spec: &crds::llm::LlmSpec, secrets: &Secrets<'_>) -> Result<LlmConfig> {
+    let mut routes = Vec::new();
+    for (i, r) in spec.routes.iter().enumerate() {
+        let mut targets = Vec::new();
+        for (j, t) in r.targets.iter().enumerate() {
+            let field = format!("spec.llm.routes[{i}].targets[{j}]");
+            let base_url = t
+                .base_url
+                .as_deref()
+                .or(t.provider.default_base_url())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "McpPortal {portal}: {field}.baseUrl: required for provider {}",
+                        t.provider.id()
+                    ))
+                })?
+                .trim_end_matches('/')
+                .to_owned();
+            let api_key = match &t.api_key_from {
+                Some(k) => Some(secrets.text(k).map_err(|e| {
+                    Error::Config(format!("McpPortal {portal}: {field}.apiKeyFrom: {e}"))
+                })?),
+                None => None,
+            };
+            targets.push(LlmTargetConfig {
+                provider: t.provider,
+                base_url,
+                model: t.model.clone(),
+                api_key,
+                weight: t.weight.unwrap_or(1).max(1),
+                timeout: t
+                    .timeout_seconds
+                    .map(|s| Duration::from_secs(s.into()))
+                    .unwrap_or(DEFAULT_LLM_TIMEOUT),
+            });
+        }
+        routes.push(LlmRouteConfig {
+            alias: r.alias.clone(),
+            strategy: r.strategy,
+            targets,
+        });
+    }
+    Ok(LlmConfig { routes })
 }
 
 /// The portal's identity signing key: required when a selected server asks for identity, so

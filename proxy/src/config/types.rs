@@ -37,6 +37,67 @@ pub struct PortalConfig {
     /// The key that signs user identities for servers with `spec.identity` (from
     /// `identitySigningKeyFrom`), as read; `identity::Signer::from_key` parses it.
     pub identity_key: Option<SigningKey>,
+    /// The LLM gateway (`spec.llm`) with its targets' API keys read, if the portal has one.
+    pub llm: Option<LlmConfig>,
+}
+
+/// Default time a provider target has to answer.
+pub const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `spec.llm` resolved: defaults applied, API keys read from their Secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmConfig {
+    /// The routes, in manifest order (aliases are unique).
+    pub routes: Vec<LlmRouteConfig>,
+}
+
+/// One alias and its targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmRouteConfig {
+    /// What clients name as `model`.
+    pub alias: String,
+    /// How the first target is chosen.
+    pub strategy: crds::llm::LlmStrategy,
+    /// The targets, in failover order.
+    pub targets: Vec<LlmTargetConfig>,
+}
+
+/// One provider target as the proxy calls it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LlmTargetConfig {
+    /// The provider's API.
+    pub provider: crds::llm::LlmProvider,
+    /// Base URL without a trailing slash (the provider's default when none was set).
+    pub base_url: String,
+    /// The model asked for.
+    pub model: String,
+    /// The API key, when one is configured. Never printed.
+    pub api_key: Option<String>,
+    /// Share of first attempts on a weighted route (1 when unset).
+    pub weight: u32,
+    /// How long the provider has to answer.
+    pub timeout: Duration,
+}
+
+impl LlmTargetConfig {
+    /// `provider model @ base URL`: a name for logs, audit events and metrics (no key).
+    pub fn describe(&self) -> String {
+        format!("{} {} @ {}", self.provider.id(), self.model, self.base_url)
+    }
+}
+
+impl std::fmt::Debug for LlmTargetConfig {
+    // The API key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmTargetConfig")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("weight", &self.weight)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// A symmetric key as read from its Secret. Its bytes never reach a log: `Debug` shows the

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod fast;
+pub mod llm;
 pub mod serve;
 pub mod service;
 pub mod session;
@@ -33,7 +34,8 @@ pub struct ServeOptions {
     pub loopback: bool,
 }
 
-/// The portal router: `/mcp` (both MCP eras), `/.well-known/jwks.json`, `/healthz`, `/readyz`.
+/// The portal router: `/mcp` (both MCP eras), the LLM gateway under `/llm/` ([`llm`]),
+/// `/.well-known/jwks.json`, `/healthz`, `/readyz`.
 ///
 /// Layers on `/mcp`, outermost first: authentication ([`auth`]: bearer JWT -> `model::Identity`,
 /// which also names the session's owner; 401/403 with `WWW-Authenticate`; RFC 9728 metadata at
@@ -64,7 +66,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_max_request_body_bytes(cfg.max_body_bytes)
         .with_cancellation_token(portal.shutdown.child_token())
-        .with_allowed_origins(origins)
+        .with_allowed_origins(origins.clone())
         .enforce_origin_validation();
     if !options.loopback {
         // In a cluster the Host is the Service or Ingress name; Origin validation still applies.
@@ -107,6 +109,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
             "/.well-known/oauth-protected-resource/{*resource}",
             get(auth::metadata),
         )
+        .merge(llm::routes(std::sync::Arc::new(origins)))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

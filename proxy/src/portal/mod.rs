@@ -53,6 +53,8 @@ pub struct Portal {
     verdicts: ArcSwap<pinning::Verdicts>,
     /// Log levels and resource subscriptions of legacy sessions.
     pub sessions: sessions::Sessions,
+    /// The LLM gateway (`spec.llm`; follows the configuration).
+    pub llm: crate::llm::Gateway,
 }
 
 impl Portal {
@@ -91,7 +93,9 @@ impl Portal {
         };
         let policy = crate::policy::PolicySet::for_config(&config);
         warn_about_policy(&config, &policy);
+        let llm = crate::llm::Gateway::new(&config, audit.clone(), metrics.clone());
         let portal = Arc::new(Portal {
+            llm,
             authenticator: Arc::new(crate::auth::Authenticator::new(&metrics.auth)),
             policy: ArcSwap::from_pointee(policy),
             limiter: Default::default(),
@@ -174,6 +178,7 @@ impl Portal {
         let policy = crate::policy::PolicySet::for_config(&config);
         warn_about_policy(&config, &policy);
         self.policy.store(Arc::new(policy));
+        self.llm.reconfigure(&config);
         self.config.store(config);
         self.rebuild().await;
         Ok(())

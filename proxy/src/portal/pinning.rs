@@ -304,6 +304,7 @@ mod tests {
             max_body_bytes: 1,
             pins: [("s".to_string(), pins)].into(),
             identity_key: None,
+            llm: None,
         }
     }
 

@@ -1,0 +1,762 @@
+//! The LLM gateway: OpenAI- and Anthropic-compatible endpoints of a portal (`spec.llm`).
+//!
+//! A request names a model alias; the caller must hold a grant for it (an McpPolicy's `models`
+//! covering them: default deny, 403 in the caller's API format); the alias's targets are tried
+//! in [`routes::attempt_order`], moving on only on 429, 5xx, 529, timeouts and connection errors
+//! ([`routes::fails_over`]), skipping targets whose circuit breaker is open. A target that
+//! speaks the caller's API gets the request as sent (the model replaced); another gets it
+//! translated ([`translate`]), and its answer, streamed or not, is translated back. Every call
+//! writes one audit event (subject, alias, provider, tokens, outcome; never the prompt) and
+//! moves the `gen_ai_*` metrics.
+//!
+//! The files, by concern: [`routes`] (attempt order, failover decisions, circuit breakers),
+//! [`openai`] and [`anthropic`] (each API's errors, usage, framing), [`translate`] (between the
+//! two), [`provider`] (the HTTP client of one attempt), [`stream`] (relaying event streams).
+
+pub mod anthropic;
+pub mod openai;
+pub mod provider;
+pub mod responses;
+pub mod routes;
+pub mod stream;
+pub mod translate;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use crds::McpPolicy;
+use crds::glob::Glob;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::Value;
+
+use crate::audit::{AuditLog, Event, LlmCall, Outcome};
+use crate::config::{LlmConfig, LlmRouteConfig, PortalConfig};
+use crate::metrics::{LlmLabels, Metrics, TokenLabels};
+use crate::model::Identity;
+use provider::Attempt;
+use routes::{Breakers, Failure};
+
+/// The API a caller (or a provider) speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI Chat Completions.
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+impl Dialect {
+    /// `openai` or `anthropic`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
+    /// The audit event's method for a call in this dialect.
+    fn method(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "llm/chat.completions",
+            Dialect::Anthropic => "llm/messages",
+        }
+    }
+}
+
+/// Token counts of one call. `input` counts every prompt token (cached ones included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input: u64,
+    /// Completion tokens.
+    pub output: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cached: u64,
+}
+
+/// The kinds of error both APIs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400.
+    InvalidRequest,
+    /// 401.
+    Authentication,
+    /// 403.
+    Permission,
+    /// 404.
+    NotFound,
+    /// 413.
+    TooLarge,
+    /// 429.
+    RateLimit,
+    /// 5xx.
+    Api,
+    /// 529 (Anthropic's overloaded).
+    Overloaded,
+}
+
+impl ErrorKind {
+    /// The kind a status stands for.
+    pub fn of(status: u16) -> ErrorKind {
+        match status {
+            400 => ErrorKind::InvalidRequest,
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::Permission,
+            404 => ErrorKind::NotFound,
+            413 => ErrorKind::TooLarge,
+            429 => ErrorKind::RateLimit,
+            529 => ErrorKind::Overloaded,
+            _ => ErrorKind::Api,
+        }
+    }
+}
+
+/// An error answer in `dialect`'s format.
+pub fn error(dialect: Dialect, status: u16, message: &str) -> Response {
+    let kind = ErrorKind::of(status);
+    let body = match dialect {
+        Dialect::OpenAi => openai::error_body(kind, message, None),
+        Dialect::Anthropic => anthropic::error_body(kind, message),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (status, axum::Json(body)).into_response()
+}
+
+/// Who may call which alias: each policy's `models` globs, with the policy to match subjects.
+struct Grant {
+    policy: McpPolicy,
+    models: Vec<Glob>,
+}
+
+/// The configuration the gateway serves.
+struct State {
+    portal: String,
+    llm: Option<LlmConfig>,
+    grants: Vec<Grant>,
+}
+
+impl State {
+    fn of(cfg: &PortalConfig) -> State {
+        State {
+            portal: cfg.name.clone(),
+            llm: cfg.llm.clone(),
+            grants: cfg
+                .policies
+                .iter()
+                .filter(|p| !p.spec.models.is_empty())
+                .map(|p| Grant {
+                    policy: p.clone(),
+                    models: p.spec.models.iter().map(|g| Glob::new(g)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn may_use(&self, identity: &Identity, alias: &str) -> bool {
+        self.grants.iter().any(|g| {
+            g.models.iter().any(|m| m.matches(alias)) && crate::policy::covers(&g.policy, identity)
+        })
+    }
+}
+
+/// The gateway of one portal: its routes, grants, breakers and provider client.
+pub struct Gateway {
+    state: ArcSwap<State>,
+    breakers: Breakers,
+    client: reqwest::Client,
+    audit: Option<Arc<AuditLog>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gateway")
+    }
+}
+
+/// What a call did, for its audit event and metrics.
+#[derive(Debug, Default)]
+struct Record {
+    alias: String,
+    provider: String,
+    target_model: String,
+    attempts: u32,
+    failures: Vec<String>,
+    usage: Option<Usage>,
+    stream: bool,
+}
+
+impl Gateway {
+    /// The gateway of `cfg` (no `spec.llm`: every `/llm/` request gets 404).
+    pub fn new(cfg: &PortalConfig, audit: Option<Arc<AuditLog>>, metrics: Arc<Metrics>) -> Self {
+        Gateway {
+            state: ArcSwap::from_pointee(State::of(cfg)),
+            breakers: Breakers::default(),
+            client: provider::client(),
+            audit,
+            metrics,
+        }
+    }
+
+    /// Puts a new configuration in force (routes, keys, grants); calls in flight finish on
+    /// the old one.
+    pub fn reconfigure(&self, cfg: &PortalConfig) {
+        self.state.store(Arc::new(State::of(cfg)));
+    }
+
+    /// `GET /v1/models` in `dialect`: the aliases `identity` may call.
+    pub fn models(&self, dialect: Dialect, identity: &Identity) -> Response {
+        let state = self.state.load();
+        let Some(llm) = &state.llm else {
+            return no_gateway(dialect);
+        };
+        let aliases: Vec<String> = llm
+            .routes
+            .iter()
+            .filter(|r| state.may_use(identity, &r.alias))
+            .map(|r| r.alias.clone())
+            .collect();
+        axum::Json(match dialect {
+            Dialect::OpenAi => openai::models(&aliases),
+            Dialect::Anthropic => anthropic::models(&aliases),
+        })
+        .into_response()
+    }
+
+    /// A Chat Completions (`OpenAi`) or Messages (`Anthropic`) request from `identity`.
+    pub async fn call(&self, caller: Dialect, identity: &Identity, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let state = self.state.load_full();
+        let Some(llm) = &state.llm else {
+            return no_gateway(caller);
+        };
+        let req: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return error(caller, 400, "the request body must be a JSON object"),
+        };
+        let Some(alias) = req.get("model").and_then(Value::as_str) else {
+            return error(
+                caller,
+                400,
+                "model: required (a model alias of this portal)",
+            );
+        };
+        let mut rec = Record {
+            alias: alias.to_owned(),
+            stream: req.get("stream").and_then(Value::as_bool) == Some(true),
+            ..Default::default()
+        };
+        let Some(route) = llm.routes.iter().find(|r| r.alias == alias) else {
+            return error(
+                caller,
+                404,
+                &format!("model {alias:?} is not a model alias of this portal"),
+            );
+        };
+        if !state.may_use(identity, alias) {
+            self.finish(
+                &state,
+                caller,
+                identity,
+                &rec,
+                Outcome::Deny,
+                Some("no grant for the model".into()),
+                started,
+            );
+            return error(
+                caller,
+                403,
+                &format!("you may not use model {alias:?} (no McpPolicy grants it to you)"),
+            );
+        }
+        // Every target's form of the request is made before any is sent, so a request one of
+        // the targets could not take is refused whichever target would serve it.
+        let bodies = match provider_bodies(caller, &req, route) {
+            Ok(b) => b,
+            Err(translate::Untranslatable(msg)) => {
+                self.finish(
+                    &state,
+                    caller,
+                    identity,
+                    &rec,
+                    Outcome::Deny,
+                    Some("untranslatable".into()),
+                    started,
+                );
+                return error(caller, 400, &msg);
+            }
+        };
+        let keys: Vec<String> = route.targets.iter().map(|t| t.describe()).collect();
+        let order = routes::attempt_order(
+            route,
+            &self.breakers.open(&keys, Instant::now()),
+            rand::random(),
+        );
+        let mut last: Option<(Failure, Option<String>)> = None;
+        for i in order {
+            let target = &route.targets[i];
+            rec.attempts += 1;
+            rec.provider = target.provider.id().to_owned();
+            rec.target_model = target.model.clone();
+            let attempt = provider::send(&self.client, target, &bodies[i], rec.stream).await;
+            let failed = matches!(attempt, Attempt::Failed { .. });
+            self.breakers.record(&keys[i], failed, Instant::now());
+            let target_dialect = provider::dialect(target.provider);
+            match attempt {
+                Attempt::Failed {
+                    failure,
+                    retry_after,
+                } => {
+                    rec.failures.push(failure.label());
+                    last = Some((failure, retry_after));
+                }
+                Attempt::Answer { status, body } => {
+                    return self.answer(
+                        &state,
+                        caller,
+                        target_dialect,
+                        identity,
+                        rec,
+                        status,
+                        body,
+                        started,
+                    );
+                }
+                Attempt::Stream(resp) => {
+                    let include_usage = req
+                        .pointer("/stream_options/include_usage")
+                        .and_then(Value::as_bool)
+                        == Some(true);
+                    let xform = stream::Xform::new(caller, target_dialect, include_usage);
+                    let done = {
+                        let audit = self.audit.clone();
+                        let metrics = self.metrics.clone();
+                        let state = state.clone();
+                        let subject = identity.subject.clone();
+                        move |rec: Record, outcome: Outcome, reason: Option<String>| {
+                            write_record(
+                                audit.as_deref(),
+                                &metrics,
+                                &state.portal,
+                                caller,
+                                &subject,
+                                &rec,
+                                outcome,
+                                reason,
+                                started,
+                            );
+                        }
+                    };
+                    return stream::relay(resp, xform, rec, done);
+                }
+            }
+        }
+        let (failure, retry_after) = last.unwrap_or((Failure::Connect, None));
+        self.finish(
+            &state,
+            caller,
+            identity,
+            &rec,
+            Outcome::Error,
+            Some(format!("every target failed: {}", rec.failures.join(", "))),
+            started,
+        );
+        let (status, msg) = match failure {
+            Failure::Status(429) => (
+                429,
+                format!("every target of model {alias:?} is rate limited; retry later"),
+            ),
+            Failure::Status(529) => (
+                529,
+                format!("every target of model {alias:?} is overloaded; retry later"),
+            ),
+            _ => (
+                502,
+                format!(
+                    "every target of model {alias:?} failed (last: {})",
+                    failure.label()
+                ),
+            ),
+        };
+        let status = if status == 529 && caller == Dialect::OpenAi {
+            503
+        } else {
+            status
+        };
+        let mut resp = error(caller, status, &msg);
+        if let Some(v) = retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+
+    /// An OpenAI Responses request (`POST /v1/responses`, not streamed): served as a Chat
+    /// Completions call ([`Gateway::call`]: the same grant, routing, failover and audit), its
+    /// answer made a Response object; errors are OpenAI's.
+    pub async fn responses(&self, identity: &Identity, body: &[u8]) -> Response {
+        let req: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return error(
+                    Dialect::OpenAi,
+                    400,
+                    "the request body must be a JSON object",
+                );
+            }
+        };
+        let chat = match responses::request_to_chat(&req) {
+            Ok(c) => c,
+            Err(translate::Untranslatable(msg)) => return error(Dialect::OpenAi, 400, &msg),
+        };
+        let body = serde_json::to_vec(&chat).expect("JSON values serialize");
+        let resp = self.call(Dialect::OpenAi, identity, &body).await;
+        if !resp.status().is_success() {
+            return resp;
+        }
+        let Ok(bytes) = axum::body::to_bytes(resp.into_body(), provider::MAX_ANSWER_BYTES).await
+        else {
+            return error(
+                Dialect::OpenAi,
+                502,
+                "the provider's answer could not be read",
+            );
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => axum::Json(responses::chat_to_response(&v)).into_response(),
+            Err(_) => error(Dialect::OpenAi, 502, "the provider's answer is not JSON"),
+        }
+    }
+
+    /// A provider's whole answer, in the caller's dialect.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        state: &State,
+        caller: Dialect,
+        target: Dialect,
+        identity: &Identity,
+        mut rec: Record,
+        status: u16,
+        body: Bytes,
+        started: Instant,
+    ) -> Response {
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        if !(200..300).contains(&status) {
+            let msg = parsed
+                .as_ref()
+                .and_then(|v| match target {
+                    Dialect::OpenAi => openai::error_message(v),
+                    Dialect::Anthropic => anthropic::error_message(v),
+                })
+                .unwrap_or("the provider refused the request")
+                .to_owned();
+            self.finish(
+                state,
+                caller,
+                identity,
+                &rec,
+                Outcome::Error,
+                Some(format!("provider status {status}")),
+                started,
+            );
+            if status == 401 || status == 403 {
+                // The portal's key was refused: not the caller's credentials.
+                return error(
+                    caller,
+                    502,
+                    &format!(
+                        "the provider behind model {:?} refused the portal's credentials",
+                        rec.alias
+                    ),
+                );
+            }
+            if caller == target && parsed.is_some() {
+                return raw(status, body);
+            }
+            return error(caller, status, &msg);
+        }
+        let Some(v) = parsed else {
+            self.finish(
+                state,
+                caller,
+                identity,
+                &rec,
+                Outcome::Error,
+                Some("provider answer is not JSON".into()),
+                started,
+            );
+            return error(caller, 502, "the provider's answer is not JSON");
+        };
+        rec.usage = match target {
+            Dialect::OpenAi => openai::usage(&v),
+            Dialect::Anthropic => anthropic::usage(&v),
+        };
+        self.finish(state, caller, identity, &rec, Outcome::Allow, None, started);
+        match (caller, target) {
+            (a, b) if a == b => raw(status, body),
+            (Dialect::OpenAi, _) => {
+                axum::Json(translate::anthropic_response_to_openai(&v)).into_response()
+            }
+            (Dialect::Anthropic, _) => {
+                axum::Json(translate::openai_response_to_anthropic(&v)).into_response()
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        state: &State,
+        caller: Dialect,
+        identity: &Identity,
+        rec: &Record,
+        outcome: Outcome,
+        reason: Option<String>,
+        started: Instant,
+    ) {
+        write_record(
+            self.audit.as_deref(),
+            &self.metrics,
+            &state.portal,
+            caller,
+            &identity.subject,
+            rec,
+            outcome,
+            reason,
+            started,
+        );
+    }
+}
+
+/// The audit event and metrics of one call.
+#[allow(clippy::too_many_arguments)]
+fn write_record(
+    audit: Option<&AuditLog>,
+    metrics: &Metrics,
+    portal: &str,
+    caller: Dialect,
+    subject: &str,
+    rec: &Record,
+    outcome: Outcome,
+    reason: Option<String>,
+    started: Instant,
+) {
+    let elapsed = started.elapsed();
+    let outcome_label = match outcome {
+        Outcome::Allow => "ok",
+        Outcome::Deny => "denied",
+        Outcome::Block => "blocked",
+        Outcome::Error => "error",
+    };
+    metrics
+        .llm
+        .requests
+        .get_or_create(&LlmLabels {
+            model: rec.alias.clone(),
+            provider: rec.provider.clone(),
+            outcome: outcome_label.into(),
+        })
+        .inc();
+    if let Some(u) = rec.usage {
+        for (kind, n) in [("input", u.input), ("output", u.output)] {
+            metrics
+                .llm
+                .token_usage
+                .get_or_create(&TokenLabels {
+                    model: rec.alias.clone(),
+                    provider: rec.provider.clone(),
+                    token_type: kind.into(),
+                })
+                .observe(n as f64);
+        }
+    }
+    if outcome == Outcome::Allow {
+        metrics
+            .llm
+            .duration
+            .get_or_create(&LlmLabels {
+                model: rec.alias.clone(),
+                provider: rec.provider.clone(),
+                outcome: outcome_label.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+    let Some(log) = audit else { return };
+    log.log(Event {
+        portal: portal.to_owned(),
+        subject: subject.to_owned(),
+        method: caller.method().into(),
+        decision: outcome,
+        reason,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        llm: Some(LlmCall {
+            model: rec.alias.clone(),
+            provider: (!rec.provider.is_empty()).then(|| rec.provider.clone()),
+            provider_model: (!rec.target_model.is_empty()).then(|| rec.target_model.clone()),
+            stream: rec.stream,
+            attempts: rec.attempts,
+            failures: rec.failures.clone(),
+            input_tokens: rec.usage.map(|u| u.input),
+            output_tokens: rec.usage.map(|u| u.output),
+            cached_tokens: rec.usage.map(|u| u.cached),
+        }),
+        ..Default::default()
+    });
+}
+
+/// A provider's bytes as they came, as JSON.
+fn raw(status: u16, body: Bytes) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        body,
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn no_gateway(dialect: Dialect) -> Response {
+    error(
+        dialect,
+        404,
+        "this portal has no LLM gateway (its McpPortal sets no spec.llm)",
+    )
+}
+
+/// The request each target of `route` is sent: the caller's with the target's model (and,
+/// for an OpenAI stream, usage asked for), or its translation.
+fn provider_bodies(
+    caller: Dialect,
+    req: &Value,
+    route: &LlmRouteConfig,
+) -> Result<Vec<Value>, translate::Untranslatable> {
+    let mut out = Vec::new();
+    for t in &route.targets {
+        let target = provider::dialect(t.provider);
+        let mut body = match (caller, target) {
+            (Dialect::OpenAi, Dialect::Anthropic) => {
+                translate::openai_request_to_anthropic(req, &t.model)?
+            }
+            (Dialect::Anthropic, Dialect::OpenAi) => {
+                translate::anthropic_request_to_openai(req, &t.model)?
+            }
+            _ => {
+                let mut b = req.clone();
+                b["model"] = Value::String(t.model.clone());
+                b
+            }
+        };
+        if target == Dialect::OpenAi && body.get("stream").and_then(Value::as_bool) == Some(true) {
+            // Usage is always asked for; the relay drops the extra chunk when the caller did
+            // not ask for it. The caller's other stream options stay.
+            match body
+                .get_mut("stream_options")
+                .and_then(Value::as_object_mut)
+            {
+                Some(o) => {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+                None => body["stream_options"] = serde_json::json!({"include_usage": true}),
+            }
+        }
+        out.push(body);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LlmTargetConfig, PortalConfig};
+    use crds::McpPortalSpec;
+    use crds::llm::{LlmProvider, LlmStrategy};
+
+    fn config(policies: serde_json::Value) -> PortalConfig {
+        let policies: Vec<McpPolicy> = policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| McpPolicy::new("p", serde_json::from_value(p.clone()).unwrap()))
+            .collect();
+        PortalConfig {
+            name: "p".into(),
+            spec: McpPortalSpec::default(),
+            servers: vec![],
+            policies,
+            session_key: None,
+            audit_key: None,
+            max_body_bytes: 1024,
+            pins: Default::default(),
+            identity_key: None,
+            llm: Some(LlmConfig {
+                routes: vec![LlmRouteConfig {
+                    alias: "fast".into(),
+                    strategy: LlmStrategy::Failover,
+                    targets: vec![
+                        LlmTargetConfig {
+                            provider: LlmProvider::OpenAiCompatible,
+                            base_url: "http://x/v1".into(),
+                            model: "g".into(),
+                            api_key: None,
+                            weight: 1,
+                            timeout: std::time::Duration::from_secs(1),
+                        },
+                        LlmTargetConfig {
+                            provider: LlmProvider::Anthropic,
+                            base_url: "http://y".into(),
+                            model: "c".into(),
+                            api_key: None,
+                            weight: 1,
+                            timeout: std::time::Duration::from_secs(1),
+                        },
+                    ],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn only_a_policy_covering_the_caller_with_a_matching_model_glob_grants_an_alias() {
+        let state = State::of(&config(serde_json::json!([
+            {"subjects": [{"group": "finance"}], "models": ["fa*"]},
+            {"subjects": [{"group": "sales"}], "rules": [{"access": "read"}]},
+            {"models": ["open-*"]}
+        ])));
+        let alice = Identity::user("alice", ["finance"]);
+        let carol = Identity::user("carol", ["sales"]);
+        assert!(state.may_use(&alice, "fast"));
+        assert!(!state.may_use(&alice, "slow"));
+        assert!(!state.may_use(&carol, "fast"), "tool rules grant no model");
+        // A policy without subjects covers every authenticated caller, never nobody.
+        assert!(state.may_use(&carol, "open-1"));
+        assert!(!state.may_use(&Identity::nobody(), "open-1"));
+    }
+
+    #[test]
+    fn each_target_gets_its_own_model_and_a_translation_when_it_speaks_the_other_api() {
+        let cfg = config(serde_json::json!([]));
+        let route = &cfg.llm.as_ref().unwrap().routes[0];
+        let req = serde_json::json!({"model": "fast", "stream": true,
+            "stream_options": {"include_obfuscation": false},
+            "messages": [{"role": "user", "content": "hi"}]});
+        let bodies = provider_bodies(Dialect::OpenAi, &req, route).unwrap();
+        assert_eq!(bodies[0]["model"], "g");
+        assert_eq!(
+            bodies[0]["stream_options"],
+            serde_json::json!({"include_obfuscation": false, "include_usage": true})
+        );
+        assert_eq!(bodies[1]["model"], "c");
+        assert_eq!(bodies[1]["max_tokens"], translate::DEFAULT_MAX_TOKENS);
+        assert!(bodies[1].get("stream_options").is_none());
+        // A field one target cannot take refuses the request whoever would serve it.
+        let mut n2 = req.clone();
+        n2["n"] = serde_json::json!(2);
+        assert!(provider_bodies(Dialect::OpenAi, &n2, route).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Relaying a provider's event stream to the caller, event by event: as it came when both
+//! speak the same API, translated otherwise. Usage is read on the way (an OpenAI provider is
+//! always asked for its usage chunk, which is dropped when the caller did not ask for it).
+//! A caller that goes away ends the relay and the provider's stream with it.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, header};
+use serde_json::Value;
+
+use super::translate::{AnthropicToOpenAi, OpenAiToAnthropic};
+use super::{Dialect, Record, Usage, anthropic, openai};
+use crate::audit::Outcome;
+
+/// Largest event accepted from a provider.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// How provider events become caller events.
+#[derive(Debug)]
+pub enum Xform {
+    /// OpenAI to OpenAI: events as they came, the usage chunk only if the caller asked for it.
+    OpenAiPass {
+        /// The caller asked for the usage chunk.
+        include_usage: bool,
+        /// Reported so far.
+        usage: Option<Usage>,
+        /// `[DONE]` was relayed.
+        done: bool,
+    },
+    /// Anthropic to Anthropic: events as they came.
+    AnthropicPass {
+        /// Reported so far.
+        usage: Option<Usage>,
+        /// `message_stop` was relayed.
+        done: bool,
+    },
+    /// Anthropic provider, OpenAI caller.
+    ToOpenAi(AnthropicToOpenAi),
+    /// OpenAI provider, Anthropic caller.
+    ToAnthropic(OpenAiToAnthropic),
+}
+
+impl Xform {
+    /// The relay for a `caller` and a `target` dialect.
+    pub fn new(caller: Dialect, target: Dialect, include_usage: bool) -> Xform {
+        match (caller, target) {
+            (Dialect::OpenAi, Dialect::OpenAi) => Xform::OpenAiPass {
+                include_usage,
+                usage: None,
+                done: false,
+            },
+            (Dialect::Anthropic, Dialect::Anthropic) => Xform::AnthropicPass {
+                usage: None,
+                done: false,
+            },
+            (Dialect::OpenAi, Dialect::Anthropic) => {
+                Xform::ToOpenAi(AnthropicToOpenAi::new(include_usage))
+            }
+            (Dialect::Anthropic, Dialect::OpenAi) => {
+                Xform::ToAnthropic(OpenAiToAnthropic::default())
+            }
+        }
+    }
+
+    fn caller(&self) -> Dialect {
+        match self {
+            Xform::OpenAiPass { .. } | Xform::ToOpenAi(_) => Dialect::OpenAi,
+            Xform::AnthropicPass { .. } | Xform::ToAnthropic(_) => Dialect::Anthropic,
+        }
+    }
+
+    /// One provider event, appending the caller's frames to `out`.
+    pub fn event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+        let data: Option<Value> = serde_json::from_str(&ev.data).ok();
+        match self {
+            Xform::OpenAiPass {
+                include_usage,
+                usage,
+                done,
+            } => {
+                if ev.data.trim() == "[DONE]" {
+                    *done = true;
+                    out.extend_from_slice(openai::DONE);
+                    return;
+                }
+                let Some(v) = data else { return };
+                if let Some(u) = openai::usage(&v) {
+                    *usage = Some(u);
+                    let only_usage = v
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty);
+                    if only_usage && !*include_usage {
+                        return;
+                    }
+                }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(ev.data.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+            Xform::AnthropicPass { usage, done } => {
+                if let Some(v) = &data {
+                    match v.get("type").and_then(Value::as_str) {
+                        Some("message_start") => {
+                            *usage = v.get("message").and_then(anthropic::usage)
+                        }
+                        Some("message_delta") => {
+                            let u = usage.get_or_insert_default();
+                            if let Some(o) =
+                                v.pointer("/usage/output_tokens").and_then(Value::as_u64)
+                            {
+                                u.output = o;
+                            }
+                        }
+                        Some("message_stop") => *done = true,
+                        _ => {}
+                    }
+                }
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(ev.event.as_deref().unwrap_or("message").as_bytes());
+                out.extend_from_slice(b"\ndata: ");
+                out.extend_from_slice(ev.data.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+            Xform::ToOpenAi(t) => {
+                if let Some(v) = data {
+                    t.event(&v, out);
+                }
+            }
+            Xform::ToAnthropic(t) => {
+                if ev.data.trim() == "[DONE]" {
+                    t.finish(out);
+                } else if let Some(v) = data {
+                    t.chunk(&v, out);
+                }
+            }
+        }
+    }
+
+    /// Whether the provider's stream ended properly.
+    fn complete(&self) -> bool {
+        match self {
+            Xform::OpenAiPass { done, .. } | Xform::AnthropicPass { done, .. } => *done,
+            Xform::ToOpenAi(t) => t.finished(),
+            Xform::ToAnthropic(t) => t.finished(),
+        }
+    }
+
+    /// An error event in the caller's format (the stream broke).
+    fn abort(&self, message: &str, out: &mut Vec<u8>) {
+        match self.caller() {
+            Dialect::OpenAi => openai::frame(
+                out,
+                &openai::error_body(super::ErrorKind::Api, message, None),
+            ),
+            Dialect::Anthropic => anthropic::frame(
+                out,
+                "error",
+                &anthropic::error_body(super::ErrorKind::Api, message),
+            ),
+        }
+    }
+
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Xform::OpenAiPass { usage, .. } | Xform::AnthropicPass { usage, .. } => *usage,
+            Xform::ToOpenAi(t) => Some(t.usage).filter(|u| *u != Usage::default()),
+            Xform::ToAnthropic(t) => Some(t.usage).filter(|u| *u != Usage::default()),
+        }
+    }
+}
+
+/// Relays `resp` through `xform` as a `text/event-stream` answer; `done` gets the call's
+/// record when the stream ends (or the caller leaves).
+pub(super) fn relay<F>(
+    mut resp: reqwest::Response,
+    mut xform: Xform,
+    mut rec: Record,
+    done: F,
+) -> Response
+where
+    F: FnOnce(Record, Outcome, Option<String>) + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut decoder = sse::Decoder::new(MAX_EVENT_BYTES);
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        let mut failure: Option<String> = None;
+        let mut gone = false;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = decoder.feed(&chunk, &mut events) {
+                        failure = Some(format!("provider stream refused: {e}"));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => failure = Some(format!("provider stream broke: {e}")),
+            }
+            for ev in events.drain(..) {
+                xform.event(&ev, &mut out);
+            }
+            if failure.is_some() {
+                break;
+            }
+            if !out.is_empty()
+                && tx
+                    .send(Bytes::from(std::mem::take(&mut out)))
+                    .await
+                    .is_err()
+            {
+                gone = true;
+                break;
+            }
+        }
+        if !gone {
+            if failure.is_none() && !xform.complete() {
+                failure = Some("the provider's stream ended early".into());
+            }
+            if let Some(f) = &failure {
+                xform.abort(f, &mut out);
+            }
+            if !out.is_empty() {
+                let _ = tx.send(Bytes::from(out)).await;
+            }
+        }
+        rec.usage = xform.usage();
+        let (outcome, reason) = match (gone, failure) {
+            (true, _) => (
+                Outcome::Error,
+                Some("the caller left during the stream".into()),
+            ),
+            (false, Some(f)) => (Outcome::Error, Some(f)),
+            (false, None) => (Outcome::Allow, None),
+        };
+        done(rec, outcome, reason);
+    });
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    }));
+    let mut resp = (http::StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
