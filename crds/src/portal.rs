@@ -74,6 +74,13 @@ pub struct McpPortalSpec {
     /// `/.well-known/jwks.json`. Required when a selected server asks for identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_signing_key_from: Option<SecretKeyRef>,
+    /// Conditions every request to the portal must meet (`include`, `require`, `exclude`, as
+    /// in McpPolicy), and which proxies are trusted to report the client's address and device
+    /// certificate. A request failing them gets 403 (401 `insufficient_user_authentication`
+    /// with an `acr_values` hint when an `authMethod` is what is missing) before any MCP
+    /// message is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::PortalAccess>,
 }
 
 /// Which servers a portal fronts.

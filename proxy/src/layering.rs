@@ -55,7 +55,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "http",
         &[
-            "model", "error", "metrics", "config", "upstream", "policy", "auth", "portal",
+            "model", "error", "metrics", "audit", "config", "upstream", "policy", "auth", "portal",
         ],
     ),
 ];

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod fast;
 pub mod service;
 pub mod session;
@@ -210,7 +211,10 @@ where
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, axum::ServiceExt::into_make_service(app))
-        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-        .await
+    axum::serve(
+        listener,
+        axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+    .await
 }
