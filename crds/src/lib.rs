@@ -9,6 +9,7 @@
 //! [`select`]ion, [`validate`]ion beyond the schema, [`manifests`] reading and [`canonical`] JSON
 //! for hashes.
 
+pub mod access;
 pub mod canonical;
 pub mod common;
 pub mod detector;

@@ -4,6 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::{AuthMethod, CertificateMatch, ClaimMatch, Selector, Subject};
 use crate::common::Condition;
 use crate::detector::DetectorName;
 use crate::inspection::InspectorName;
@@ -23,16 +24,43 @@ use crate::inspection::InspectorName;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.subjects) || !has(self.include)",
+    "message": "subjects is the older name of include: set one of them",
+    "fieldPath": ".include"
+}, {
+    "rule": crate::access::CONTRADICTION_RULE,
+    "message": "a selector both in require and in exclude matches nobody",
+    "fieldPath": ".exclude"
+}]))]
 pub struct McpPolicySpec {
     /// Portals (names in this namespace) the policy applies to. Empty: every portal of the
     /// namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub portals: Vec<String>,
-    /// Who the policy applies to. Empty: everyone (including anonymous users of public portals).
+    /// The older name of `include`, kept working with the same meaning: the policy covers a
+    /// caller matching one of these selectors. Set `subjects` or `include`, not both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub subjects: Vec<Subject>,
+    #[schemars(length(min = 1, max = 256))]
+    pub subjects: Vec<Selector>,
+    /// Whom the policy covers: a caller matching one of these selectors (any of). Empty or
+    /// absent: everyone, including anonymous users of public portals (narrowed by `require`
+    /// and `exclude`). 1-256 selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 256))]
+    pub include: Vec<Selector>,
+    /// Conditions every covered caller must also meet, all of them: for example a group and
+    /// `authMethod: {amr: [mfa]}` and a corporate `clientCertificate`. A caller failing one is
+    /// not covered (the policy's rules do not apply to them). 1-64 selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 64))]
+    pub require: Vec<Selector>,
+    /// Callers matching any of these are not covered, whatever `include` and `require` say:
+    /// for example `group: contractors`. 1-64 selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 64))]
+    pub exclude: Vec<Selector>,
     /// Tool rules. A tool is visible and callable when some `allow` rule matches it and no
     /// `deny` rule does. Writes are denied unless a rule grants `write`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -57,39 +85,6 @@ pub struct McpPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub models: Vec<String>,
-}
-
-/// A subject matcher: exactly one of `user`, `group` or `claim` is set.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "(has(self.user) ? 1 : 0) + (has(self.group) ? 1 : 0) + (has(self.claim) ? 1 : 0) == 1",
-    "message": "set exactly one of user, group and claim"
-}]))]
-pub struct Subject {
-    /// The subject (`sub` claim, or the configured subject claim) of one user or client.
-    /// 1-256 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
-    pub user: Option<String>,
-    /// A group from the groups claim. 1-256 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
-    pub group: Option<String>,
-    /// A claim that must have a given value (string equality, or membership for arrays).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claim: Option<ClaimMatch>,
-}
-
-/// A claim name and the value it must hold.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimMatch {
-    /// Claim name, for example `department`. 1-256 characters.
-    #[schemars(length(min = 1, max = 256))]
-    pub name: String,
-    /// Required value.
-    pub value: String,
 }
 
 /// Allow or deny a set of tools.

@@ -84,6 +84,13 @@ pub struct McpPortalSpec {
     /// McpPolicy's `models`. Absent: the `/llm/` endpoints answer 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<crate::llm::LlmSpec>,
+    /// Conditions every request to the portal must meet (`include`, `require`, `exclude`, as
+    /// in McpPolicy), and which proxies are trusted to report the client's address and device
+    /// certificate. A request failing them gets 403 (401 `insufficient_user_authentication`
+    /// with an `acr_values` hint when an `authMethod` is what is missing) before any MCP
+    /// message is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::PortalAccess>,
 }
 
 /// Audit log settings of a portal. Every request writes one JSON line; each line's `prev` links

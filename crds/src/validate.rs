@@ -6,6 +6,7 @@
 //! user reading manifests with the proxy gets the apiserver's answer) and what a schema cannot
 //! express: regular expressions that do not compile, label selectors Kubernetes would refuse.
 
+use crate::access::Selector;
 use crate::detector::{Detector, DetectorName};
 use crate::glob::glob_problem;
 use crate::inspection::{Inspector, InspectorName};
@@ -55,36 +56,23 @@ pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
     let spec = &policy.spec;
     let mut out = Vec::new();
-    for (i, s) in spec.subjects.iter().enumerate() {
-        let set = [s.user.is_some(), s.group.is_some(), s.claim.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if set != 1 {
-            out.push(Problem::new(
-                format!("spec.subjects[{i}]"),
-                format!("set exactly one of user, group and claim ({set} set)"),
-            ));
-        }
-        for (field, v) in [("user", &s.user), ("group", &s.group)] {
-            if let Some(v) = v
-                && (v.trim().is_empty() || v.len() > 256)
-            {
-                out.push(Problem::new(
-                    format!("spec.subjects[{i}].{field}"),
-                    "must be 1-256 non-blank characters",
-                ));
-            }
-        }
-        if let Some(c) = &s.claim
-            && (c.name.trim().is_empty() || c.name.len() > 256)
-        {
-            out.push(Problem::new(
-                format!("spec.subjects[{i}].claim.name"),
-                "must be 1-256 non-blank characters",
-            ));
+    if !spec.subjects.is_empty() && !spec.include.is_empty() {
+        out.push(Problem::new(
+            "spec.include",
+            "subjects is the older name of include: set one of them",
+        ));
+    }
+    for (list, sels) in [
+        ("subjects", &spec.subjects),
+        ("include", &spec.include),
+        ("require", &spec.require),
+        ("exclude", &spec.exclude),
+    ] {
+        for (i, s) in sels.iter().enumerate() {
+            selector_problems(&mut out, &format!("spec.{list}[{i}]"), s);
         }
     }
+    contradictions(&mut out, "spec", &spec.require, &spec.exclude);
     for (i, r) in spec.rules.iter().enumerate() {
         globs(&mut out, &format!("spec.rules[{i}]"), &r.servers, &r.tools);
     }
@@ -220,6 +208,123 @@ fn inspection_problems(out: &mut Vec<Problem>, i: usize, r: &InspectionRule) {
     globs(out, &at, &r.servers, &r.tools);
 }
 
+/// Problems of one access selector (`at` names it: `spec.require[1]`).
+fn selector_problems(out: &mut Vec<Problem>, at: &str, s: &Selector) {
+    let set = s.fields_set();
+    if set != 1 {
+        out.push(Problem::new(
+            at,
+            format!(
+                "set exactly one of {} ({set} set)",
+                crate::access::SELECTOR_KINDS.join(", ")
+            ),
+        ));
+    }
+    for (field, v) in [("user", &s.user), ("group", &s.group)] {
+        if let Some(v) = v
+            && (v.trim().is_empty() || v.len() > 256)
+        {
+            out.push(Problem::new(
+                format!("{at}.{field}"),
+                "must be 1-256 non-blank characters",
+            ));
+        }
+    }
+    for (field, c) in [("claim", &s.claim), ("deviceClaim", &s.device_claim)] {
+        if let Some(c) = c
+            && (c.name.trim().is_empty() || c.name.len() > 256)
+        {
+            out.push(Problem::new(
+                format!("{at}.{field}.name"),
+                "must be 1-256 non-blank characters",
+            ));
+        }
+    }
+    if let Some(d) = &s.email_domain {
+        let ok = !d.is_empty()
+            && d.len() <= 253
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !ok {
+            out.push(Problem::new(
+                format!("{at}.emailDomain"),
+                format!("{d:?} is not a domain name such as example.com"),
+            ));
+        }
+    }
+    if let Some(m) = &s.auth_method {
+        if m.amr.is_empty() && m.acr.is_empty() && m.min_acr.is_none() {
+            out.push(Problem::new(
+                format!("{at}.authMethod"),
+                "set amr, acr or minAcr: an empty authMethod would match every caller",
+            ));
+        }
+        if !m.acr.is_empty() && m.min_acr.is_some() {
+            out.push(Problem::new(
+                format!("{at}.authMethod"),
+                "set acr (a list of accepted values) or minAcr (a numeric level), not both",
+            ));
+        }
+    }
+    if let Some(cidrs) = &s.source_cidrs {
+        if cidrs.is_empty() {
+            out.push(Problem::new(
+                format!("{at}.sourceCidrs"),
+                "list at least one address or CIDR: an empty list would match no one",
+            ));
+        }
+        cidr_problems(out, &format!("{at}.sourceCidrs"), cidrs);
+    }
+    if let Some(c) = &s.client_certificate
+        && c.issuer.is_none()
+        && c.subject.is_none()
+        && c.san.is_none()
+    {
+        out.push(Problem::new(
+            format!("{at}.clientCertificate"),
+            "set issuer, subject or san: an empty clientCertificate would match any certificate",
+        ));
+    }
+}
+
+/// Entries of a CIDR list that are neither an address nor a CIDR.
+fn cidr_problems(out: &mut Vec<Problem>, at: &str, cidrs: &[String]) {
+    for (j, c) in cidrs.iter().enumerate() {
+        if parse_cidr(c).is_none() {
+            out.push(Problem::new(
+                format!("{at}[{j}]"),
+                format!("{c:?} is not an IP address or a CIDR such as 10.0.0.0/8"),
+            ));
+        }
+    }
+}
+
+/// An address (a /32 or /128) or a CIDR; host bits are allowed and ignored
+/// (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// A selector that is both required and excluded makes the conditions unsatisfiable.
+fn contradictions(out: &mut Vec<Problem>, at: &str, require: &[Selector], exclude: &[Selector]) {
+    for (i, e) in exclude.iter().enumerate() {
+        if require.contains(e) {
+            out.push(Problem::new(
+                format!("{at}.exclude[{i}]"),
+                "this selector is also in require: the conditions match nobody",
+            ));
+        }
+    }
+}
+
 fn globs(out: &mut Vec<Problem>, at: &str, servers: &[String], tools: &[String]) {
     for (field, globs) in [("servers", servers), ("tools", tools)] {
         for (j, g) in globs.iter().enumerate() {
@@ -322,6 +427,33 @@ pub fn portal_problems(portal: &McpPortal) -> Vec<Problem> {
     }
     if let Some(llm) = &spec.llm {
         llm_problems(&mut out, llm);
+    }
+    if let Some(a) = &spec.access {
+        for (list, sels) in [
+            ("include", &a.include),
+            ("require", &a.require),
+            ("exclude", &a.exclude),
+        ] {
+            for (i, s) in sels.iter().enumerate() {
+                selector_problems(&mut out, &format!("spec.access.{list}[{i}]"), s);
+            }
+        }
+        contradictions(&mut out, "spec.access", &a.require, &a.exclude);
+        cidr_problems(&mut out, "spec.access.trustedProxies", &a.trusted_proxies);
+        if a.client_certificate_header.is_some() && a.trusted_proxies.is_empty() {
+            out.push(Problem::new(
+                "spec.access.trustedProxies",
+                "clientCertificateHeader is read only from trustedProxies: list the ingress addresses",
+            ));
+        }
+        if let Some(h) = &a.client_certificate_header
+            && (h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            out.push(Problem::new(
+                "spec.access.clientCertificateHeader",
+                format!("{h:?} is not a header name"),
+            ));
+        }
     }
     out
 }

@@ -70,7 +70,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         {"name": "t", "phrases": ["merger"]}]}]),
      "spec.inspection[0]", "cel: set topics exactly when detectors lists topics"),
     ("subject-user-and-group", policy(subjects=[{"user": "a", "group": "b"}]),
-     "spec.subjects[0]", "cel: set exactly one of user, group and claim"),
+     "spec.subjects[0]", "cel: set exactly one selector field"),
     ("stdio-without-command", server(deployment={"image": "i"}),
      "spec.deployment", "cel: a stdio server needs command"),
     ("port-on-stdio", server(deployment={**DEPLOYED, "port": 8080}),
@@ -183,6 +183,52 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.inspection[0].detectors", "length: at least one detector"),
 ]
 
+# Access conditions (issue 19): every selector CEL rule under every list that holds selectors.
+_SELECTOR_LISTS = [
+    ("policy", "subjects"), ("policy", "include"), ("policy", "require"), ("policy", "exclude"),
+    ("portal", "access.include"), ("portal", "access.require"), ("portal", "access.exclude"),
+]
+
+
+def _with_selectors(where: str, lst: str, sels: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    if where == "policy":
+        return policy(name, **{lst: sels, "rules": [{"tools": ["*"]}]})
+    return portal(name, public=True, access={lst.split(".")[1]: sels})
+
+
+for _where, _lst in _SELECTOR_LISTS:
+    _id = f"{_where}-{_lst.replace('.', '-')}"
+    BAD += [
+        (f"{_id}-two-fields", _with_selectors(_where, _lst, [{"user": "a", "group": "b"}], "two"),
+         f"spec.{_lst}[0]", "cel: set exactly one selector field"),
+        (f"{_id}-empty-auth-method", _with_selectors(_where, _lst, [{"authMethod": {}}], "am"),
+         f"spec.{_lst}[0].authMethod", "cel: set amr, acr or minAcr"),
+        (f"{_id}-acr-and-min-acr", _with_selectors(
+            _where, _lst, [{"authMethod": {"acr": ["gold"], "minAcr": 2}}], "acr"),
+         f"spec.{_lst}[0].authMethod", "cel: acr or minAcr, not both"),
+        (f"{_id}-bad-cidr", _with_selectors(_where, _lst, [{"sourceCidrs": ["10.0.0.0/33"]}], "cidr"),
+         f"spec.{_lst}[0].sourceCidrs", "cel: an IP address or a CIDR"),
+        (f"{_id}-empty-certificate", _with_selectors(_where, _lst, [{"clientCertificate": {}}], "cert"),
+         f"spec.{_lst}[0].clientCertificate", "cel: set issuer, subject or san"),
+    ]
+BAD += [
+    ("policy-subjects-and-include", policy(subjects=[{"group": "a"}], include=[{"group": "b"}]),
+     "spec.include", "cel: subjects is the older name of include"),
+    ("policy-required-and-excluded", policy(require=[{"group": "a"}], exclude=[{"group": "a"}]),
+     "spec.exclude", "cel: a selector both required and excluded"),
+    ("portal-required-and-excluded", portal(public=True, access={
+        "require": [{"sourceCidrs": ["10.0.0.0/8"]}], "exclude": [{"sourceCidrs": ["10.0.0.0/8"]}]}),
+     "spec.access.exclude", "cel: a selector both required and excluded"),
+    ("portal-certificate-header-without-trusted-proxies", portal(public=True, access={
+        "clientCertificateHeader": "ssl-client-cert"}),
+     "spec.access.trustedProxies", "cel: the certificate header needs trusted proxies"),
+    ("portal-trusted-proxy-not-a-cidr", portal(public=True, access={"trustedProxies": ["ingress"]}),
+     "spec.access.trustedProxies", "cel: an IP address or a CIDR"),
+    ("policy-empty-include", policy(include=[]), "spec.include", "length: 1-256 selectors"),
+    ("policy-email-domain", policy(include=[{"emailDomain": "exa mple.com"}]),
+     "spec.include[0].emailDomain", "pattern: a domain name"),
+]
+
 GOOD = [
     server(),
     server("deployed", deployment={**DEPLOYED, "env": [{"name": "A", "value": "a"}]}),
@@ -196,6 +242,17 @@ GOOD = [
     policy("every-field", subjects=[{"group": "eng"}], rules=[{"tools": ["get_*"], "access": "write"}],
            dlp=[{**DLP, "direction": "arguments", "action": "block", "tools": ["*"]}],
            limits={"callsPerMinute": 60, "burst": 10}),
+    policy("access-conditions", include=[{"group": "eng"}, {"emailDomain": "example.com"}],
+           require=[{"authMethod": {"amr": ["mfa"]}}, {"authMethod": {"minAcr": 2}},
+                    {"sourceCidrs": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]},
+                    {"clientCertificate": {"issuer": "CN=Example Device CA,*", "san": "*.devices.example.com"}},
+                    {"deviceClaim": {"name": "device_managed", "value": "true"}}],
+           exclude=[{"group": "contractors"}], rules=[{"access": "write"}]),
+    policy("legacy-subjects", subjects=[{"claim": {"name": "dept", "value": "x"}}]),
+    portal("gated", public=True, servers={"names": ["s"]}, access={
+        "include": [{"group": "finance"}], "require": [{"authMethod": {"acr": ["gold"]}}],
+        "exclude": [{"sourceCidrs": ["192.0.2.0/24"]}],
+        "trustedProxies": ["127.0.0.1/32", "10.0.0.0/8"], "clientCertificateHeader": "ssl-client-cert"}),
     policy("inspection", inspection=[
         {**INSPECT, "detectors": ["promptInjection", "toolPoisoning"], "direction": "results",
          "servers": ["wiki-*"], "threshold": 70, "action": "flag"},

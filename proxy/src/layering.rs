@@ -63,7 +63,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "http",
         &[
-            "model", "error", "metrics", "config", "upstream", "policy", "auth", "llm", "portal",
+            "model", "error", "metrics", "audit", "config", "upstream", "policy", "auth", "llm",
+            "portal",
         ],
     ),
 ];

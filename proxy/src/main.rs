@@ -207,6 +207,19 @@ struct AccessArgs {
     /// A claim of the subject, `name=value` (repeatable).
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, String)>,
+    /// The client's IP address, for `sourceCidrs` conditions.
+    #[arg(long)]
+    source_ip: Option<String>,
+    /// An `amr` value of the token (repeatable), for `authMethod` conditions: `mfa`, `hwk`...
+    #[arg(long = "amr")]
+    amr: Vec<String>,
+    /// The token's `acr`, for `authMethod` conditions.
+    #[arg(long)]
+    acr: Option<String>,
+    /// A PEM client certificate file, read as the portal reads one a trusted ingress
+    /// forwards, for `clientCertificate` conditions.
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
     /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
     #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
     secrets_dir: PathBuf,
@@ -235,7 +248,29 @@ async fn access(a: AccessArgs) -> anyhow::Result<()> {
         Duration::from_millis(a.settle_ms),
     )
     .await?;
-    let identity = proxy::model::Identity::from_parts(a.subject, a.groups, a.claims);
+    let client_cert_pem = match &a.client_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--client-cert {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let identity = proxy::http::admin::AccessContext {
+        source_ip: a.source_ip,
+        amr: a.amr,
+        acr: a.acr,
+        client_cert_pem,
+    }
+    .apply(proxy::model::Identity::from_parts(
+        a.subject, a.groups, a.claims,
+    ))
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "--{}",
+            e.replacen("sourceIp", "source-ip", 1)
+                .replacen("clientCert", "client-cert", 1)
+        )
+    })?;
     let report = portal.access(&identity);
     shutdown.cancel();
     let mut out = std::io::stdout().lock();

@@ -221,3 +221,91 @@ fn a_complete_llm_route_and_model_grants_are_valid() {
     let pol = policy(json!({"models": ["fast", "claude-*", "bad model"]}));
     assert_eq!(fields(&policy_problems(&pol)), ["spec.models[2]"]);
 }
+
+#[test]
+fn access_conditions_name_each_bad_field() {
+    let p = policy(json!({
+        "subjects": [{"group": "eng"}],
+        "include": [{"group": "eng"}],
+        "require": [
+            {"authMethod": {}},
+            {"sourceCidrs": ["10.0.0.0/8", "not-a-cidr"]},
+            {"clientCertificate": {}},
+            {"emailDomain": "bad domain"},
+            {"authMethod": {"acr": ["gold"], "minAcr": 2}},
+            {"group": "eng", "user": "x"}
+        ],
+        "exclude": [{"sourceCidrs": ["10.0.0.0/8", "not-a-cidr"]}, {"deviceClaim": {"name": " ", "value": "x"}}]
+    }));
+    let problems = policy_problems(&p);
+    assert_eq!(
+        fields(&problems),
+        [
+            "spec.include",
+            "spec.require[0].authMethod",
+            "spec.require[1].sourceCidrs[1]",
+            "spec.require[2].clientCertificate",
+            "spec.require[3].emailDomain",
+            "spec.require[4].authMethod",
+            "spec.require[5]",
+            "spec.exclude[0].sourceCidrs[1]",
+            "spec.exclude[1].deviceClaim.name",
+            "spec.exclude[0]",
+        ],
+        "{}",
+        summary(&problems)
+    );
+}
+
+#[test]
+fn a_full_set_of_access_conditions_is_valid() {
+    let p = policy(json!({
+        "include": [{"group": "eng"}, {"emailDomain": "example.com"}],
+        "require": [
+            {"authMethod": {"amr": ["mfa"]}},
+            {"authMethod": {"minAcr": 2}},
+            {"sourceCidrs": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]},
+            {"clientCertificate": {"issuer": "CN=Example Device CA,O=Example", "san": "*.devices.example.com"}},
+            {"deviceClaim": {"name": "device_managed", "value": "true"}}
+        ],
+        "exclude": [{"group": "contractors"}]
+    }));
+    assert_eq!(policy_problems(&p), []);
+    let legacy = policy(json!({"subjects": [{"group": "eng"}]}));
+    assert_eq!(policy_problems(&legacy), []);
+}
+
+#[test]
+fn portal_access_names_each_bad_field() {
+    let p = portal(json!({
+        "public": true,
+        "access": {
+            "require": [{"group": "eng"}],
+            "exclude": [{"group": "eng"}],
+            "trustedProxies": ["127.0.0.1", "10.0.0.0/33"],
+            "clientCertificateHeader": "ssl client cert"
+        }
+    }));
+    assert_eq!(
+        fields(&portal_problems(&p)),
+        [
+            "spec.access.exclude[0]",
+            "spec.access.trustedProxies[1]",
+            "spec.access.clientCertificateHeader",
+        ]
+    );
+    let q = portal(json!({
+        "public": true,
+        "access": {"clientCertificateHeader": "ssl-client-cert"}
+    }));
+    assert_eq!(fields(&portal_problems(&q)), ["spec.access.trustedProxies"]);
+    let ok = portal(json!({
+        "public": true,
+        "access": {
+            "include": [{"sourceCidrs": ["127.0.0.2/32"]}],
+            "trustedProxies": ["127.0.0.1/32"],
+            "clientCertificateHeader": "ssl-client-cert"
+        }
+    }));
+    assert_eq!(portal_problems(&ok), []);
+}

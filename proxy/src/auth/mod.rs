@@ -188,6 +188,7 @@ fn identity_of_claims(
         groups,
         claims,
         kind: crate::model::IdentityKind::Authenticated,
+        context: crate::model::RequestContext::default(),
     })
 }
 

@@ -856,7 +856,7 @@ async fn admin_access_reports_what_a_subject_could_call_with_the_request_path_fi
     assert_eq!(fin["allowed"], json!(["rec_peek"]));
     assert_eq!(
         fin["tools"][1]["access"],
-        json!({"decision": "deny", "reason": "writeNotGranted", "policy": "finance-read"})
+        json!({"decision": "deny", "reason": "writeNotGranted", "policy": "finance-read", "rule": 0})
     );
     let eng = body(get("subject=bob&group=engineering").await.unwrap()).await;
     assert_eq!(eng["allowed"], json!(["rec_peek", "rec_poke"]));

@@ -30,11 +30,18 @@ pub fn app(portal: Arc<Portal>) -> Router {
         .with_state(portal)
 }
 
-/// `GET /admin/access?subject=..&group=..&claim=name=value`: the portal's effective access
-/// report ([`crate::policy::access`]) for that identity.
-async fn access(State(portal): State<Arc<Portal>>, RawQuery(query): RawQuery) -> impl IntoResponse {
-    let identity = identity_from_query(query.as_deref().unwrap_or(""));
-    axum::Json(portal.access(&identity))
+/// `GET /admin/access?subject=..&group=..&claim=name=value&sourceIp=..&amr=..&acr=..&clientCert=..`:
+/// the portal's effective access report ([`crate::policy::access`]) for that identity in that
+/// context, naming the rule and selector behind each decision (400 naming a malformed
+/// parameter).
+async fn access(
+    State(portal): State<Arc<Portal>>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    match identity_from_query(query.as_deref().unwrap_or("")) {
+        Ok(identity) => axum::Json(portal.access(&identity)).into_response(),
+        Err(e) => (http::StatusCode::BAD_REQUEST, e).into_response(),
+    }
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.
@@ -89,14 +96,17 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Builds the identity of a query: `subject` (absent: anonymous), `group` (repeatable, or
-/// comma-separated), `claim` (repeatable, `name=value`; repeated names make an array).
-pub fn identity_from_query(query: &str) -> Identity {
+/// comma-separated), `claim` (repeatable, `name=value`; repeated names make an array), and the
+/// access context: `sourceIp`, `amr` (repeatable), `acr`, `clientCert` (a URL-encoded PEM, as
+/// an ingress forwards it). Malformed context values are an error naming the parameter.
+pub fn identity_from_query(query: &str) -> Result<Identity, String> {
     let mut subject = None;
     let mut groups = Vec::new();
     let mut claims: Vec<(String, String)> = Vec::new();
+    let mut ctx = AccessContext::default();
     for pair in query.split('&').filter(|p| !p.is_empty()).take(256) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
+        let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k), percent_decode(raw));
         match k.as_str() {
             "subject" | "sub" | "user" => subject = Some(v),
             "group" | "groups" => {
@@ -107,10 +117,69 @@ pub fn identity_from_query(query: &str) -> Identity {
                     claims.push((n.to_owned(), val.to_owned()));
                 }
             }
+            "sourceIp" | "source_ip" => ctx.source_ip = Some(v),
+            "amr" => ctx
+                .amr
+                .extend(v.split(',').filter(|a| !a.is_empty()).map(str::to_owned)),
+            "acr" => ctx.acr = Some(v),
+            // `+` is literal in base64: decode only %XX escapes.
+            "clientCert" | "client_cert" => {
+                ctx.client_cert_pem = Some(
+                    percent_encoding::percent_decode_str(raw)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            }
             _ => {}
         }
     }
-    Identity::from_parts(subject, groups, claims)
+    ctx.apply(Identity::from_parts(subject, groups, claims))
+}
+
+/// The access context named on the admin endpoint or the CLI (`--source-ip`, `--amr`,
+/// `--acr`, `--client-cert`).
+#[derive(Debug, Clone, Default)]
+pub struct AccessContext {
+    /// The client address.
+    pub source_ip: Option<String>,
+    /// `amr` values of the token.
+    pub amr: Vec<String>,
+    /// The token's `acr`.
+    pub acr: Option<String>,
+    /// A PEM client certificate.
+    pub client_cert_pem: Option<String>,
+}
+
+impl AccessContext {
+    /// `identity` with this context: `amr`/`acr` become claims, the address and the
+    /// certificate's names its request context (the certificate is read as the portal reads a
+    /// forwarded one, validity included).
+    pub fn apply(self, identity: Identity) -> Result<Identity, String> {
+        let mut id = identity;
+        if !self.amr.is_empty() {
+            id = id.with_claim("amr", serde_json::json!(self.amr));
+        }
+        if let Some(acr) = self.acr {
+            id = id.with_claim("acr", serde_json::json!(acr));
+        }
+        let mut context = id.context.clone();
+        if let Some(ip) = self.source_ip {
+            context.source_ip = Some(
+                ip.trim()
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("sourceIp: {ip:?} is not an IP address"))?
+                    .to_canonical(),
+            );
+        }
+        if let Some(pem) = self.client_cert_pem {
+            context.client_certificate = Some(
+                super::client::certificate_facts(&pem, std::time::SystemTime::now()).ok_or(
+                    "clientCert: not a PEM certificate within its validity period".to_owned(),
+                )?,
+            );
+        }
+        Ok(id.with_context(context))
+    }
 }
 
 #[cfg(test)]
@@ -121,12 +190,29 @@ mod tests {
     #[test]
     fn query_parameters_make_an_identity() {
         let id = identity_from_query(
-            "subject=alice%40example.com&group=finance&group=eng,ops&claim=dept%3Dsales&claim=dept=hr",
+            "subject=alice%40example.com&group=finance&group=eng,ops&claim=dept%3Dsales&claim=dept=hr&sourceIp=127.0.0.2&amr=mfa&amr=hwk&acr=2",
+        )
+        .unwrap();
+        assert_eq!(id.context.source_ip, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(id.claims["amr"], serde_json::json!(["mfa", "hwk"]));
+        assert_eq!(id.claims["acr"], "2");
+        assert!(
+            identity_from_query("subject=a&sourceIp=nope")
+                .unwrap_err()
+                .starts_with("sourceIp")
+        );
+        assert!(
+            identity_from_query("subject=a&clientCert=junk")
+                .unwrap_err()
+                .starts_with("clientCert")
         );
         assert_eq!(id.subject, "alice@example.com");
         assert_eq!(id.groups, ["finance", "eng", "ops"]);
         assert!(id.claim_has("dept", "sales") && id.claim_has("dept", "hr"));
-        assert_eq!(identity_from_query("group=x").kind, IdentityKind::Anonymous);
+        assert_eq!(
+            identity_from_query("group=x").unwrap().kind,
+            IdentityKind::Anonymous
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("a+b%zz"), "a b%zz");
     }

@@ -19,7 +19,91 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use crate::auth::AuthError;
 use crate::config::PortalConfig;
 use crate::model::Identity;
+use crate::policy::conditions::{Outcome, Unmet};
 use crate::portal::Portal;
+
+/// The answer to a request that fails the portal's `spec.access` conditions, audited with the
+/// selector that decided (never the token or the certificate). An `authMethod` that is not met
+/// is an RFC 9470 step-up: 401 `insufficient_user_authentication` with `acr_values` (when the
+/// selector names acceptable `acr` values) so that the client can sign in again more strongly.
+/// Anything else is a plain 403 naming what is missing (the network, the device, the group):
+/// signing in again would not help, so no bearer error code invites it.
+fn refuse_access(
+    portal: &Portal,
+    cfg: &PortalConfig,
+    req: &Request,
+    identity: &Identity,
+    unmet: &Unmet,
+) -> Response {
+    portal.audit(crate::audit::Event {
+        portal: cfg.name.clone(),
+        subject: identity.subject.clone(),
+        method: req.method().to_string(),
+        decision: crate::audit::Outcome::Deny,
+        reason: Some(format!("portal access: {} not met", unmet.selector)),
+        ..Default::default()
+    });
+    tracing::info!(selector = %unmet.selector, "portal access denied");
+    let description = format!(
+        "access to this portal requires {}",
+        describe_unmet(&unmet.selector)
+    );
+    match &unmet.step_up {
+        Some(step) => {
+            let mut resp = challenge(
+                StatusCode::UNAUTHORIZED,
+                cfg,
+                req.headers(),
+                Some(("insufficient_user_authentication", &description)),
+            );
+            let mut extra = Vec::new();
+            if !step.acr_values.is_empty() {
+                extra.push(format!(
+                    "acr_values=\"{}\"",
+                    sanitize_desc(&step.acr_values.join(" "))
+                ));
+            }
+            if let Some(v) = resp.headers().get(header::WWW_AUTHENTICATE)
+                && let Ok(v) = v.to_str()
+                && !extra.is_empty()
+                && let Ok(h) = HeaderValue::from_str(&format!("{v}, {}", extra.join(", ")))
+            {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, h);
+            }
+            resp
+        }
+        None => {
+            let body = serde_json::json!({
+                "error": "access_denied",
+                "error_description": description,
+                "selector": unmet.selector,
+            });
+            (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// What a failed selector asks for, in words a user can act on.
+fn describe_unmet(selector: &str) -> String {
+    let kind = selector.rsplit('.').next().unwrap_or(selector);
+    let what = match kind {
+        "authMethod" => "a stronger sign-in (multi-factor authentication or a higher acr)",
+        "sourceCidrs" => "a connection from an allowed network",
+        "clientCertificate" => "a device certificate from an allowed issuer",
+        "deviceClaim" => "a managed device",
+        "emailDomain" => "an account of an allowed email domain",
+        "group" | "user" | "claim" => "an account the portal admits",
+        _ if selector.starts_with("include") || selector.starts_with("subjects") => {
+            "an account, network or device the portal admits"
+        }
+        _ => "conditions the caller does not meet",
+    };
+    if selector.starts_with("exclude") {
+        format!("not matching {selector}")
+    } else {
+        format!("{what} ({selector})")
+    }
+}
 
 /// The portal's resource URI: `<publicUrl>/mcp`, else `http://<Host>/mcp`.
 pub fn resource_uri(cfg: &PortalConfig, headers: &HeaderMap) -> String {
@@ -210,6 +294,21 @@ pub async fn authenticate_request(portal: &Portal, req: &mut Request) -> Result<
             }
         }
     };
+    // Where the request comes from (address, forwarded device certificate), then the
+    // portal's `spec.access` gate: the same conditions every tool decision checks first.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let identity = if cfg.spec.access.is_some() || peer.is_some() {
+        let trust = crate::http::client::ClientTrust::new(cfg.spec.access.as_ref());
+        identity.with_context(trust.context(peer, req.headers()))
+    } else {
+        identity
+    };
+    if let Outcome::NotMet(unmet) = portal.policy().portal_access(&identity) {
+        return Err(refuse_access(portal, &cfg, req, &identity, &unmet));
+    }
     portal.metrics.auth.authenticated.inc();
     // The client's credentials end here: nothing after this layer needs them, and upstream
     // requests are built from configured headers only.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod fast;
 pub mod llm;
 pub mod serve;

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::context::RequestContext;
+
 /// How an [`Identity`] came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,6 +30,11 @@ pub struct Identity {
     pub claims: Map<String, Value>,
     /// How the identity was established.
     pub kind: IdentityKind,
+    /// Where the request comes from (address, device certificate): what access conditions
+    /// read besides the claims. Part of the identity so that every path that asks the policy
+    /// (list, call, Code Mode search and execute) asks with the same facts.
+    #[serde(skip_serializing_if = "RequestContext::is_empty")]
+    pub context: RequestContext,
 }
 
 impl Identity {
@@ -38,6 +45,7 @@ impl Identity {
             groups: Vec::new(),
             claims: Map::new(),
             kind: IdentityKind::Anonymous,
+            context: RequestContext::default(),
         }
     }
 
@@ -59,6 +67,7 @@ impl Identity {
             groups: groups.into_iter().map(Into::into).collect(),
             claims: Map::new(),
             kind: IdentityKind::Authenticated,
+            context: RequestContext::default(),
         }
     }
 
@@ -85,6 +94,12 @@ impl Identity {
             id.claims.insert(name, v);
         }
         id
+    }
+
+    /// The same identity with the request's context.
+    pub fn with_context(mut self, context: RequestContext) -> Identity {
+        self.context = context;
+        self
     }
 
     /// Adds a claim.

@@ -5,6 +5,8 @@
 //! `config` <- `identity` <- `upstream` <- `catalog` <- `policy` <- `auth` <- `portal` <- `http`
 //! <- the binary.
 
+pub mod context;
 pub mod identity;
 
+pub use context::{CertificateFacts, RequestContext};
 pub use identity::{Identity, IdentityConfig, IdentityKind, SignedIdentity};

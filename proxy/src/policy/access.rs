@@ -45,6 +45,10 @@ pub struct AccessReport {
     pub servers: Vec<String>,
     /// Rate limits in force for the identity.
     pub limits: RateLimits,
+    /// The selector of the portal's `spec.access` that denies the identity (absent: the
+    /// portal lets it in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal_access: Option<String>,
 }
 
 /// What `identity` can see and call, given the portal's policy and catalog. `servers`: the
@@ -81,6 +85,10 @@ pub fn effective_access(
             .into_iter()
             .collect(),
         limits: policy.limits(identity),
+        portal_access: match policy.portal_access(identity) {
+            super::conditions::Outcome::Met(_) => None,
+            super::conditions::Outcome::NotMet(u) => Some(u.selector),
+        },
         tools,
     }
 }
@@ -106,6 +114,32 @@ impl AccessReport {
                 ""
             }
         );
+        let ctx = &self.identity.context;
+        if let Some(ip) = ctx.source_ip {
+            let _ = writeln!(out, "source address: {ip}");
+        }
+        if let Some(c) = &ctx.client_certificate {
+            let _ = writeln!(
+                out,
+                "client certificate: subject {}, issuer {}, SANs [{}]",
+                c.subject,
+                c.issuer,
+                c.sans.join(", ")
+            );
+        }
+        for claim in ["amr", "acr"] {
+            if let Some(v) = self.identity.claims.get(claim) {
+                let _ = writeln!(out, "{claim}: {v}");
+            }
+        }
+        match &self.portal_access {
+            Some(s) => {
+                let _ = writeln!(out, "portal access: DENIED ({s} not met)");
+            }
+            None => {
+                let _ = writeln!(out, "portal access: allowed");
+            }
+        }
         let _ = writeln!(
             out,
             "allowed tools ({} of {}):",
@@ -157,16 +191,32 @@ impl AccessReport {
     }
 }
 
-fn reason(d: &Decision) -> String {
+/// A one-line description of a decision (the CLI's text and audit events' `reason`).
+pub fn reason(d: &Decision) -> String {
     use super::Reason::*;
     let r = match d {
         Decision::Allow(r) | Decision::Deny(r) => r,
     };
     match r {
         OpenPortal => "open portal".into(),
-        GrantedBy(p) => format!("granted by {p}"),
-        DeniedBy(p) => format!("denied by {p}"),
-        WriteNotGranted(p) => format!("write tool; {p} grants read only"),
+        GrantedBy {
+            policy,
+            rule,
+            selector,
+        } => match selector {
+            Some(s) => format!("granted by {policy} rules[{rule}] ({s} matched)"),
+            None => format!("granted by {policy} rules[{rule}]"),
+        },
+        DeniedBy { policy, rule } => format!("denied by {policy} rules[{rule}]"),
+        WriteNotGranted { policy, rule } => {
+            format!("write tool; {policy} rules[{rule}] grants read only")
+        }
+        ConditionNotMet {
+            policy,
+            rule,
+            selector,
+        } => format!("{policy} rules[{rule}] would grant it; {selector} not met"),
+        PortalAccess { selector } => format!("portal access: {selector} not met"),
         NoGrant => "no rule grants it".into(),
         NotAuthenticated => "not authenticated".into(),
     }

@@ -5,16 +5,23 @@
 //! CLI all go through it, so a tool hidden in one place is hidden in all.
 //!
 //! Semantics (per tool; a tool is identified by its McpServer name and upstream tool name):
-//! - A policy applies to an identity when its `subjects` is empty (everyone, anonymous users of
-//!   public portals included) or one of its subjects matches (user = subject; group in the
-//!   groups claim; claim = value, or value in an array claim, or in a space-separated `scope`).
+//! - The portal's `spec.access` conditions come first: a caller who does not meet them sees
+//!   nothing ([`Reason::PortalAccess`] names the selector that decided).
+//! - A policy applies to an identity when it meets the policy's conditions
+//!   ([`conditions::Conditions::evaluate`]): `include` (or its older name `subjects`) empty or
+//!   one of its selectors matching, every `require` selector matching, no `exclude` selector
+//!   matching (user = subject; group in the groups claim; claim = value, or value in an array
+//!   claim, or in a space-separated `scope`; `emailDomain`, `authMethod`, `sourceCidrs`,
+//!   `clientCertificate`, `deviceClaim` as the CRD documents).
 //! - A rule matches a tool when its `servers` globs match the server (empty: all) and its
 //!   `tools` globs match the upstream tool name (empty: all). Globs know `*` only.
 //! - `Deny` wins over any allow. A deny rule with `access: read` (the default) takes the tool
 //!   away entirely; with `access: write` it takes away only write tools (a "no writes" rule).
 //! - `Allow` with `access: write` grants the tool; with `access: read` only when the tool is
 //!   read-only ([`PortalTool::read_only`]: the McpServer override, else `readOnlyHint`).
-//! - Nothing matched: denied. Writes are therefore denied unless a rule grants `write`.
+//! - Nothing matched: denied. Writes are therefore denied unless a rule grants `write`. When a
+//!   policy whose conditions the caller does not meet would have granted the tool, the
+//!   decision says so ([`Reason::ConditionNotMet`], with the selector).
 //! - A public portal with no McpPolicy bound at all is open (the demo mode): every tool to
 //!   everyone. Binding any policy switches it to the rules above. A portal with `auth` and no
 //!   policy serves nothing.
@@ -25,17 +32,19 @@
 //! `tools` or a `*` pattern). The server-level check is the same [`PolicySet::tool_access`].
 
 pub mod access;
+pub mod conditions;
 pub mod ratelimit;
 
 use std::collections::BTreeSet;
 
 use crds::McpPolicy;
 use crds::policy::PolicyLimits;
-use crds::policy::{Access, Effect, Subject};
+use crds::policy::{Access, Effect};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, PortalTool};
 use crate::model::{Identity, IdentityKind};
+use conditions::{Conditions, Outcome, Unmet};
 
 /// Tool and server patterns of policy rules: the API's one glob syntax (`*` only), from `crds`.
 pub use crds::glob::Glob;
@@ -55,59 +64,74 @@ struct Rule {
 #[derive(Debug, Clone)]
 struct Policy {
     name: String,
-    subjects: Vec<Subject>,
+    conditions: Conditions,
     rules: Vec<Rule>,
     limits: Option<PolicyLimits>,
 }
 
 impl Policy {
     fn applies_to(&self, id: &Identity) -> bool {
-        self.subjects.is_empty() || self.subjects.iter().any(|s| subject_matches(s, id))
+        self.conditions.evaluate(id).is_met()
     }
 }
 
-/// Whether an McpPolicy covers `identity` (a policy without subjects covers everyone). Used to
-/// pick the DLP rules that apply to a caller.
+/// Whether an McpPolicy covers `identity` (its conditions, [`Conditions::evaluate`]; a policy
+/// without any covers everyone). Used to pick the DLP and inspection rules that apply to a
+/// caller.
 pub fn covers(policy: &McpPolicy, identity: &Identity) -> bool {
     identity.kind != IdentityKind::Nobody
-        && (policy.spec.subjects.is_empty()
-            || policy
-                .spec
-                .subjects
-                .iter()
-                .any(|s| subject_matches(s, identity)))
+        && Conditions::of_policy(&policy.spec)
+            .evaluate(identity)
+            .is_met()
 }
 
-fn subject_matches(s: &Subject, id: &Identity) -> bool {
-    if id.kind != IdentityKind::Authenticated {
-        // Anonymous users have no subject, groups or claims to match.
-        return false;
-    }
-    if let Some(u) = &s.user {
-        return *u == id.subject;
-    }
-    if let Some(g) = &s.group {
-        return id.groups.iter().any(|x| x == g);
-    }
-    if let Some(c) = &s.claim {
-        return id.claim_has(&c.name, &c.value);
-    }
-    false
-}
-
-/// Why a tool is visible or not. Internal: shown on the admin endpoint and in logs, never to
-/// MCP clients (they only ever see "Unknown tool").
+/// Why a tool is visible or not, naming the policy, its tool rule (index in `spec.rules`) and
+/// the access selector that decided. Internal: shown on the admin endpoint, in the `access` CLI
+/// and in audit events, never to MCP clients (they only ever see "Unknown tool").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "reason", content = "policy")]
+#[serde(rename_all = "camelCase", tag = "reason")]
 pub enum Reason {
     /// A public portal without policies: everything is allowed.
     OpenPortal,
-    /// The named policy grants it.
-    GrantedBy(String),
+    /// The named policy's rule grants it; `selector` is the `include` selector the caller
+    /// matched (absent when the policy covers everyone).
+    GrantedBy {
+        /// McpPolicy name.
+        policy: String,
+        /// Index of the granting rule in `spec.rules`.
+        rule: usize,
+        /// The matching `include` selector, for example `include[0].group`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        selector: Option<String>,
+    },
     /// A deny rule of the named policy takes it away.
-    DeniedBy(String),
+    DeniedBy {
+        /// McpPolicy name.
+        policy: String,
+        /// Index of the deny rule in `spec.rules`.
+        rule: usize,
+    },
     /// A write tool that the named policy grants only for reading.
-    WriteNotGranted(String),
+    WriteNotGranted {
+        /// McpPolicy name.
+        policy: String,
+        /// Index of the read-only rule in `spec.rules`.
+        rule: usize,
+    },
+    /// A policy would grant it, but the caller does not meet its conditions.
+    ConditionNotMet {
+        /// McpPolicy name.
+        policy: String,
+        /// Index of the rule that would grant it.
+        rule: usize,
+        /// The selector that decided, for example `require[0].clientCertificate`.
+        selector: String,
+    },
+    /// The caller does not meet the portal's `spec.access` conditions.
+    PortalAccess {
+        /// The selector that decided, for example `require[1].sourceCidrs`.
+        selector: String,
+    },
     /// No rule of any policy that applies to the identity matches.
     NoGrant,
     /// The request carried no identity on a portal that needs one.
@@ -115,7 +139,7 @@ pub enum Reason {
 }
 
 /// The outcome of [`PolicySet::tool_access`]. Serialized flat, for example
-/// `{"decision": "deny", "reason": "writeNotGranted", "policy": "finance-read"}`.
+/// `{"decision": "deny", "reason": "writeNotGranted", "policy": "finance-read", "rule": 0}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "decision")]
 pub enum Decision {
@@ -152,6 +176,8 @@ pub struct RateLimits {
 pub struct PolicySet {
     policies: Vec<Policy>,
     open: bool,
+    /// The portal's `spec.access` gate.
+    portal: Conditions,
 }
 
 impl PolicySet {
@@ -162,7 +188,7 @@ impl PolicySet {
             .iter()
             .map(|p| Policy {
                 name: p.metadata.name.clone().unwrap_or_default(),
-                subjects: p.spec.subjects.clone(),
+                conditions: Conditions::of_policy(&p.spec),
                 rules: p
                     .spec
                     .rules
@@ -182,12 +208,26 @@ impl PolicySet {
         PolicySet {
             open: public && policies.iter().all(|p| p.rules.is_empty()),
             policies,
+            portal: Conditions::default(),
         }
+    }
+
+    /// The same set gated by a portal's `spec.access` conditions.
+    pub fn with_portal_access(mut self, access: Option<&crds::access::PortalAccess>) -> PolicySet {
+        self.portal = Conditions::of_portal(access);
+        self
     }
 
     /// The policy set of a portal configuration.
     pub fn for_config(cfg: &crate::config::PortalConfig) -> PolicySet {
         Self::compile(&cfg.policies, cfg.spec.public == Some(true))
+            .with_portal_access(cfg.spec.access.as_ref())
+    }
+
+    /// The portal-level gate alone (`spec.access`): what the HTTP edge checks before reading
+    /// a request, and what every tool decision checks first.
+    pub fn portal_access(&self, identity: &Identity) -> Outcome {
+        self.portal.evaluate(identity)
     }
 
     /// Whether this set allows everything (a public portal without policies).
@@ -204,40 +244,77 @@ impl PolicySet {
         if identity.kind == IdentityKind::Nobody {
             return Decision::Deny(Reason::NotAuthenticated);
         }
+        if let Outcome::NotMet(Unmet { selector, .. }) = self.portal.evaluate(identity) {
+            return Decision::Deny(Reason::PortalAccess { selector });
+        }
         if self.open {
             return Decision::Allow(Reason::OpenPortal);
         }
-        let mut granted: Option<&str> = None;
-        let mut read_only_grant: Option<&str> = None;
-        for p in self.policies.iter().filter(|p| p.applies_to(identity)) {
-            for r in &p.rules {
+        // (policy, rule, include selector) of the first grant and read-only grant; the first
+        // policy that would grant but whose conditions are not met.
+        let mut granted: Option<(&str, usize, Option<String>)> = None;
+        let mut read_only_grant: Option<(&str, usize)> = None;
+        let mut unmet: Option<(&str, usize, String)> = None;
+        for p in &self.policies {
+            let by = match p.conditions.evaluate(identity) {
+                Outcome::Met(by) => by,
+                Outcome::NotMet(u) => {
+                    if unmet.is_none()
+                        && u.in_audience
+                        && let Some(i) = p.rules.iter().position(|r| {
+                            r.effect == Effect::Allow
+                                && (r.access == Access::Write || read_only)
+                                && any_glob(&r.servers, server)
+                                && any_glob(&r.tools, tool)
+                        })
+                    {
+                        unmet = Some((&p.name, i, u.selector));
+                    }
+                    continue;
+                }
+            };
+            for (i, r) in p.rules.iter().enumerate() {
                 if !any_glob(&r.servers, server) || !any_glob(&r.tools, tool) {
                     continue;
                 }
+                let deny = || {
+                    Decision::Deny(Reason::DeniedBy {
+                        policy: p.name.clone(),
+                        rule: i,
+                    })
+                };
                 match (r.effect, r.access) {
-                    (Effect::Deny, Access::Read) => {
-                        return Decision::Deny(Reason::DeniedBy(p.name.clone()));
-                    }
-                    (Effect::Deny, Access::Write) if !read_only => {
-                        return Decision::Deny(Reason::DeniedBy(p.name.clone()));
-                    }
+                    (Effect::Deny, Access::Read) => return deny(),
+                    (Effect::Deny, Access::Write) if !read_only => return deny(),
                     (Effect::Deny, Access::Write) => {}
                     (Effect::Allow, Access::Write) => {
-                        granted.get_or_insert(&p.name);
+                        granted.get_or_insert((&p.name, i, by.clone()));
                     }
                     (Effect::Allow, Access::Read) if read_only => {
-                        granted.get_or_insert(&p.name);
+                        granted.get_or_insert((&p.name, i, by.clone()));
                     }
                     (Effect::Allow, Access::Read) => {
-                        read_only_grant.get_or_insert(&p.name);
+                        read_only_grant.get_or_insert((&p.name, i));
                     }
                 }
             }
         }
-        match (granted, read_only_grant) {
-            (Some(p), _) => Decision::Allow(Reason::GrantedBy(p.to_owned())),
-            (None, Some(p)) => Decision::Deny(Reason::WriteNotGranted(p.to_owned())),
-            (None, None) => Decision::Deny(Reason::NoGrant),
+        match (granted, unmet, read_only_grant) {
+            (Some((p, rule, selector)), _, _) => Decision::Allow(Reason::GrantedBy {
+                policy: p.to_owned(),
+                rule,
+                selector,
+            }),
+            (None, Some((p, rule, selector)), _) => Decision::Deny(Reason::ConditionNotMet {
+                policy: p.to_owned(),
+                rule,
+                selector,
+            }),
+            (None, None, Some((p, rule))) => Decision::Deny(Reason::WriteNotGranted {
+                policy: p.to_owned(),
+                rule,
+            }),
+            (None, None, None) => Decision::Deny(Reason::NoGrant),
         }
     }
 

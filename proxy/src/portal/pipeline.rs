@@ -104,7 +104,12 @@ impl Portal {
                 return Err(ErrorData::internal_error(reason.to_string(), None));
             }
             event.decision = Outcome::Deny;
-            event.reason = Some("unknown or not visible".into());
+            // The audit log names the rule and selector that hid a tool (the client only ever
+            // hears "unknown").
+            event.reason = Some(match catalog.tool(name) {
+                Some(t) => crate::policy::access::reason(&policy.tool_access(identity, t)),
+                None => "unknown or not visible".into(),
+            });
             return Err(unknown_tool(name));
         };
         if let Err(limited) = self
