@@ -11,8 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// CEL shared by every list of selectors: a selector both required and excluded matches
-/// nobody, so the conditions can never be met.
-pub const CONTRADICTION_RULE: &str = "!has(self.require) || !has(self.exclude) || !self.require.exists(r, self.exclude.exists(e, e == r))";
+/// nobody, so the conditions can never be met. CEL compares the selectors by their string fields (user, group, email domain): it has no
+/// equality over whole objects; `crds::validate` compares every kind.
+pub const CONTRADICTION_RULE: &str = "!has(self.require) || !has(self.exclude) || !self.require.exists(r, self.exclude.exists(e, (has(r.user) && has(e.user) && r.user == e.user) || (has(r.group) && has(e.group) && r.group == e.group) || (has(r.emailDomain) && has(e.emailDomain) && r.emailDomain == e.emailDomain)))";
 
 /// The kinds of selector, by their field name (what decisions and audit events name).
 pub const SELECTOR_KINDS: &[&str] = &[

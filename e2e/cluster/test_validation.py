@@ -217,7 +217,7 @@ BAD += [
     ("policy-required-and-excluded", policy(require=[{"group": "a"}], exclude=[{"group": "a"}]),
      "spec.exclude", "cel: a selector both required and excluded"),
     ("portal-required-and-excluded", portal(public=True, access={
-        "require": [{"sourceCidrs": ["10.0.0.0/8"]}], "exclude": [{"sourceCidrs": ["10.0.0.0/8"]}]}),
+        "require": [{"emailDomain": "example.com"}], "exclude": [{"emailDomain": "example.com"}]}),
      "spec.access.exclude", "cel: a selector both required and excluded"),
     ("portal-certificate-header-without-trusted-proxies", portal(public=True, access={
         "clientCertificateHeader": "ssl-client-cert"}),
