@@ -613,8 +613,10 @@ async fn answered_event_stream_gives_its_connection_back(transport: Transport) {
             .call_tool(CallToolRequestParams::new("t"), None, None)
             .await;
         assert_eq!(text(r.unwrap()), "ok");
-        // The end of the previous stream arrives meanwhile.
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The end of the previous stream (20 ms after the answer) arrives meanwhile. 60 ms was
+        // too short once, with the cluster suite loading both cores: the next call found the
+        // connection still busy and opened another.
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
         connections.load(Ordering::SeqCst),
