@@ -92,36 +92,17 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         .into_iter()
         .cloned()
         .collect();
-    let session_key = match &spec.session_key_from {
-        Some(r) => {
-            let key = secrets.bytes(r)?;
-            if key.len() < 32 {
-                return Err(Error::Config(format!(
-                    "McpPortal {name}: spec.sessionKeyFrom: secret {}/{} holds {} bytes; at least 32 are needed",
-                    r.name,
-                    r.key,
-                    key.len()
-                )));
-            }
-            Some(KeyBytes(key))
-        }
-        None => None,
-    };
-    let audit_key = match spec.audit.as_ref().and_then(|a| a.key_from.as_ref()) {
-        Some(r) => {
-            let key = secrets.bytes(r)?;
-            if key.len() < 32 {
-                return Err(Error::Config(format!(
-                    "McpPortal {name}: spec.audit.keyFrom: secret {}/{} holds {} bytes; at least 32 are needed",
-                    r.name,
-                    r.key,
-                    key.len()
-                )));
-            }
-            Some(KeyBytes(key))
-        }
-        None => None,
-    };
+    let session_key = spec
+        .session_key_from
+        .as_ref()
+        .map(|r| symmetric_key(name, "spec.sessionKeyFrom", r, &secrets))
+        .transpose()?;
+    let audit_key = spec
+        .audit
+        .as_ref()
+        .and_then(|a| a.key_from.as_ref())
+        .map(|r| symmetric_key(name, "spec.audit.keyFrom", r, &secrets))
+        .transpose()?;
     let identity_key = identity_key(name, &spec, &servers, &secrets)?;
     let llm = spec
         .llm
@@ -196,6 +177,26 @@ fn llm_config(portal: &str, spec: &crds::llm::LlmSpec, secrets: &Secrets<'_>) ->
 
 /// The portal's identity signing key: required when a selected server asks for identity, so
 /// that every replica signs with the same key.
+/// A symmetric key from its Secret (the session seal's, the audit chain's): 32 bytes or more,
+/// else an error naming the portal, the field and the Secret.
+fn symmetric_key(
+    portal: &str,
+    field: &str,
+    r: &crds::SecretKeyRef,
+    secrets: &Secrets,
+) -> Result<KeyBytes> {
+    let key = secrets.bytes(r)?;
+    if key.len() < 32 {
+        return Err(Error::Config(format!(
+            "McpPortal {portal}: {field}: secret {}/{} holds {} bytes; at least 32 are needed",
+            r.name,
+            r.key,
+            key.len()
+        )));
+    }
+    Ok(KeyBytes(key))
+}
+
 fn identity_key(
     portal: &str,
     spec: &McpPortalSpec,
@@ -466,6 +467,31 @@ stringData: {a: "s3cret\n"}
         ));
         let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("secret nokey/k not found"), "{e}");
+    }
+
+    #[test]
+    fn a_short_session_or_audit_key_is_refused_naming_its_field() {
+        for (field, yaml) in [
+            (
+                "spec.sessionKeyFrom",
+                "sessionKeyFrom: {name: short, key: k}",
+            ),
+            (
+                "spec.audit.keyFrom",
+                "audit: {keyFrom: {name: short, key: k}}",
+            ),
+        ] {
+            let m = manifests(&format!(
+                "{SERVERS}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: short}}\nstringData: {{k: only-16-bytes-ok}}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\nmetadata: {{name: p}}\nspec: {{public: true, {yaml}}}\n"
+            ));
+            let e = resolve(&m, "p", Path::new("/x")).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "{field}: secret short/k holds 16 bytes; at least 32"
+                )),
+                "{e}"
+            );
+        }
     }
 
     const IDENTITY_KEY: &str = "-----BEGIN PRIVATE KEY-----\n    MC4CAQAwBQYDK2VwBCIEIABis2UcDDO1xIvhvAb/Wb5axz7nn40fNnk/S/xG6m9A\n    -----END PRIVATE KEY-----";
