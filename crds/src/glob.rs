@@ -68,6 +68,21 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     Glob::new(pattern).matches(text)
 }
 
+/// The CRD schema's `pattern` for a resource URI glob (`resources` of an inspection rule):
+/// 1-2048 characters without whitespace. `*` matches any run of characters (also none, also
+/// `/`), as in [`Glob`]; everything else is literal.
+pub const URI_GLOB_PATTERN: &str = r"^\S{1,2048}$";
+
+/// Why `g` is not a valid resource URI glob, or `None`.
+pub fn uri_glob_problem(g: &str) -> Option<String> {
+    if g.is_empty() || g.len() > 2048 {
+        return Some("must be 1-2048 characters".into());
+    }
+    g.chars()
+        .find(|c| c.is_whitespace())
+        .map(|c| format!("{g:?}: whitespace {c:?} is not allowed in a URI glob"))
+}
+
 /// Why `g` is not a valid glob, or `None`.
 pub fn glob_problem(g: &str) -> Option<String> {
     if g.is_empty() || g.len() > 128 {
@@ -117,6 +132,26 @@ mod tests {
     fn a_question_mark_is_not_a_wildcard_and_is_refused_as_a_pattern() {
         assert!(!glob_match("a?c", "abc"));
         assert!(glob_problem("a?c").unwrap().contains("'?'"));
+    }
+
+    #[test]
+    fn uri_globs_cross_slashes_and_the_schema_pattern_agrees_with_the_validator() {
+        assert!(glob_match("memo://notes/*", "memo://notes/a/b"));
+        assert!(glob_match("file:///srv/*.md", "file:///srv/docs/x.md"));
+        assert!(!glob_match("memo://notes/*", "memo://other/a"));
+        let re = regex::Regex::new(URI_GLOB_PATTERN).unwrap();
+        let long = "a".repeat(2049);
+        for g in [
+            "memo://notes/*",
+            "*",
+            "https://x/?q=1&r=*",
+            "",
+            "a b",
+            "a\tb",
+            long.as_str(),
+        ] {
+            assert_eq!(re.is_match(g), uri_glob_problem(g).is_none(), "{g:?}");
+        }
     }
 
     #[test]

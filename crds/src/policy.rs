@@ -255,11 +255,20 @@ pub struct InspectionRule {
     #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub servers: Vec<String>,
     /// Upstream tool names (globs, without the portal prefix) the rule is limited to; for
-    /// resources/read the resource URI and for prompts/get the prompt name stand in for the
-    /// tool. Empty: everything. Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
+    /// prompts/get the prompt name stands in for the tool (resource URIs are matched by
+    /// `resources`). `tools` and `resources` together say what the rule covers: with both
+    /// empty, every tool, prompt and resource; with either set, only what they name. Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub tools: Vec<String>,
+    /// Upstream resource URIs (globs, as the upstream names them) the rule covers on
+    /// resources/read, e.g. `file:///srv/wiki/*` or `memo://notes/*`. With both `tools` and
+    /// `resources` empty the rule covers everything; with only `tools` set, no resource; with
+    /// only `resources` set, no tool or prompt. URI glob syntax: 1-2048 characters without whitespace;
+    /// `*` matches any run of characters (also none, also `/`); there is no other wildcard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^\S{1,2048}$")))]
+    pub resources: Vec<String>,
     /// The score (1-99, higher is more certain) at or above which a finding fires. Defaults to
     /// 50. Scores: hidden Unicode tag characters 99; role markers 95; overrides and
     /// exfiltration links 90; the classifier 1-99 (its probability, calibrated so that 50 is
@@ -290,6 +299,7 @@ impl Default for InspectionRule {
             direction: Direction::Both,
             servers: Vec::new(),
             tools: Vec::new(),
+            resources: Vec::new(),
             threshold: DEFAULT_THRESHOLD,
             action: InspectionAction::Log,
             shadow: false,

@@ -8,7 +8,7 @@
 
 use crate::access::Selector;
 use crate::detector::{Detector, DetectorName};
-use crate::glob::glob_problem;
+use crate::glob::{glob_problem, uri_glob_problem};
 use crate::inspection::{Inspector, InspectorName};
 use crate::llm::{LlmSpec, LlmStrategy};
 use crate::policy::InspectionRule;
@@ -206,6 +206,11 @@ fn inspection_problems(out: &mut Vec<Problem>, i: usize, r: &InspectionRule) {
         ));
     }
     globs(out, &at, &r.servers, &r.tools);
+    for (j, g) in r.resources.iter().enumerate() {
+        if let Some(p) = uri_glob_problem(g) {
+            out.push(Problem::new(format!("{at}.resources[{j}]"), p));
+        }
+    }
 }
 
 /// Problems of one access selector (`at` names it: `spec.require[1]`).

@@ -200,6 +200,14 @@ fn glob_fields_carry_the_glob_pattern_of_the_api() {
 }
 
 #[test]
+fn resource_globs_carry_the_uri_glob_pattern_of_the_api() {
+    let v = at("McpPolicy", "inspection[].resources");
+    assert_eq!(v["items"]["pattern"], crds::glob::URI_GLOB_PATTERN);
+    let doc = v["description"].as_str().unwrap();
+    assert!(doc.contains("URI glob syntax"), "{doc}");
+}
+
+#[test]
 fn cel_rules_only_touch_bounded_values_so_the_apiserver_accepts_their_cost() {
     // A rule over an unbounded list or string can exceed the apiserver's CEL cost budget and
     // make the whole CRD fail to install; every list or string a rule reads has a bound.

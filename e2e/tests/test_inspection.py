@@ -1,9 +1,10 @@
 """Inbound inspection (prompt injection, tool poisoning, topics) through a real portal.
 
 Two recording upstreams (`py_both_eras.py --record`): results from `blk` are inspected by a
-`block` rule, results from `flg` by a `flag` rule (both `toolPoisoning`, the detector meant for
-results; the classifier of `promptInjection` reads text about system prompts as an attack, see
-README), and a shadow `topics` rule only counts.
+`block` rule, results from `flg` by a `flag` rule (both `promptInjection` and `toolPoisoning`:
+on results the classifier's score counts only where the text addresses its reader, so text
+*about* prompts passes, see README), a rule selects resource reads by URI glob, and a shadow
+`topics` rule only counts.
 An MCP-shaped test set of our own travels as tool results (the upstreams echo what they are
 given), prompt results (`summarize` quotes its topic) and resource reads (`memo://notes/{topic}`
 quotes the decoded topic): benign tickets, docs, code and logs that merely talk about prompts
@@ -38,6 +39,7 @@ BLOCKED = -32003
 BLOCK_RULE = "block-poisoned-results"
 FLAG_RULE = "flag-poisoned-results"
 SHADOW_RULE = "count-merger-talk"
+NOTES_RULE = "block-codeword-in-secret-notes"
 OPEN = "[UNTRUSTED CONTENT flagged by Portcullis inspection"
 CLOSE = "\n[END UNTRUSTED CONTENT]"
 META = "portcullis.dev/inspection"
@@ -81,17 +83,26 @@ POLICY = {
         "inspection": [
             {
                 "name": BLOCK_RULE,
-                "detectors": ["toolPoisoning"],
+                "detectors": ["promptInjection", "toolPoisoning"],
                 "direction": "results",
                 "servers": ["blk"],
                 "action": "block",
             },
             {
                 "name": FLAG_RULE,
-                "detectors": ["toolPoisoning"],
+                "detectors": ["promptInjection", "toolPoisoning"],
                 "direction": "results",
                 "servers": ["flg"],
                 "action": "flag",
+            },
+            {
+                # Only reads of the listed URIs (upstream form): not other notes, not tools.
+                "name": NOTES_RULE,
+                "detectors": ["topics"],
+                "topics": [{"name": "codeword", "phrases": ["bluebird"]}],
+                "servers": ["flg"],
+                "resources": ["memo://notes/secret*"],
+                "action": "block",
             },
             {
                 "name": SHADOW_RULE,
@@ -257,6 +268,24 @@ def test_resources_read_is_inspected(inspected: Inspected, key: str) -> None:
     assert_marked(text_of(flagged), f"note about {POISONED[key]}")
     benign = run(go("flg", BENIGN["log"]))
     assert text_of(benign) == f"note about {BENIGN['log']}"
+
+
+def test_resource_rules_select_reads_by_uri_glob_and_leave_tools_alone(inspected: Inspected) -> None:
+    async def read(c: Any, topic: str) -> Any:
+        templates = (await c.list_resource_templates()).resource_templates
+        [t] = [t for t in templates if "notes" in t.uri_template and "flg" in t.uri_template]
+        return await c.read_resource(t.uri_template.replace("{topic}", topic))
+
+    async def go(call: Any) -> Any:
+        async with client(inspected.portal.url, mode="legacy") as c:
+            return await call(c)
+
+    e = expect_error(inspected.portal.url, lambda c: read(c, "secret-bluebird")).error
+    assert e.code == BLOCKED and NOTES_RULE in e.message and "resource blocked" in e.message, e
+    # Another note (outside the URI glob) and a tool call carrying the same word pass.
+    assert text_of(run(go(lambda c: read(c, "open-bluebird")))) == "note about open-bluebird"
+    echoed = run(go(lambda c: c.call_tool("flg_echo", {"message": "secret bluebird"})))
+    assert text_of(echoed) == "flg echo: secret bluebird"
 
 
 # --- audit and metrics -----------------------------------------------------------------------

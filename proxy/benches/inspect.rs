@@ -7,20 +7,22 @@
 //! Accuracy, at the default threshold 50, each sample scored as one string the way the portal
 //! scores a string:
 //! - `classifier`: the linear model alone;
-//! - `promptInjection`: the detector a rule gets (classifier, overrides, role markers);
+//! - `promptInjection`: the detector a rule gets (classifier, overrides, role markers), on
+//!   prompts and arguments;
+//! - `as results`: the same detector on tool results, where a classifier window that does not
+//!   address its reader is capped below the threshold (text *about* prompts is data);
 //!
 //! on S-Labs' test split (in-distribution: the model was trained on S-Labs' train split and
 //! calibrated on its validation split) and on sets it never saw: neuralchemy's core test split
 //! (benign and attacks) and yanismiraoui (attacks only: recall only).
 //!
-//! Throughput, MB/s of text on one core, `Engine::scan_text` with `promptInjection` +
+//! Throughput, MB/s of text on one core (thread CPU time, best and median of five passes), `Engine::scan_text` with `promptInjection` +
 //! `toolPoisoning` (every tier-1 detector): over the S-Labs test texts joined by newlines (short
 //! prompts) and over a generated MCP-like corpus of tickets, logs and docs (`INSPECT_BENCH_MB`,
 //! default 16 MB) scanned in 4 KiB strings.
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use crds::inspection::Inspector;
 use crds::policy::InspectionRule;
@@ -42,10 +44,17 @@ fn load(name: &str) -> Vec<Sample> {
     model::read_jsonl(&text).unwrap()
 }
 
-fn engine_metrics(e: &Engine, set: &[Sample]) -> Metrics {
+/// The engine's verdicts on `set`: as prompts (`scan_text`) or as tool results
+/// (`scan_result_text`: the reader gate applies).
+fn engine_metrics(e: &Engine, set: &[Sample], as_result: bool) -> Metrics {
     let mut m = Metrics::default();
     for s in set {
-        let hit = !e.scan_text(&s.text).is_empty();
+        let findings = if as_result {
+            e.scan_result_text(&s.text)
+        } else {
+            e.scan_text(&s.text)
+        };
+        let hit = !findings.is_empty();
         match (s.label, hit) {
             (true, true) => m.tp += 1,
             (true, false) => m.fn_ += 1,
@@ -122,24 +131,28 @@ fn corpus(mb: usize) -> Vec<String> {
     out
 }
 
+/// MB/s of `Engine::scan_text` over `texts`, in thread CPU time (`CLOCK_THREAD_CPUTIME_ID`):
+/// the best and the median of five passes, after a warm-up pass.
 fn throughput(what: &str, e: &Engine, texts: &[String]) {
     let bytes: usize = texts.iter().map(String::len).sum();
-    // Warm up, then time at least three passes or one second.
-    for t in texts.iter().take(64) {
+    for t in texts {
         black_box(e.scan_text(t));
     }
-    let start = Instant::now();
-    let mut passes = 0;
-    while passes < 3 || start.elapsed().as_secs_f64() < 1.0 {
-        for t in texts {
-            black_box(e.scan_text(t));
-        }
-        passes += 1;
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let mut secs: Vec<f64> = (0..5)
+        .map(|_| {
+            let c = cpu_time::ThreadTime::now();
+            for t in texts {
+                black_box(e.scan_text(t));
+            }
+            c.elapsed().as_secs_f64()
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    let mbps = |s: f64| bytes as f64 / s / 1e6;
     println!(
-        "throughput {what:<40} {:.1} MB/s ({} MB x {passes} in {secs:.2} s)",
-        (bytes * passes) as f64 / secs / 1e6,
+        "throughput {what:<40} {:.1} MB/s best, {:.1} MB/s median ({:.1} MB x 5 passes, thread CPU time)",
+        mbps(secs[0]),
+        mbps(secs[2]),
         bytes as f64 / 1e6
     );
 }
@@ -172,7 +185,13 @@ fn main() {
             "promptInjection",
             label,
             set.len(),
-            engine_metrics(&pi, &set),
+            engine_metrics(&pi, &set, false),
+        );
+        line(
+            "  as results",
+            label,
+            set.len(),
+            engine_metrics(&pi, &set, true),
         );
     }
     let all = Engine::all_detectors();
@@ -198,6 +217,28 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
     let corpus = corpus(mb);
+    // False positives on benign MCP-like text: every sentence of the corpus generator, and the
+    // 4 KiB strings, as prompts and as results.
+    let benign: Vec<Sample> = corpus
+        .iter()
+        .take(256)
+        .map(|t| Sample {
+            text: t.clone(),
+            label: false,
+        })
+        .collect();
+    line(
+        "promptInjection",
+        "MCP-like 4 KiB (benign)",
+        benign.len(),
+        engine_metrics(&pi, &benign, false),
+    );
+    line(
+        "  as results",
+        "MCP-like 4 KiB (benign)",
+        benign.len(),
+        engine_metrics(&pi, &benign, true),
+    );
     throughput("MCP-like 4 KiB strings (every detector)", &all, &corpus);
     throughput("MCP-like 4 KiB strings (promptInjection)", &pi, &corpus);
     throughput("MCP-like 4 KiB strings (toolPoisoning)", &tp, &corpus);

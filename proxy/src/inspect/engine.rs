@@ -32,6 +32,27 @@ impl Scope {
     }
 }
 
+/// What a scanned value belongs to: the tool, prompt or resource of the call. Rules select
+/// tools and prompts by their `tools` globs and resources by their `resources` URI globs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A tool (upstream name): its arguments or result.
+    Tool(&'a str),
+    /// A prompt (upstream name): its `prompts/get` result.
+    Prompt(&'a str),
+    /// A resource (upstream URI): its `resources/read` result.
+    Resource(&'a str),
+}
+
+impl<'a> Target<'a> {
+    /// The tool or prompt name, or the URI.
+    pub fn name(self) -> &'a str {
+        match self {
+            Target::Tool(s) | Target::Prompt(s) | Target::Resource(s) => s,
+        }
+    }
+}
+
 /// One finding of one rule. Never carries the text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -190,6 +211,7 @@ struct Rule {
     direction: Direction,
     servers: Vec<String>,
     tools: Vec<String>,
+    resources: Vec<String>,
     threshold: u8,
     action: InspectionAction,
     shadow: bool,
@@ -218,16 +240,21 @@ fn detector_for(rule: &[Inspector], signal: Signal) -> Option<Inspector> {
 }
 
 impl Rule {
-    fn in_scope(&self, dir: Scope, server: &str, tool: &str) -> bool {
+    fn in_scope(&self, dir: Scope, server: &str, target: Target<'_>) -> bool {
         let dir_ok = matches!(
             (self.direction, dir),
             (Direction::Both, _)
                 | (Direction::Arguments, Scope::Arguments)
                 | (Direction::Results, Scope::Results)
         );
-        dir_ok
-            && (self.servers.is_empty() || self.servers.iter().any(|g| glob_match(g, server)))
-            && (self.tools.is_empty() || self.tools.iter().any(|g| glob_match(g, tool)))
+        let any = |globs: &[String], s: &str| globs.iter().any(|g| glob_match(g, s));
+        // `tools` and `resources` together say what the rule covers; both empty: everything.
+        let target_ok = match target {
+            _ if self.tools.is_empty() && self.resources.is_empty() => true,
+            Target::Tool(name) | Target::Prompt(name) => any(&self.tools, name),
+            Target::Resource(uri) => any(&self.resources, uri),
+        };
+        dir_ok && (self.servers.is_empty() || any(&self.servers, server)) && target_ok
     }
 }
 
@@ -306,6 +333,7 @@ impl Engine {
                 direction: r.direction,
                 servers: r.servers.clone(),
                 tools: r.tools.clone(),
+                resources: r.resources.clone(),
                 threshold: r.threshold as u8,
                 action: r.action,
                 shadow: r.shadow,
@@ -336,9 +364,9 @@ impl Engine {
         self.rules.is_empty()
     }
 
-    /// Whether any rule applies to this side of a call to `server`/`tool`.
-    pub fn applies(&self, dir: Scope, server: &str, tool: &str) -> bool {
-        self.rules.iter().any(|r| r.in_scope(dir, server, tool))
+    /// Whether any rule applies to this side of a call to `target` on `server`.
+    pub fn applies(&self, dir: Scope, server: &str, target: Target<'_>) -> bool {
+        self.rules.iter().any(|r| r.in_scope(dir, server, target))
     }
 
     /// Inspects every string value of `value` with the rules in scope. When the strictest
@@ -346,14 +374,14 @@ impl Engine {
     /// rewritten in place: invisible characters removed, wrapped between an untrusted-content
     /// notice and an end marker; and a top-level object gets `_meta["portcullis.dev/inspection"]`
     /// `{"untrusted": true, "rules": [...]}`. With `block`, nothing is modified.
-    pub fn scan(&self, value: &mut Value, dir: Scope, server: &str, tool: &str) -> Report {
+    pub fn scan(&self, value: &mut Value, dir: Scope, server: &str, target: Target<'_>) -> Report {
         let active: Vec<usize> = (0..self.rules.len())
-            .filter(|&i| self.rules[i].in_scope(dir, server, tool))
+            .filter(|&i| self.rules[i].in_scope(dir, server, target))
             .collect();
         if active.is_empty() {
             return Report::default();
         }
-        let mut w = Walker::new(self, active);
+        let mut w = Walker::new(self, active, dir == Scope::Results);
         w.walk(value);
         let report = w.report();
         if dir == Scope::Results && report.action == Some(InspectionAction::Flag) {
@@ -396,10 +424,22 @@ impl Engine {
         report
     }
 
-    /// Inspects raw text with every rule (scope ignored). Offsets are characters in `text`.
-    /// Findings of shadow rules are included (marked `shadow`).
+    /// Inspects raw text with every rule (scope ignored), as a prompt or argument: the
+    /// classifier's score is not capped for text that addresses no reader (see
+    /// [`Engine::scan_result_text`]). Offsets are characters in `text`. Findings of shadow
+    /// rules are included (marked `shadow`).
     pub fn scan_text(&self, text: &str) -> Vec<Finding> {
-        let mut w = Walker::new(self, (0..self.rules.len()).collect());
+        self.text_findings(text, false)
+    }
+
+    /// [`Engine::scan_text`] as a tool result is scanned: a classifier window that addresses
+    /// no reader scores at most [`signals::READER_CAP`].
+    pub fn scan_result_text(&self, text: &str) -> Vec<Finding> {
+        self.text_findings(text, true)
+    }
+
+    fn text_findings(&self, text: &str, reader_gate: bool) -> Vec<Finding> {
+        let mut w = Walker::new(self, (0..self.rules.len()).collect(), reader_gate);
         w.string(text);
         let mut out = w.findings;
         out.extend(w.shadow);
@@ -412,6 +452,8 @@ struct Walker<'e> {
     engine: &'e Engine,
     active: Vec<usize>,
     model: bool,
+    /// Results: the classifier's score of a window that addresses no reader is capped.
+    reader_gate: bool,
     signals: bool,
     hits: Vec<Hit>,
     topic_hits: Vec<(usize, Hit)>,
@@ -423,7 +465,7 @@ struct Walker<'e> {
 }
 
 impl<'e> Walker<'e> {
-    fn new(engine: &'e Engine, active: Vec<usize>) -> Walker<'e> {
+    fn new(engine: &'e Engine, active: Vec<usize>, reader_gate: bool) -> Walker<'e> {
         let any = |d: Inspector| {
             active
                 .iter()
@@ -435,6 +477,7 @@ impl<'e> Walker<'e> {
             engine,
             active,
             model,
+            reader_gate,
             signals,
             hits: Vec::new(),
             topic_hits: Vec::new(),
@@ -492,9 +535,19 @@ impl<'e> Walker<'e> {
         }
         if self.model {
             let m = self.engine.model.score(s);
+            // In a result, text that talks about prompts without addressing its reader (the
+            // model) is data, not an injection.
+            let score = if self.reader_gate
+                && m.score > signals::READER_CAP
+                && !signals::addresses_reader(&s[m.start..m.end])
+            {
+                signals::READER_CAP
+            } else {
+                m.score
+            };
             self.hits.push(Hit {
                 signal: Signal::Classifier,
-                score: m.score,
+                score,
                 start: m.start,
                 end: m.end,
             });

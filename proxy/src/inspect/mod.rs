@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Engine::compile(&[(policy, InspectionRule)])      once per configuration
-//!   engine.scan(&mut json, Scope::Results, server, tool) -> Report   per call
+//!   engine.scan(&mut json, Scope::Results, server, Target::Tool(name)) -> Report   per call
 //! ```
 //!
 //! Every decoded JSON string is scored by the deterministic detectors ([`signals`]: hidden
@@ -19,7 +19,9 @@ mod engine;
 pub mod model;
 pub mod signals;
 
-pub use engine::{Engine, Finding, META_KEY, Report, Scope, UNTRUSTED_CLOSE, untrusted_open};
+pub use engine::{
+    Engine, Finding, META_KEY, Report, Scope, Target, UNTRUSTED_CLOSE, untrusted_open,
+};
 
 /// `servers`/`tools` patterns: the API's one glob syntax, from `crds`.
 pub use crds::glob::glob_match;

@@ -150,6 +150,7 @@ struct Compiled {
     tool_re: Regex,
     reveal_re: Regex,
     addressed_re: Regex,
+    reader_re: Regex,
     instructive_re: Regex,
 }
 
@@ -183,6 +184,10 @@ fn compiled() -> &'static Compiled {
         .unwrap(),
         addressed_re: Regex::new(
             r"(?i)\b(?:assistant|ai\b|llm|language\s+model|you\s+must|you\s+should|you\s+will|you\s+are\s+required|before\s+(?:answering|responding|replying|you\s+(?:answer|respond|reply))|instead|immediately|silently|without\s+(?:telling|asking|mentioning)|do\s+not\s+(?:tell|mention|inform))",
+        )
+        .unwrap(),
+        reader_re: Regex::new(
+            r"(?i)\b(?:you|your|yours|yourself|u|ignore|disregard|forget|pretend|act\s+as|roleplay|role-play|respond|reply|answer|say|print|reveal|output|repeat|tell|show|write|translate|generate|do\s+not|don't|never|always|stop|override|bypass|jailbreak|unlock|enable|activate|simulate|imagine|from\s+now\s+on)\b",
         )
         .unwrap(),
         instructive_re: Regex::new(
@@ -385,6 +390,17 @@ pub fn find(s: &str, out: &mut Vec<Hit>) {
     }
     out.sort_by_key(|h| (h.start, h.end));
 }
+
+/// Whether `text` addresses its reader: a second-person word, or a verb that commands a model
+/// (`ignore`, `pretend`, `reveal`, `respond`, `act as`, ...). Text *about* prompts and
+/// instructions (documentation, tickets, code) usually does neither; an injection does one or
+/// the other. The classifier's score counts fully only on text that does (see [`READER_CAP`]).
+pub fn addresses_reader(text: &str) -> bool {
+    compiled().reader_re.is_match(text)
+}
+
+/// The highest classifier score of a window that does not address its reader.
+pub const READER_CAP: u8 = 45;
 
 fn hidden_text(start: usize, end: usize, body: &str, out: &mut Vec<Hit>) {
     let letters = body.chars().filter(|c| c.is_alphabetic()).count();

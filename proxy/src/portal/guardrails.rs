@@ -154,14 +154,14 @@ pub fn inspect<T: Serialize + DeserializeOwned>(
     value: T,
     dir: inspect::Scope,
     server: &str,
-    name: &str,
+    target: inspect::Target<'_>,
 ) -> Result<(T, inspect::Report), ErrorData> {
-    if !engine.applies(dir, server, name) {
+    if !engine.applies(dir, server, target) {
         return Ok((value, inspect::Report::default()));
     }
     let mut json = serde_json::to_value(&value)
         .map_err(|_| ErrorData::internal_error("value could not be inspected", None))?;
-    let report = engine.scan(&mut json, dir, server, name);
+    let report = engine.scan(&mut json, dir, server, target);
     if dir == inspect::Scope::Results && report.action == Some(crds::policy::InspectionAction::Flag)
     {
         let flagged = serde_json::from_value(json)
@@ -178,11 +178,12 @@ pub fn inspect_arguments(
     server: &str,
     tool: &str,
 ) -> inspect::Report {
-    if !engine.applies(inspect::Scope::Arguments, server, tool) {
+    let target = inspect::Target::Tool(tool);
+    if !engine.applies(inspect::Scope::Arguments, server, target) {
         return inspect::Report::default();
     }
     let mut value = Value::Object(args.take().unwrap_or_default());
-    let report = engine.scan(&mut value, inspect::Scope::Arguments, server, tool);
+    let report = engine.scan(&mut value, inspect::Scope::Arguments, server, target);
     if let Value::Object(m) = value {
         *args = Some(m);
     }

@@ -228,7 +228,7 @@ impl Portal {
             result,
             inspect::Scope::Results,
             &tool.server,
-            &tool.upstream_name,
+            inspect::Target::Tool(&tool.upstream_name),
         )?;
         self.observe_inspection(&report, inspect::Scope::Results, event);
         if report.is_blocked() {
@@ -347,20 +347,20 @@ impl Portal {
         ctx: &CallContext,
         value: T,
         server: &str,
-        name: &str,
+        target: inspect::Target<'_>,
         method: &str,
         what: &str,
     ) -> Result<T, ErrorData> {
         let inspector = self.inspector(ctx);
         let (value, report) =
-            guardrails::inspect(&inspector, value, inspect::Scope::Results, server, name)?;
+            guardrails::inspect(&inspector, value, inspect::Scope::Results, server, target)?;
         let mut event = Event {
             portal: self.config().name.clone(),
             subject: ctx.subject.clone(),
             session: ctx.session.clone(),
             method: method.into(),
             server: Some(server.to_owned()),
-            tool: Some(short(name)),
+            tool: Some(short(target.name())),
             origin: Some(ctx.origin.as_str().into()),
             ..Event::default()
         };
@@ -423,7 +423,7 @@ impl Portal {
                     ctx,
                     r,
                     &prompt.server,
-                    &prompt.upstream_name,
+                    inspect::Target::Prompt(&prompt.upstream_name),
                     "prompts/get",
                     "prompt",
                 )?;
@@ -482,8 +482,14 @@ impl Portal {
                 if report.is_blocked() {
                     return Err(guardrails::blocked_error(&report, "resource"));
                 }
-                let mut r =
-                    self.inspect_result(ctx, r, &server, &uri, "resources/read", "resource")?;
+                let mut r = self.inspect_result(
+                    ctx,
+                    r,
+                    &server,
+                    inspect::Target::Resource(&uri),
+                    "resources/read",
+                    "resource",
+                )?;
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(ReadResourceResponse::Complete(r))
             }
