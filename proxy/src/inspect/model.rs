@@ -120,8 +120,9 @@ pub(crate) fn features(text: &str, out: &mut Vec<u32>) {
 
 /// A loaded model.
 pub struct Model {
-    /// Quantized weights, kept as i8 (256 KiB stay in cache; 1 MiB of f32 would not).
-    weights: Vec<i8>,
+    /// Quantized weights, kept as i8 (256 KiB stay in cache; 1 MiB of f32 would not). A
+    /// fixed-size array: bucket indices are masked into it, with no bounds check per lookup.
+    weights: Box<[i8; BUCKETS]>,
     scale: f32,
     bias: f32,
 }
@@ -191,8 +192,9 @@ impl Model {
                 w.len()
             )));
         }
+        let weights: Box<[i8]> = w.iter().map(|&q| q as i8).collect();
         Ok(Model {
-            weights: w.iter().map(|&q| q as i8).collect(),
+            weights: weights.try_into().expect("length checked above"),
             scale,
             bias,
         })
@@ -220,7 +222,7 @@ impl Model {
         let (mut sum, mut n) = (0i32, 0u32);
         let mut f = Featurizer::default();
         let mut emit = |i: u32| {
-            sum += self.weights[i as usize] as i32;
+            sum += self.weights[i as usize & (BUCKETS - 1)] as i32;
             n += 1;
         };
         for &b in text.as_bytes() {
@@ -257,7 +259,7 @@ impl Model {
         };
         let mut f = Featurizer::default();
         let (mut sum, mut n, mut start) = (0i32, 0u32, 0usize);
-        let weights = &self.weights[..];
+        let weights: &[i8; BUCKETS] = &self.weights;
         let close = |sum: i32, n: u32, start: usize, end: usize, best: &mut Scored| {
             let s = score_of(self.logit_of(sum, n));
             if s > best.score {
@@ -270,7 +272,7 @@ impl Model {
         };
         for (i, &b) in bytes.iter().enumerate() {
             let mut emit = |k: u32| {
-                sum += weights[k as usize] as i32;
+                sum += weights[k as usize & (BUCKETS - 1)] as i32;
                 n += 1;
             };
             f.push(b, &mut emit);
@@ -288,7 +290,7 @@ impl Model {
             }
         }
         let mut emit = |k: u32| {
-            sum += weights[k as usize] as i32;
+            sum += weights[k as usize & (BUCKETS - 1)] as i32;
             n += 1;
         };
         f.finish(&mut emit);

@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
 /// How far past an anchor a validator looks, in bytes.
@@ -154,46 +154,51 @@ struct Compiled {
     instructive_re: Regex,
 }
 
+/// A validator regex. Word boundaries are ASCII ones (`(?-u:\b)`): every word the patterns
+/// look for is ASCII, and a Unicode `\b` makes the regex engine leave its DFA for the much
+/// slower PikeVM whenever the text holds a non-ASCII character (a fifth of tier 1's time on
+/// MCP-like text with one accented sentence per string).
+fn re(pattern: &str) -> Regex {
+    Regex::new(&pattern.replace(r"\b", r"(?-u:\b)")).expect("inspection patterns compile")
+}
+
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| Compiled {
         ac: AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
+            // A full DFA: the anchors are few (some KiB of table), every byte of every string
+            // goes through it.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(ANCHORS.iter().map(|(a, _)| a))
             .expect("anchors compile"),
-        override_re: Regex::new(
+        override_re: re(
             r"(?i)^(?:ignore|disregard|forget|override|bypass)\s+(?:(?:all|any|every|the|your|my|of|these|those|what|everything|above|previous|prior|earlier|preceding|former|original|initial|system|safety|existing|you)\s+){0,4}(?:instructions?|prompts?|rules|directives|guidelines|guardrails|constraints|commands|programming|restrictions|messages|context|you\s+were\s+told)\b",
-        )
-        .unwrap(),
-        new_instr_re: Regex::new(
+        ),
+        new_instr_re: re(
             r"(?i)^(?:(?:new|updated)\s+instructions\s*[:\-]|from\s+now\s+on,?\s+(?:you|your|the\s+assistant|respond|answer|act|only))",
-        )
-        .unwrap(),
-        image_re: Regex::new(r"^!\[[^\]\n]{0,200}\]\(\s*<?([^\s)>]{1,2048})").unwrap(),
-        html_image_re: Regex::new(r#"(?i)^<img\b[^>]{0,300}?\bsrc\s*=\s*["']?([^"'\s>]{1,2048})"#)
-            .unwrap(),
-        link_re: Regex::new(r"^\]\((https?://[^\s)]{1,2048})\)").unwrap(),
-        tool_re: Regex::new(
+        ),
+        // URLs are `+`, not a counted repetition: what a validator sees is at most LOOKAHEAD
+        // bytes anyway, and `{1,2048}` built an NFA too large for the fast capture engines.
+        image_re: re(r"^!\[[^\]\n]{0,200}\]\(\s*<?([^\s)>]+)"),
+        html_image_re: re(r#"(?i)^<img\b[^>]{0,300}?\bsrc\s*=\s*["']?([^"'\s>]+)"#),
+        link_re: re(r"^\]\((https?://[^\s)]+)\)"),
+        tool_re: re(
             r#"(?i)^(?:call|use|invoke|run|execute)\s+the\s+[`'"]?[a-z0-9_./-]{1,64}[`'"]?\s+(?:tool|function|command)\b"#,
-        )
-        .unwrap(),
-        reveal_re: Regex::new(
+        ),
+        reveal_re: re(
             r"(?i)^(?:reveal|print|output|repeat|send|leak|disclose|exfiltrate|show|tell\s+me)\s+(?:me\s+|us\s+|back\s+|out\s+)?(?:(?:all|any|the|your|its|full|entire|complete|original|hidden|exact|current|of|these|those)\s+){0,4}(system\s+prompts?|initial\s+(?:prompt|instructions)|hidden\s+instructions|instructions|prompt|api[\s_-]?keys?|secrets?|passwords?|credentials|access\s+tokens?|tokens?|private\s+keys?|env(?:ironment)?\s+variables|conversation(?:\s+history)?|chat\s+history)\b",
-        )
-        .unwrap(),
-        addressed_re: Regex::new(
+        ),
+        addressed_re: re(
             r"(?i)\b(?:assistant|ai\b|llm|language\s+model|you\s+must|you\s+should|you\s+will|you\s+are\s+required|before\s+(?:answering|responding|replying|you\s+(?:answer|respond|reply))|instead|immediately|silently|without\s+(?:telling|asking|mentioning)|do\s+not\s+(?:tell|mention|inform))",
-        )
-        .unwrap(),
-        reader_re: Regex::new(
+        ),
+        reader_re: re(
             r"(?i)\b(?:you|your|yours|yourself|u|ignore|disregard|forget|pretend|act\s+as|roleplay|role-play|respond|reply|answer|say|print|reveal|output|repeat|tell|show|write|translate|generate|do\s+not|don't|never|always|stop|override|bypass|jailbreak|unlock|enable|activate|simulate|imagine|from\s+now\s+on)\b",
-        )
-        .unwrap(),
-        instructive_re: Regex::new(
+        ),
+        instructive_re: re(
             r"(?i)\b(?:assistant|ai|llm|language\s+model|ignore\s+(?:all|any|the|previous|prior|above|your)|instructions?|you\s+must|you\s+should|you\s+are|do\s+not\s+(?:tell|mention|reveal)|system\s+prompt|call\s+the|send\s+(?:the|it|all|this|them)|secrets?|passwords?|api\s*keys?|credentials?|exfiltrate)\b",
-        )
-        .unwrap(),
+        ),
     })
 }
 
@@ -440,6 +445,12 @@ pub fn is_invisible(c: char) -> bool {
 }
 
 fn hidden_unicode(s: &str, out: &mut Vec<Hit>) {
+    // Every character looked for here starts with one of these UTF-8 lead bytes (U+180E: E1;
+    // U+200B-U+2069: E2; U+FEFF: EF; tag characters: F3): text without any is done in one
+    // byte pass, instead of decoding every character.
+    if !s.bytes().any(|b| matches!(b, 0xE1 | 0xE2 | 0xEF | 0xF3)) {
+        return;
+    }
     let mut iter = s.char_indices().peekable();
     let mut prev: Option<char> = None;
     let mut zw: Vec<(usize, usize)> = Vec::new();
