@@ -3,7 +3,7 @@ CARGO  ?= cargo
 PYTEST ?= e2e/.venv/bin/pytest
 E2E_ARGS ?= -v
 
-.PHONY: build test e2e e2e-setup demo bench fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
+.PHONY: build test e2e e2e-setup demo bench bench-tier2 fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
 
 ## build: every binary of the workspace (the e2e suites run target/debug/portcullis-*). With
 ## --tests: the feature set `cargo test --workspace` resolves, so after it this is a no-op (a
@@ -44,6 +44,15 @@ bench: operator-bench
 	$(CARGO) bench -p portcullis-proxy --bench h1
 	python3 proxy/inspect-data/fetch.py
 	$(CARGO) bench -p portcullis-proxy --bench inspect
+	$(MAKE) bench-tier2
+
+## bench-tier2: what inspection tier 2 (all-MiniLM-L6-v2 run by candle) would cost and buy over
+## tier 1: CPU time per text and accuracy of a classifier over its embeddings. Its own crate
+## outside the workspace (proxy/inspect-data/tier2), so candle never enters the proxy's build.
+bench-tier2:
+	python3 proxy/inspect-data/fetch.py
+	python3 proxy/inspect-data/fetch_tier2.py
+	cd proxy/inspect-data/tier2 && $(CARGO) run --release --locked -q -- ../data/minilm ../data
 
 ## generate: the CRD YAML (crds/ and charts/portcullis/crds/) from the types in crds/src
 generate:
