@@ -324,9 +324,11 @@ mod tests {
                 .args(["--appendonly", "no", "--logfile", "/dev/null"])
                 .spawn()
                 .expect("redis-server (apt-get install redis-server; e2e/setup.sh does)");
+            // Killed and waited for on drop, also when it never listens.
+            let server = Server(child, port);
             for _ in 0..200 {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Server(child, port);
+                    return server;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
