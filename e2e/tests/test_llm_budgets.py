@@ -116,6 +116,14 @@ class Env:
         return "".join(httpx.get(f"{r.portal.admin}/metrics", timeout=5).text for r in self.replicas)
 
 
+def warm(env: Env, r: Replica) -> None:
+    deadline = time.monotonic() + 20
+    headers = {"authorization": f"Bearer {env.token('warm', ['tiny'])}"}
+    while httpx.get(f"{r.portal.base}/llm/openai/v1/models", headers=headers, timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, f"{r.name} does not authenticate"
+        time.sleep(0.2)
+
+
 def start_emulator(pm: ProcessManager, name: str, key: str) -> Emulator:
     python = paths.require(paths.VENV_PYTHON, "the e2e virtualenv")
     proc = pm.start(name, [python, paths.SERVERS / "llm_emulator.py", "--port", str(free_port()), "--name", name, "--key", key])
@@ -185,7 +193,11 @@ def env(module_pm: ProcessManager, tmp_path_factory: pytest.TempPathFactory) -> 
         replicas = [start_replica(module_pm, manifest, f"proxy-{i}", p, workdir / f"audit-{i}.jsonl")
                     for i, p in enumerate(ports)]
         lb = start_nginx(module_pm, workdir / "nginx", [f"127.0.0.1:{p}" for p in ports])
-        return Env(idp, oa, an, redis, replicas, lb, manifest, module_pm)
+        env = Env(idp, oa, an, redis, replicas, lb, manifest, module_pm)
+        # Each replica reads the IdP's keys once before the tests start.
+        for r in replicas:
+            warm(env, r)
+        return env
     except BaseException:
         print(f"\n===== process output =====\n{module_pm.tails()}")
         raise
@@ -477,6 +489,8 @@ def test_two_hundred_concurrent_calls_from_five_users_through_two_replicas_never
         assert spent[0] == own, f"{sub}: portal counted {spent[0]}, the provider billed {own}"
         assert spent[0] <= limit, f"{sub} spent {spent[0]} of {limit}"
         assert env.spend(sub, "crowd")["budgets"][0]["reserved"]["tokens"] == 0
+    print(f"\nconcurrency: {statuses.count(200)} of 200 calls served, {statuses.count(429)} refused; spent per user "
+          f"{[env.spent(u, 'crowd') for u in users]} of {limit}")
 
 
 def test_a_replica_restart_and_a_redis_restart_lose_no_settled_spend(env: Env) -> None:
@@ -484,6 +498,7 @@ def test_a_replica_restart_and_a_redis_restart_lose_no_settled_spend(env: Env) -
     old = env.replicas[0]
     old.portal.proc.kill()
     env.replicas[0] = start_replica(env.pm, env.manifest, "proxy-0b", old.port, old.audit)
+    warm(env, env.replicas[0])
     assert {s: env.spent(s, "crowd", 0) for s in before} == before
     env.redis.stop()
     # Redis down: a hard budget fails closed (503) and the provider never sees the call.
