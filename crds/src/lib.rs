@@ -10,6 +10,7 @@
 //! for hashes.
 
 pub mod access;
+pub mod budget;
 pub mod canonical;
 pub mod common;
 pub mod detector;

@@ -20,6 +20,10 @@ pub struct LlmSpec {
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["alias"]))]
     pub routes: Vec<LlmRoute>,
+    /// Where the counters of McpPolicy `budgets` are kept. Absent: in each replica's memory
+    /// (right for one replica; several replicas need a shared `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_store: Option<crate::budget::BudgetStore>,
 }
 
 /// One model alias and the provider targets that serve it.
@@ -101,6 +105,10 @@ pub struct LlmTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600))]
     pub timeout_seconds: Option<u32>,
+    /// What this target's tokens cost, per million, for McpPolicy budgets with a `cost`.
+    /// Absent: calls served by this target cost nothing (only token limits apply to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::budget::Price>,
 }
 
 /// A provider's API.

@@ -85,6 +85,15 @@ pub struct McpPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub models: Vec<String>,
+    /// Token and money budgets of the LLM gateway for the covered callers: each limits what
+    /// they may spend through the portal's `/llm/` endpoints in a window (per user, per group or
+    /// for the whole portal; optionally only on some aliases). Every budget that applies to a
+    /// call is charged; a call is refused (429 in the caller's API format, with `Retry-After`
+    /// at the window's reset) when it could cross a hard one. 1-32 budgets, names unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub budgets: Vec<crate::budget::Budget>,
 }
 
 /// Allow or deny a set of tools.

@@ -82,7 +82,7 @@ pub fn bound_policies<'a>(portal: &McpPortal, policies: &'a [McpPolicy]) -> Vec<
 }
 
 /// The Secret refs the portal's proxy reads: its session key, its identity signing key, its
-/// audit chain key, its LLM targets' API keys and the credentials of the remote servers it
+/// audit chain key, its LLM targets' API keys, its budget store's Redis URL and the credentials of the remote servers it
 /// fronts (deployed servers keep their secrets in their own pods).
 pub fn portal_secret_refs(portal: &McpPortal, servers: &[&McpServer]) -> Vec<SecretKeyRef> {
     let mut refs = Vec::new();
@@ -93,6 +93,12 @@ pub fn portal_secret_refs(portal: &McpPortal, servers: &[&McpServer]) -> Vec<Sec
         for r in &llm.routes {
             refs.extend(r.targets.iter().filter_map(|t| t.api_key_from.clone()));
         }
+        refs.extend(
+            llm.budget_store
+                .as_ref()
+                .and_then(|s| s.redis.as_ref())
+                .map(|r| r.url_from.clone()),
+        );
     }
     for s in servers {
         refs.extend(remote_secret_refs(s));
@@ -271,5 +277,23 @@ mod tests {
             },
         );
         assert_eq!(portal_secret_refs(&portal, &[]), [key]);
+    }
+
+    #[test]
+    fn the_budget_stores_redis_url_is_among_the_secrets_a_portal_reads() {
+        let portal: McpPortal = serde_json::from_value(serde_json::json!({
+            "apiVersion": "portcullis.dev/v1alpha1", "kind": "McpPortal",
+            "metadata": {"name": "p"},
+            "spec": {"public": true, "servers": {}, "llm": {
+                "routes": [{"alias": "a", "targets": [{"provider": "openai", "model": "m",
+                    "apiKeyFrom": {"name": "keys", "key": "openai"}}]}],
+                "budgetStore": {"redis": {"urlFrom": {"name": "budget-redis", "key": "url"}}}
+            }}
+        }))
+        .unwrap();
+        assert_eq!(
+            secret_names(&portal_secret_refs(&portal, &[])),
+            ["budget-redis".to_owned(), "keys".to_owned()].into()
+        );
     }
 }

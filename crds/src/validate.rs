@@ -7,6 +7,9 @@
 //! express: regular expressions that do not compile, label selectors Kubernetes would refuse.
 
 use crate::access::Selector;
+use crate::budget::{
+    Budget, BudgetScope, BudgetStore, MAX_BUDGET_COST, NANOS_PER_UNIT, parse_money,
+};
 use crate::detector::{Detector, DetectorName};
 use crate::glob::{glob_problem, uri_glob_problem};
 use crate::inspection::{Inspector, InspectorName};
@@ -128,6 +131,7 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
             out.push(Problem::new(format!("spec.models[{i}]"), p));
         }
     }
+    budget_problems(&mut out, &spec.budgets);
     if let Some(l) = &spec.limits {
         for (field, v) in [
             ("callsPerMinute", l.calls_per_minute),
@@ -143,6 +147,91 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// The problems of `spec.budgets`: what the schema's CEL refuses again (a laptop reading
+/// manifests gets the apiserver's answer), and names that repeat.
+fn budget_problems(out: &mut Vec<Problem>, budgets: &[Budget]) {
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, b) in budgets.iter().enumerate() {
+        let at = format!("spec.budgets[{i}]");
+        let name_ok = (1..=63).contains(&b.name.len())
+            && b.name
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !b.name.starts_with('-')
+            && !b.name.ends_with('-');
+        if !name_ok {
+            out.push(Problem::new(
+                format!("{at}.name"),
+                format!("{:?}: 1-63 characters of [a-z0-9-], starting and ending with a letter or digit", b.name),
+            ));
+        }
+        if let Some(first) = seen.insert(b.name.as_str(), i) {
+            out.push(Problem::new(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is also the name of spec.budgets[{first}]: names are unique",
+                    b.name
+                ),
+            ));
+        }
+        if b.tokens.is_none() && b.cost.is_none() {
+            out.push(Problem::new(
+                at.clone(),
+                "set tokens or cost (or both): a budget without a limit limits nothing",
+            ));
+        }
+        if let Some(t) = b.tokens
+            && !(1..=1_000_000_000_000).contains(&t)
+        {
+            out.push(Problem::new(format!("{at}.tokens"), "must be 1-10^12"));
+        }
+        if let Some(c) = &b.cost {
+            match parse_money(c) {
+                None => out.push(Problem::new(
+                    format!("{at}.cost"),
+                    format!("{c:?} is not an amount (a decimal such as \"25.00\": up to 9 digits before and after the point)"),
+                )),
+                Some(0) => out.push(Problem::new(format!("{at}.cost"), "must be more than 0")),
+                Some(n) if n > MAX_BUDGET_COST * NANOS_PER_UNIT => out.push(Problem::new(
+                    format!("{at}.cost"),
+                    format!("must be at most {MAX_BUDGET_COST}"),
+                )),
+                Some(_) => {}
+            }
+        }
+        match (b.scope, &b.group) {
+            (BudgetScope::Group, None) => out.push(Problem::new(
+                format!("{at}.group"),
+                "required with scope group (the group whose members share the counter)",
+            )),
+            (BudgetScope::Group, Some(g)) if g.is_empty() || g.len() > 256 => out.push(
+                Problem::new(format!("{at}.group"), "must be 1-256 characters"),
+            ),
+            (BudgetScope::User | BudgetScope::Portal, Some(_)) => out.push(Problem::new(
+                format!("{at}.group"),
+                "applies only to scope group",
+            )),
+            _ => {}
+        }
+        for (j, g) in b.models.iter().enumerate() {
+            if let Some(p) = glob_problem(g) {
+                out.push(Problem::new(format!("{at}.models[{j}]"), p));
+            }
+        }
+        match (&b.window.calendar, b.window.rolling_seconds) {
+            (Some(_), Some(_)) | (None, None) => out.push(Problem::new(
+                format!("{at}.window"),
+                "set exactly one of calendar and rollingSeconds",
+            )),
+            (None, Some(s)) if !(60..=31_536_000).contains(&s) => out.push(Problem::new(
+                format!("{at}.window.rollingSeconds"),
+                "must be 60-31536000",
+            )),
+            _ => {}
+        }
+    }
 }
 
 fn inspection_problems(out: &mut Vec<Problem>, i: usize, r: &InspectionRule) {
@@ -472,6 +561,9 @@ fn llm_problems(out: &mut Vec<Problem>, llm: &LlmSpec) {
             "list at least one route (or leave spec.llm out)",
         ));
     }
+    if let Some(store) = &llm.budget_store {
+        budget_store_problems(out, store);
+    }
     let mut seen = std::collections::BTreeMap::new();
     for (i, r) in llm.routes.iter().enumerate() {
         let at = format!("spec.llm.routes[{i}]");
@@ -549,7 +641,57 @@ fn llm_problems(out: &mut Vec<Problem>, llm: &LlmSpec) {
                     "must be 1-600",
                 ));
             }
+            if let Some(p) = &t.price {
+                for (field, v) in [
+                    ("input", Some(&p.input)),
+                    ("output", Some(&p.output)),
+                    ("cachedInput", p.cached_input.as_ref()),
+                ] {
+                    if let Some(v) = v
+                        && parse_money(v).is_none()
+                    {
+                        out.push(Problem::new(
+                            format!("{at}.price.{field}"),
+                            format!("{v:?} is not an amount (a decimal such as \"2.50\": up to 9 digits before and after the point)"),
+                        ));
+                    }
+                }
+            }
         }
+    }
+}
+
+/// The problems of `spec.llm.budgetStore`.
+fn budget_store_problems(out: &mut Vec<Problem>, store: &BudgetStore) {
+    let Some(r) = &store.redis else {
+        return;
+    };
+    let at = "spec.llm.budgetStore.redis";
+    if r.url_from.name.is_empty() || r.url_from.key.is_empty() {
+        out.push(Problem::new(
+            format!("{at}.urlFrom"),
+            "name and key must not be empty",
+        ));
+    }
+    if let Some(p) = &r.key_prefix
+        && (p.is_empty()
+            || p.len() > 64
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":_.-".contains(c)))
+    {
+        out.push(Problem::new(
+            format!("{at}.keyPrefix"),
+            format!("{p:?}: 1-64 characters of [A-Za-z0-9:_.-]"),
+        ));
+    }
+    if let Some(t) = r.timeout_millis
+        && !(10..=10_000).contains(&t)
+    {
+        out.push(Problem::new(
+            format!("{at}.timeoutMillis"),
+            "must be 10-10000",
+        ));
     }
 }
 

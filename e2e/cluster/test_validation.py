@@ -44,8 +44,16 @@ SELECTOR_IN = {"key": "team", "operator": "In", "values": ["a"]}
 LLM_T = {"provider": "openAICompatible", "baseUrl": "http://127.0.0.1:9700/v1", "model": "m"}
 
 
-def llm_portal(*routes: dict[str, Any]) -> dict[str, Any]:
-    return portal(public=True, llm={"routes": list(routes)})
+def llm_portal(*routes: dict[str, Any], **llm: Any) -> dict[str, Any]:
+    return portal(public=True, llm={"routes": list(routes), **llm})
+
+
+DAY = {"calendar": "day"}
+BUDGET = {"name": "daily", "tokens": 2000, "window": DAY}
+
+
+def budget(**fields: Any) -> dict[str, Any]:
+    return policy(budgets=[{**BUDGET, **fields}])
 
 # (id, manifest, the field path the apiserver's message must name, what the row breaks)
 BAD: list[tuple[str, dict[str, Any], str, str]] = [
@@ -135,6 +143,42 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("llm-no-targets", llm_portal({"alias": "fast", "targets": []}),
      "spec.llm.routes[0].targets", "length: 1-8 targets"),
     ("policy-model-glob", policy(models=["gpt 4"]), "spec.models[0]", "pattern: glob syntax"),
+    ("budget-without-tokens-or-cost", policy(budgets=[{"name": "b", "window": DAY}]),
+     "spec.budgets[0]", "cel: set tokens or cost"),
+    ("budget-group-scope-without-group", budget(scope="group"),
+     "spec.budgets[0].group", "cel: group is required with scope group"),
+    ("budget-group-on-a-user-budget", budget(group="finance"),
+     "spec.budgets[0].group", "cel: group applies only to scope group"),
+    ("budget-window-calendar-and-rolling", budget(window={"calendar": "day", "rollingSeconds": 3600}),
+     "spec.budgets[0].window", "cel: set exactly one of calendar and rollingSeconds"),
+    ("budget-window-empty", budget(window={}),
+     "spec.budgets[0].window", "cel: set exactly one of calendar and rollingSeconds"),
+    ("budget-scope", budget(scope="team"), "spec.budgets[0].scope", "enum: user, group, portal"),
+    ("budget-enforcement", budget(enforcement="strict"), "spec.budgets[0].enforcement", "enum: hard, soft"),
+    ("budget-calendar", budget(window={"calendar": "week"}), "spec.budgets[0].window.calendar",
+     "enum: day, month"),
+    ("budget-store-on-unavailable", llm_portal({"alias": "fast", "targets": [LLM_T]},
+                                               budgetStore={"onUnavailable": "ignore"}),
+     "spec.llm.budgetStore.onUnavailable", "enum: failClosed, failOpen"),
+    ("budget-duplicate-name", policy(budgets=[BUDGET, BUDGET]), "spec.budgets[1]", "list-map: names are unique"),
+    ("budget-name", budget(name="Daily"), "spec.budgets[0].name", "pattern: [a-z0-9-]"),
+    ("budget-cost", budget(cost="$5"), "spec.budgets[0].cost", "pattern: a decimal amount"),
+    ("budget-model-glob", budget(models=["gpt 4"]), "spec.budgets[0].models[0]", "pattern: glob syntax"),
+    ("budget-tokens-zero", budget(tokens=0), "spec.budgets[0].tokens", "range: 1-10^12"),
+    ("budget-rolling-too-short", budget(window={"rollingSeconds": 59}), "spec.budgets[0].window.rollingSeconds",
+     "range: 60-31536000"),
+    ("llm-price", llm_portal({"alias": "fast", "targets": [{**LLM_T, "price": {"input": "1,5", "output": "2"}}]}),
+     "spec.llm.routes[0].targets[0].price.input", "pattern: a decimal amount"),
+    ("llm-price-without-output", llm_portal({"alias": "fast", "targets": [{**LLM_T, "price": {"input": "1"}}]}),
+     "spec.llm.routes[0].targets[0].price.output", "required: output"),
+    ("budget-redis-without-url", llm_portal({"alias": "fast", "targets": [LLM_T]}, budgetStore={"redis": {}}),
+     "spec.llm.budgetStore.redis.urlFrom", "required: urlFrom"),
+    ("budget-redis-timeout", llm_portal({"alias": "fast", "targets": [LLM_T]}, budgetStore={
+        "redis": {"urlFrom": {"name": "r", "key": "url"}, "timeoutMillis": 5}}),
+     "spec.llm.budgetStore.redis.timeoutMillis", "range: 10-10000"),
+    ("budget-redis-key-prefix", llm_portal({"alias": "fast", "targets": [LLM_T]}, budgetStore={
+        "redis": {"urlFrom": {"name": "r", "key": "url"}, "keyPrefix": "a b"}}),
+     "spec.llm.budgetStore.redis.keyPrefix", "pattern: [A-Za-z0-9:_.-]"),
     # --- ranges ---
     ("policy-calls-per-minute-zero", policy(limits={"callsPerMinute": 0}),
      "spec.limits.callsPerMinute", "range: at least 1"),
@@ -265,6 +309,16 @@ GOOD = [
                                       {"provider": "anthropic", "model": "c", "apiKeyFrom": {"name": "k", "key": "a"}}]},
         {"alias": "spread", "strategy": "weighted", "targets": [{**LLM_T, "weight": 3}, {**LLM_T, "model": "n"}]}]}),
     policy("models", subjects=[{"group": "eng"}], models=["fast", "claude-*"]),
+    policy("budgets", include=[{"group": "finance"}], models=["fast"], budgets=[
+        BUDGET,
+        {"name": "team-money", "scope": "group", "group": "finance", "cost": "25.50", "models": ["gpt-*"],
+         "window": {"calendar": "month"}, "enforcement": "soft"},
+        {"name": "everyone", "scope": "portal", "tokens": 1_000_000, "window": {"rollingSeconds": 3600}}]),
+    portal("with-budget-store", public=True, llm={
+        "routes": [{"alias": "fast", "targets": [{**LLM_T, "price": {"input": "0.15", "output": "0.60",
+                                                                        "cachedInput": "0.075"}}]}],
+        "budgetStore": {"redis": {"urlFrom": {"name": "redis", "key": "url"}, "keyPrefix": "pc:",
+                                  "timeoutMillis": 250}, "onUnavailable": "failOpen"}}),
 ]
 
 

@@ -18,7 +18,16 @@ Control (same port), so each test injects failures and reads what the provider s
   request's format; 529 is `overloaded_error`), `{"hang": true, "count": 1}` (never answers);
   `count` requests are affected, then it answers normally again.
 - `GET /_emulator/requests`: every request received (path, headers, parsed body), in order.
-- `POST /_emulator/reset`: forget requests and pending failures.
+- `POST /_emulator/reset`: forget requests, pending failures and the usage accounting.
+- `GET /_emulator/usage`: the provider's own accounting of the tokens it billed, as it reported
+  them in answers: `{"total": {"input", "output", "calls"}, "by_user": {user: {...}}}`, where the
+  user is the request's OpenAI `user` or Anthropic `metadata.user_id` ("" when absent).
+
+The completion honours `max_tokens` (or `max_completion_tokens`): an answer longer than that is
+cut to that many words and ends with `finish_reason: "length"` / `stop_reason: "max_tokens"`.
+Failure injection can also change the next answers instead of failing them:
+`{"overrun": 40, "count": 1}` ignores the limit and adds 40 words; `{"no_usage": true}` reports
+no usage at all (neither in the JSON answer nor in the stream).
 """
 
 from __future__ import annotations
@@ -35,6 +44,17 @@ from typing import Any
 STATE_LOCK = threading.Lock()
 REQUESTS: list[dict[str, Any]] = []
 FAILURES: list[dict[str, Any]] = []
+USAGE: dict[str, dict[str, int]] = {}
+TOTAL: dict[str, int] = {"input": 0, "output": 0, "calls": 0}
+
+
+def account(user: str, input_tokens: int, output_tokens: int) -> None:
+    with STATE_LOCK:
+        u = USAGE.setdefault(user, {"input": 0, "output": 0, "calls": 0})
+        for d in (u, TOTAL):
+            d["input"] += input_tokens
+            d["output"] += output_tokens
+            d["calls"] += 1
 HANG = threading.Event()  # never set: hung requests wait on it until the process ends
 ARGS: argparse.Namespace
 
@@ -81,16 +101,31 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def plan(messages: list[dict[str, Any]], tools: list[dict[str, Any]], system: str) -> dict[str, Any]:
-    """What the model answers: text, or a call of the first tool."""
+def plan(messages: list[dict[str, Any]], tools: list[dict[str, Any]], system: str,
+         limit: int | None = None, overrun: int = 0) -> dict[str, Any]:
+    """What the model answers: text, or a call of the first tool; cut at `limit` words (unless
+    `overrun` words are added in disregard of it)."""
     prompt = " ".join([system] + [text_of(m.get("content")) for m in messages])
     if tools and not has_tool_result(messages):
         name, schema = tools[0]
         props = list((schema or {}).get("properties", {}).keys())
         args = {props[0] if props else "input": "Paris"}
-        return {"tool": name, "args": args, "input_tokens": words(prompt), "output_tokens": 5}
-    text = f"{ARGS.name} says: {last_user_text(messages)}"
-    return {"text": text, "input_tokens": words(prompt), "output_tokens": words(text)}
+        return {"tool": name, "args": args, "input_tokens": words(prompt), "output_tokens": 5, "cut": False}
+    parts = f"{ARGS.name} says: {last_user_text(messages)}".split()
+    cut = False
+    if overrun:
+        parts += [f"more{i}" for i in range(overrun)]
+    elif limit is not None and len(parts) > limit:
+        parts, cut = parts[:max(limit, 0)], True
+    text = " ".join(parts)
+    return {"text": text, "input_tokens": words(prompt), "output_tokens": words(text), "cut": cut}
+
+
+def limit_of(req: dict[str, Any]) -> int | None:
+    for f in ("max_completion_tokens", "max_tokens"):
+        if isinstance(req.get(f), int):
+            return int(req[f])
+    return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -133,6 +168,10 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- control ------------------------------------------------------------------------------
     def do_GET(self) -> None:
+        if self.path == "/_emulator/usage":
+            with STATE_LOCK:
+                self.send_json(200, {"total": dict(TOTAL), "by_user": {k: dict(v) for k, v in USAGE.items()}})
+            return
         if self.path == "/_emulator/requests":
             with STATE_LOCK:
                 self.send_json(200, REQUESTS)
@@ -154,6 +193,8 @@ class Handler(BaseHTTPRequestHandler):
             with STATE_LOCK:
                 REQUESTS.clear()
                 FAILURES.clear()
+                USAGE.clear()
+                TOTAL.update({"input": 0, "output": 0, "calls": 0})
             self.send_json(200, {"ok": True})
             return
         if self.path not in ("/v1/chat/completions", "/v1/messages"):
@@ -166,6 +207,9 @@ class Handler(BaseHTTPRequestHandler):
         if failure and failure.get("hang"):
             HANG.wait()
             return
+        self.shape: dict[str, Any] = {}
+        if failure and ("overrun" in failure or "no_usage" in failure):
+            self.shape, failure = failure, None
         if failure:
             self.fail(anthropic, int(failure["status"]), failure.get("retry_after"), failure.get("message"))
             return
@@ -204,18 +248,22 @@ class Handler(BaseHTTPRequestHandler):
         msgs = req["messages"]
         system = " ".join(text_of(m.get("content")) for m in msgs if m.get("role") in ("system", "developer"))
         tools = [(t["function"]["name"], t["function"].get("parameters")) for t in req.get("tools") or []]
-        p = plan([m for m in msgs if m.get("role") not in ("system", "developer")], tools, system)
+        p = plan([m for m in msgs if m.get("role") not in ("system", "developer")], tools, system,
+                 limit_of(req), int(self.shape.get("overrun", 0)))
+        account(str(req.get("user") or ""), p["input_tokens"], p["output_tokens"])
+        no_usage = bool(self.shape.get("no_usage"))
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         usage = {"prompt_tokens": p["input_tokens"], "completion_tokens": p["output_tokens"],
                  "total_tokens": p["input_tokens"] + p["output_tokens"],
                  "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
-        finish = "tool_calls" if "tool" in p else "stop"
+        finish = "tool_calls" if "tool" in p else ("length" if p["cut"] else "stop")
         if not req.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": p.get("text"), "refusal": None}
             if "tool" in p:
                 msg["tool_calls"] = [{"id": "call_emu1", "type": "function", "function": {"name": p["tool"], "arguments": json.dumps(p["args"])}}]
             self.send_json(200, {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": req.get("model"),
-                                 "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}], "usage": usage})
+                                 "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
+                                 **({} if no_usage else {"usage": usage})})
             return
         self.start_stream()
 
@@ -235,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
             for i, w in enumerate(p["text"].split(" ")):
                 chunk({"content": w if i == 0 else " " + w})
         chunk({}, finish)
-        if (req.get("stream_options") or {}).get("include_usage"):
+        if (req.get("stream_options") or {}).get("include_usage") and not no_usage:
             c = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": req.get("model"), "choices": [], "usage": usage}
             self.emit(f"data: {json.dumps(c)}\n\n")
         self.emit("data: [DONE]\n\n")
@@ -248,9 +296,11 @@ class Handler(BaseHTTPRequestHandler):
         system = req.get("system") or ""
         system = system if isinstance(system, str) else text_of(system)
         tools = [(t["name"], t.get("input_schema")) for t in req.get("tools") or []]
-        p = plan(req["messages"], tools, system)
+        p = plan(req["messages"], tools, system, limit_of(req), int(self.shape.get("overrun", 0)))
+        account(str((req.get("metadata") or {}).get("user_id") or ""), p["input_tokens"], p["output_tokens"])
+        no_usage = bool(self.shape.get("no_usage"))
         mid = f"msg_{uuid.uuid4().hex[:12]}"
-        stop = "tool_use" if "tool" in p else "end_turn"
+        stop = "tool_use" if "tool" in p else ("max_tokens" if p["cut"] else "end_turn")
         content: list[dict[str, Any]] = []
         if "tool" in p:
             content.append({"type": "tool_use", "id": "toolu_emu1", "name": p["tool"], "input": p["args"]})
@@ -260,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         if not req.get("stream"):
             self.send_json(200, {"id": mid, "type": "message", "role": "assistant", "model": req.get("model"), "content": content,
-                                 "stop_reason": stop, "stop_sequence": None, "usage": usage})
+                                 "stop_reason": stop, "stop_sequence": None, **({} if no_usage else {"usage": usage})})
             return
         self.start_stream()
 
@@ -269,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
 
         event("message_start", {"type": "message_start", "message": {
             "id": mid, "type": "message", "role": "assistant", "model": req.get("model"), "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": dict(usage, output_tokens=1)}})
+            "stop_reason": None, "stop_sequence": None, **({} if no_usage else {"usage": dict(usage, output_tokens=1)})}})
         event("ping", {"type": "ping"})
         if "tool" in p:
             event("content_block_start", {"type": "content_block_start", "index": 0,
@@ -285,7 +335,7 @@ class Handler(BaseHTTPRequestHandler):
                                               "delta": {"type": "text_delta", "text": w if i == 0 else " " + w}})
         event("content_block_stop", {"type": "content_block_stop", "index": 0})
         event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                "usage": {"output_tokens": p["output_tokens"]}})
+                                **({} if no_usage else {"usage": {"output_tokens": p["output_tokens"]}})})
         event("message_stop", {"type": "message_stop"})
 
 

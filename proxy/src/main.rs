@@ -46,9 +46,106 @@ enum Command {
     /// List every upstream tool of a portal with its definition hash, pinning state and
     /// screening findings: the hashes to copy into `spec.pinning.approved`.
     Tools(ToolsArgs),
+    /// Show a subject's LLM budgets (spent, reserved, remaining, reset) as a running portal
+    /// counts them: asks its admin endpoint (`GET /admin/spend`).
+    Spend(SpendArgs),
     /// Shadow-MCP discovery in HTTP request logs.
     #[command(subcommand)]
     Shadow(ShadowCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct SpendArgs {
+    /// The portal's admin address (`--admin-listen` of the running proxy).
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_URL",
+        default_value = "http://127.0.0.1:9464"
+    )]
+    admin: String,
+    /// The subject (the token's `sub`).
+    #[arg(long)]
+    subject: String,
+    /// A group of the subject (repeatable): group budgets apply to members only.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// A claim of the subject, `name=value` (repeatable), for policies that select by claim.
+    #[arg(long = "claim", value_parser = parse_claim)]
+    claims: Vec<(String, String)>,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+async fn spend(a: SpendArgs) -> anyhow::Result<()> {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut query = format!("subject={}", enc(&a.subject));
+    for g in &a.groups {
+        query.push_str(&format!("&group={}", enc(g)));
+    }
+    for (n, v) in &a.claims {
+        query.push_str(&format!("&claim={}", enc(&format!("{n}={v}"))));
+    }
+    let url = format!("{}/admin/spend?{query}", a.admin.trim_end_matches('/'));
+    proxy::tls::install_crypto_provider();
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{url}: {status}: {text}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&text)?;
+    let mut out = std::io::stdout().lock();
+    if a.format == "json" {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    let budgets = report["budgets"].as_array().cloned().unwrap_or_default();
+    if budgets.is_empty() {
+        writeln!(out, "no budget applies to {}", a.subject)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<32} {:<14} {:<5} {:>12} {:>12} {:>12} {:>10}",
+        "BUDGET", "WINDOW", "MODE", "SPENT", "RESERVED", "LIMIT", "RESETS IN"
+    )?;
+    for b in budgets {
+        let fmt = |v: &serde_json::Value| {
+            let t = &v["tokens"];
+            let c = &v["cost"];
+            match (t.is_null(), c.is_null() || c == "0") {
+                (false, true) => format!("{t} tok"),
+                (true, false) => c.as_str().unwrap_or("").to_owned(),
+                _ => format!("{t} tok/{}", c.as_str().unwrap_or("")),
+            }
+        };
+        let limit = match (&b["limit"]["tokens"], &b["limit"]["cost"]) {
+            (t, c) if !t.is_null() && !c.is_null() => {
+                format!("{t} tok/{}", c.as_str().unwrap_or(""))
+            }
+            (t, _) if !t.is_null() => format!("{t} tok"),
+            (_, c) => c.as_str().unwrap_or("").to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<32} {:<14} {:<5} {:>12} {:>12} {:>12} {:>9}s",
+            b["budget"].as_str().unwrap_or(""),
+            b["window"].as_str().unwrap_or(""),
+            b["enforcement"].as_str().unwrap_or(""),
+            fmt(&b["spent"]),
+            fmt(&b["reserved"]),
+            limit,
+            b["resetsInSeconds"],
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -406,6 +503,7 @@ async fn main() -> anyhow::Result<()> {
         })) => audit_verify(&file, &keys, checkpoint),
         Some(Command::Access(a)) => access(a).await,
         Some(Command::Tools(a)) => tools(a).await,
+        Some(Command::Spend(a)) => spend(a).await,
         Some(Command::Shadow(ShadowCommand::Scan(a))) => match shadow_scan(a) {
             Ok(shadow) => std::process::exit(i32::from(shadow)),
             Err(e) => {

@@ -253,6 +253,53 @@ pub struct TokenLabels {
     pub token_type: String,
 }
 
+/// Labels of the LLM token counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokensLabels {
+    /// The portal.
+    pub portal: String,
+    /// The model alias.
+    pub model: String,
+    /// The provider that answered.
+    pub provider: String,
+    /// `input`, `output` or `cached_input` (cached prompt tokens, also counted in `input`).
+    pub token_type: String,
+    /// `ok` or `error` (a stream cut short, or ended by its budget).
+    pub outcome: String,
+}
+
+/// Labels of the LLM cost counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpendLabels {
+    /// The portal.
+    pub portal: String,
+    /// The model alias.
+    pub model: String,
+    /// The provider that answered.
+    pub provider: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// Labels of budget events (a budget is named by configuration: bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// The portal.
+    pub portal: String,
+    /// `<policy>/<budget>`.
+    pub budget: String,
+}
+
+/// Labels of budget store errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    /// The portal.
+    pub portal: String,
+    /// What the call did: `failClosed` (refused), `failOpen` (served uncounted) or `settle`
+    /// (its spend could not be written).
+    pub action: String,
+}
+
 /// The LLM gateway's metrics, named after OpenTelemetry's GenAI client metrics where one fits.
 #[derive(Clone, Debug)]
 pub struct LlmMetrics {
@@ -263,6 +310,17 @@ pub struct LlmMetrics {
     /// Time of a successful call as the client sees it, to its last byte
     /// (`gen_ai.client.operation.duration`).
     pub duration: Family<LlmLabels, Histogram>,
+    /// Tokens used, by portal, alias, provider, token type and outcome (a counter beside
+    /// `gen_ai.client.token.usage`, for rates and totals).
+    pub tokens: Family<TokensLabels, Counter>,
+    /// Money spent at the targets' prices, in the portal's currency.
+    pub cost: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Calls refused by a hard budget.
+    pub budget_refusals: Family<BudgetLabels, Counter>,
+    /// Calls settled past a soft budget's limit.
+    pub budget_soft_exceeded: Family<BudgetLabels, Counter>,
+    /// Calls that could not reach the budget store.
+    pub budget_store_errors: Family<StoreErrorLabels, Counter>,
 }
 
 fn token_histogram() -> Histogram {
@@ -294,10 +352,45 @@ impl LlmMetrics {
             "Time of successful LLM gateway calls, to the answer's last byte",
             duration.clone(),
         );
+        let tokens = Family::default();
+        registry.register(
+            "llm_tokens",
+            "Tokens used through the LLM gateway, by portal, model alias, provider, token type and outcome",
+            tokens.clone(),
+        );
+        let cost = Family::default();
+        registry.register(
+            "llm_cost",
+            "Money spent through the LLM gateway at the targets' prices (the portal's currency)",
+            cost.clone(),
+        );
+        let budget_refusals = Family::default();
+        registry.register(
+            "llm_budget_refusals",
+            "LLM calls refused by a hard budget, by budget",
+            budget_refusals.clone(),
+        );
+        let budget_soft_exceeded = Family::default();
+        registry.register(
+            "llm_budget_soft_exceeded",
+            "LLM calls settled past a soft budget's limit, by budget",
+            budget_soft_exceeded.clone(),
+        );
+        let budget_store_errors = Family::default();
+        registry.register(
+            "llm_budget_store_errors",
+            "LLM calls that could not reach the budget store, by what the call did",
+            budget_store_errors.clone(),
+        );
         LlmMetrics {
             requests,
             token_usage,
             duration,
+            tokens,
+            cost,
+            budget_refusals,
+            budget_soft_exceeded,
+            budget_store_errors,
         }
     }
 }

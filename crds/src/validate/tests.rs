@@ -309,3 +309,82 @@ fn portal_access_names_each_bad_field() {
     }));
     assert_eq!(portal_problems(&ok), []);
 }
+
+#[test]
+fn budgets_are_checked_naming_each_bad_field() {
+    let p = policy(json!({"budgets": [
+        {"name": "Daily", "tokens": 10, "window": {"calendar": "day"}},
+        {"name": "daily", "window": {"calendar": "day"}},
+        {"name": "daily", "tokens": 5, "cost": "1.2.3", "window": {}},
+        {"name": "g", "scope": "group", "cost": "0", "window": {"calendar": "day", "rollingSeconds": 60}},
+        {"name": "u", "group": "finance", "tokens": 1, "models": ["bad model"], "window": {"rollingSeconds": 59}}
+    ]}));
+    let problems = policy_problems(&p);
+    assert_eq!(
+        fields(&problems),
+        [
+            "spec.budgets[0].name",
+            "spec.budgets[1]",
+            "spec.budgets[2].name",
+            "spec.budgets[2].cost",
+            "spec.budgets[2].window",
+            "spec.budgets[3].cost",
+            "spec.budgets[3].group",
+            "spec.budgets[3].window",
+            "spec.budgets[4].group",
+            "spec.budgets[4].models[0]",
+            "spec.budgets[4].window.rollingSeconds",
+        ],
+        "{}",
+        summary(&problems)
+    );
+    assert!(
+        problems[2]
+            .message
+            .contains("also the name of spec.budgets[1]")
+    );
+}
+
+#[test]
+fn complete_budgets_prices_and_a_redis_store_are_valid() {
+    let p = policy(json!({"budgets": [
+        {"name": "per-user", "tokens": 2000, "window": {"calendar": "day"}},
+        {"name": "team", "scope": "group", "group": "finance", "cost": "25.00",
+         "models": ["fast", "gpt-*"], "window": {"calendar": "month"}, "enforcement": "soft"},
+        {"name": "all", "scope": "portal", "tokens": 1000000, "cost": "0.5", "window": {"rollingSeconds": 3600}}
+    ]}));
+    assert_eq!(policy_problems(&p), []);
+    let portal_ok = portal(json!({
+        "public": true,
+        "llm": {
+            "budgetStore": {"redis": {"urlFrom": {"name": "redis", "key": "url"}, "keyPrefix": "pc:",
+                                      "timeoutMillis": 200}, "onUnavailable": "failOpen"},
+            "routes": [{"alias": "fast", "targets": [
+                {"provider": "openAICompatible", "baseUrl": "http://127.0.0.1:9700/v1", "model": "m",
+                 "price": {"input": "0.15", "output": "0.60", "cachedInput": "0.075"}}
+            ]}]
+        }
+    }));
+    assert_eq!(portal_problems(&portal_ok), []);
+    let portal_bad = portal(json!({
+        "public": true,
+        "llm": {
+            "budgetStore": {"redis": {"urlFrom": {"name": "", "key": "url"}, "keyPrefix": "bad prefix",
+                                      "timeoutMillis": 5}},
+            "routes": [{"alias": "fast", "targets": [
+                {"provider": "openAICompatible", "baseUrl": "http://127.0.0.1:9700/v1", "model": "m",
+                 "price": {"input": "$1", "output": "1", "cachedInput": "1."}}
+            ]}]
+        }
+    }));
+    assert_eq!(
+        fields(&portal_problems(&portal_bad)),
+        [
+            "spec.llm.budgetStore.redis.urlFrom",
+            "spec.llm.budgetStore.redis.keyPrefix",
+            "spec.llm.budgetStore.redis.timeoutMillis",
+            "spec.llm.routes[0].targets[0].price.input",
+            "spec.llm.routes[0].targets[0].price.cachedInput",
+        ]
+    );
+}

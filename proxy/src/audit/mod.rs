@@ -113,6 +113,14 @@ pub struct LlmCall {
     pub output_tokens: Option<u64>,
     /// Prompt tokens read from the provider's cache.
     pub cached_tokens: Option<u64>,
+    /// What the call cost at its target's `price` (a decimal in the portal's currency), when
+    /// the target has a price or a budget applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    /// The token counts were counted by the portal (tiktoken), the provider reported none (or
+    /// the stream was cut before it did).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 /// Most inspection findings one event records (the first ones, in document order).

@@ -23,9 +23,9 @@ use crate::error::{Error, Result};
 pub use manifests::Manifests;
 pub use secrets::Secrets;
 pub use types::{
-    DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, KeyBytes,
-    LlmConfig, LlmRouteConfig, LlmTargetConfig, PortalConfig, ServerConfig, ServerPins, SigningKey,
-    Transport, UpstreamOAuth,
+    BudgetStoreConfig, DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR,
+    DEFAULT_TIMEOUT, KeyBytes, LlmConfig, LlmRouteConfig, LlmTargetConfig, PortalConfig,
+    PriceConfig, RedisConfig, ServerConfig, ServerPins, SigningKey, Transport, UpstreamOAuth,
 };
 
 /// The portal to serve: `portal` when given, else the only McpPortal in the manifests read from
@@ -164,6 +164,11 @@ fn llm_config(portal: &str, spec: &crds::llm::LlmSpec, secrets: &Secrets<'_>) ->
                     .timeout_seconds
                     .map(|s| Duration::from_secs(s.into()))
                     .unwrap_or(DEFAULT_LLM_TIMEOUT),
+                price: t
+                    .price
+                    .as_ref()
+                    .map(|p| price_config(portal, &field, p))
+                    .transpose()?,
             });
         }
         routes.push(LlmRouteConfig {
@@ -172,7 +177,54 @@ fn llm_config(portal: &str, spec: &crds::llm::LlmSpec, secrets: &Secrets<'_>) ->
             targets,
         });
     }
-    Ok(LlmConfig { routes })
+    let mut budget_store = BudgetStoreConfig::default();
+    if let Some(store) = &spec.budget_store {
+        budget_store.on_unavailable = store.on_unavailable;
+        if let Some(r) = &store.redis {
+            let field = "spec.llm.budgetStore.redis";
+            let url = secrets
+                .text(&r.url_from)
+                .map_err(|e| Error::Config(format!("McpPortal {portal}: {field}.urlFrom: {e}")))?;
+            let url = url.trim().to_owned();
+            if !url.starts_with("redis://") {
+                return Err(Error::Config(format!(
+                    "McpPortal {portal}: {field}.urlFrom: the Secret's value is not a redis:// URL"
+                )));
+            }
+            budget_store.redis = Some(RedisConfig {
+                url,
+                key_prefix: r
+                    .key_prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("portcullis:budget:{portal}:")),
+                timeout: Duration::from_millis(u64::from(r.timeout_millis.unwrap_or(500))),
+            });
+        }
+    }
+    Ok(LlmConfig {
+        routes,
+        budget_store,
+    })
+}
+
+/// A target's `price` in nano-units per million tokens.
+fn price_config(portal: &str, field: &str, p: &crds::budget::Price) -> Result<PriceConfig> {
+    let read = |name: &str, v: &str| {
+        crds::budget::parse_money(v).ok_or_else(|| {
+            Error::Config(format!(
+                "McpPortal {portal}: {field}.price.{name}: {v:?} is not an amount"
+            ))
+        })
+    };
+    let input = read("input", &p.input)?;
+    Ok(PriceConfig {
+        input,
+        output: read("output", &p.output)?,
+        cached_input: match &p.cached_input {
+            Some(c) => read("cachedInput", c)?,
+            None => input,
+        },
+    })
 }
 
 /// The portal's identity signing key: required when a selected server asks for identity, so

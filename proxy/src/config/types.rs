@@ -49,6 +49,51 @@ pub const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct LlmConfig {
     /// The routes, in manifest order (aliases are unique).
     pub routes: Vec<LlmRouteConfig>,
+    /// Where budget counters are kept (`spec.llm.budgetStore`).
+    pub budget_store: BudgetStoreConfig,
+}
+
+/// `spec.llm.budgetStore` resolved: the Redis URL read from its Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BudgetStoreConfig {
+    /// The shared Redis store; `None`: each replica's memory.
+    pub redis: Option<RedisConfig>,
+    /// What a call under a budget does while the store is unreachable (`None`: closed when a
+    /// hard budget applies, open otherwise).
+    pub on_unavailable: Option<crds::budget::OnUnavailable>,
+}
+
+/// A Redis budget store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://...`, from its Secret. Never printed.
+    pub url: String,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// How long a call waits for Redis.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    // The URL may hold a password: it never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A target's price per million tokens, in nano-units of the portal's currency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PriceConfig {
+    /// Per million uncached prompt tokens.
+    pub input: u64,
+    /// Per million completion tokens.
+    pub output: u64,
+    /// Per million cached prompt tokens.
+    pub cached_input: u64,
 }
 
 /// One alias and its targets.
@@ -77,6 +122,8 @@ pub struct LlmTargetConfig {
     pub weight: u32,
     /// How long the provider has to answer.
     pub timeout: Duration,
+    /// What its tokens cost (`None`: nothing).
+    pub price: Option<PriceConfig>,
 }
 
 impl LlmTargetConfig {
@@ -96,6 +143,7 @@ impl std::fmt::Debug for LlmTargetConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("weight", &self.weight)
             .field("timeout", &self.timeout)
+            .field("price", &self.price)
             .finish()
     }
 }

@@ -1,5 +1,5 @@
 //! The admin router (serve it on an internal port): `/admin/access` (what a subject could
-//! call), `/admin/upstreams`, `/admin/tools` (pinning verdicts), `/metrics`, `/healthz`.
+//! call), `/admin/spend` (LLM budgets of a subject), `/admin/upstreams`, `/admin/tools` (pinning verdicts), `/metrics`, `/healthz`.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::portal::Portal;
 pub fn app(portal: Arc<Portal>) -> Router {
     Router::new()
         .route("/admin/access", get(access))
+        .route("/admin/spend", get(spend))
         .route(
             "/admin/upstreams",
             get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),
@@ -41,6 +42,24 @@ async fn access(
     match identity_from_query(query.as_deref().unwrap_or("")) {
         Ok(identity) => axum::Json(portal.access(&identity)).into_response(),
         Err(e) => (http::StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// `GET /admin/spend?subject=..&group=..`: the LLM budgets that apply to that identity (the
+/// same query parameters as `/admin/access`), each with its window, limit, spend, reservations
+/// in flight, what remains and when it resets (400 naming a malformed parameter, 503 when the
+/// budget store cannot be reached).
+async fn spend(
+    State(portal): State<Arc<Portal>>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let identity = match identity_from_query(query.as_deref().unwrap_or("")) {
+        Ok(i) => i,
+        Err(e) => return (http::StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    match portal.llm.spend(&identity).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 

@@ -14,6 +14,7 @@
 //! two), [`provider`] (the HTTP client of one attempt), [`stream`] (relaying event streams).
 
 pub mod anthropic;
+pub mod budget;
 pub mod openai;
 pub mod provider;
 pub mod responses;
@@ -34,7 +35,9 @@ use serde_json::Value;
 
 use crate::audit::{AuditLog, Event, LlmCall, Outcome};
 use crate::config::{LlmConfig, LlmRouteConfig, PortalConfig};
-use crate::metrics::{LlmLabels, Metrics, TokenLabels};
+use crate::metrics::{
+    BudgetLabels, LlmLabels, Metrics, SpendLabels, StoreErrorLabels, TokenLabels, TokensLabels,
+};
 use crate::model::Identity;
 use provider::Attempt;
 use routes::{Breakers, Failure};
@@ -136,6 +139,7 @@ struct State {
     portal: String,
     llm: Option<LlmConfig>,
     grants: Vec<Grant>,
+    budgets: budget::Budgets,
 }
 
 impl State {
@@ -143,6 +147,7 @@ impl State {
         State {
             portal: cfg.name.clone(),
             llm: cfg.llm.clone(),
+            budgets: budget::Budgets::of(&cfg.policies),
             grants: cfg
                 .policies
                 .iter()
@@ -165,6 +170,13 @@ impl State {
 /// The gateway of one portal: its routes, grants, breakers and provider client.
 pub struct Gateway {
     state: ArcSwap<State>,
+    /// The budget ledger over the configured store (rebuilt when `spec.llm.budgetStore`
+    /// changes).
+    ledger: ArcSwap<budget::Ledger>,
+    /// The store configuration the ledger was built from.
+    store_cfg: std::sync::Mutex<crate::config::BudgetStoreConfig>,
+    /// The in-memory store, kept across reconfigurations.
+    memory: Arc<budget::memory::MemoryStore>,
     breakers: Breakers,
     client: reqwest::Client,
     audit: Option<Arc<AuditLog>>,
@@ -187,12 +199,29 @@ struct Record {
     failures: Vec<String>,
     usage: Option<Usage>,
     stream: bool,
+    /// What the call cost (nano-units), when a budget or a price applies.
+    cost: Option<u64>,
+    /// The usage was counted by the portal (the provider reported none).
+    estimated: bool,
 }
 
 impl Gateway {
     /// The gateway of `cfg` (no `spec.llm`: every `/llm/` request gets 404).
     pub fn new(cfg: &PortalConfig, audit: Option<Arc<AuditLog>>, metrics: Arc<Metrics>) -> Self {
+        let memory = Arc::new(budget::memory::MemoryStore::default());
+        if cfg.policies.iter().any(|p| !p.spec.budgets.is_empty()) {
+            // The tokenizer loads in ~0.1 s: not on the first budgeted call.
+            std::thread::spawn(|| budget::estimate::tokens("warm up"));
+        }
+        let store_cfg = cfg
+            .llm
+            .as_ref()
+            .map(|l| l.budget_store.clone())
+            .unwrap_or_default();
         Gateway {
+            ledger: ArcSwap::from_pointee(ledger_for(&cfg.name, &store_cfg, &memory)),
+            store_cfg: std::sync::Mutex::new(store_cfg),
+            memory,
             state: ArcSwap::from_pointee(State::of(cfg)),
             breakers: Breakers::default(),
             client: provider::client(),
@@ -204,7 +233,49 @@ impl Gateway {
     /// Puts a new configuration in force (routes, keys, grants); calls in flight finish on
     /// the old one.
     pub fn reconfigure(&self, cfg: &PortalConfig) {
+        let store_cfg = cfg
+            .llm
+            .as_ref()
+            .map(|l| l.budget_store.clone())
+            .unwrap_or_default();
+        let mut current = self.store_cfg.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != store_cfg {
+            self.ledger
+                .store(Arc::new(ledger_for(&cfg.name, &store_cfg, &self.memory)));
+            *current = store_cfg;
+        }
+        drop(current);
         self.state.store(Arc::new(State::of(cfg)));
+    }
+
+    /// `GET /admin/spend`: every budget that applies to `identity`, with its window, limit,
+    /// spend, reservations in flight and reset.
+    pub async fn spend(&self, identity: &Identity) -> Result<Value, budget::StoreError> {
+        let state = self.state.load_full();
+        let counters = state.budgets.counters(identity, None);
+        let ledger = self.ledger.load_full();
+        let now = budget::now();
+        let states = ledger.store().snapshot(&counters, now).await?;
+        let budgets: Vec<Value> = counters
+            .iter()
+            .zip(&states)
+            .map(|(c, s)| spend_entry(c, s, now))
+            .collect();
+        Ok(serde_json::json!({
+            "portal": state.portal,
+            "subject": identity.subject,
+            "store": self.store_kind(),
+            "budgets": budgets,
+        }))
+    }
+
+    fn store_kind(&self) -> &'static str {
+        let cfg = self.store_cfg.lock().unwrap_or_else(|e| e.into_inner());
+        if cfg.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
     }
 
     /// `GET /v1/models` in `dialect`: the aliases `identity` may call.
@@ -274,7 +345,7 @@ impl Gateway {
         }
         // Every target's form of the request is made before any is sent, so a request one of
         // the targets could not take is refused whichever target would serve it.
-        let bodies = match provider_bodies(caller, &req, route) {
+        let mut bodies = match provider_bodies(caller, &req, route) {
             Ok(b) => b,
             Err(translate::Untranslatable(msg)) => {
                 self.finish(
@@ -289,6 +360,73 @@ impl Gateway {
                 return error(caller, 400, &msg);
             }
         };
+        // Budgets: the worst case is reserved before any provider sees the request.
+        let mut hold = None;
+        let counters = state.budgets.counters(identity, Some(alias));
+        if !counters.is_empty() {
+            let ledger = self.ledger.load_full();
+            let input = budget::estimate::prompt_tokens(&req);
+            let max_output = budget::estimate::max_tokens(&req);
+            let price = budget::dearest(route.targets.iter().map(|t| t.price.as_ref()));
+            match ledger
+                .reserve(counters, input, max_output, price, budget::now())
+                .await
+            {
+                budget::Admission::Free => {}
+                budget::Admission::Admitted(h) => {
+                    if h.set_max {
+                        cap_bodies(&mut bodies, route, h.output);
+                    }
+                    hold = Some(h);
+                }
+                budget::Admission::Refused {
+                    budget,
+                    tokens,
+                    retry_after,
+                } => {
+                    self.metrics
+                        .llm
+                        .budget_refusals
+                        .get_or_create(&BudgetLabels {
+                            portal: state.portal.clone(),
+                            budget: budget.clone(),
+                        })
+                        .inc();
+                    self.finish(
+                        &state,
+                        caller,
+                        identity,
+                        &rec,
+                        Outcome::Deny,
+                        Some(format!("budget {budget} exhausted")),
+                        started,
+                    );
+                    return budget_refusal(caller, &budget, tokens, retry_after);
+                }
+                budget::Admission::Unavailable(e) => {
+                    tracing::warn!(portal = %state.portal, error = %e, "budget store unavailable: call refused (fail closed)");
+                    self.store_error(&state.portal, "failClosed");
+                    self.finish(
+                        &state,
+                        caller,
+                        identity,
+                        &rec,
+                        Outcome::Error,
+                        Some("budget store unavailable".into()),
+                        started,
+                    );
+                    return error(
+                        caller,
+                        503,
+                        "the portal cannot check your budget right now; retry later",
+                    );
+                }
+                budget::Admission::Unmetered(e) => {
+                    tracing::warn!(portal = %state.portal, error = %e, "budget store unavailable: call served uncounted (fail open)");
+                    self.store_error(&state.portal, "failOpen");
+                }
+            }
+        }
         let keys: Vec<String> = route.targets.iter().map(|t| t.describe()).collect();
         let order = routes::attempt_order(
             route,
@@ -314,16 +452,15 @@ impl Gateway {
                     last = Some((failure, retry_after));
                 }
                 Attempt::Answer { status, body } => {
-                    return self.answer(
-                        &state,
-                        caller,
-                        target_dialect,
-                        identity,
-                        rec,
+                    let answer = Answer {
+                        target: target_dialect,
                         status,
                         body,
-                        started,
-                    );
+                        price: target.price,
+                    };
+                    return self
+                        .answer(&state, caller, identity, rec, answer, &req, hold, started)
+                        .await;
                 }
                 Attempt::Stream(resp) => {
                     let include_usage = req
@@ -331,12 +468,39 @@ impl Gateway {
                         .and_then(Value::as_bool)
                         == Some(true);
                     let xform = stream::Xform::new(caller, target_dialect, include_usage);
+                    let cap = hold
+                        .as_ref()
+                        .filter(|h| h.hard())
+                        .map(|h| stream::Cap { output: h.output });
+                    let meter = hold.is_some();
+                    let price = target.price;
+                    let input_estimate = hold.as_ref().map(|h| h.input);
                     let done = {
                         let audit = self.audit.clone();
                         let metrics = self.metrics.clone();
                         let state = state.clone();
                         let subject = identity.subject.clone();
-                        move |rec: Record, outcome: Outcome, reason: Option<String>| {
+                        move |mut rec: Record,
+                              metered: stream::Metered,
+                              outcome: Outcome,
+                              reason: Option<String>| async move {
+                            if let Some(h) = hold {
+                                let (usage, estimated) =
+                                    stream_usage(rec.usage, &metered, input_estimate.unwrap_or(0));
+                                settle(
+                                    &metrics,
+                                    &state.portal,
+                                    h,
+                                    &mut rec,
+                                    usage,
+                                    estimated,
+                                    price,
+                                )
+                                .await;
+                            } else if let Some(u) = rec.usage {
+                                rec.cost = price
+                                    .map(|p| budget::cost(Some(&p), u.input, u.cached, u.output));
+                            }
                             write_record(
                                 audit.as_deref(),
                                 &metrics,
@@ -350,9 +514,18 @@ impl Gateway {
                             );
                         }
                     };
-                    return stream::relay(resp, xform, rec, done);
+                    return stream::relay(resp, xform, rec, cap, meter, done);
                 }
             }
+        }
+        // No answer: nothing to charge.
+        if let Some(h) = hold
+            && let Err(e) = h
+                .settle(budget::account::Amount::default(), budget::now())
+                .await
+        {
+            tracing::warn!(portal = %state.portal, error = %e, "budget store unavailable: a reservation stays until it expires");
+            self.store_error(&state.portal, "settle");
         }
         let (failure, retry_after) = last.unwrap_or((Failure::Connect, None));
         self.finish(
@@ -430,20 +603,76 @@ impl Gateway {
         }
     }
 
-    /// A provider's whole answer, in the caller's dialect.
+    /// A provider's whole answer, in the caller's dialect; its usage settles the call's
+    /// budget hold.
     #[allow(clippy::too_many_arguments)]
-    fn answer(
+    async fn answer(
         &self,
         state: &State,
         caller: Dialect,
-        target: Dialect,
         identity: &Identity,
         mut rec: Record,
-        status: u16,
-        body: Bytes,
+        answer: Answer,
+        req: &Value,
+        hold: Option<budget::Hold>,
         started: Instant,
     ) -> Response {
+        let Answer {
+            target,
+            status,
+            body,
+            price,
+        } = answer;
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let ok_json = (200..300).contains(&status) && parsed.is_some();
+        if let Some(v) = parsed.as_ref().filter(|_| ok_json) {
+            let reported = match target {
+                Dialect::OpenAi => openai::usage(v),
+                Dialect::Anthropic => anthropic::usage(v),
+            };
+            let (usage, estimated) = match reported {
+                Some(u) => (u, false),
+                None => (
+                    Usage {
+                        input: hold
+                            .as_ref()
+                            .map_or_else(|| budget::estimate::prompt_tokens(req), |h| h.input),
+                        output: budget::estimate::answer_tokens(v),
+                        cached: 0,
+                    },
+                    true,
+                ),
+            };
+            rec.usage = Some(usage);
+            rec.estimated = estimated;
+            match hold {
+                Some(h) => {
+                    settle(
+                        &self.metrics,
+                        &state.portal,
+                        h,
+                        &mut rec,
+                        usage,
+                        estimated,
+                        price,
+                    )
+                    .await
+                }
+                None => {
+                    rec.cost = price
+                        .map(|p| budget::cost(Some(&p), usage.input, usage.cached, usage.output))
+                }
+            }
+        } else if let Some(h) = hold {
+            // The provider refused or answered nonsense: nothing to charge.
+            if let Err(e) = h
+                .settle(budget::account::Amount::default(), budget::now())
+                .await
+            {
+                tracing::warn!(portal = %state.portal, error = %e, "budget store unavailable: a reservation stays until it expires");
+                self.store_error(&state.portal, "settle");
+            }
+        }
         if !(200..300).contains(&status) {
             let msg = parsed
                 .as_ref()
@@ -490,10 +719,6 @@ impl Gateway {
             );
             return error(caller, 502, "the provider's answer is not JSON");
         };
-        rec.usage = match target {
-            Dialect::OpenAi => openai::usage(&v),
-            Dialect::Anthropic => anthropic::usage(&v),
-        };
         self.finish(state, caller, identity, &rec, Outcome::Allow, None, started);
         match (caller, target) {
             (a, b) if a == b => raw(status, body),
@@ -504,6 +729,17 @@ impl Gateway {
                 axum::Json(translate::openai_response_to_anthropic(&v)).into_response()
             }
         }
+    }
+
+    fn store_error(&self, portal: &str, action: &str) {
+        self.metrics
+            .llm
+            .budget_store_errors
+            .get_or_create(&StoreErrorLabels {
+                portal: portal.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -529,6 +765,208 @@ impl Gateway {
             started,
         );
     }
+}
+
+/// A provider's whole answer and the price of the target that gave it.
+struct Answer {
+    target: Dialect,
+    status: u16,
+    body: Bytes,
+    price: Option<crate::config::PriceConfig>,
+}
+
+/// The ledger over the store `cfg` names: Redis when configured (a URL the client refuses
+/// falls back to refusing every budgeted call, as an unreachable store would), else memory.
+fn ledger_for(
+    portal: &str,
+    cfg: &crate::config::BudgetStoreConfig,
+    memory: &Arc<budget::memory::MemoryStore>,
+) -> budget::Ledger {
+    let store: Arc<dyn budget::Store> = match &cfg.redis {
+        Some(r) => match budget::redis::RedisStore::new(r) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(portal, error = %e, "spec.llm.budgetStore.redis: cannot be used");
+                Arc::new(Unreachable(e))
+            }
+        },
+        None => memory.clone(),
+    };
+    budget::Ledger::new(store, cfg.on_unavailable)
+}
+
+/// A store that cannot be used: every operation fails as an unreachable one would.
+#[derive(Debug)]
+struct Unreachable(budget::StoreError);
+
+#[async_trait::async_trait]
+impl budget::Store for Unreachable {
+    async fn reserve(
+        &self,
+        _: &[budget::account::CounterRef],
+        _: &str,
+        _: budget::account::Amount,
+        _: i64,
+    ) -> Result<budget::Reserve, budget::StoreError> {
+        Err(self.0.clone())
+    }
+    async fn settle(
+        &self,
+        _: &[budget::account::CounterRef],
+        _: &str,
+        _: budget::account::Amount,
+        _: i64,
+    ) -> Result<Vec<budget::account::Snapshot>, budget::StoreError> {
+        Err(self.0.clone())
+    }
+    async fn snapshot(
+        &self,
+        _: &[budget::account::CounterRef],
+        _: i64,
+    ) -> Result<Vec<budget::account::Snapshot>, budget::StoreError> {
+        Err(self.0.clone())
+    }
+}
+
+/// Settles `hold` with `usage` at `price`; records cost and soft-limit crossings.
+async fn settle(
+    metrics: &Metrics,
+    portal: &str,
+    hold: budget::Hold,
+    rec: &mut Record,
+    usage: Usage,
+    estimated: bool,
+    price: Option<crate::config::PriceConfig>,
+) {
+    rec.usage = Some(usage);
+    rec.estimated = estimated;
+    let cost = budget::cost(price.as_ref(), usage.input, usage.cached, usage.output);
+    rec.cost = Some(cost);
+    let counters = hold.counters().to_vec();
+    let used = budget::account::Amount {
+        tokens: usage.input.saturating_add(usage.output),
+        cost,
+    };
+    match hold.settle(used, budget::now()).await {
+        Ok(states) => {
+            for (c, s) in counters.iter().zip(&states) {
+                if !c.hard && !c.limit.admits(s.spent) {
+                    tracing::warn!(portal, budget = %c.budget, counter = %c.key, spent_tokens = s.spent.tokens,
+                        "soft budget exceeded: the call was served and counted");
+                    metrics
+                        .llm
+                        .budget_soft_exceeded
+                        .get_or_create(&BudgetLabels {
+                            portal: portal.to_owned(),
+                            budget: c.budget.clone(),
+                        })
+                        .inc();
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(portal, error = %e, "budget store unavailable: a call's spend could not be settled (its reservation is charged in full when it expires)");
+            metrics
+                .llm
+                .budget_store_errors
+                .get_or_create(&StoreErrorLabels {
+                    portal: portal.to_owned(),
+                    action: "settle".into(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// What a stream used: the provider's report when it gave one for the whole stream (an
+/// OpenAI usage chunk, Anthropic's message_start and last message_delta); else the prompt
+/// as reported or counted and the completion tokens counted in what was streamed (marked
+/// estimated). A stream cut short (capped, or its caller gone) is charged for what was
+/// streamed.
+fn stream_usage(
+    reported: Option<Usage>,
+    m: &stream::Metered,
+    input_estimate: u64,
+) -> (Usage, bool) {
+    match reported {
+        Some(u) if m.complete && !m.capped => (u, false),
+        Some(u) => (
+            Usage {
+                input: if u.input > 0 { u.input } else { input_estimate },
+                output: u.output.max(m.counted_output),
+                cached: u.cached,
+            },
+            u.input == 0 || m.counted_output > u.output,
+        ),
+        None => (
+            Usage {
+                input: input_estimate,
+                output: m.counted_output,
+                cached: 0,
+            },
+            true,
+        ),
+    }
+}
+
+/// Sets the completion limit of every target's request to `output` (the client set none and
+/// a hard budget applies): `max_completion_tokens` for OpenAI itself, `max_tokens` otherwise.
+fn cap_bodies(bodies: &mut [Value], route: &LlmRouteConfig, output: u64) {
+    for (b, t) in bodies.iter_mut().zip(&route.targets) {
+        let field = if t.provider == crds::llm::LlmProvider::OpenAi {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        b[field] = Value::from(output);
+    }
+}
+
+/// A budget refusal in the caller's format: 429, OpenAI `insufficient_quota` or Anthropic
+/// `rate_limit_error`, `Retry-After` at the reset and `x-should-retry: false` (the official
+/// SDKs would otherwise retry a 429 in vain).
+fn budget_refusal(caller: Dialect, budget: &str, tokens: bool, retry_after: u64) -> Response {
+    let what = if tokens { "token" } else { "spending" };
+    let message = format!(
+        "the {what} budget {budget} has no room for this request (its worst case: prompt plus max_tokens); it frees up in {retry_after} s"
+    );
+    let body = match caller {
+        Dialect::OpenAi => openai::quota_error_body(&message),
+        Dialect::Anthropic => anthropic::error_body(ErrorKind::RateLimit, &message),
+    };
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    h.insert("x-should-retry", HeaderValue::from_static("false"));
+    resp
+}
+
+/// One budget in the spend report.
+fn spend_entry(c: &budget::account::CounterRef, s: &budget::account::Snapshot, now: i64) -> Value {
+    use crds::budget::format_money;
+    let window = match c.window {
+        budget::account::Window::Calendar(crds::budget::CalendarWindow::Day) => "day".to_owned(),
+        budget::account::Window::Calendar(crds::budget::CalendarWindow::Month) => {
+            "month".to_owned()
+        }
+        budget::account::Window::Rolling(secs) => format!("rolling {secs}s"),
+    };
+    let amount = |a: budget::account::Amount| serde_json::json!({"tokens": a.tokens, "cost": format_money(a.cost)});
+    let remaining = c.limit.room(s.committed());
+    serde_json::json!({
+        "budget": c.budget,
+        "counter": c.key,
+        "window": window,
+        "enforcement": if c.hard { "hard" } else { "soft" },
+        "limit": {"tokens": c.limit.tokens, "cost": c.limit.cost.map(format_money)},
+        "spent": amount(s.spent),
+        "reserved": amount(s.reserved),
+        "remaining": {
+            "tokens": c.limit.tokens.map(|_| remaining.tokens),
+            "cost": c.limit.cost.map(|_| format_money(remaining.cost)),
+        },
+        "resetsInSeconds": budget::account::retry_after(c, s, now),
+    })
 }
 
 /// The audit event and metrics of one call.
@@ -573,6 +1011,37 @@ fn write_record(
                 .observe(n as f64);
         }
     }
+    if let Some(u) = rec.usage {
+        for (kind, n) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("cached_input", u.cached),
+        ] {
+            metrics
+                .llm
+                .tokens
+                .get_or_create(&TokensLabels {
+                    portal: portal.to_owned(),
+                    model: rec.alias.clone(),
+                    provider: rec.provider.clone(),
+                    token_type: kind.into(),
+                    outcome: outcome_label.into(),
+                })
+                .inc_by(n);
+        }
+    }
+    if let Some(c) = rec.cost.filter(|c| *c > 0) {
+        metrics
+            .llm
+            .cost
+            .get_or_create(&SpendLabels {
+                portal: portal.to_owned(),
+                model: rec.alias.clone(),
+                provider: rec.provider.clone(),
+                outcome: outcome_label.into(),
+            })
+            .inc_by(c as f64 / crds::budget::NANOS_PER_UNIT as f64);
+    }
     if outcome == Outcome::Allow {
         metrics
             .llm
@@ -602,6 +1071,8 @@ fn write_record(
             input_tokens: rec.usage.map(|u| u.input),
             output_tokens: rec.usage.map(|u| u.output),
             cached_tokens: rec.usage.map(|u| u.cached),
+            cost: rec.cost.map(crds::budget::format_money),
+            estimated: rec.estimated,
         }),
         ..Default::default()
     });
@@ -706,6 +1177,7 @@ mod tests {
                             api_key: None,
                             weight: 1,
                             timeout: std::time::Duration::from_secs(1),
+                            price: None,
                         },
                         LlmTargetConfig {
                             provider: LlmProvider::Anthropic,
@@ -714,9 +1186,11 @@ mod tests {
                             api_key: None,
                             weight: 1,
                             timeout: std::time::Duration::from_secs(1),
+                            price: None,
                         },
                     ],
                 }],
+                budget_store: Default::default(),
             }),
         }
     }

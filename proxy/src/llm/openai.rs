@@ -17,6 +17,12 @@ pub fn error_body(kind: ErrorKind, message: &str, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
+/// OpenAI's error for a used-up quota (`insufficient_quota`): the body of a budget refusal.
+pub fn quota_error_body(message: &str) -> Value {
+    json!({"error": {"message": message, "type": "insufficient_quota", "param": null,
+                     "code": "insufficient_quota"}})
+}
+
 /// The message of an OpenAI error body, if it is one.
 pub fn error_message(body: &Value) -> Option<&str> {
     body.get("error")?.get("message")?.as_str()

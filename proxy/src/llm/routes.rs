@@ -158,6 +158,7 @@ mod tests {
                     api_key: None,
                     weight: *w,
                     timeout: Duration::from_secs(1),
+                    price: None,
                 })
                 .collect(),
         }

@@ -161,6 +161,19 @@ impl Xform {
         }
     }
 
+    /// An error event in the caller's format: the stream crossed its hard budget
+    /// (OpenAI `insufficient_quota`, Anthropic `rate_limit_error`).
+    fn abort_budget(&self, message: &str, out: &mut Vec<u8>) {
+        match self.caller() {
+            Dialect::OpenAi => openai::frame(out, &openai::quota_error_body(message)),
+            Dialect::Anthropic => anthropic::frame(
+                out,
+                "error",
+                &anthropic::error_body(super::ErrorKind::RateLimit, message),
+            ),
+        }
+    }
+
     /// The usage reported so far.
     pub fn usage(&self) -> Option<Usage> {
         match self {
@@ -171,16 +184,41 @@ impl Xform {
     }
 }
 
+/// What the relay learned of a stream, for its settlement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Metered {
+    /// Completion tokens counted (tiktoken) in the deltas received from the provider.
+    pub counted_output: u64,
+    /// The stream was ended because it crossed its hard budget.
+    pub capped: bool,
+    /// The provider's stream ended properly.
+    pub complete: bool,
+}
+
+/// The most completion tokens a stream may carry before it is ended (its reservation under a
+/// hard budget).
+#[derive(Debug, Clone, Copy)]
+pub struct Cap {
+    /// Completion tokens reserved.
+    pub output: u64,
+}
+
 /// Relays `resp` through `xform` as a `text/event-stream` answer; `done` gets the call's
-/// record when the stream ends (or the caller leaves).
-pub(super) fn relay<F>(
+/// record (and what was metered) when the stream ends or the caller leaves. With a `cap`, the
+/// completion tokens of the provider's deltas are counted as they arrive; the event that would
+/// take them past the cap is not relayed, and the stream ends with an error event in the
+/// caller's format (the provider's stream is dropped with it).
+pub(super) fn relay<F, Fut>(
     mut resp: reqwest::Response,
     mut xform: Xform,
     mut rec: Record,
+    cap: Option<Cap>,
+    meter: bool,
     done: F,
 ) -> Response
 where
-    F: FnOnce(Record, Outcome, Option<String>) + Send + 'static,
+    F: FnOnce(Record, Metered, Outcome, Option<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
@@ -189,6 +227,7 @@ where
         let mut out = Vec::new();
         let mut failure: Option<String> = None;
         let mut gone = false;
+        let mut metered = Metered::default();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
@@ -200,6 +239,23 @@ where
                 Err(e) => failure = Some(format!("provider stream broke: {e}")),
             }
             for ev in events.drain(..) {
+                if meter || cap.is_some() {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        let text = super::budget::estimate::delta_text(&v);
+                        metered.counted_output += super::budget::estimate::tokens(&text);
+                    }
+                    let reported = xform.usage().map_or(0, |u| u.output);
+                    if let Some(c) = cap
+                        && metered.counted_output.max(reported) > c.output
+                    {
+                        metered.capped = true;
+                        failure = Some(format!(
+                            "the stream was ended: it reached the {} completion tokens its budget allowed",
+                            c.output
+                        ));
+                        break;
+                    }
+                }
                 xform.event(&ev, &mut out);
             }
             if failure.is_some() {
@@ -215,12 +271,17 @@ where
                 break;
             }
         }
+        metered.complete = xform.complete();
         if !gone {
             if failure.is_none() && !xform.complete() {
                 failure = Some("the provider's stream ended early".into());
             }
             if let Some(f) = &failure {
-                xform.abort(f, &mut out);
+                if metered.capped {
+                    xform.abort_budget(f, &mut out);
+                } else {
+                    xform.abort(f, &mut out);
+                }
             }
             if !out.is_empty() {
                 let _ = tx.send(Bytes::from(out)).await;
@@ -235,7 +296,7 @@ where
             (false, Some(f)) => (Outcome::Error, Some(f)),
             (false, None) => (Outcome::Allow, None),
         };
-        done(rec, outcome, reason);
+        done(rec, metered, outcome, reason).await;
     });
     let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
