@@ -74,7 +74,29 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
     }
     contradictions(&mut out, "spec", &spec.require, &spec.exclude);
     for (i, r) in spec.rules.iter().enumerate() {
-        globs(&mut out, &format!("spec.rules[{i}]"), &r.servers, &r.tools);
+        let at = format!("spec.rules[{i}]");
+        globs(&mut out, &at, &r.servers, &r.tools);
+        for (list, sels) in [
+            ("include", &r.include),
+            ("require", &r.require),
+            ("exclude", &r.exclude),
+        ] {
+            for (j, s) in sels.iter().enumerate() {
+                selector_problems(&mut out, &format!("{at}.{list}[{j}]"), s);
+            }
+        }
+        contradictions(&mut out, &at, &r.require, &r.exclude);
+        // A rule for callers the policy itself excludes never applies.
+        for (list, sels) in [("include", &r.include), ("require", &r.require)] {
+            for (j, s) in sels.iter().enumerate() {
+                if spec.exclude.contains(s) {
+                    out.push(Problem::new(
+                        format!("{at}.{list}[{j}]"),
+                        "the policy's exclude has this selector: the rule never applies",
+                    ));
+                }
+            }
+        }
     }
     for (i, d) in spec.dlp.iter().enumerate() {
         if d.name.trim().is_empty() {
