@@ -117,20 +117,21 @@ pub struct ToolRule {
     #[serde(default)]
     pub access: Access,
     /// The rule applies only to a caller matching one of these selectors (any of), in addition
-    /// to the policy's own conditions. Absent: every caller the policy covers. 1-16 selectors.
+    /// to the policy's own conditions. Absent: every caller the policy covers. 1-8 selectors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 8))]
     pub include: Vec<Selector>,
     /// The rule applies only to a caller matching every one of these, for example
     /// `authMethod: {amr: [mfa]}` and a corporate `clientCertificate` on a write rule. A caller
     /// failing one is not granted (or, on a `Deny` rule, not denied) by this rule; decisions
-    /// name the selector (`rules[1].require[0].authMethod`). 1-16 selectors.
+    /// name the selector (`rules[1].require[0].authMethod`). 1-8 selectors (the apiserver's CEL
+    /// cost budget bounds them: a policy may hold 256 rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 8))]
     pub require: Vec<Selector>,
-    /// The rule does not apply to a caller matching any of these. 1-16 selectors.
+    /// The rule does not apply to a caller matching any of these. 1-8 selectors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 8))]
     pub exclude: Vec<Selector>,
 }
 

@@ -233,9 +233,9 @@ BAD += [
                                                   "exclude": [{"group": "oncall"}]}]),
      "spec.rules[0].exclude", "cel: a selector both required and excluded on one rule"),
     ("rule-empty-require", policy(rules=[{"access": "write", "require": []}]),
-     "spec.rules[0].require", "length: 1-16 selectors"),
-    ("rule-too-many-includes", policy(rules=[{"include": [{"user": f"u{i}"} for i in range(17)]}]),
-     "spec.rules[0].include", "length: 1-16 selectors"),
+     "spec.rules[0].require", "length: 1-8 selectors"),
+    ("rule-too-many-includes", policy(rules=[{"include": [{"user": f"u{i}"} for i in range(9)]}]),
+     "spec.rules[0].include", "length: 1-8 selectors"),
     ("portal-tls-on-the-proxy-port", portal(public=True, tls={
         "port": 8080, "certificateFrom": {"name": "t", "key": "crt"}, "privateKeyFrom": {"name": "t", "key": "key"}}),
      "spec.tls.port", "cel: 8080 and 9090 are the proxy's ports"),
