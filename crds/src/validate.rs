@@ -52,6 +52,10 @@ pub fn summary(problems: &[Problem]) -> String {
 /// Largest compiled size of one custom DLP pattern (the regex crate's `size_limit`).
 pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
+/// Most selectors in each of a tool rule's `include`, `require` and `exclude` (the schema's
+/// `maxItems`, which keeps the CRD's CEL within the apiserver's cost budget).
+pub const RULE_SELECTORS_MAX: usize = 8;
+
 /// Every problem of a policy.
 pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
     let spec = &policy.spec;
@@ -81,6 +85,15 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
             ("require", &r.require),
             ("exclude", &r.exclude),
         ] {
+            if sels.len() > RULE_SELECTORS_MAX {
+                out.push(Problem::new(
+                    format!("{at}.{list}"),
+                    format!(
+                        "{} selectors: a rule takes at most {RULE_SELECTORS_MAX} per list",
+                        sels.len()
+                    ),
+                ));
+            }
             for (j, s) in sels.iter().enumerate() {
                 selector_problems(&mut out, &format!("{at}.{list}[{j}]"), s);
             }

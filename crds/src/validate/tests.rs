@@ -319,7 +319,8 @@ fn rule_conditions_name_each_bad_or_contradictory_selector() {
             {"access": "read"},
             {"access": "write", "require": [{"authMethod": {"amr": ["mfa"]}}, {"sourceCidrs": ["nope"]}]},
             {"access": "write", "require": [{"group": "oncall"}], "exclude": [{"group": "oncall"}]},
-            {"access": "write", "include": [{"group": "contractors"}, {}]}
+            {"access": "write", "include": [{"group": "contractors"}, {}]},
+            {"access": "write", "exclude": (0..9).map(|i| json!({"user": format!("u{i}")})).collect::<Vec<_>>()}
         ]
     }));
     let problems = policy_problems(&p);
@@ -330,6 +331,7 @@ fn rule_conditions_name_each_bad_or_contradictory_selector() {
             "spec.rules[2].exclude[0]",
             "spec.rules[3].include[1]",
             "spec.rules[3].include[0]",
+            "spec.rules[4].exclude",
         ],
         "{}",
         summary(&problems)
