@@ -96,9 +96,16 @@ pub struct McpPolicySpec {
     pub budgets: Vec<crate::budget::Budget>,
 }
 
-/// Allow or deny a set of tools.
+/// Allow or deny a set of tools, optionally only for callers meeting the rule's own access
+/// conditions (`include`/`require`/`exclude`, on top of the policy's): one policy can say
+/// "engineering reads; writes only with MFA from a corporate device".
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": crate::access::CONTRADICTION_RULE,
+    "message": "a selector both in require and in exclude matches nobody: the rule would never apply",
+    "fieldPath": ".exclude"
+}]))]
 pub struct ToolRule {
     /// `Allow` (default) or `Deny`. Deny wins over any allow.
     #[serde(default)]
@@ -118,6 +125,30 @@ pub struct ToolRule {
     /// tools among them (a "no writes" rule).
     #[serde(default)]
     pub access: Access,
+    /// The rule applies only to a caller matching one of these selectors (any of), in addition
+    /// to the policy's own conditions. Absent: every caller the policy covers. 1-8 selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 8))]
+    pub include: Vec<Selector>,
+    /// The rule applies only to a caller matching every one of these, for example
+    /// `authMethod: {amr: [mfa]}` and a corporate `clientCertificate` on a write rule. A caller
+    /// failing one is not granted (or, on a `Deny` rule, not denied) by this rule; decisions
+    /// name the selector (`rules[1].require[0].authMethod`). 1-8 selectors (the apiserver's CEL
+    /// cost budget bounds them: a policy may hold 256 rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 8))]
+    pub require: Vec<Selector>,
+    /// The rule does not apply to a caller matching any of these. 1-8 selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 8))]
+    pub exclude: Vec<Selector>,
+}
+
+impl ToolRule {
+    /// Whether the rule has conditions of its own.
+    pub fn has_conditions(&self) -> bool {
+        !self.include.is_empty() || !self.require.is_empty() || !self.exclude.is_empty()
+    }
 }
 
 /// Effect of a rule.

@@ -91,7 +91,42 @@ pub struct McpPortalSpec {
     /// message is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::access::PortalAccess>,
+    /// An HTTPS listener beside the plain one, serving the same endpoints, that can request
+    /// client (device) certificates: a certificate presented here feeds the
+    /// `clientCertificate` access selector directly, with no ingress in between. Read when
+    /// the proxy starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PortalTls>,
 }
+
+/// The portal's HTTPS listener (`spec.tls`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortalTls {
+    /// Port of the HTTPS listener in each proxy pod (and on the portal's Service, named
+    /// `mcps`), 1-65535 except the proxy's own 8080 and 9090. Defaults to 8443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self != 8080 && self != 9090",
+        "message": "8080 and 9090 are the proxy's MCP and admin ports"
+    }]))]
+    pub port: Option<i32>,
+    /// Secret key holding the server's certificate chain, PEM, leaf first.
+    pub certificate_from: SecretKeyRef,
+    /// Secret key holding the server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_from: SecretKeyRef,
+    /// Secret key holding the CA certificates (a PEM bundle) client certificates are verified
+    /// against. Set: the listener asks every client for a certificate; one that does not
+    /// verify (another issuer, expired, not for client authentication) fails the handshake,
+    /// and a client that presents none is still served (it meets no `clientCertificate`
+    /// selector). Absent: no client certificates are requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_from: Option<SecretKeyRef>,
+}
+
+/// Default of `spec.tls.port`.
+pub const DEFAULT_TLS_PORT: i32 = 8443;
 
 /// Audit log settings of a portal. Every request writes one JSON line; each line's `prev` links
 /// it to the line before, so an edited, inserted or deleted line breaks the chain

@@ -82,13 +82,19 @@ pub fn bound_policies<'a>(portal: &McpPortal, policies: &'a [McpPolicy]) -> Vec<
 }
 
 /// The Secret refs the portal's proxy reads: its session key, its identity signing key, its
-/// audit chain key, its LLM targets' API keys, its budget store's Redis URL and the credentials of the remote servers it
+/// audit chain key, its HTTPS listener's certificate, key and client CA bundle, its LLM
+/// targets' API keys, its budget store's Redis URL and the credentials of the remote servers it
 /// fronts (deployed servers keep their secrets in their own pods).
 pub fn portal_secret_refs(portal: &McpPortal, servers: &[&McpServer]) -> Vec<SecretKeyRef> {
     let mut refs = Vec::new();
     refs.extend(portal.spec.session_key_from.clone());
     refs.extend(portal.spec.identity_signing_key_from.clone());
     refs.extend(portal.spec.audit.as_ref().and_then(|a| a.key_from.clone()));
+    if let Some(tls) = &portal.spec.tls {
+        refs.push(tls.certificate_from.clone());
+        refs.push(tls.private_key_from.clone());
+        refs.extend(tls.client_ca_from.clone());
+    }
     if let Some(llm) = &portal.spec.llm {
         for r in &llm.routes {
             refs.extend(r.targets.iter().filter_map(|t| t.api_key_from.clone()));

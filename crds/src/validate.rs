@@ -55,6 +55,10 @@ pub fn summary(problems: &[Problem]) -> String {
 /// Largest compiled size of one custom DLP pattern (the regex crate's `size_limit`).
 pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
+/// Most selectors in each of a tool rule's `include`, `require` and `exclude` (the schema's
+/// `maxItems`, which keeps the CRD's CEL within the apiserver's cost budget).
+pub const RULE_SELECTORS_MAX: usize = 8;
+
 /// Every problem of a policy.
 pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
     let spec = &policy.spec;
@@ -77,7 +81,38 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
     }
     contradictions(&mut out, "spec", &spec.require, &spec.exclude);
     for (i, r) in spec.rules.iter().enumerate() {
-        globs(&mut out, &format!("spec.rules[{i}]"), &r.servers, &r.tools);
+        let at = format!("spec.rules[{i}]");
+        globs(&mut out, &at, &r.servers, &r.tools);
+        for (list, sels) in [
+            ("include", &r.include),
+            ("require", &r.require),
+            ("exclude", &r.exclude),
+        ] {
+            if sels.len() > RULE_SELECTORS_MAX {
+                out.push(Problem::new(
+                    format!("{at}.{list}"),
+                    format!(
+                        "{} selectors: a rule takes at most {RULE_SELECTORS_MAX} per list",
+                        sels.len()
+                    ),
+                ));
+            }
+            for (j, s) in sels.iter().enumerate() {
+                selector_problems(&mut out, &format!("{at}.{list}[{j}]"), s);
+            }
+        }
+        contradictions(&mut out, &at, &r.require, &r.exclude);
+        // A rule for callers the policy itself excludes never applies.
+        for (list, sels) in [("include", &r.include), ("require", &r.require)] {
+            for (j, s) in sels.iter().enumerate() {
+                if spec.exclude.contains(s) {
+                    out.push(Problem::new(
+                        format!("{at}.{list}[{j}]"),
+                        "the policy's exclude has this selector: the rule never applies",
+                    ));
+                }
+            }
+        }
     }
     for (i, d) in spec.dlp.iter().enumerate() {
         if d.name.trim().is_empty() {

@@ -233,17 +233,20 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
 _SELECTOR_LISTS = [
     ("policy", "subjects"), ("policy", "include"), ("policy", "require"), ("policy", "exclude"),
     ("portal", "access.include"), ("portal", "access.require"), ("portal", "access.exclude"),
+    ("policy", "rules[0].include"), ("policy", "rules[0].require"), ("policy", "rules[0].exclude"),
 ]
 
 
 def _with_selectors(where: str, lst: str, sels: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    if lst.startswith("rules[0]."):
+        return policy(name, rules=[{"access": "write", lst.split(".")[1]: sels}])
     if where == "policy":
         return policy(name, **{lst: sels, "rules": [{"tools": ["*"]}]})
     return portal(name, public=True, access={lst.split(".")[1]: sels})
 
 
 for _where, _lst in _SELECTOR_LISTS:
-    _id = f"{_where}-{_lst.replace('.', '-')}"
+    _id = f"{_where}-{_lst.replace('.', '-').replace('[0]', '')}"
     BAD += [
         (f"{_id}-two-fields", _with_selectors(_where, _lst, [{"user": "a", "group": "b"}], "two"),
          f"spec.{_lst}[0]", "cel: set exactly one selector field"),
@@ -271,6 +274,19 @@ BAD += [
     ("portal-trusted-proxy-not-a-cidr", portal(public=True, access={"trustedProxies": ["ingress"]}),
      "spec.access.trustedProxies", "cel: an IP address or a CIDR"),
     ("policy-empty-include", policy(include=[]), "spec.include", "length: 1-256 selectors"),
+    # Conditions on one tool rule, and the portal's HTTPS listener.
+    ("rule-required-and-excluded", policy(rules=[{"access": "write", "require": [{"group": "oncall"}],
+                                                  "exclude": [{"group": "oncall"}]}]),
+     "spec.rules[0].exclude", "cel: a selector both required and excluded on one rule"),
+    ("rule-empty-require", policy(rules=[{"access": "write", "require": []}]),
+     "spec.rules[0].require", "length: 1-8 selectors"),
+    ("rule-too-many-includes", policy(rules=[{"include": [{"user": f"u{i}"} for i in range(9)]}]),
+     "spec.rules[0].include", "length: 1-8 selectors"),
+    ("portal-tls-on-the-proxy-port", portal(public=True, tls={
+        "port": 8080, "certificateFrom": {"name": "t", "key": "crt"}, "privateKeyFrom": {"name": "t", "key": "key"}}),
+     "spec.tls.port", "cel: 8080 and 9090 are the proxy's ports"),
+    ("portal-tls-without-a-key", portal(public=True, tls={"certificateFrom": {"name": "t", "key": "crt"}}),
+     "spec.tls.privateKeyFrom", "required: the private key"),
     ("policy-email-domain", policy(include=[{"emailDomain": "exa mple.com"}]),
      "spec.include[0].emailDomain", "pattern: a domain name"),
 ]
@@ -295,6 +311,15 @@ GOOD = [
                     {"deviceClaim": {"name": "device_managed", "value": "true"}}],
            exclude=[{"group": "contractors"}], rules=[{"access": "write"}]),
     policy("legacy-subjects", subjects=[{"claim": {"name": "dept", "value": "x"}}]),
+    policy("rule-conditions", include=[{"group": "eng"}], rules=[
+        {"access": "read"},
+        {"access": "write", "require": [{"clientCertificate": {"issuer": "CN=Example Device CA,*"}},
+                                        {"authMethod": {"amr": ["mfa"]}}, {"sourceCidrs": ["10.0.0.0/8"]}]},
+        {"effect": "Deny", "access": "write", "include": [{"group": "interns"}], "exclude": [{"user": "ivy"}]}],
+        models=["fast"]),
+    portal("with-tls", public=True, servers={"names": ["s"]}, tls={
+        "port": 8443, "certificateFrom": {"name": "tls", "key": "tls.crt"},
+        "privateKeyFrom": {"name": "tls", "key": "tls.key"}, "clientCaFrom": {"name": "tls", "key": "ca.crt"}}),
     portal("gated", public=True, servers={"names": ["s"]}, access={
         "include": [{"group": "finance"}], "require": [{"authMethod": {"acr": ["gold"]}}],
         "exclude": [{"sourceCidrs": ["192.0.2.0/24"]}],

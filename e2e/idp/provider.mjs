@@ -8,7 +8,11 @@
 // - Access tokens are JWTs (RS256) for the requested resource (RFC 8707 resource indicators):
 //   `aud` = the resource, scope `mcp`, plus a `groups` claim.
 // - Users (login form at /interaction/<uid>, POST login/password):
-//     alice/alice -> groups [finance], bob/bob -> [engineering], carol/carol -> [].
+//     alice/alice -> groups [finance], bob/bob -> [engineering], carol/carol -> [],
+//     dave/dave -> [engineering, contractors].
+//   An optional one-time code (field `otp`, the code is 000000) makes the sign-in multi-factor:
+//   the user's access tokens then carry `amr: ["pwd", "otp", "mfa"]`, otherwise `amr: ["pwd"]`
+//   (RFC 8176; an access-conditions test tells the two apart). A wrong code fails the login.
 // - Client-credentials clients: ci-bot/ci-bot-secret -> [engineering],
 //   reader-bot/reader-bot-secret -> [finance].
 // - Dynamic client registration is open; PKCE is required; consent is implied (first party).
@@ -38,6 +42,7 @@ const ACCOUNTS = {
   alice: { password: 'alice', groups: ['finance'] },
   bob: { password: 'bob', groups: ['engineering'] },
   carol: { password: 'carol', groups: [] },
+  dave: { password: 'dave', groups: ['engineering', 'contractors'] },
 };
 const CLIENTS = {
   'ci-bot': { secret: 'ci-bot-secret', groups: ['engineering'] },
@@ -83,8 +88,12 @@ const provider = new Provider(issuer, {
     if (!ACCOUNTS[id]) return undefined;
     return { accountId: id, claims: async () => ({ sub: id, groups: ACCOUNTS[id].groups }) };
   },
-  async extraTokenClaims(_ctx, token) {
-    if (token.accountId && ACCOUNTS[token.accountId]) return { groups: ACCOUNTS[token.accountId].groups };
+  async extraTokenClaims(ctx, token) {
+    if (token.accountId && ACCOUNTS[token.accountId]) {
+      // How the user signed in (the login's amr), from the code or refresh token being redeemed.
+      const source = ctx?.oidc?.entities?.AuthorizationCode ?? ctx?.oidc?.entities?.RefreshToken;
+      return { groups: ACCOUNTS[token.accountId].groups, ...(source?.amr ? { amr: source.amr } : {}) };
+    }
     if (token.clientId && CLIENTS[token.clientId] && !token.accountId) return { groups: CLIENTS[token.clientId].groups };
     return undefined;
   },
@@ -126,7 +135,7 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 const page = (uid, error = '') => `<!doctype html><title>Sign in</title>
 <form method="post" action="/interaction/${esc(uid)}/login">
 ${error ? `<p class="error">${esc(error)}</p>` : ''}
-<input name="login" autofocus> <input name="password" type="password"> <button type="submit">Sign in</button>
+<input name="login" autofocus> <input name="password" type="password"> <input name="otp" placeholder="one-time code (optional)"> <button type="submit">Sign in</button>
 </form>`;
 
 async function readForm(req) {
@@ -151,7 +160,13 @@ handler = async (req, res) => {
         res.writeHead(401, { 'content-type': 'text/html' });
         return res.end(page(details.uid, 'wrong login or password'));
       }
-      return await provider.interactionFinished(req, res, { login: { accountId: form.get('login') } }, { mergeWithLastSubmission: false });
+      const otp = form.get('otp') ?? '';
+      if (otp !== '' && otp !== '000000') {
+        res.writeHead(401, { 'content-type': 'text/html' });
+        return res.end(page(details.uid, 'wrong one-time code'));
+      }
+      const amr = otp ? ['pwd', 'otp', 'mfa'] : ['pwd'];
+      return await provider.interactionFinished(req, res, { login: { accountId: form.get('login'), amr } }, { mergeWithLastSubmission: false });
     }
     if (details.prompt.name === 'login') {
       res.writeHead(200, { 'content-type': 'text/html' });

@@ -310,3 +310,70 @@ def tamper(token: str, **changes: Any) -> str:
 
 def fresh_rsa_key() -> Any:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def user_token(idp: Idp, login: str, password: str, resource: str, otp: str | None = None) -> str:
+    """An access token for `resource` from the IdP's authorization-code flow (a dynamically
+    registered public client, PKCE), signing in on the login form as `login` — with the one-time
+    code `otp` (multi-factor: the token's `amr` holds `mfa`) or without it (`amr: ["pwd"]`)."""
+    verify: Any = ssl.create_default_context(cafile=str(idp.tls.ca)) if idp.tls else True
+    with httpx.Client(timeout=20, follow_redirects=False, verify=verify) as h:
+        reg = h.post(
+            f"{idp.issuer}/reg",
+            json={
+                "redirect_uris": [REDIRECT_URI],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            },
+        )
+        assert reg.status_code == 201, reg.text
+        client_id = reg.json()["client_id"]
+        verifier = b64url(hashlib.sha256(str(time.time_ns()).encode() + login.encode()).digest() * 2)
+        challenge = b64url(hashlib.sha256(verifier.encode()).digest())
+        r = h.get(
+            f"{idp.issuer}/auth",
+            params={
+                "client_id": client_id,
+                "response_type": "code",
+                "redirect_uri": REDIRECT_URI,
+                "scope": "openid mcp",
+                "resource": resource,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "state": "s",
+            },
+        )
+        code = None
+        for _ in range(20):
+            if r.status_code in (302, 303, 307):
+                location = urljoin(str(r.url), r.headers["location"])
+                if location.startswith(REDIRECT_URI):
+                    q = {k: v[0] for k, v in parse_qs(urlparse(location).query).items()}
+                    assert "code" in q, f"authorization failed: {q}"
+                    code = q["code"]
+                    break
+                r = h.get(location)
+            elif r.status_code == 200 and "<form" in r.text:
+                action = re.search(r'action="([^"]+)"', r.text)
+                assert action, r.text
+                form = {"login": login, "password": password}
+                if otp is not None:
+                    form["otp"] = otp
+                r = h.post(urljoin(str(r.url), action.group(1)), data=form)
+            else:
+                raise AssertionError(f"unexpected IdP response {r.status_code} at {r.url}: {r.text[:500]}")
+        assert code, "no authorization code"
+        tok = h.post(
+            f"{idp.issuer}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "code_verifier": verifier,
+                "client_id": client_id,
+                "resource": resource,
+            },
+        )
+        assert tok.status_code == 200, tok.text
+        return tok.json()["access_token"]

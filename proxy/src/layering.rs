@@ -44,7 +44,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Access-token verification.
     ("auth", &["model", "metrics", "tls"]),
     // The LLM gateway beside the MCP pipeline: model aliases to provider targets, failover,
-    // translation between the OpenAI and Anthropic APIs. Model grants are policy's `covers`.
+    // translation between the OpenAI and Anthropic APIs. Model grants are policy's
+    // `model_access` (the policies' access conditions).
     (
         "llm",
         &[
@@ -59,12 +60,13 @@ const LAYERS: &[(&str, &[&str])] = &[
             "identity", "upstream", "catalog", "policy", "auth", "llm",
         ],
     ),
-    // axum: the portal router (authentication, validation, sessions, the fast path), admin.
+    // axum: the portal router (authentication, validation, sessions, the fast path), admin,
+    // the listeners (the HTTPS one installs `tls`'s crypto provider).
     (
         "http",
         &[
-            "model", "error", "metrics", "audit", "config", "upstream", "policy", "auth", "llm",
-            "portal",
+            "model", "error", "metrics", "audit", "tls", "config", "upstream", "policy", "auth",
+            "llm", "portal",
         ],
     ),
 ];

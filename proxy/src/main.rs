@@ -457,6 +457,11 @@ struct ServeArgs {
         default_value = "127.0.0.1:9464"
     )]
     admin_listen: String,
+    /// Address of the HTTPS listener of `spec.tls` (the same endpoints; client certificates
+    /// requested when `spec.tls.clientCaFrom` is set). Defaults to `0.0.0.0:<spec.tls.port>`;
+    /// refused without `spec.tls`.
+    #[arg(long, env = "PORTCULLIS_TLS_LISTEN")]
+    tls_listen: Option<String>,
     /// Directory of mounted Secrets (`<dir>/<secret>/<key>`).
     #[arg(long, env = "PORTCULLIS_SECRETS_DIR", default_value = config::DEFAULT_SECRETS_DIR)]
     secrets_dir: PathBuf,
@@ -706,6 +711,18 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
     let manifests = config::manifests::load(&manifests_path)?;
     let portal_name = config::portal_name(&manifests, cli.portal.as_deref(), &manifests_path)?;
     let cfg = config::resolve(&manifests, &portal_name, &cli.secrets_dir)?;
+    let tls = http::tls::listener(&manifests, &portal_name, &cfg.spec, &cli.secrets_dir)?;
+    let tls_listen = match (&tls, &cli.tls_listen, &cfg.spec.tls) {
+        (None, Some(_), _) => anyhow::bail!(
+            "--tls-listen: McpPortal {portal_name} has no spec.tls (certificate and key)"
+        ),
+        (Some(_), Some(addr), _) => Some(addr.clone()),
+        (Some(_), None, Some(t)) => Some(format!(
+            "0.0.0.0:{}",
+            t.port.unwrap_or(crds::portal::DEFAULT_TLS_PORT)
+        )),
+        _ => None,
+    };
     if cfg.session_key.is_none() {
         tracing::warn!(
             "no spec.sessionKeyFrom: legacy sessions are sealed with a random key and only this process can serve them"
@@ -744,6 +761,10 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
 
     let (listener, addr) = http::bind(&cli.listen).await?;
     let (admin_listener, admin_addr) = http::bind(&cli.admin_listen).await?;
+    let tls_listener = match &tls_listen {
+        Some(a) => Some(http::bind(a).await?),
+        None => None,
+    };
     let options = http::ServeOptions {
         loopback: addr.ip().is_loopback(),
     };
@@ -798,16 +819,40 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
         out,
         "portcullis-proxy: portal {portal_name} serving http://{addr}/mcp"
     )?;
+    if let (Some((_, tls_addr)), Some(t)) = (&tls_listener, &tls) {
+        writeln!(
+            out,
+            "portcullis-proxy: portal {portal_name} serving https://{tls_addr}/mcp (client certificates {})",
+            if t.client_certificates {
+                "requested"
+            } else {
+                "not requested"
+            }
+        )?;
+    }
     writeln!(out, "portcullis-proxy: admin http://{admin_addr}")?;
     out.flush()?;
     drop(out);
 
     tokio::spawn(signals(shutdown.clone()));
     let admin_task = tokio::spawn(http::serve(admin_listener, admin, shutdown.clone()));
+    let tls_task = match (tls_listener, tls) {
+        (Some((listener, _)), Some(t)) => Some(tokio::spawn(http::serve::serve_tls_with(
+            listener,
+            t,
+            router.clone(),
+            shutdown.clone(),
+            limits,
+        ))),
+        _ => None,
+    };
     http::serve::serve_with(listener, router, shutdown.clone(), limits)
         .await
         .context("serving the portal")?;
     let _ = admin_task.await;
+    if let Some(t) = tls_task {
+        let _ = t.await;
+    }
     reloader.abort();
     if let Some(audit) = audit {
         audit.flush().await;

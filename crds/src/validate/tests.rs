@@ -388,3 +388,40 @@ fn complete_budgets_prices_and_a_redis_store_are_valid() {
         ]
     );
 }
+#[test]
+fn rule_conditions_name_each_bad_or_contradictory_selector() {
+    let p = policy(json!({
+        "include": [{"group": "eng"}],
+        "exclude": [{"group": "contractors"}],
+        "rules": [
+            {"access": "read"},
+            {"access": "write", "require": [{"authMethod": {"amr": ["mfa"]}}, {"sourceCidrs": ["nope"]}]},
+            {"access": "write", "require": [{"group": "oncall"}], "exclude": [{"group": "oncall"}]},
+            {"access": "write", "include": [{"group": "contractors"}, {}]},
+            {"access": "write", "exclude": (0..9).map(|i| json!({"user": format!("u{i}")})).collect::<Vec<_>>()}
+        ]
+    }));
+    let problems = policy_problems(&p);
+    assert_eq!(
+        fields(&problems),
+        [
+            "spec.rules[1].require[1].sourceCidrs[0]",
+            "spec.rules[2].exclude[0]",
+            "spec.rules[3].include[1]",
+            "spec.rules[3].include[0]",
+            "spec.rules[4].exclude",
+        ],
+        "{}",
+        summary(&problems)
+    );
+    // Rules with valid conditions of their own, and old rules, are fine.
+    let ok = policy(json!({
+        "include": [{"group": "eng"}],
+        "rules": [
+            {"access": "read"},
+            {"access": "write", "require": [{"authMethod": {"amr": ["mfa"]}}, {"clientCertificate": {"issuer": "CN=Device CA,*"}}]},
+            {"effect": "Deny", "access": "write", "include": [{"group": "interns"}], "exclude": [{"user": "ivy"}]}
+        ]
+    }));
+    assert_eq!(policy_problems(&ok), []);
+}

@@ -300,9 +300,13 @@ pub async fn authenticate_request(portal: &Portal, req: &mut Request) -> Result<
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
+    let presented = req
+        .extensions()
+        .get::<crate::http::tls::PresentedCertificate>()
+        .map(|p| &p.0);
     let identity = if cfg.spec.access.is_some() || peer.is_some() {
         let trust = crate::http::client::ClientTrust::new(cfg.spec.access.as_ref());
-        identity.with_context(trust.context(peer, req.headers()))
+        identity.with_context(trust.context(peer, req.headers(), presented))
     } else {
         identity
     };

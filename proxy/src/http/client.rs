@@ -61,26 +61,34 @@ impl ClientTrust {
         self.proxies.iter().any(|n| n.contains(&ip))
     }
 
-    /// The request context of a request from `peer` with `headers`.
-    pub fn context(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> RequestContext {
+    /// The request context of a request from `peer` with `headers`. `presented`: the client
+    /// certificate of the request's own TLS connection (the portal's `spec.tls` listener),
+    /// which is the client's whatever the peer: a forwarded one is then not read.
+    pub fn context(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+        presented: Option<&CertificateFacts>,
+    ) -> RequestContext {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
             return RequestContext::default();
         };
         if !self.trusts(peer) {
             return RequestContext {
                 source_ip: Some(peer),
-                client_certificate: None,
+                client_certificate: presented.cloned(),
             };
         }
         RequestContext {
             source_ip: Some(self.forwarded_client(peer, headers)),
-            client_certificate: self
-                .cert_header
-                .as_ref()
-                .and_then(|h| headers.get(h))
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| v.len() <= MAX_CERT_HEADER)
-                .and_then(|v| certificate_facts(v, SystemTime::now())),
+            client_certificate: presented.cloned().or_else(|| {
+                self.cert_header
+                    .as_ref()
+                    .and_then(|h| headers.get(h))
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| v.len() <= MAX_CERT_HEADER)
+                    .and_then(|v| certificate_facts(v, SystemTime::now()))
+            }),
         }
     }
 
@@ -139,6 +147,16 @@ pub fn certificate_facts(value: &str, now: SystemTime) -> Option<CertificateFact
         .ok()?
         .replace('\t', "\n");
     let cert = Certificate::from_pem(pem.trim().as_bytes()).ok()?;
+    facts(&cert, now)
+}
+
+/// The facts of a DER certificate (one presented on the portal's own TLS listener). `None` if
+/// it does not parse or is not valid at `now`.
+pub fn certificate_facts_der(der: &[u8], now: SystemTime) -> Option<CertificateFacts> {
+    facts(&Certificate::from_der(der).ok()?, now)
+}
+
+fn facts(cert: &Certificate, now: SystemTime) -> Option<CertificateFacts> {
     let tbs = &cert.tbs_certificate;
     let validity = &tbs.validity;
     if now < validity.not_before.to_system_time() || now > validity.not_after.to_system_time() {

@@ -8,6 +8,7 @@ pub mod llm;
 pub mod serve;
 pub mod service;
 pub mod session;
+pub mod tls;
 pub mod validate;
 
 use std::net::SocketAddr;

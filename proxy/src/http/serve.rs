@@ -13,6 +13,11 @@
 //!   wait in the kernel's accept queue until one ends (slow and idle ones end within the header
 //!   timeout), so a flood of idle connections delays others by at most that timeout instead of
 //!   exhausting descriptors.
+//!
+//! [`serve_tls_with`] is the same loop for the HTTPS listener (`spec.tls`): the TLS handshake
+//! must finish within the header timeout too (it counts as part of the first request's head),
+//! and a client certificate it verified rides on every request of the connection as a
+//! [`super::tls::PresentedCertificate`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -67,6 +72,36 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
+    accept_loop(listener, None, app, shutdown, limits).await
+}
+
+/// [`serve_with`] over TLS: each connection's handshake (with `tls`) must end within the
+/// header timeout; requests also carry the verified client certificate, if any.
+pub async fn serve_tls_with<S>(
+    listener: tokio::net::TcpListener,
+    tls: super::tls::Listener,
+    app: S,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
+) -> std::io::Result<()>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    accept_loop(listener, Some(tls), app, shutdown, limits).await
+}
+
+async fn accept_loop<S>(
+    listener: tokio::net::TcpListener,
+    tls: Option<super::tls::Listener>,
+    app: S,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
+) -> std::io::Result<()>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
     let max = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
     let mut builder = Builder::new(TokioExecutor::new());
@@ -92,50 +127,32 @@ where
         };
         // Without TCP_NODELAY every SSE-framed response waits for the peer's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        // Set when the connection's first request reaches the service: until then hyper may
-        // still be reading the first bytes to tell HTTP/1 from HTTP/2, which its header timer
-        // does not cover, so a connection that sends nothing is cut here instead.
-        let requested = Arc::new(AtomicBool::new(false));
-        let service = app.clone().map_request({
-            let requested = requested.clone();
-            move |req: Request<Incoming>| {
-                requested.store(true, Ordering::Relaxed);
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            }
-        });
+        let app = app.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let first_request = limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(tcp),
-                TowerToHyperService::new(service),
-            );
-            tokio::pin!(conn);
-            let deadline = tokio::time::sleep(first_request);
-            tokio::pin!(deadline);
-            let mut waiting_first = true;
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            let started = tokio::time::Instant::now();
+            match tls {
+                None => {
+                    serve_connection(tcp, peer, None, app, builder, shutdown, first_request).await;
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(first_request, tls.acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let presented = super::tls::presented(stream.get_ref().1);
+                            // What is left of the header timeout after the handshake.
+                            let left = first_request.saturating_sub(started.elapsed());
+                            serve_connection(stream, peer, presented, app, builder, shutdown, left)
+                                .await;
                         }
-                        break;
-                    }
-                    () = &mut deadline, if waiting_first => {
-                        waiting_first = false;
-                        if !requested.load(Ordering::Relaxed) {
-                            tracing::debug!(peer = %peer, "no request within the header timeout: disconnected");
-                            break;
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                         }
-                    }
-                    () = shutdown.cancelled(), if !draining => {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "no TLS handshake within the header timeout: disconnected");
+                        }
                     }
                 }
             }
@@ -146,6 +163,67 @@ where
     // Every connection holds a slot until it ends: all slots back means all ended.
     let _ = slots.acquire_many(max as u32).await;
     Ok(())
+}
+
+/// Serves one accepted connection (plain, or after its TLS handshake) until it ends, cutting
+/// it when no request arrives within `first_request`, and draining it on shutdown.
+async fn serve_connection<S, I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    presented: Option<super::tls::PresentedCertificate>,
+    app: S,
+    builder: Builder<TokioExecutor>,
+    shutdown: CancellationToken,
+    first_request: Duration,
+) where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Set when the connection's first request reaches the service: until then hyper may
+    // still be reading the first bytes to tell HTTP/1 from HTTP/2, which its header timer
+    // does not cover, so a connection that sends nothing is cut here instead.
+    let requested = Arc::new(AtomicBool::new(false));
+    let service = app.map_request({
+        let requested = requested.clone();
+        move |req: Request<Incoming>| {
+            requested.store(true, Ordering::Relaxed);
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(p) = &presented {
+                req.extensions_mut().insert(p.clone());
+            }
+            req
+        }
+    });
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    let deadline = tokio::time::sleep(first_request);
+    tokio::pin!(deadline);
+    let mut waiting_first = true;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut deadline, if waiting_first => {
+                waiting_first = false;
+                if !requested.load(Ordering::Relaxed) {
+                    tracing::debug!(peer = %peer, "no request within the header timeout: disconnected");
+                    break;
+                }
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// After a failed `accept`: errors of one connection (reset before it was accepted) are

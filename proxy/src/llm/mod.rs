@@ -160,10 +160,19 @@ impl State {
         }
     }
 
+    /// The policy decision on `alias` for `identity` (the policies' access conditions apply).
+    fn model_access(&self, identity: &Identity, alias: &str) -> crate::policy::ModelAccess {
+        crate::policy::model_access(
+            self.grants
+                .iter()
+                .filter(|g| g.models.iter().any(|m| m.matches(alias)))
+                .map(|g| &g.policy),
+            identity,
+        )
+    }
+
     fn may_use(&self, identity: &Identity, alias: &str) -> bool {
-        self.grants.iter().any(|g| {
-            g.models.iter().any(|m| m.matches(alias)) && crate::policy::covers(&g.policy, identity)
-        })
+        self.model_access(identity, alias).is_granted()
     }
 }
 
@@ -327,21 +336,33 @@ impl Gateway {
                 &format!("model {alias:?} is not a model alias of this portal"),
             );
         };
-        if !state.may_use(identity, alias) {
+        let access = state.model_access(identity, alias);
+        if !access.is_granted() {
+            // Audited and answered with the policy and selector that decided, never the
+            // token or the certificate.
+            let (reason, message) = match &access {
+                crate::policy::ModelAccess::NotMet(policy, u) => (
+                    format!("{policy} grants the model; {} not met", u.selector),
+                    format!(
+                        "you may not use model {alias:?}: McpPolicy {policy} grants it only when {} is met",
+                        u.selector
+                    ),
+                ),
+                _ => (
+                    "no grant for the model".to_owned(),
+                    format!("you may not use model {alias:?} (no McpPolicy grants it to you)"),
+                ),
+            };
             self.finish(
                 &state,
                 caller,
                 identity,
                 &rec,
                 Outcome::Deny,
-                Some("no grant for the model".into()),
+                Some(reason),
                 started,
             );
-            return error(
-                caller,
-                403,
-                &format!("you may not use model {alias:?} (no McpPolicy grants it to you)"),
-            );
+            return error(caller, 403, &message);
         }
         // Every target's form of the request is made before any is sent, so a request one of
         // the targets could not take is refused whichever target would serve it.

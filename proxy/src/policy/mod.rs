@@ -15,6 +15,10 @@
 //!   `clientCertificate`, `deviceClaim` as the CRD documents).
 //! - A rule matches a tool when its `servers` globs match the server (empty: all) and its
 //!   `tools` globs match the upstream tool name (empty: all). Globs know `*` only.
+//! - A rule with conditions of its own (`rules[].include/require/exclude`) applies only to a
+//!   caller meeting them, evaluated by the same [`Conditions::evaluate`]: an allow rule the
+//!   caller does not meet grants nothing, a deny rule the caller does not meet takes nothing
+//!   away. Old rules (no conditions) apply to every caller the policy covers.
 //! - `Deny` wins over any allow. A deny rule with `access: read` (the default) takes the tool
 //!   away entirely; with `access: write` it takes away only write tools (a "no writes" rule).
 //! - `Allow` with `access: write` grants the tool; with `access: read` only when the tool is
@@ -59,6 +63,20 @@ struct Rule {
     servers: Vec<Glob>,
     tools: Vec<Glob>,
     access: Access,
+    /// The rule's own `include`/`require`/`exclude` (empty: every caller the policy covers),
+    /// evaluated by the same [`Conditions::evaluate`] as the policy's.
+    conditions: Conditions,
+}
+
+impl Rule {
+    fn matches(&self, server: &str, tool: &str) -> bool {
+        any_glob(&self.servers, server) && any_glob(&self.tools, tool)
+    }
+
+    /// Whether this rule, applying, would grant a tool that is `read_only` or not.
+    fn would_grant(&self, read_only: bool) -> bool {
+        self.effect == Effect::Allow && (self.access == Access::Write || read_only)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +103,55 @@ pub fn covers(policy: &McpPolicy, identity: &Identity) -> bool {
             .is_met()
 }
 
+/// The decision on an LLM model alias (`McpPolicy.spec.models`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelAccess {
+    /// Granted by the named policy.
+    Granted(String),
+    /// A policy's `models` match the alias, but the caller does not meet its conditions:
+    /// the policy and the selector that decided (with a step-up hint for `authMethod`).
+    NotMet(String, Unmet),
+    /// No policy's `models` grant it to the caller.
+    NoGrant,
+}
+
+impl ModelAccess {
+    /// Whether the caller may use the model.
+    pub fn is_granted(&self) -> bool {
+        matches!(self, ModelAccess::Granted(_))
+    }
+}
+
+/// May `identity` call an LLM model alias? `candidates`: the policies whose `models` globs
+/// match the alias (the gateway matches its globs). The policy's conditions decide, by the
+/// same [`Conditions::evaluate`] as tool rules: granted by the first candidate the caller
+/// meets; otherwise the first candidate whose `include` the caller matched but whose
+/// `require` or `exclude` it failed is named.
+pub fn model_access<'a>(
+    candidates: impl IntoIterator<Item = &'a McpPolicy>,
+    identity: &Identity,
+) -> ModelAccess {
+    if identity.kind == IdentityKind::Nobody {
+        return ModelAccess::NoGrant;
+    }
+    let mut unmet = None;
+    for p in candidates {
+        match Conditions::of_policy(&p.spec).evaluate(identity) {
+            Outcome::Met(_) => {
+                return ModelAccess::Granted(p.metadata.name.clone().unwrap_or_default());
+            }
+            Outcome::NotMet(u) if u.in_audience && unmet.is_none() => {
+                unmet = Some(ModelAccess::NotMet(
+                    p.metadata.name.clone().unwrap_or_default(),
+                    u,
+                ));
+            }
+            Outcome::NotMet(_) => {}
+        }
+    }
+    unmet.unwrap_or(ModelAccess::NoGrant)
+}
+
 /// Why a tool is visible or not, naming the policy, its tool rule (index in `spec.rules`) and
 /// the access selector that decided. Internal: shown on the admin endpoint, in the `access` CLI
 /// and in audit events, never to MCP clients (they only ever see "Unknown tool").
@@ -100,7 +167,8 @@ pub enum Reason {
         policy: String,
         /// Index of the granting rule in `spec.rules`.
         rule: usize,
-        /// The matching `include` selector, for example `include[0].group`.
+        /// The matching `include` selector, for example `include[0].group`, or the rule's
+        /// own (`rules[1].include[0].group`).
         #[serde(skip_serializing_if = "Option::is_none")]
         selector: Option<String>,
     },
@@ -118,13 +186,15 @@ pub enum Reason {
         /// Index of the read-only rule in `spec.rules`.
         rule: usize,
     },
-    /// A policy would grant it, but the caller does not meet its conditions.
+    /// A policy's rule would grant it, but the caller does not meet the policy's or the
+    /// rule's conditions.
     ConditionNotMet {
         /// McpPolicy name.
         policy: String,
         /// Index of the rule that would grant it.
         rule: usize,
-        /// The selector that decided, for example `require[0].clientCertificate`.
+        /// The selector that decided, for example `require[0].clientCertificate` (the
+        /// policy's) or `rules[1].require[0].authMethod` (the rule's own).
         selector: String,
     },
     /// The caller does not meet the portal's `spec.access` conditions.
@@ -198,6 +268,7 @@ impl PolicySet {
                         servers: r.servers.iter().map(|g| Glob::new(g)).collect(),
                         tools: r.tools.iter().map(|g| Glob::new(g)).collect(),
                         access: r.access,
+                        conditions: Conditions::compile(&[], &r.include, &r.require, &r.exclude),
                     })
                     .collect(),
                 limits: p.spec.limits.clone(),
@@ -261,12 +332,10 @@ impl PolicySet {
                 Outcome::NotMet(u) => {
                     if unmet.is_none()
                         && u.in_audience
-                        && let Some(i) = p.rules.iter().position(|r| {
-                            r.effect == Effect::Allow
-                                && (r.access == Access::Write || read_only)
-                                && any_glob(&r.servers, server)
-                                && any_glob(&r.tools, tool)
-                        })
+                        && let Some(i) = p
+                            .rules
+                            .iter()
+                            .position(|r| r.would_grant(read_only) && r.matches(server, tool))
                     {
                         unmet = Some((&p.name, i, u.selector));
                     }
@@ -274,9 +343,22 @@ impl PolicySet {
                 }
             };
             for (i, r) in p.rules.iter().enumerate() {
-                if !any_glob(&r.servers, server) || !any_glob(&r.tools, tool) {
+                if !r.matches(server, tool) {
                     continue;
                 }
+                // The rule's own conditions: a rule the caller does not meet neither grants
+                // nor denies; one that would have granted is named in the decision.
+                let by = match r.conditions.evaluate(identity) {
+                    Outcome::Met(rule_by) => {
+                        rule_by.map(|s| format!("rules[{i}].{s}")).or(by.clone())
+                    }
+                    Outcome::NotMet(u) => {
+                        if unmet.is_none() && u.in_audience && r.would_grant(read_only) {
+                            unmet = Some((&p.name, i, format!("rules[{i}].{}", u.selector)));
+                        }
+                        continue;
+                    }
+                };
                 let deny = || {
                     Decision::Deny(Reason::DeniedBy {
                         policy: p.name.clone(),

@@ -74,6 +74,7 @@ fn rule(effect: Effect, servers: &[&str], tools: &[&str], access: Access) -> Too
         servers: servers.iter().map(|s| s.to_string()).collect(),
         tools: tools.iter().map(|s| s.to_string()).collect(),
         access,
+        ..Default::default()
     }
 }
 
@@ -312,19 +313,29 @@ const TOOL_GLOBS: &[&str] = &[
     "x",
 ];
 
+/// A rule, with conditions of its own about a third of the time.
 fn arb_rule() -> impl Strategy<Value = ToolRule> {
     (
         prop_oneof![3 => Just(Effect::Allow), 1 => Just(Effect::Deny)],
         prop::collection::vec(prop::sample::select(SERVER_GLOBS), 0..3),
         prop::collection::vec(prop::sample::select(TOOL_GLOBS), 0..3),
         prop_oneof![Just(Access::Read), Just(Access::Write)],
+        prop_oneof![
+            2 => Just((false, (vec![], vec![], vec![]))),
+            1 => arb_conditions(),
+        ],
     )
-        .prop_map(|(effect, servers, tools, access)| ToolRule {
-            effect,
-            servers: servers.into_iter().map(str::to_owned).collect(),
-            tools: tools.into_iter().map(str::to_owned).collect(),
-            access,
-        })
+        .prop_map(
+            |(effect, servers, tools, access, (_, (include, require, exclude)))| ToolRule {
+                effect,
+                servers: servers.into_iter().map(str::to_owned).collect(),
+                tools: tools.into_iter().map(str::to_owned).collect(),
+                access,
+                include,
+                require,
+                exclude,
+            },
+        )
 }
 
 const CIDRS: &[&str] = &["127.0.0.2/32", "10.0.0.0/8", "127.0.0.0/8", "2001:db8::/32"];
@@ -676,6 +687,7 @@ fn oracle(
         .filter(|p| applies(p))
         .flat_map(|p| &p.spec.rules)
         .filter(|r| glob(&r.servers, server) && glob(&r.tools, tool))
+        .filter(|r| oracle_conditions(&r.include, &r.require, &r.exclude, id))
         .collect();
     let denied = matching
         .iter()
@@ -906,5 +918,117 @@ fn auth_method_reads_amr_and_acr_and_offers_a_step_up() {
         !need(serde_json::json!({"minAcr": 0}))
             .evaluate(&Identity::anonymous())
             .is_met()
+    );
+}
+
+#[test]
+fn one_policy_reads_for_engineering_and_writes_only_with_mfa_from_a_device_naming_the_rule() {
+    let c = catalog(&[("repo", "read_file", true), ("repo", "push", false)]);
+    let mut p: McpPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "portcullis.dev/v1alpha1", "kind": "McpPolicy",
+        "metadata": {"name": "eng"},
+        "spec": {
+            "include": [{"group": "engineering"}],
+            "rules": [
+                {"access": "read"},
+                {"access": "write", "require": [
+                    {"clientCertificate": {"issuer": "CN=Example Device CA,*"}},
+                    {"authMethod": {"amr": ["mfa"]}}
+                ]},
+                {"effect": "Deny", "access": "write", "include": [{"group": "interns"}]}
+            ]
+        }
+    }))
+    .unwrap();
+    let set = PolicySet::compile(std::slice::from_ref(&p), false);
+    let push = c.tool("repo_push").unwrap();
+    let eng = Identity::user("bob", ["engineering"]);
+    assert_eq!(visible(&set, &eng, &c), ["repo_read_file"]);
+    assert_eq!(
+        set.tool_access(&eng, push),
+        Decision::Deny(Reason::ConditionNotMet {
+            policy: "eng".into(),
+            rule: 1,
+            selector: "rules[1].require[0].clientCertificate".into()
+        })
+    );
+    let device = eng
+        .clone()
+        .with_context(RequestContext {
+            source_ip: None,
+            client_certificate: Some(CertificateFacts {
+                issuer: "CN=Example Device CA,O=Example Corp".into(),
+                subject: "CN=laptop-42".into(),
+                sans: vec![],
+            }),
+        })
+        .with_claim("amr", serde_json::json!(["mfa"]));
+    assert_eq!(visible(&set, &device, &c), ["repo_push", "repo_read_file"]);
+    assert_eq!(
+        set.tool_access(&device, push),
+        Decision::Allow(Reason::GrantedBy {
+            policy: "eng".into(),
+            rule: 1,
+            selector: Some("include[0].group".into())
+        })
+    );
+    // The deny rule applies only to interns: it takes the write away from them alone.
+    let intern = Identity::user("ivy", ["engineering", "interns"])
+        .with_context(device.context.clone())
+        .with_claim("amr", serde_json::json!(["mfa"]));
+    assert_eq!(
+        set.tool_access(&intern, push),
+        Decision::Deny(Reason::DeniedBy {
+            policy: "eng".into(),
+            rule: 2
+        })
+    );
+    assert_eq!(visible(&set, &intern, &c), ["repo_read_file"]);
+    // A rule-level include names itself when it grants.
+    p.spec.rules[0].include = vec![group("engineering")];
+    let set = PolicySet::compile(&[p], false);
+    let read = c.tool("repo_read_file").unwrap();
+    assert_eq!(
+        set.tool_access(&eng, read),
+        Decision::Allow(Reason::GrantedBy {
+            policy: "eng".into(),
+            rule: 0,
+            selector: Some("rules[0].include[0].group".into())
+        })
+    );
+}
+
+#[test]
+fn a_model_grant_honours_the_policys_conditions_and_names_the_selector() {
+    let mut mfa = policy("mfa-models", vec![group("engineering")], vec![]);
+    mfa.spec.models = vec!["*".into()];
+    mfa.spec.require = vec![sel(serde_json::json!({"authMethod": {"amr": ["mfa"]}}))];
+    let bob = Identity::user("bob", ["engineering"]);
+    match model_access([&mfa], &bob) {
+        ModelAccess::NotMet(p, u) => {
+            assert_eq!(p, "mfa-models");
+            assert_eq!(u.selector, "require[0].authMethod");
+            assert_eq!(u.step_up.unwrap().amr, ["mfa"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let with_mfa = bob.with_claim("amr", serde_json::json!(["mfa"]));
+    assert_eq!(
+        model_access([&mfa], &with_mfa),
+        ModelAccess::Granted("mfa-models".into())
+    );
+    // Outside the policy's include: nothing to name.
+    let alice = Identity::user("alice", ["finance"]).with_claim("amr", serde_json::json!(["mfa"]));
+    assert_eq!(model_access([&mfa], &alice), ModelAccess::NoGrant);
+    assert_eq!(
+        model_access([&mfa], &Identity::nobody()),
+        ModelAccess::NoGrant
+    );
+    // A second policy the caller meets grants it.
+    let mut open = policy("everyone", vec![], vec![]);
+    open.spec.models = vec!["*".into()];
+    assert_eq!(
+        model_access([&mfa, &open], &alice),
+        ModelAccess::Granted("everyone".into())
     );
 }

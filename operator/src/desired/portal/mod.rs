@@ -163,6 +163,21 @@ pub fn objects(
     };
 
     let refs = select::portal_secret_refs(portal, servers);
+    // spec.tls: the proxy's HTTPS listener (it listens on 0.0.0.0:<port> by itself).
+    let tls_port = portal
+        .spec
+        .tls
+        .as_ref()
+        .map(|t| t.port.unwrap_or(crds::portal::DEFAULT_TLS_PORT));
+    let mut ports = super::proxy_ports();
+    if let Some(port) = tls_port {
+        ports.push(k8s_openapi::api::core::v1::ContainerPort {
+            name: Some("mcps".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+    }
     let (volumes, mounts) =
         super::config_and_secret_volumes(&obj_name, select::secret_names(&refs));
     let container = Container {
@@ -170,7 +185,7 @@ pub fn objects(
         image: Some(opts.proxy_image.clone()),
         image_pull_policy: Some(opts.image_pull_policy.clone()),
         args: Some(super::proxy_args(&name)),
-        ports: Some(super::proxy_ports()),
+        ports: Some(ports),
         readiness_probe: Some(super::http_probe("/readyz", 5)),
         liveness_probe: Some(super::http_probe("/healthz", 10)),
         resources: Some(
@@ -228,22 +243,33 @@ pub fn objects(
         metadata: meta.clone(),
         spec: Some(ServiceSpec {
             selector: Some(selector.clone()),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("http".into()),
-                    port: SERVICE_PORT,
-                    target_port: Some(IntOrString::String("mcp".into())),
+            ports: Some(
+                vec![
+                    ServicePort {
+                        name: Some("http".into()),
+                        port: SERVICE_PORT,
+                        target_port: Some(IntOrString::String("mcp".into())),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    },
+                    ServicePort {
+                        name: Some("admin".into()),
+                        port: names::ADMIN_PORT,
+                        target_port: Some(IntOrString::String("admin".into())),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .chain(tls_port.map(|port| ServicePort {
+                    name: Some("mcps".into()),
+                    port,
+                    target_port: Some(IntOrString::String("mcps".into())),
                     protocol: Some("TCP".into()),
                     ..Default::default()
-                },
-                ServicePort {
-                    name: Some("admin".into()),
-                    port: names::ADMIN_PORT,
-                    target_port: Some(IntOrString::String("admin".into())),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                },
-            ]),
+                }))
+                .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()

@@ -41,10 +41,10 @@ fn escaped(pem: &str) -> String {
 fn a_forwarded_for_header_from_an_untrusted_peer_is_ignored() {
     let t = trust(&["127.0.0.1/32"], None);
     let h = headers(&[("x-forwarded-for", "10.9.9.9")]);
-    let ctx = t.context(peer("127.0.0.2"), &h);
+    let ctx = t.context(peer("127.0.0.2"), &h, None);
     assert_eq!(ctx.source_ip, Some("127.0.0.2".parse().unwrap()));
     // No trusted proxies at all: the same.
-    let ctx = ClientTrust::default().context(peer("127.0.0.2"), &h);
+    let ctx = ClientTrust::default().context(peer("127.0.0.2"), &h, None);
     assert_eq!(ctx.source_ip, Some("127.0.0.2".parse().unwrap()));
 }
 
@@ -53,7 +53,7 @@ fn behind_trusted_proxies_the_client_is_the_rightmost_untrusted_hop() {
     let t = trust(&["127.0.0.1/32", "10.0.0.0/8"], None);
     // The client wrote "6.6.6.6" itself; 203.0.113.5 is what the first trusted proxy saw.
     let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.1.1")]);
-    let ctx = t.context(peer("127.0.0.1"), &h);
+    let ctx = t.context(peer("127.0.0.1"), &h, None);
     assert_eq!(ctx.source_ip, Some("203.0.113.5".parse().unwrap()));
     // Several headers are one list, in order.
     let h = headers(&[
@@ -61,29 +61,30 @@ fn behind_trusted_proxies_the_client_is_the_rightmost_untrusted_hop() {
         ("x-forwarded-for", "198.51.100.7:5555, 10.2.2.2"),
     ]);
     assert_eq!(
-        t.context(peer("127.0.0.1"), &h).source_ip,
+        t.context(peer("127.0.0.1"), &h, None).source_ip,
         Some("198.51.100.7".parse().unwrap())
     );
     // Every hop trusted: the leftmost one seen. No header: the peer.
     let h = headers(&[("x-forwarded-for", "10.3.3.3, 10.1.1.1")]);
     assert_eq!(
-        t.context(peer("127.0.0.1"), &h).source_ip,
+        t.context(peer("127.0.0.1"), &h, None).source_ip,
         Some("10.3.3.3".parse().unwrap())
     );
     assert_eq!(
-        t.context(peer("127.0.0.1"), &HeaderMap::new()).source_ip,
+        t.context(peer("127.0.0.1"), &HeaderMap::new(), None)
+            .source_ip,
         Some("127.0.0.1".parse().unwrap())
     );
     // Garbage stops the walk at the last trusted hop, never further left.
     let h = headers(&[("x-forwarded-for", "6.6.6.6, junk, 10.1.1.1")]);
     assert_eq!(
-        t.context(peer("127.0.0.1"), &h).source_ip,
+        t.context(peer("127.0.0.1"), &h, None).source_ip,
         Some("10.1.1.1".parse().unwrap())
     );
     // An IPv4-mapped IPv6 peer is the IPv4 address.
     let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
     assert_eq!(
-        t.context(peer("::ffff:127.0.0.1"), &h).source_ip,
+        t.context(peer("::ffff:127.0.0.1"), &h, None).source_ip,
         Some("203.0.113.9".parse().unwrap())
     );
 }
@@ -93,7 +94,7 @@ fn a_forwarded_certificate_is_read_only_from_a_trusted_peer() {
     let t = trust(&["127.0.0.1/32"], Some("ssl-client-cert"));
     let h = headers(&[("ssl-client-cert", &escaped(DEVICE_PEM))]);
     let facts = t
-        .context(peer("127.0.0.1"), &h)
+        .context(peer("127.0.0.1"), &h, None)
         .client_certificate
         .expect("parsed");
     assert_eq!(facts.subject, "CN=laptop-42,OU=Laptops,O=Example Corp");
@@ -107,7 +108,7 @@ fn a_forwarded_certificate_is_read_only_from_a_trusted_peer() {
         ]
     );
     assert!(
-        t.context(peer("127.0.0.2"), &h)
+        t.context(peer("127.0.0.2"), &h, None)
             .client_certificate
             .is_none(),
         "an untrusted peer cannot present a certificate in a header"
@@ -115,7 +116,7 @@ fn a_forwarded_certificate_is_read_only_from_a_trusted_peer() {
     // Another header name: not read.
     let other = headers(&[("x-client-cert", &escaped(DEVICE_PEM))]);
     assert!(
-        t.context(peer("127.0.0.1"), &other)
+        t.context(peer("127.0.0.1"), &other, None)
             .client_certificate
             .is_none()
     );
