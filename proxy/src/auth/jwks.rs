@@ -166,14 +166,17 @@ impl KeyCache {
         {
             return Ok(k.clone());
         }
-        if may_fetch {
+        // Without a usable key, a fetch in flight (another request's) is waited for: the
+        // lock is held for exactly the length of one fetch. A cold replica's first burst of
+        // requests otherwise failed as "unavailable" while the first fetch was on its way.
+        if may_fetch || found.is_none() {
             let _one_at_a_time = ik.refresh.lock().await;
             let current = ik
                 .state
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .generation;
-            if current == generation {
+            if may_fetch && current == generation {
                 self.refresh(issuer, &ik).await;
             }
         }

@@ -86,6 +86,8 @@ pub struct TestIdp {
     pub keys: Arc<Mutex<Vec<Value>>>,
     /// How many times `/jwks` was fetched.
     pub jwks_hits: Arc<AtomicU64>,
+    /// How long `/jwks` takes to answer, in milliseconds (0 by default).
+    pub jwks_delay_ms: Arc<AtomicU64>,
     shutdown: CancellationToken,
 }
 
@@ -101,6 +103,7 @@ impl TestIdp {
             public_jwk(EC_PEM, Algorithm::ES256, "ec-1"),
         ]));
         let jwks_hits = Arc::new(AtomicU64::new(0));
+        let jwks_delay_ms = Arc::new(AtomicU64::new(0));
         let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
         let app = Router::new()
             .route(
@@ -115,10 +118,15 @@ impl TestIdp {
                 get({
                     let keys = keys.clone();
                     let hits = jwks_hits.clone();
+                    let delay = jwks_delay_ms.clone();
                     move || {
                         hits.fetch_add(1, Ordering::Relaxed);
                         let k = keys.lock().expect("keys").clone();
-                        async move { axum::Json(json!({"keys": k})) }
+                        let ms = delay.load(Ordering::Relaxed);
+                        async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            axum::Json(json!({"keys": k}))
+                        }
                     }
                 }),
             );
@@ -133,6 +141,7 @@ impl TestIdp {
             issuer,
             keys,
             jwks_hits,
+            jwks_delay_ms,
             shutdown,
         }
     }

@@ -243,6 +243,33 @@ async fn an_unknown_kid_refreshes_the_keys_at_a_bounded_rate() {
 }
 
 #[tokio::test]
+async fn a_burst_of_first_requests_waits_for_the_one_key_fetch() {
+    let idp = TestIdp::start().await;
+    idp.jwks_delay_ms
+        .store(300, std::sync::atomic::Ordering::Relaxed);
+    let a = std::sync::Arc::new(authenticator());
+    let token = sign(
+        RSA_PEM,
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(&idp.issuer, RESOURCE, "alice", &[]),
+    );
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (a, token, issuer) = (a.clone(), token.clone(), idp.issuer.clone());
+        calls.spawn(async move {
+            // Spread over the fetch: some arrive before it starts, most while it is on its way.
+            tokio::time::sleep(Duration::from_millis(i * 4)).await;
+            a.authenticate(&auth(&issuer), RESOURCE, &token).await
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        assert_eq!(r.unwrap().map(|id| id.subject), Ok("alice".to_owned()));
+    }
+    assert_eq!(idp.hits(), 1, "one fetch served the whole burst");
+}
+
+#[tokio::test]
 async fn an_unreachable_issuer_is_unavailable_not_invalid() {
     let metrics = crate::metrics::AuthMetrics::default();
     let a = Authenticator::new(&metrics);
