@@ -307,7 +307,10 @@ pub struct InspectionRule {
     /// only `resources` set, no tool or prompt. URI glob syntax: 1-2048 characters without whitespace;
     /// `*` matches any run of characters (also none, also `/`); there is no other wildcard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(regex(pattern = r"^\S{1,2048}$")))]
+    #[schemars(
+        length(max = 64),
+        inner(regex(pattern = r"^\S+$"), length(min = 1, max = 2048))
+    )]
     pub resources: Vec<String>,
     /// The score (1-99, higher is more certain) at or above which a finding fires. Defaults to
     /// 50. Scores: hidden Unicode tag characters 99; role markers 95; overrides and

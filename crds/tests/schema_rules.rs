@@ -203,6 +203,7 @@ fn glob_fields_carry_the_glob_pattern_of_the_api() {
 fn resource_globs_carry_the_uri_glob_pattern_of_the_api() {
     let v = at("McpPolicy", "inspection[].resources");
     assert_eq!(v["items"]["pattern"], crds::glob::URI_GLOB_PATTERN);
+    assert_eq!(v["items"]["maxLength"], 2048);
     let doc = v["description"].as_str().unwrap();
     assert!(doc.contains("URI glob syntax"), "{doc}");
 }
