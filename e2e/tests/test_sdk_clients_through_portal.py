@@ -69,14 +69,15 @@ def test_ending_a_legacy_session_with_delete_is_acknowledged(multi) -> None:
         assert d.status_code in (200, 204, 405), f"DELETE answered {d.status_code}: {d.text}"
 
 
-def _fast_path_calls(portal) -> float:
+def _fast_path_calls(portal, era: str = "modern") -> float:
     import httpx
 
+    name = "portcullis_fast_path_tool_calls_total " if era == "modern" else "portcullis_fast_path_legacy_tool_calls_total "
     text = httpx.get(f"{portal.admin}/metrics", timeout=5).text
     for line in text.splitlines():
-        if line.startswith("portcullis_fast_path_tool_calls_total "):
+        if line.startswith(name):
             return float(line.split()[1])
-    raise AssertionError(f"no fast-path counter in /metrics:\n{text[:2000]}")
+    raise AssertionError(f"no {name.strip()} counter in /metrics:\n{text[:2000]}")
 
 
 def _direct_calls(portal, name: str) -> int:
@@ -86,8 +87,11 @@ def _direct_calls(portal, name: str) -> int:
 def test_a_modern_sdk_call_takes_both_fast_paths(multi) -> None:
     """The Python SDK in 2026-07-28 mode sends plain stateless calls: the portal answers them
     without rmcp's serve loop (http/fast.rs) and reaches the 2026-07-28 Python upstream with one
-    POST (upstream/direct.rs). A legacy session's call still reaches that upstream directly."""
+    POST (upstream/direct.rs). A legacy session's call (the SDK declares no sampling or
+    elicitation) takes the legacy fast path, without rmcp's session worker, and reaches that
+    upstream directly too."""
     before_fast = _fast_path_calls(multi.portal)
+    before_legacy = _fast_path_calls(multi.portal, "legacy")
     before_direct = _direct_calls(multi.portal, "pyboth")
     assert before_direct >= 0, multi.portal.upstream("pyboth")
 
@@ -100,5 +104,6 @@ def test_a_modern_sdk_call_takes_both_fast_paths(multi) -> None:
     assert _fast_path_calls(multi.portal) == before_fast + 1
     assert _direct_calls(multi.portal, "pyboth") == before_direct + 1
     run(call("legacy"))
-    assert _fast_path_calls(multi.portal) == before_fast + 1, "a legacy session is rmcp's"
+    assert _fast_path_calls(multi.portal) == before_fast + 1, "a legacy session's call is not a modern one"
+    assert _fast_path_calls(multi.portal, "legacy") == before_legacy + 1
     assert _direct_calls(multi.portal, "pyboth") == before_direct + 2

@@ -417,6 +417,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Stateless 2026-07-28 `tools/call` requests answered by the portal's fast path.
     pub fast_path_calls: Counter,
+    /// `tools/call` requests of legacy (2025-era) sessions answered by the fast path.
+    pub fast_path_legacy_calls: Counter,
     /// 1 when the upstream is ready, else 0.
     pub upstream_up: Family<ServerLabels, Gauge>,
     /// Tools an upstream currently offers.
@@ -519,6 +521,12 @@ impl Metrics {
             "Stateless 2026-07-28 tools/call requests answered by the fast path (no rmcp serve loop)",
             fast_path_calls.clone(),
         );
+        let fast_path_legacy_calls = Counter::default();
+        registry.register(
+            "fast_path_legacy_tool_calls",
+            "tools/call requests of legacy (2025-era) sessions answered by the fast path (no rmcp session worker)",
+            fast_path_legacy_calls.clone(),
+        );
         let upstream_up = Family::default();
         registry.register(
             "upstream_up",
@@ -587,6 +595,7 @@ impl Metrics {
             policy_denials,
             rate_limited,
             fast_path_calls,
+            fast_path_legacy_calls,
             upstream_up,
             upstream_tools,
             codemode_executions,

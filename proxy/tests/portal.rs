@@ -590,3 +590,135 @@ async fn the_fast_path_answers_exactly_as_rmcp_does() {
     );
     assert_eq!(fast_calls(), cases.len() as u64 + 1);
 }
+
+/// The JSON-RPC messages of an SSE answer (priming events, whose data is empty, left out).
+fn events(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// A legacy session's `tools/call` is answered by the fast path (no rmcp session worker). The
+/// same calls sent with an allowed `Origin` header go through rmcp; both answers are event
+/// streams carrying the same JSON-RPC message. A client that declared sampling stays with
+/// rmcp, and ids that are not the caller's are refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_fast_path_answers_as_rmcp_does() {
+    let portal = start(&demo_manifests(None)).await;
+    let http = proxy::tls::client_builder().build().unwrap();
+    let base = |req: reqwest::RequestBuilder| {
+        req.header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+    };
+    let open = async |capabilities: Value| {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": capabilities,
+            "clientInfo": {"name": "legacy-fast-path-test", "version": "1"}}});
+        let resp = base(http.post(&portal.url))
+            .body(init.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let sid = resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let resp = base(http.post(&portal.url))
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(note.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        sid
+    };
+    let post = async |sid: &str, name: &str, arguments: Value, via_rmcp: bool| {
+        let body = json!({"jsonrpc": "2.0", "id": "call-1", "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}});
+        let mut req = base(http.post(&portal.url))
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(body.to_string());
+        if via_rmcp {
+            req = req.header("origin", "http://127.0.0.1:9");
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        (status, ctype, resp.bytes().await.unwrap())
+    };
+    let fast_calls = || {
+        let text = portal.portal.metrics.encode_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("portcullis_fast_path_legacy_tool_calls_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no legacy fast-path counter in:\n{text}"))
+    };
+
+    let sid = open(json!({})).await;
+    let cases = [
+        ("tickets_list_tickets", json!({"status": "in_progress"})),
+        ("docs_search_documents", json!({"query": "rotation"})),
+        ("docs_get_document", json!({})),
+        ("nobody_nothing", json!({})),
+    ];
+    for (name, args) in &cases {
+        let fast = post(&sid, name, args.clone(), false).await;
+        let slow = post(&sid, name, args.clone(), true).await;
+        assert_eq!(fast.0, slow.0, "{name}: status");
+        assert_eq!(fast.1, slow.1, "{name}: content type");
+        let (fast_events, slow_events) = (events(&fast.2), events(&slow.2));
+        assert_eq!(fast_events.len(), 1, "{name}: {fast_events:?}");
+        assert_eq!(fast_events, slow_events, "{name}: the JSON-RPC message");
+    }
+    let answer = &events(
+        &post(
+            &sid,
+            "tickets_list_tickets",
+            json!({"status": "in_progress"}),
+            false,
+        )
+        .await
+        .2,
+    )[0];
+    assert_eq!(
+        answer["result"]["structuredContent"]["tickets"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(
+        fast_calls(),
+        cases.len() as u64 + 1,
+        "only the requests without Origin took the fast path"
+    );
+
+    // A client that declared sampling may be asked for it during a call: rmcp's session
+    // worker carries its answer back, so its calls stay there.
+    let sampling = open(json!({"sampling": {}})).await;
+    let answer = post(
+        &sampling,
+        "tickets_list_tickets",
+        json!({"status": "in_progress"}),
+        false,
+    )
+    .await;
+    assert_eq!(answer.0, 200);
+    assert_eq!(events(&answer.2).len(), 1, "{:?}", answer.2);
+    assert_eq!(fast_calls(), cases.len() as u64 + 1);
+
+    // Ids that do not open are refused by the session layer, as before.
+    for bad in ["not-a-session", &sid[..sid.len() - 2]] {
+        let answer = post(bad, "tickets_list_tickets", json!({}), false).await;
+        assert_eq!(answer.0, 404, "{bad}: {:?}", answer.2);
+    }
+    assert_eq!(fast_calls(), cases.len() as u64 + 1);
+}

@@ -73,7 +73,7 @@ impl ServerHandler for Upstream {
                 .clone(),
         );
         Ok(ListToolsResult::with_all_items(
-            ["ask", "log_outside", "touch"]
+            ["ask", "log_outside", "touch", "progress", "wait"]
                 .into_iter()
                 .map(|n| Tool::new(n, n, schema.clone()))
                 .collect(),
@@ -111,6 +111,31 @@ impl ServerHandler for Upstream {
                     ))
                     .await;
                 "logged".into()
+            }
+            "progress" => {
+                // Two steps of progress for the caller's token, on the request's stream.
+                if let Some(token) = context.meta.get_progress_token() {
+                    for step in 1..=2 {
+                        let _ = context
+                            .peer
+                            .notify_progress(rmcp::model::ProgressNotificationParam::new(
+                                token.clone(),
+                                f64::from(step),
+                            ))
+                            .await;
+                    }
+                }
+                "progressed".into()
+            }
+            "wait" => {
+                // Until the portal cancels the request (at most 20 s).
+                tokio::select! {
+                    () = context.ct.cancelled() => {
+                        self.subscribed.lock().unwrap().push("wait: cancelled".into());
+                        "cancelled".into()
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(20)) => "waited".into(),
+                }
             }
             "touch" => {
                 let _ = context
@@ -261,7 +286,7 @@ struct Running {
     url: String,
     shutdown: CancellationToken,
     upstreams: Vec<Upstream>,
-    _portal: Arc<Portal>,
+    portal: Arc<Portal>,
 }
 
 impl Drop for Running {
@@ -297,12 +322,12 @@ spec:
 {extra}"#
     );
     let (portal, url) =
-        common::serve_portal(&yaml, &shutdown, async |p| p.catalog().tools.len() >= 6).await;
+        common::serve_portal(&yaml, &shutdown, async |p| p.catalog().tools.len() >= 10).await;
     Running {
         url,
         shutdown,
         upstreams,
-        _portal: portal,
+        portal,
     }
 }
 
@@ -497,4 +522,163 @@ async fn a_subscription_ends_with_its_session() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A legacy session opened with raw HTTP (declaring nothing), for calls whose answer stream is
+/// read as bytes.
+async fn raw_session(url: &str, http: &reqwest::Client) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let resp = raw_post(http, url, None, init).await;
+    assert_eq!(resp.status(), 200);
+    let sid = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(raw_post(http, url, Some(&sid), note).await.status(), 202);
+    sid
+}
+
+async fn raw_post(
+    http: &reqwest::Client,
+    url: &str,
+    sid: Option<&str>,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(sid) = sid {
+        req = req
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", "2025-11-25");
+    }
+    req.send().await.unwrap()
+}
+
+fn legacy_fast_calls(portal: &Portal) -> u64 {
+    let text = portal.metrics.encode_text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("portcullis_fast_path_legacy_tool_calls_total "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap_or_else(|| panic!("no legacy fast-path counter in:\n{text}"))
+}
+
+/// A legacy session's call answered by the fast path still gets the upstream's progress for
+/// its token, before the answer, on the answer's own event stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_a_legacy_caller_before_the_answer_on_the_fast_path() {
+    let portal = start(ONLY_UP).await;
+    let http = proxy::tls::client_builder().build().unwrap();
+    let sid = raw_session(&portal.url, &http).await;
+    let before = legacy_fast_calls(&portal.portal);
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "up_progress", "arguments": {}, "_meta": {"progressToken": "mine"}}});
+    let resp = raw_post(&http, &portal.url, Some(&sid), call).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let body = resp.text().await.unwrap();
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(
+        events.len(),
+        3,
+        "two progress events, then the answer: {body}"
+    );
+    let mut steps = Vec::new();
+    for e in &events[..2] {
+        assert_eq!(e["method"], "notifications/progress", "{body}");
+        assert_eq!(
+            e["params"]["progressToken"], "mine",
+            "the caller's own token: {body}"
+        );
+        steps.push(e["params"]["progress"].as_f64().unwrap());
+    }
+    // Each upstream notification is handled by a task of its own (in rmcp's path as well), so
+    // their order is not kept; that they all precede the answer is.
+    steps.sort_by(f64::total_cmp);
+    assert_eq!(steps, [1.0, 2.0], "{body}");
+    assert_eq!(events[2]["id"], 5, "{body}");
+    assert!(
+        events[2]["result"].to_string().contains("progressed"),
+        "{body}"
+    );
+    assert_eq!(
+        legacy_fast_calls(&portal.portal),
+        before + 1,
+        "served by the fast path"
+    );
+}
+
+/// `notifications/cancelled` from a legacy client reaches a call the fast path is serving
+/// (rmcp never saw it), and the upstream request is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_client_cancels_a_call_on_the_fast_path() {
+    let portal = start(ONLY_UP).await;
+    let http = proxy::tls::client_builder().build().unwrap();
+    let sid = raw_session(&portal.url, &http).await;
+    let before = legacy_fast_calls(&portal.portal);
+    let call = json!({"jsonrpc": "2.0", "id": "c1", "method": "tools/call", "params": {
+        "name": "up_wait", "arguments": {}}});
+    let pending = tokio::spawn({
+        let (http, url, sid) = (http.clone(), portal.url.clone(), sid.clone());
+        async move { raw_post(&http, &url, Some(&sid), call).await.text().await }
+    });
+    let upstream = &portal.upstreams[0];
+    let started = std::time::Instant::now();
+    while legacy_fast_calls(&portal.portal) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call never reached the fast path"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Someone else's id for the same request does nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = raw_session(&portal.url, &http).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": "c1", "reason": "user"}});
+    assert_eq!(
+        raw_post(&http, &portal.url, Some(&other), cancel.clone())
+            .await
+            .status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        upstream.subscribed.lock().unwrap().is_empty(),
+        "another session cancelled the call"
+    );
+    assert_eq!(
+        raw_post(&http, &portal.url, Some(&sid), cancel)
+            .await
+            .status(),
+        202
+    );
+    while !upstream
+        .subscribed
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s == "wait: cancelled")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the upstream request was not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the cancelled call's answer stream ended")
+        .unwrap()
+        .unwrap();
+    assert!(!answer.contains("waited"), "{answer}");
 }

@@ -1,4 +1,5 @@
-//! The fast path for the hot request: a stateless 2026-07-28 `tools/call`.
+//! The fast path for the hot request: a `tools/call`, stateless 2026-07-28 or on a legacy
+//! (2025-era) session.
 //!
 //! rmcp's Streamable HTTP service answers a stateless request by spawning a serve loop with a
 //! one-shot transport for it, and passing the request and its answer through channels between
@@ -15,23 +16,56 @@
 //! unchanged, so rmcp keeps producing every protocol error (-32020/-32021/-32022, 400, 406,
 //! 415, 403). What it answers is byte-for-byte what rmcp answers
 //! (`proxy/tests/portal.rs::the_fast_path_answers_exactly_as_rmcp_does` compares the two).
+//!
+//! A legacy session's `tools/call` costs rmcp more still: the session lookup, a channel to the
+//! session's worker task, a task per request, and a channel back for the answer stream.
+//! [`FastPath::answer`] serves those too, after opening the sealed session id once
+//! ([`super::session`]), when nothing in the call needs the session's worker:
+//!
+//! - the client declared neither sampling nor elicitation in its `initialize` (requests from an
+//!   upstream to the client need rmcp's session to carry the client's answer back; such
+//!   sessions stay with rmcp, which relays them);
+//! - the `_meta` carries no per-request protocol version, and the `MCP-Protocol-Version` header
+//!   names a legacy version (what rmcp checks for a session's request).
+//!
+//! What an upstream sends while the call runs — progress for the client's token, log messages
+//! at or above the session's level — is relayed on the answer's own SSE stream ([`Sink::Stream`]):
+//! the answer is an event stream as rmcp's is. A call that ends before anything was sent (the
+//! common case) is answered with one complete body, `data: <message>` and no stream machinery;
+//! otherwise the answer streams, notifications first, with a keep-alive comment every 15 s
+//! like rmcp's. Unlike rmcp's streams, this one has no event ids (there is nothing to resume:
+//! the answer is the stream's last event). A `notifications/cancelled` for such a call
+//! reaches it through [`InFlight`]. The same checks run (authentication, the session's owner,
+//! policy, DLP, audit), and rmcp's answers and this path's carry the same JSON-RPC message
+//! (`proxy/tests/portal.rs::the_legacy_fast_path_answers_as_rmcp_does`).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::header::CONTENT_TYPE;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ErrorCode, JsonRpcVersion2_0,
-    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult,
+    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerNotification, ServerResult,
 };
+use rmcp::transport::streamable_http_server::session::SessionState;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::portal::context::{CallContext, Origin};
+use super::session::{Opened, SessionSeal};
+use crate::portal::context::{CallContext, Origin, session_tag};
 use crate::portal::{Portal, code_tools};
+use crate::upstream::relay::{Downstream, Sink};
 
 /// A POST body that is a `tools/call` message, parsed once by [`super::validate`] straight into
 /// rmcp's types (see [`parse_call`]).
@@ -71,12 +105,75 @@ pub struct FastPath {
     portal: Arc<Portal>,
     /// Whether rmcp checks `Host` against loopback names (the listener is on loopback).
     loopback: bool,
+    /// Opens legacy session ids (the same sealer as the session layer's).
+    seal: Arc<SessionSeal>,
+    /// Legacy-session calls in flight here, for `notifications/cancelled`.
+    in_flight: Arc<InFlight>,
 }
 
 impl FastPath {
-    /// The fast path for `portal`; `loopback` as in [`super::ServeOptions`].
-    pub fn new(portal: Arc<Portal>, loopback: bool) -> Self {
-        FastPath { portal, loopback }
+    /// The fast path for `portal`; `loopback` as in [`super::ServeOptions`], `seal` the
+    /// session layer's.
+    pub fn new(portal: Arc<Portal>, loopback: bool, seal: Arc<SessionSeal>) -> Self {
+        FastPath {
+            portal,
+            loopback,
+            seal,
+            in_flight: Arc::default(),
+        }
+    }
+}
+
+/// Legacy-session calls answered by the fast path, by (rmcp's session id, JSON-RPC id).
+///
+/// A client cancels a call with a `notifications/cancelled` POST of its own, which goes to
+/// rmcp's session; rmcp never saw a call answered here, so the notification is also looked up
+/// here ([`FastPath::cancelled`]).
+#[derive(Default)]
+pub struct InFlight {
+    calls: Mutex<HashMap<(String, RequestId), (u64, CancellationToken)>>,
+    next: AtomicU64,
+}
+
+/// A call's entry in [`InFlight`], removed when the call ends.
+struct Registration {
+    in_flight: Arc<InFlight>,
+    key: (String, RequestId),
+    generation: u64,
+}
+
+impl InFlight {
+    fn register(self: &Arc<Self>, key: (String, RequestId), ct: CancellationToken) -> Registration {
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(key.clone(), (generation, ct));
+        }
+        Registration {
+            in_flight: self.clone(),
+            key,
+            generation,
+        }
+    }
+
+    fn cancel(&self, session: &str, id: &RequestId) -> bool {
+        let key = (session.to_owned(), id.clone());
+        let ct = self
+            .calls
+            .lock()
+            .ok()
+            .and_then(|calls| calls.get(&key).map(|(_, ct)| ct.clone()));
+        ct.inspect(CancellationToken::cancel).is_some()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut calls) = self.in_flight.calls.lock()
+            // A reused id registered later is that call's entry, not this one's.
+            && calls.get(&self.key).is_some_and(|(g, _)| *g == self.generation)
+        {
+            calls.remove(&self.key);
+        }
     }
 }
 
@@ -105,6 +202,17 @@ impl FastPath {
         if !seen.transport_qualifies(self.loopback) || parts.uri.authority().is_some() {
             return None;
         }
+        if seen.session.present() {
+            let token = seen.legacy_call_qualifies(&call)?;
+            // A token that does not open goes on to the session layer, which answers 404.
+            let (internal, state, owner) = self.seal.open(token).ok()?;
+            return self
+                .answer_legacy(call, internal, state, owner, parts)
+                .await;
+        }
+        if seen.protocol_version.single() != Some(MODERN) {
+            return None;
+        }
         // Only whether it declares tasks is kept: the capabilities are not held across the
         // call (the future would carry them).
         let tasks_declared = seen.call_qualifies(&call)?.supports_tasks();
@@ -118,6 +226,243 @@ impl FastPath {
         let headers = std::mem::take(&mut parts.headers);
         Some(answer(&self.portal, call, identity, tasks_declared, headers).await)
     }
+}
+
+impl FastPath {
+    /// Answers a legacy session's call (the session opened: rmcp's id, the client's
+    /// `initialize`, the owner) when nothing in it needs rmcp's session worker; otherwise
+    /// leaves the opened session on the request for the session layer and returns `None`.
+    async fn answer_legacy(
+        &self,
+        call: ParsedCall,
+        internal: String,
+        state: SessionState,
+        owner: String,
+        parts: &mut http::request::Parts,
+    ) -> Option<Response> {
+        let subject = parts
+            .extensions
+            .get::<crate::model::Identity>()
+            .map_or("", |i| i.subject.as_str());
+        let capabilities = &state.initialize_params.capabilities;
+        // Someone else's session is the session layer's to refuse (404, as for an unknown id).
+        if owner != subject || capabilities.sampling.is_some() || capabilities.elicitation.is_some()
+        {
+            parts.extensions.insert(Opened {
+                internal,
+                state,
+                owner,
+            });
+            return None;
+        }
+        let identity = parts
+            .extensions
+            .remove::<crate::model::Identity>()
+            .unwrap_or_else(crate::model::Identity::nobody);
+        self.portal.metrics.fast_path_legacy_calls.inc();
+        let headers = std::mem::take(&mut parts.headers);
+        let ParsedCall { id, mut params } = call;
+        let ct = CancellationToken::new();
+        let registration = self
+            .in_flight
+            .register((internal.clone(), id.clone()), ct.clone());
+        let (tx, rx) = mpsc::channel(RELAY_BUFFER);
+        let params_of_init = state.initialize_params;
+        let tasks_declared = params_of_init.capabilities.supports_tasks();
+        let ctx = CallContext {
+            ct,
+            downstream: Some(Downstream {
+                sink: Sink::Stream(tx),
+                request_id: id.clone(),
+                progress: params.meta.as_ref().and_then(|m| m.get_progress_token()),
+                // A legacy session (its header names a legacy version): the version in its
+                // `initialize` is what the client asked for, not what was negotiated.
+                accepts_requests: true,
+                capabilities: params_of_init.capabilities,
+                session: Some(internal.clone()),
+            }),
+            origin: Origin::Direct,
+            subject: identity.subject.clone(),
+            identity,
+            session: Some(session_tag(internal.as_bytes())),
+        };
+        let portal = self.portal.clone();
+        let call = Box::pin(async move {
+            let _registration = registration;
+            let arguments = params.arguments.take();
+            let result = portal
+                .call_tool(&params.name, arguments, Some(&params), &ctx)
+                .await
+                .and_then(|response| task_checked(response, tasks_declared))
+                .and_then(legacy_shape);
+            match result {
+                Ok(result) => ServerJsonRpcMessage::response(result, id),
+                Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+            }
+        });
+        Some(event_stream_answer(call, rx, headers).await)
+    }
+
+    /// Looks up the call a legacy session's `notifications/cancelled` (`message`, on the
+    /// request whose head is `parts`) names among the calls answered here, and cancels it.
+    /// The notification goes on to rmcp either way (it may name a call rmcp serves); the
+    /// session opened here is left on the request for the session layer.
+    pub fn cancelled(&self, message: &serde_json::Value, parts: &mut http::request::Parts) {
+        let Some(token) = parts
+            .headers
+            .get(super::session::SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let Some(id) = message
+            .pointer("/params/requestId")
+            .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok())
+        else {
+            return;
+        };
+        let Ok((internal, state, owner)) = self.seal.open(token) else {
+            return;
+        };
+        let subject = parts
+            .extensions
+            .get::<crate::model::Identity>()
+            .map_or("", |i| i.subject.as_str());
+        if owner == subject && self.in_flight.cancel(&internal, &id) {
+            tracing::debug!("a fast-path call was cancelled by its client");
+        }
+        parts.extensions.insert(Opened {
+            internal,
+            state,
+            owner,
+        });
+    }
+}
+
+/// Notifications for one fast-path answer that may wait for the client; beyond them, what an
+/// upstream sends is dropped rather than queued without bound.
+const RELAY_BUFFER: usize = 256;
+/// A comment on a streaming answer this often, as rmcp's streams send (proxies in between
+/// close connections that stay silent).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+type CallFuture = Pin<Box<dyn Future<Output = ServerJsonRpcMessage> + Send>>;
+
+/// `message` as one SSE event.
+fn push_event<T: serde::Serialize>(out: &mut Vec<u8>, message: &T) {
+    out.extend_from_slice(b"data: ");
+    if let Err(e) = serde_json::to_writer(&mut *out, message) {
+        tracing::error!(error = %e, "cannot encode an event of a tools/call answer");
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+fn push_notification(out: &mut Vec<u8>, notification: ServerNotification) {
+    push_event(out, &ServerJsonRpcMessage::notification(notification));
+}
+
+/// Every notification already waiting, then the answer.
+fn last_events(
+    mut rx: mpsc::Receiver<ServerNotification>,
+    message: &ServerJsonRpcMessage,
+) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    while let Ok(n) = rx.try_recv() {
+        push_notification(&mut out, n);
+    }
+    push_event(&mut out, message);
+    Bytes::from(out)
+}
+
+/// The answer of a legacy session's call: an event stream, as rmcp's are. While `call` runs,
+/// notifications from `rx` are sent first; when `call` ends before any (and before the first
+/// keep-alive), the answer is one complete body.
+async fn event_stream_answer(
+    mut call: CallFuture,
+    mut rx: mpsc::Receiver<ServerNotification>,
+    mut headers: HeaderMap,
+) -> Response {
+    headers.clear();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(SSE));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let keep_alive = tokio::time::sleep(KEEP_ALIVE);
+    tokio::pin!(keep_alive);
+    let first = tokio::select! {
+        biased;
+        message = &mut call => {
+            let mut response = Response::new(Body::from(last_events(rx, &message)));
+            *response.headers_mut() = headers;
+            return response;
+        }
+        Some(n) = rx.recv() => {
+            let mut out = Vec::new();
+            push_notification(&mut out, n);
+            Bytes::from(out)
+        }
+        () = &mut keep_alive => Bytes::from_static(b":\n\n"),
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = futures::stream::unfold(Some((call, rx, tick)), |state| async move {
+        let (mut call, mut rx, mut tick) = state?;
+        enum Next {
+            Done(ServerJsonRpcMessage),
+            Notification(ServerNotification),
+            KeepAlive,
+        }
+        let next = tokio::select! {
+            biased;
+            message = &mut call => Next::Done(message),
+            Some(n) = rx.recv() => Next::Notification(n),
+            _ = tick.tick() => Next::KeepAlive,
+        };
+        Some(match next {
+            Next::Done(message) => (last_events(rx, &message), None),
+            Next::Notification(n) => {
+                let mut out = Vec::new();
+                push_notification(&mut out, n);
+                (Bytes::from(out), Some((call, rx, tick)))
+            }
+            Next::KeepAlive => (Bytes::from_static(b":\n\n"), Some((call, rx, tick))),
+        })
+    });
+    let stream = futures::stream::once(async move { first })
+        .chain(live)
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.headers_mut() = headers;
+    response
+}
+
+/// As rmcp's server handler for a peer of a version before 2026-07-28: no input-required
+/// results, and the legacy shape of the others (no `resultType: "complete"`, no non-object
+/// tool output; SEP-2106).
+fn legacy_shape(mut result: ServerResult) -> Result<ServerResult, rmcp::ErrorData> {
+    if matches!(result, ServerResult::InputRequiredResult(_)) {
+        return Err(rmcp::ErrorData::invalid_request(
+            "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
+            None,
+        ));
+    }
+    result.strip_result_type_for_legacy_peer();
+    result.strip_non_object_output_for_legacy_peer();
+    Ok(result)
+}
+
+/// As rmcp's server handler: never hand a task to a client that cannot take one.
+fn task_checked(
+    response: CallToolResponse,
+    tasks_declared: bool,
+) -> Result<ServerResult, rmcp::ErrorData> {
+    if matches!(response, CallToolResponse::Task(_)) && !tasks_declared {
+        return Err(rmcp::ErrorData::missing_required_client_capability(
+            rmcp::model::ClientCapabilities::builder()
+                .enable_tasks()
+                .build(),
+        ));
+    }
+    Ok(ServerResult::from(response))
 }
 
 /// Runs the call through the portal's pipeline and encodes the answer as rmcp would, with
@@ -146,17 +491,7 @@ async fn answer(
     let result = portal
         .call_tool(&params.name, arguments, Some(&params), &ctx)
         .await
-        .and_then(|response| {
-            // As rmcp's server handler: never hand a task to a client that cannot take one.
-            if matches!(response, CallToolResponse::Task(_)) && !tasks_declared {
-                return Err(rmcp::ErrorData::missing_required_client_capability(
-                    rmcp::model::ClientCapabilities::builder()
-                        .enable_tasks()
-                        .build(),
-                ));
-            }
-            Ok(ServerResult::from(response))
-        });
+        .and_then(|response| task_checked(response, tasks_declared));
     let (message, status) = match result {
         Ok(result) => (ServerJsonRpcMessage::response(result, id), StatusCode::OK),
         Err(error) => {
@@ -263,13 +598,10 @@ impl<'a> Seen<'a> {
     }
 
     /// The transport-level conditions under which rmcp would accept the request without a
-    /// word: no session, both media types accepted (no quality values), a JSON body, no
-    /// `Origin`, an allowed `Host`, and the 2026-07-28 protocol header.
+    /// word, the protocol version and session aside: both media types accepted (no quality
+    /// values), a JSON body, no `Origin`, an allowed `Host`.
     fn transport_qualifies(&self, loopback: bool) -> bool {
-        if self.session.present() || self.origin.present() {
-            return false;
-        }
-        if self.protocol_version.single() != Some(MODERN) {
+        if self.origin.present() {
             return false;
         }
         let Some(content_type) = self.content_type.single() else {
@@ -297,6 +629,30 @@ impl<'a> Seen<'a> {
             return false;
         }
         !loopback || self.host.single().is_some_and(is_loopback_host)
+    }
+
+    /// The session id when `call` on a legacy session needs nothing of rmcp's session worker
+    /// that the request shows: one session id, a legacy `MCP-Protocol-Version` header, no
+    /// per-request protocol version in `_meta` (rmcp would check it against the header), and
+    /// not a Code Mode tool. (What the client declared is known once the id is opened.)
+    fn legacy_call_qualifies(&self, call: &ParsedCall) -> Option<&'a str> {
+        let version = self.protocol_version.single()?;
+        if !ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .any(|v| v.as_str() == version && v.has_initialize())
+        {
+            return None;
+        }
+        if call
+            .params
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.protocol_version().is_some())
+            || code_tools::is_code_mode_tool(&call.params.name)
+        {
+            return None;
+        }
+        self.session.single()
     }
 
     /// The caller's capabilities when `call` is a plain 2026-07-28 `tools/call` whose SEP-2243
@@ -357,8 +713,12 @@ fn is_port(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Whether the headers qualify for the modern fast path (as [`FastPath::answer`] checks).
     fn headers_qualify(headers: &HeaderMap, loopback: bool) -> bool {
-        Seen::of(headers).transport_qualifies(loopback)
+        let seen = Seen::of(headers);
+        seen.transport_qualifies(loopback)
+            && !seen.session.present()
+            && seen.protocol_version.single() == Some(MODERN)
     }
 
     fn call_qualifies(call: &ParsedCall, headers: &HeaderMap) -> bool {

@@ -84,12 +84,12 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
         Router::new()
             .route_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(
-                seal,
+                seal.clone(),
                 session::middleware,
             ));
     let validation = validate::Validate {
         max_bytes: cfg.max_body_bytes,
-        fast: fast::FastPath::new(portal.clone(), options.loopback),
+        fast: fast::FastPath::new(portal.clone(), options.loopback, seal),
     };
     let mcp = below
         .clone()

@@ -60,14 +60,16 @@ impl PortalService {
     }
 }
 
-/// Whether `req` is the hot request: `POST /mcp` announced as a `tools/call`.
+/// Whether `req` is the hot request: `POST /mcp` announced as a `tools/call`, or on a legacy
+/// session (whose calls are not announced; the body tells).
 fn is_hot(req: &Request) -> bool {
     req.method() == Method::POST
         && req.uri().path() == "/mcp"
-        && req
+        && (req
             .headers()
             .get("mcp-method")
             .is_some_and(|m| m == "tools/call")
+            || req.headers().contains_key(super::session::SESSION_HEADER))
 }
 
 impl Hot {

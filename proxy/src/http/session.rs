@@ -120,7 +120,9 @@ impl SessionSeal {
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    fn open(&self, token: &str) -> Result<(String, SessionState, String), OpenError> {
+    /// Opens a sealed session id: rmcp's internal id, the client's `initialize` parameters and
+    /// the subject that opened the session.
+    pub fn open(&self, token: &str) -> Result<(String, SessionState, String), OpenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(OpenError::Invalid);
         }
@@ -182,6 +184,18 @@ impl SessionStore for Store {
     }
 }
 
+/// A session id the fast path already opened for this request (a request extension), so that
+/// when the request goes on to rmcp after all the middleware does not open it a second time.
+#[derive(Clone)]
+pub struct Opened {
+    /// rmcp's internal session id.
+    pub internal: String,
+    /// The client's `initialize` parameters.
+    pub state: SessionState,
+    /// The subject that opened the session.
+    pub owner: String,
+}
+
 fn not_found(reason: &str) -> Response {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
@@ -213,10 +227,13 @@ pub async fn middleware(
             return not_found("malformed session id");
         };
         let token = token.as_str();
-        let (internal, state, owner) = match seal.open(token) {
-            Ok(v) => v,
-            Err(OpenError::Expired) => return not_found("session expired"),
-            Err(OpenError::Invalid) => return not_found("unknown session id"),
+        let (internal, state, owner) = match req.extensions_mut().remove::<Opened>() {
+            Some(o) => (o.internal, o.state, o.owner),
+            None => match seal.open(token) {
+                Ok(v) => v,
+                Err(OpenError::Expired) => return not_found("session expired"),
+                Err(OpenError::Invalid) => return not_found("unknown session id"),
+            },
         };
         if owner != subject {
             // A session belongs to the subject that opened it; never reveal it exists.

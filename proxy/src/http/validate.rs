@@ -90,15 +90,16 @@ pub async fn check_post(limits: &Validate, req: Request) -> Checked {
             ));
         }
     };
-    // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header) is parsed
-    // once, straight into the fast path's types; a body in that exact shape is a well-formed
-    // JSON-RPC message. Everything else is checked as a generic JSON value.
-    let call = parts
-        .headers
-        .get("mcp-method")
-        .is_some_and(|m| m == "tools/call")
-        .then(|| super::fast::parse_call(&bytes))
-        .flatten();
+    // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header, or a legacy
+    // session's, which says so only in its body) is parsed once, straight into the fast path's
+    // types; a body in that exact shape is a well-formed JSON-RPC message. Everything else is
+    // checked as a generic JSON value.
+    let headers = &parts.headers;
+    let call = (headers.get("mcp-method").is_some_and(|m| m == "tools/call")
+        || headers.contains_key(super::session::SESSION_HEADER)
+            && memchr::memmem::find(&bytes, b"\"tools/call\"").is_some())
+    .then(|| super::fast::parse_call(&bytes))
+    .flatten();
     match call {
         Some(call) => {
             if let Some(answer) = limits.fast.answer(call, &mut parts).await {
@@ -122,6 +123,10 @@ pub async fn check_post(limits: &Validate, req: Request) -> Checked {
                     -32600,
                     format!("Invalid Request: {reason}"),
                 ));
+            }
+            if value.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+                // It may name a call the fast path answers, which rmcp never saw.
+                limits.fast.cancelled(&value, &mut parts);
             }
         }
     }

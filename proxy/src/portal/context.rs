@@ -82,7 +82,7 @@ pub fn downstream_of(ctx: &rmcp::service::RequestContext<RoleServer>) -> Downstr
         _ => ctx.meta.client_capabilities().unwrap_or_default(),
     };
     Downstream {
-        peer: ctx.peer.clone(),
+        sink: crate::upstream::relay::Sink::Peer(ctx.peer.clone()),
         request_id: ctx.id.clone(),
         progress: ctx.meta.get_progress_token(),
         capabilities,
@@ -111,7 +111,7 @@ pub fn identity_of(ctx: &rmcp::service::RequestContext<RoleServer>) -> crate::mo
 }
 
 /// A short tag for a session id: enough to correlate audit events, useless to hijack it.
-fn session_tag(id: &[u8]) -> String {
+pub(crate) fn session_tag(id: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(id);
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()

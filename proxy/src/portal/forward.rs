@@ -115,7 +115,7 @@ pub async fn send_routed(
             &r.server,
             handle.progress_token.clone(),
             token,
-            r.downstream.peer.clone(),
+            r.downstream.sink.clone(),
         ))
     });
     let mut guard = CancelUpstreamOnDrop {

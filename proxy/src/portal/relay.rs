@@ -21,7 +21,7 @@ use rmcp::ErrorData;
 use rmcp::model::{
     ClientResult, CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequest, ElicitRequestParams, ElicitResult, ErrorCode, GetExtensions,
-    LoggingMessageNotificationParam, ServerRequest,
+    LoggingMessageNotification, LoggingMessageNotificationParam, ServerNotification, ServerRequest,
 };
 use rmcp::service::OriginatingRequestId;
 
@@ -126,7 +126,15 @@ impl Portal {
         request
             .extensions_mut()
             .insert(OriginatingRequestId(route.downstream.request_id.clone()));
-        let peer = route.downstream.peer.clone();
+        let Some(peer) = route.downstream.sink.peer().cloned() else {
+            // The caller's answer stream carries notifications only; `relay_refusal` keeps
+            // requests from getting this far.
+            return Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                "requests cannot be relayed to the portal's client: its answer stream carries notifications only",
+                None,
+            ));
+        };
         // A task of its own: inside the upstream connection's handler rmcp would replace the
         // marker with the id of the *upstream's* request (a task-local that `spawn` drops).
         let task = tokio::spawn(async move { peer.send_request(request).await });
@@ -293,7 +301,12 @@ impl Relay for Portal {
             tracing::info!(upstream = %route.server, "log message for a caller blocked by DLP; not relayed");
             return;
         }
-        let _ = d.peer.notify_logging_message(params).await;
+        let _ = d
+            .sink
+            .notify(ServerNotification::LoggingMessageNotification(
+                LoggingMessageNotification::new(params),
+            ))
+            .await;
     }
 
     async fn resource_updated(&self, server: &str, uri: String) {

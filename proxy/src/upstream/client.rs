@@ -8,13 +8,14 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequestParams, ElicitResult, ElicitationCapability, FormElicitationCapability,
     Implementation, LoggingMessageNotificationParam, NotificationMetaObject, NumberOrString,
-    ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, SamplingCapability,
+    ProgressNotification, ProgressNotificationParam, ProgressToken,
+    ResourceUpdatedNotificationParam, SamplingCapability, ServerNotification,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext};
-use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ClientHandler, ErrorData, RoleClient};
 
 use super::Upstream;
-use super::relay::{Associations, Relay, Route};
+use super::relay::{Associations, Relay, Route, Sink};
 
 /// Routes upstream progress notifications back to the downstream request that asked for them.
 ///
@@ -23,7 +24,7 @@ use super::relay::{Associations, Relay, Route};
 /// the downstream request's own token and peer, and is removed when the request ends.
 #[derive(Default)]
 pub struct ProgressRouter {
-    routes: Mutex<HashMap<String, (ProgressToken, Peer<RoleServer>)>>,
+    routes: Mutex<HashMap<String, (ProgressToken, Sink)>>,
 }
 
 /// Removes a progress route when the request it belongs to ends.
@@ -55,11 +56,11 @@ impl ProgressRouter {
         server: &str,
         upstream: ProgressToken,
         downstream: ProgressToken,
-        peer: Peer<RoleServer>,
+        sink: Sink,
     ) -> ProgressRoute {
         let key = token_key(server, &upstream);
         if let Ok(mut routes) = self.routes.lock() {
-            routes.insert(key.clone(), (downstream, peer));
+            routes.insert(key.clone(), (downstream, sink));
         }
         ProgressRoute {
             router: self.clone(),
@@ -70,9 +71,13 @@ impl ProgressRouter {
     async fn forward(&self, server: &str, mut params: ProgressNotificationParam) {
         let key = token_key(server, &params.progress_token);
         let route = self.routes.lock().ok().and_then(|r| r.get(&key).cloned());
-        if let Some((token, peer)) = route {
+        if let Some((token, sink)) = route {
             params.progress_token = token;
-            let _ = peer.notify_progress(params).await;
+            let _ = sink
+                .notify(ServerNotification::ProgressNotification(
+                    ProgressNotification::new(params),
+                ))
+                .await;
         }
     }
 }

@@ -26,7 +26,7 @@ use rmcp::RoleServer;
 use rmcp::model::{
     ClientCapabilities, ClientJsonRpcMessage, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequestParams, ElicitResult, GetExtensions, LoggingMessageNotificationParam,
-    NotificationMetaObject, NumberOrString, ProgressToken, RequestId,
+    NotificationMetaObject, NumberOrString, ProgressToken, RequestId, ServerNotification,
 };
 use rmcp::service::{InboundStreamOrigin, Peer};
 use sse_stream::{Error as SseError, Sse};
@@ -37,11 +37,43 @@ use tokio_util::sync::CancellationToken;
 /// response stream of one of its requests. Removed before anything reaches a client.
 pub const RELATED_META: &str = "portcullis.dev/relatedRequest";
 
+/// Where server-to-client messages for one downstream request go.
+#[derive(Clone)]
+pub enum Sink {
+    /// rmcp's peer of the client's session (legacy) or request (2026-07-28): notifications and
+    /// requests ride the request's response stream.
+    Peer(Peer<RoleServer>),
+    /// The answer stream of a request the portal serves itself (the legacy fast path,
+    /// `http::fast`): notifications only, written before the answer on the same SSE stream.
+    /// Bounded: when the client reads slower than an upstream logs, the excess is dropped, so a
+    /// slow client never stalls the upstream connection that other callers share.
+    Stream(tokio::sync::mpsc::Sender<ServerNotification>),
+}
+
+impl Sink {
+    /// Sends `notification` to the caller; `false` when it could not be (gone, or too slow).
+    pub async fn notify(&self, notification: ServerNotification) -> bool {
+        match self {
+            Sink::Peer(peer) => peer.send_notification(notification).await.is_ok(),
+            Sink::Stream(tx) => tx.try_send(notification).is_ok(),
+        }
+    }
+
+    /// rmcp's peer, through which requests can be sent to the caller; `None` for a stream,
+    /// which carries notifications only.
+    pub fn peer(&self) -> Option<&Peer<RoleServer>> {
+        match self {
+            Sink::Peer(peer) => Some(peer),
+            Sink::Stream(_) => None,
+        }
+    }
+}
+
 /// The downstream request an upstream request is sent for: who asked, and how to reach them.
 #[derive(Clone)]
 pub struct Downstream {
-    /// The downstream client's session (legacy) or request (2026-07-28) peer.
-    pub peer: Peer<RoleServer>,
+    /// Where messages for the downstream request go.
+    pub sink: Sink,
     /// The downstream request's JSON-RPC id: relayed requests ride its response stream.
     pub request_id: RequestId,
     /// The downstream request's progress token, when it asked for progress.
