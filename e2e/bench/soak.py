@@ -428,10 +428,25 @@ def run_soak(args: argparse.Namespace, pm: ProcessManager, work: Path, proxy_bin
         "open_fds": {"startup": fds0, "start": start[2], "end": fds1,
                      "max": max([s[2] for s in samples] + [fds1])},
         "start_sample_at_s": round(start[0], 1),
+        # Every 10th sample (about every 10 s): [seconds into the load, RSS MiB, fds].
+        "series": [[round(t, 1), r, f] for t, r, f in samples[::10]],
+        "sessions_in_memory_end": sessions_in_memory(portal),
     }
     never = [f"{era} {k}" for era in ("legacy", "modern") for k in KINDS if not tally.ok.get(f"{era} {k}")]
     result["kinds_never_ok"] = never
     return result
+
+
+def sessions_in_memory(portal: Portal) -> float | None:
+    """The proxy's `portcullis_active_sessions` (legacy sessions in its memory)."""
+    try:
+        text = httpx.get(f"{portal.admin}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("portcullis_active_sessions "):
+            return float(line.split()[1])
+    return None
 
 
 def summary(r: dict) -> str:
@@ -447,6 +462,7 @@ def summary(r: dict) -> str:
     lines.append(f"  proxy RSS MiB   start/end/max {rs['start']} / {rs['end']} / {rs['max']} "
                  f"(startup {rs['startup']}; start = {r['start_sample_at_s']} s into the load)")
     lines.append(f"  proxy open fds  start/end/max {fd['start']} / {fd['end']} / {fd['max']} (startup {fd['startup']})")
+    lines.append(f"  legacy sessions in the proxy's memory at the end: {r['sessions_in_memory_end']}")
     if r["restarts"]:
         healthy = [x["healthy_after_s"] for x in r["restarts"]]
         lines.append(f"  restart windows: kill -> healthy {min(healthy)}-{max(healthy)} s, + {r['grace_s']} s grace")
