@@ -3,7 +3,7 @@ CARGO  ?= cargo
 PYTEST ?= e2e/.venv/bin/pytest
 E2E_ARGS ?= -v
 
-.PHONY: build test e2e e2e-setup demo bench bench-tier2 fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
+.PHONY: build test e2e e2e-setup demo bench soak bench-tier2 fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
 
 ## build: every binary of the workspace (the e2e suites run target/debug/portcullis-*). With
 ## --tests: the feature set `cargo test --workspace` resolves, so after it this is a no-op (a
@@ -45,6 +45,15 @@ bench: operator-bench
 	python3 proxy/inspect-data/fetch.py
 	$(CARGO) bench -p portcullis-proxy --bench inspect
 	$(MAKE) bench-tier2
+
+## soak: 10 minutes of mixed load (both eras; tools/list, tools/call, Code Mode execute) at 64
+## connections on a release portal, one upstream killed and restarted every 30-60 s; prints
+## calls and errors per kind (inside/outside the restart windows) and the proxy's RSS and open
+## fds start/end/max (target/bench/soak.json). Not in CI: `make e2e` runs a 60 s version
+## (e2e/tests/test_soak.py).
+soak:
+	$(CARGO) build --release -p portcullis-proxy -p portcullis-demo --bins
+	python3 e2e/bench/soak.py --duration 600 --connections 64
 
 ## bench-tier2: what inspection tier 2 (all-MiniLM-L6-v2 run by candle) would cost and buy over
 ## tier 1: CPU time per text and accuracy of a classifier over its embeddings. Its own crate

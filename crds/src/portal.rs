@@ -272,7 +272,35 @@ pub struct PortalLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
     pub header_read_timeout_seconds: Option<u32>,
+    /// Seconds a client has to send a request's body once its head has arrived, 1-3600.
+    /// Defaults to 30. A client sending its body a byte at a time gets 408 when it runs out,
+    /// and its connection is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub body_read_timeout_seconds: Option<u32>,
+    /// Legacy (2025-era) sessions each proxy replica keeps in memory, 1-1000000. Defaults to
+    /// 10000. At the limit a new (or restored) session evicts the least recently used session
+    /// that has no request in flight; the evicted session's id stays valid, and its next
+    /// request restores it on whichever replica receives it. When every session has a request
+    /// in flight, a new session is refused (an error naming this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_sessions: Option<u32>,
+    /// Seconds a legacy session may stay in a replica's memory without a request, 10-86400.
+    /// Defaults to 300. The session id stays valid (its next request restores the session);
+    /// an open GET stream on which nothing was sent for that long is closed too (clients
+    /// reopen it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub session_idle_timeout_seconds: Option<u32>,
 }
+
+/// Default of [`PortalLimits::body_read_timeout_seconds`].
+pub const DEFAULT_BODY_READ_TIMEOUT_SECONDS: u32 = 30;
+/// Default of [`PortalLimits::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: u32 = 10_000;
+/// Default of [`PortalLimits::session_idle_timeout_seconds`].
+pub const DEFAULT_SESSION_IDLE_TIMEOUT_SECONDS: u32 = 300;
 
 /// Observed state of an McpPortal.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]

@@ -151,6 +151,21 @@ def table(out: dict) -> str:
             ("tools/list direct p50 / p99", f"{b['full_p50_ms']:.2f} / {b['full_p99_ms']:.2f} ms "
                                             f"({b['tools']} tools, 1 server, {b['bytes']} B)"),
         ]
+    if "sessions" in out:
+        s = out["sessions"]
+        n = s["sessions"]
+        rows += [
+            (f"sessions: {n} legacy + {s['modern_clients']} modern in parallel",
+             f"{s['open']['sessions_opened']} sessions opened in {s['open']['seconds']:.1f} s; errors {s['errors']} "
+             f"(baseline {s['baseline']['errors']}, open {s['open']['errors']}, reuse {s['reuse']['errors']})"),
+            ("sessions: RSS baseline -> idle sessions",
+             f"{s['rss_baseline']['VmRSS']:.1f} -> {s['rss_sessions']['VmRSS']:.1f} MiB "
+             f"({s['sessions_in_memory']:.0f} sessions in memory)"),
+            ("sessions: memory per idle session", f"{s['rss_per_idle_session_kib']:.1f} KiB"),
+            (f"sessions: proxy CPU idle, {s['idle_seconds']:g} s",
+             f"{s['idle_cpu_ms_no_sessions']:.0f} ms without sessions, {s['idle_cpu_ms_sessions']:.0f} ms "
+             f"with {n} idle sessions"),
+        ]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 

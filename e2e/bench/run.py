@@ -37,6 +37,10 @@ Python 3.11 stdlib only. Everything runs on 127.0.0.1 with release binaries:
    response and the next request); wrk_cpu_us_per_call is wrk's own CPU. Rounds: per_round.
 2. VmRSS/VmHWM of the proxy process (not its children): the demo config (stdio upstreams)
    after startup and after a short load; the bench portal after startup and after the load.
+4. Sessions (e2e/bench/sessions.py): --sessions (default 1,000) legacy sessions (initialize +
+   notifications/initialized + tools/call each) and as many modern clients, all in parallel on
+   one portal; errors; VmRSS before/after -> memory per idle session; the proxy's CPU time over
+   --idle-seconds (default 10) without sessions and with them all idle; each session reused.
 3. tools/list with 50 upstream servers x 20 tools (19 generated + `echo` = 1,000 tools): p50/p99
    over sequential keep-alive requests (http.client), following the portal's cursors; bytes.
 
@@ -48,7 +52,8 @@ share the master's group and go with it on the way out, but outlive a SIGKILL of
     python3 e2e/bench/run.py [--duration 10] [--rounds 3] [--connections 16] [--threads 2] [--skip-legacy]
                              [--no-nginx | --nginx PATH]
                              [--latency-duration 5] [--latency-rounds 3] [--latency-connections 1]
-                             [--no-latency-phase]
+                             [--no-latency-phase] [--sessions 1000] [--idle-seconds 10]
+                             [--only calls|memory|list|sessions ...]
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ from bench.calls import bench_calls  # noqa: E402
 from bench.lists import bench_list  # noqa: E402
 from bench.report import table  # noqa: E402
 from bench.rss import bench_demo_memory  # noqa: E402
+from bench.sessions import bench_sessions  # noqa: E402
 from bench.servers import DEMO, PROXY  # noqa: E402
 
 ROOT = E2E.parent
@@ -111,8 +117,12 @@ def main() -> int:
     ap.add_argument("--list-servers", type=int, default=50)
     ap.add_argument("--list-tools", type=int, default=20, help="tools per server, echo included")
     ap.add_argument("--list-requests", type=int, default=200)
+    ap.add_argument("--sessions", type=int, default=1000,
+                    help="legacy sessions (and as many modern clients) opened in parallel")
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="seconds over which the proxy's CPU is measured with sessions idle")
     ap.add_argument("--proxy-log", default="warn", help="PORTCULLIS_LOG for the proxy")
-    ap.add_argument("--only", choices=["calls", "memory", "list"], action="append",
+    ap.add_argument("--only", choices=["calls", "memory", "list", "sessions"], action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench" / "portal.json")
     ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
@@ -144,7 +154,7 @@ def main() -> int:
         "calls": {},
         "memory": {},
     }
-    parts = args.only or ["memory", "calls", "list"]
+    parts = args.only or ["memory", "calls", "list", "sessions"]
     started = time.monotonic()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -156,6 +166,8 @@ def main() -> int:
                 bench_calls(args, work, logs, out)
             if "list" in parts:
                 bench_list(args, work, logs, out)
+            if "sessions" in parts:
+                bench_sessions(args, work, logs, out)
     finally:
         servers.stop_all()
     out["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,8 +24,9 @@ from harness.proxy import Portal, start_proxy
 from .mcp import check_call
 
 # Release binaries of the workspace; CARGO_TARGET_DIR moves them, as it does for cargo and the
-# e2e harness (e2e/harness/paths.py).
-RELEASE = paths.TARGET_DIR.resolve() / "release"
+# e2e harness (e2e/harness/paths.py). BENCH_PROFILE=debug runs the debug build instead (to try
+# a bench script out; its figures are not the release build's).
+RELEASE = paths.TARGET_DIR.resolve() / os.environ.get("BENCH_PROFILE", "release")
 PROXY = RELEASE / "portcullis-proxy"
 DEMO = RELEASE / "portcullis-demo"
 DEMO_MANIFESTS = paths.REPO / "examples" / "demo" / "portal.yaml"

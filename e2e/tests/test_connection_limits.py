@@ -1,8 +1,10 @@
-"""The portal's listener under connection abuse (spec.limits.headerReadTimeoutSeconds).
+"""The portal's listener under connection abuse (spec.limits.headerReadTimeoutSeconds,
+bodyReadTimeoutSeconds).
 
 Ten thousand connections opened and left idle, and a client sending its headers a byte at a
 time, do not keep an MCP client from being served; the idle and slow connections are cut after
-the header timeout, and the proxy keeps serving.
+the header timeout, and the proxy keeps serving. A client sending its body a byte at a time gets
+408 after the body timeout, and is cut, while others are served.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from harness.procs import ProcessManager
 from harness.proxy import Portal
 
 HEADER_TIMEOUT = 2
+BODY_TIMEOUT = 2
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,8 @@ def portal(module_pm: ProcessManager, tmp_path_factory: pytest.TempPathFactory) 
         docs = manifests.portal_bundle("limits", [manifests.remote_server("lim", up.url)])
         for d in docs:
             if d["kind"] == "McpPortal":
-                d["spec"]["limits"] = {"headerReadTimeoutSeconds": HEADER_TIMEOUT}
+                d["spec"]["limits"] = {"headerReadTimeoutSeconds": HEADER_TIMEOUT,
+                                       "bodyReadTimeoutSeconds": BODY_TIMEOUT}
         p = start_proxy_with_args(module_pm, manifests.write(workdir, docs), "limits", [])
         p.wait_upstreams(["lim"])
     except BaseException:
@@ -105,3 +109,47 @@ def test_headers_sent_a_byte_at_a_time_are_cut_and_others_are_served(portal: Por
     finally:
         slow.close()
     assert cut_after is not None, f"a client sending {len(request)} header bytes slowly was never cut off"
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/llm/openai/v1/chat/completions"])
+def test_a_body_sent_a_byte_at_a_time_gets_408_and_others_are_served(portal: Portal, path: str) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'.ljust(400)
+    slow = socket.create_connection(address(portal), timeout=10)
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json, text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    answer = b""
+    started = time.monotonic()
+    try:
+        slow.sendall(head)
+        # 400 bytes at 4 a second: 100 s if the portal waited for all of them.
+        for i, byte in enumerate(body):
+            try:
+                slow.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if i % 4 == 0:
+                assert f"meanwhile {i}" in echo(portal, f"meanwhile {i}")
+            slow.settimeout(0.25)
+            try:
+                chunk = slow.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            answer += chunk
+            if not chunk or b"\r\n\r\n" in answer:
+                break
+        slow.settimeout(5)
+        try:
+            while chunk := slow.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    finally:
+        slow.close()
+    took = time.monotonic() - started
+    text = answer.decode(errors="replace")
+    assert text.startswith("HTTP/1.1 408"), f"after {took:.1f} s: {text[:500]!r}"
+    assert "bodyReadTimeoutSeconds" in text, text
+    assert took < 60, f"cut only after {took:.1f} s"
+    assert "after" in echo(portal, "after")

@@ -690,18 +690,18 @@ fn serve_limits(spec: &crds::McpPortalSpec) -> http::serve::ServeLimits {
 }
 
 /// The settings read once, at start: the audit log's key and checkpoint interval, and the
-/// listener's connection limits.
+/// limits (the listener's, and those of `/mcp`: `http::Limits`, the body size).
 fn restart_settings(
     cfg: &config::PortalConfig,
 ) -> (
     Option<config::KeyBytes>,
     Option<u32>,
-    http::serve::ServeLimits,
+    Option<crds::portal::PortalLimits>,
 ) {
     (
         cfg.audit_key.clone(),
         cfg.spec.audit.as_ref().and_then(|a| a.checkpoint_seconds),
-        serve_limits(&cfg.spec),
+        cfg.spec.limits.clone(),
     )
 }
 
@@ -800,7 +800,7 @@ async fn serve(cli: ServeArgs) -> anyhow::Result<()> {
                 let cfg = rx.borrow_and_update().clone();
                 if restart_settings(&cfg) != at_start {
                     tracing::warn!(
-                        "spec.audit.keyFrom, audit.checkpointSeconds, limits.maxConnections or limits.headerReadTimeoutSeconds changed: they take effect when the proxy restarts"
+                        "spec.audit.keyFrom, audit.checkpointSeconds or spec.limits changed: they take effect when the proxy restarts"
                     );
                 }
                 let applied = portal.reconfigure(cfg).await;

@@ -395,6 +395,39 @@ impl LlmMetrics {
     }
 }
 
+/// Legacy sessions in this process's memory (`http::session_limit`, `spec.limits.maxSessions`).
+#[derive(Clone, Debug, Default)]
+pub struct SessionMetrics {
+    /// Sessions in memory (the `active_sessions` gauge).
+    pub open: Gauge,
+    /// Idle sessions evicted at the limit to make room for another.
+    pub evicted: Counter,
+    /// Sessions refused at the limit (every session had a request in flight).
+    pub refused: Counter,
+}
+
+impl SessionMetrics {
+    /// The counters beside `open` (already registered), registered in `registry` as
+    /// `sessions_evicted` and `sessions_refused`.
+    fn register(registry: &mut Registry, open: Gauge) -> SessionMetrics {
+        let m = SessionMetrics {
+            open,
+            ..SessionMetrics::default()
+        };
+        registry.register(
+            "sessions_evicted",
+            "Idle legacy sessions evicted from memory at spec.limits.maxSessions (their ids stay valid)",
+            m.evicted.clone(),
+        );
+        registry.register(
+            "sessions_refused",
+            "Legacy sessions refused at spec.limits.maxSessions because every session had a request in flight",
+            m.refused.clone(),
+        );
+        m
+    }
+}
+
 /// Every metric of one portal process.
 pub struct Metrics {
     registry: Registry,
@@ -427,7 +460,7 @@ pub struct Metrics {
     pub codemode_executions: Family<CodeModeLabels, Counter>,
     /// Configuration reloads by result.
     pub config_reloads: Family<ReloadLabels, Counter>,
-    /// Legacy sessions with a live notification channel in this process.
+    /// Legacy sessions in this process's memory (also `sessions.open`).
     pub active_sessions: Gauge,
     /// Tool definitions seen that differ from their trusted hash (or have none), by state.
     pub tool_definition_changes: Family<PinLabels, Counter>,
@@ -441,6 +474,8 @@ pub struct Metrics {
     pub audit: AuditMetrics,
     /// The LLM gateway.
     pub llm: LlmMetrics,
+    /// Legacy sessions in memory, evicted and refused.
+    pub sessions: SessionMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -554,7 +589,7 @@ impl Metrics {
         let active_sessions = Gauge::default();
         registry.register(
             "active_sessions",
-            "Legacy sessions with a live channel in this process",
+            "Legacy sessions in this process's memory",
             active_sessions.clone(),
         );
         let tool_definition_changes = Family::default();
@@ -578,11 +613,13 @@ impl Metrics {
         let auth = AuthMetrics::register(&mut registry);
         audit.register(&mut registry);
         let llm = LlmMetrics::register(&mut registry);
+        let sessions = SessionMetrics::register(&mut registry, active_sessions.clone());
         Arc::new(Metrics {
             registry,
             auth,
             audit,
             llm,
+            sessions,
             tool_definition_changes,
             tool_description_findings,
             tools_quarantined,

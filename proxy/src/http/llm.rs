@@ -147,13 +147,34 @@ async fn serve(portal: Arc<Portal>, dialect: Dialect, mut req: Request, kind: Ki
     if kind == Kind::Models {
         return portal.llm.models(dialect, &identity);
     }
-    let limit = portal.config().max_body_bytes;
-    let Ok(body) = axum::body::to_bytes(req.into_body(), limit).await else {
-        return llm::error(
-            dialect,
-            413,
-            &format!("the request body is larger than {limit} bytes (spec.limits.maxBodyBytes)"),
-        );
+    let cfg = portal.config();
+    let limit = cfg.max_body_bytes;
+    let timeout = super::Limits::of(&cfg.spec).body_read_timeout;
+    drop(cfg);
+    let body = match super::validate::read_body(req.into_body(), limit, timeout).await {
+        Ok(body) => body,
+        Err(super::validate::BodyError::TooLarge) => {
+            return llm::error(
+                dialect,
+                413,
+                &format!(
+                    "the request body is larger than {limit} bytes (spec.limits.maxBodyBytes)"
+                ),
+            );
+        }
+        Err(super::validate::BodyError::TimedOut) => {
+            let mut resp = llm::error(
+                dialect,
+                408,
+                &format!(
+                    "the request body did not arrive within {} s (spec.limits.bodyReadTimeoutSeconds)",
+                    timeout.as_secs()
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return resp;
+        }
     };
     if kind == Kind::Responses {
         return portal.llm.responses(&identity, &body).await;

@@ -8,6 +8,7 @@ pub mod llm;
 pub mod serve;
 pub mod service;
 pub mod session;
+pub mod session_limit;
 pub mod tls;
 pub mod validate;
 
@@ -27,6 +28,42 @@ use crate::error::{Error, Result};
 use crate::portal::{Portal, PortalHandler};
 pub use admin::app as admin_app;
 use session::SessionSeal;
+use session_limit::LimitedSessions;
+
+/// The limits of `/mcp` read from `spec.limits` when the router is built (at start), with
+/// their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `bodyReadTimeoutSeconds`: how long reading a request's body may take (then 408).
+    pub body_read_timeout: Duration,
+    /// `maxSessions`: legacy sessions in memory ([`session_limit`]).
+    pub max_sessions: usize,
+    /// `sessionIdleTimeoutSeconds`: how long a legacy session stays in memory unused.
+    pub session_idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits `spec` sets, defaults for the others.
+    pub fn of(spec: &crds::McpPortalSpec) -> Limits {
+        use crds::portal as d;
+        let l = spec.limits.as_ref();
+        let secs =
+            |v: Option<u32>, default: u32| Duration::from_secs(u64::from(v.unwrap_or(default)));
+        Limits {
+            body_read_timeout: secs(
+                l.and_then(|l| l.body_read_timeout_seconds),
+                d::DEFAULT_BODY_READ_TIMEOUT_SECONDS,
+            ),
+            max_sessions: l
+                .and_then(|l| l.max_sessions)
+                .unwrap_or(d::DEFAULT_MAX_SESSIONS) as usize,
+            session_idle_timeout: secs(
+                l.and_then(|l| l.session_idle_timeout_seconds),
+                d::DEFAULT_SESSION_IDLE_TIMEOUT_SECONDS,
+            ),
+        }
+    }
+}
 
 /// Options of the portal router that do not come from the manifests.
 #[derive(Debug, Clone)]
@@ -75,9 +112,17 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
         sconfig = sconfig.disable_allowed_hosts();
     }
     sconfig.session_store = Some(seal.store());
+    let limits = Limits::of(&cfg.spec);
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(limits.session_idle_timeout);
+    let sessions = LimitedSessions::new(
+        sessions,
+        limits.max_sessions,
+        portal.metrics.sessions.clone(),
+    );
     let mcp = SharedMcp(Arc::new(StreamableHttpService::new(
         move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         sconfig,
     )));
     let below =
@@ -89,6 +134,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
             ));
     let validation = validate::Validate {
         max_bytes: cfg.max_body_bytes,
+        body_timeout: limits.body_read_timeout,
         fast: fast::FastPath::new(portal.clone(), options.loopback, seal),
     };
     let mcp = below
@@ -125,7 +171,7 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
 /// configuration (the allowed hosts and origins, strings on the heap). Here a clone is one
 /// reference count, and the request goes to rmcp's `handle` unchanged.
 #[derive(Clone)]
-struct SharedMcp(Arc<StreamableHttpService<PortalHandler, LocalSessionManager>>);
+struct SharedMcp(Arc<StreamableHttpService<PortalHandler, LimitedSessions>>);
 
 impl tower::Service<axum::extract::Request> for SharedMcp {
     type Response = axum::response::Response;

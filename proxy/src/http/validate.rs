@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 pub struct Validate {
     /// Largest body, in bytes.
     pub max_bytes: usize,
+    /// Longest time reading the body may take (`spec.limits.bodyReadTimeoutSeconds`).
+    pub body_timeout: std::time::Duration,
     /// Answers plain stateless `tools/call` requests without rmcp.
     pub fast: super::fast::FastPath,
 }
@@ -25,6 +27,48 @@ pub struct Validate {
 fn rpc_error(status: StatusCode, code: i64, message: String) -> Response {
     let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
     (status, axum::Json(body)).into_response()
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit (or the connection failed while reading).
+    TooLarge,
+    /// Not all there within the body read timeout.
+    TimedOut,
+}
+
+/// Reads `body`, at most `max_bytes`, within `timeout` (from now, that is from the end of the
+/// request's head). A client sending its body a byte at a time holds a connection and a task
+/// for no longer than `timeout`.
+pub async fn read_body(
+    body: Body,
+    max_bytes: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, BodyError> {
+    match tokio::time::timeout(timeout, to_bytes(body, max_bytes)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::TimedOut),
+    }
+}
+
+/// 408 for a body that did not arrive within `timeout`, closing the connection (the rest of
+/// the body is never read).
+fn body_timed_out(timeout: std::time::Duration) -> Response {
+    let mut resp = rpc_error(
+        StatusCode::REQUEST_TIMEOUT,
+        -32600,
+        format!(
+            "the request body did not arrive within {} s (spec.limits.bodyReadTimeoutSeconds)",
+            timeout.as_secs()
+        ),
+    );
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// Checks a JSON-RPC message's shape; returns the reason it is not one.
@@ -77,9 +121,12 @@ pub enum Checked {
 /// `tools/call` is answered by the fast path when it qualifies.
 pub async fn check_post(limits: &Validate, req: Request) -> Checked {
     let (mut parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, limits.max_bytes).await {
+    let bytes = match read_body(body, limits.max_bytes, limits.body_timeout).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(BodyError::TimedOut) => {
+            return Checked::Answered(body_timed_out(limits.body_timeout));
+        }
+        Err(BodyError::TooLarge) => {
             return Checked::Answered(rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 -32600,
