@@ -461,7 +461,7 @@ def test_a_streamed_responses_call_sends_the_event_sequence_the_provider_itself_
     assert final.status == "completed" and final.output_text.endswith("says: stream responses please")
     assert final.usage.output_tokens == 5 and final.usage.input_tokens == 3
     ev = [e for e in gw.audit_events() if e.get("llm")][-1]
-    assert ev["llm"]["stream"] and ev["llm"]["output_tokens"] == 5, ev
+    assert ev["llm"]["stream"] and ev["llm"]["outputTokens"] == 5, ev
     # A function call streams as its own item with argument deltas, as the provider's does.
     tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
     want, _ = response_events(direct, "gpt-4o-mini", input="weather?", tools=tools)
