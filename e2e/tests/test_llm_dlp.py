@@ -16,6 +16,7 @@ portal across several deltas.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,22 @@ def gw(module_pm: ProcessManager, tmp_path_factory: pytest.TempPathFactory) -> G
         raise
 
 
+def llm_events(gw: Gateway) -> list[dict[str, Any]]:
+    return [e for e in gw.audit_events() if e.get("llm")]
+
+
 def last_event(gw: Gateway) -> dict[str, Any]:
-    return [e for e in gw.audit_events() if e.get("llm")][-1]
+    return llm_events(gw)[-1]
+
+
+def next_event(gw: Gateway, before: int, timeout: float = 10) -> dict[str, Any]:
+    """The first LLM audit event after the `before` first ones: a stream's event is written when
+    its relay ends, which may be just after the client read the last bytes."""
+    deadline = time.monotonic() + timeout
+    while len(events := llm_events(gw)) <= before:
+        assert time.monotonic() < deadline, "no audit event for the call"
+        time.sleep(0.05)
+    return events[before]
 
 
 def emu_of(gw: Gateway, alias: str) -> Emulator:
@@ -169,9 +184,10 @@ def test_a_key_split_across_stream_deltas_is_redacted_and_the_rest_arrives_intac
     words = " ".join(f"w{i}" for i in range(120))  # longer than the hold-back window
     prompt = f"start {KEY} middle {words} {KEY} end"
     emu.fail(chunk_chars=3, count=1)
+    before = len(llm_events(gw))
     text = openai_stream_text(gw, alias, prompt) if sdk == "openai" else anthropic_stream_text(gw, alias, prompt)
     assert text == f"{emu.name} says: " + prompt.replace(KEY, "[REDACTED:awsAccessKey]")
-    ev = last_event(gw)
+    ev = next_event(gw, before)
     assert ev["llm"]["stream"] and ev["decision"] == "allow" and ev["detectors"] == {"awsAccessKey": 2}
     assert KEY not in gw.audit.read_text()
 
@@ -186,6 +202,7 @@ def test_a_blocked_answer_is_withheld_whole_or_ends_the_stream_before_the_secret
     assert last_event(gw)["decision"] == "block" and last_event(gw)["reason"] == "answer blocked by DLP rule topsecret-answers"
     # Streamed: what arrived before the secret is relayed, then an error event; never the secret.
     emu_of(gw, alias).fail(chunk_chars=3, count=1)
+    before = len(llm_events(gw))
     got = []
     with pytest.raises(openai.APIError) as s:
         for c in gw.openai().chat.completions.create(model=alias, stream=True,
@@ -194,7 +211,7 @@ def test_a_blocked_answer_is_withheld_whole_or_ends_the_stream_before_the_secret
                 got.append(c.choices[0].delta.content or "")
     assert "topsecret-answers" in str(s.value)
     assert "TOPSECRET" not in "".join(got)
-    ev = last_event(gw)
+    ev = next_event(gw, before)
     assert ev["decision"] == "block" and ev["llm"]["stream"] and ev["detectors"] == {"pattern": 1}
     emu_of(gw, alias).fail(chunk_chars=3, count=1)
     with pytest.raises(anthropic.APIStatusError) as a:

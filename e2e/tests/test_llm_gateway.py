@@ -456,11 +456,16 @@ def test_a_streamed_responses_call_sends_the_event_sequence_the_provider_itself_
     direct = openai.OpenAI(base_url=f"{gw.oa.url}/v1", api_key=OPENAI_KEY, max_retries=0, timeout=20)
     want, _ = response_events(direct, "gpt-4o-mini", input="stream responses please")
     assert want[0] == "response.created" and want[-1] == "response.completed"
+    before = len([e for e in gw.audit_events() if e.get("llm")])
     types, final = response_events(gw.openai(), alias, input="stream responses please")
     assert types == want
     assert final.status == "completed" and final.output_text.endswith("says: stream responses please")
     assert final.usage.output_tokens == 5 and final.usage.input_tokens == 3
-    ev = [e for e in gw.audit_events() if e.get("llm")][-1]
+    deadline = time.monotonic() + 10  # a stream's event is written when its relay ends
+    while len(evs := [e for e in gw.audit_events() if e.get("llm")]) <= before:
+        assert time.monotonic() < deadline, "no audit event for the stream"
+        time.sleep(0.05)
+    ev = evs[before]
     assert ev["llm"]["stream"] and ev["llm"]["outputTokens"] == 5, ev
     # A function call streams as its own item with argument deltas, as the provider's does.
     tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
