@@ -202,7 +202,9 @@ pub struct DlpRule {
     /// Where to scan: `arguments`, `results` or `both` (default).
     #[serde(default)]
     pub direction: Direction,
-    /// What a match does: `block`, `redact` or `log`.
+    /// What a match does: `block` (the call fails naming the rule: a JSON-RPC error for a
+    /// tool call, an error in the caller's API format for an LLM call), `redact` (each match
+    /// becomes `[REDACTED:<detector>]`) or `log` (default: an audit event only).
     #[serde(default)]
     pub action: DlpAction,
     /// McpServer names (globs) the rule is limited to. Empty: every server.
@@ -215,6 +217,16 @@ pub struct DlpRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
     pub tools: Vec<String>,
+    /// LLM model aliases (globs over the portal's `spec.llm.routes[].alias`) whose traffic on
+    /// the `/llm/` endpoints the rule scans: prompts (messages, system prompt, tool results
+    /// sent back to the model) as `arguments`, completions (text and tool-call arguments,
+    /// streamed or not) as `results`. `servers`, `tools` and `models` together say what the
+    /// rule covers: with all three empty, every tool call and every LLM call; with `servers` or
+    /// `tools` set and `models` empty, only those tool calls (no LLM call); with only `models`
+    /// set, only those LLM calls (no tool call). `["*"]` adds every alias. Glob syntax: 1-128 characters of `[A-Za-z0-9_.-]` and `*`, which matches any run of characters (also none); there is no other wildcard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.*-]{1,128}$")))]
+    pub models: Vec<String>,
     /// Also scan JSON object keys (not only string values). Defaults to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scan_keys: bool,
@@ -224,9 +236,11 @@ pub struct DlpRule {
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Direction {
-    /// Tool arguments, before the upstream sees them.
+    /// Tool arguments before the upstream sees them, and LLM prompts before a provider sees
+    /// them.
     Arguments,
-    /// Tool results, resource reads and prompt results, before the client sees them.
+    /// Tool results, resource reads and prompt results before the client sees them, and LLM
+    /// completions before the caller sees them.
     Results,
     /// Both.
     #[default]

@@ -157,6 +157,11 @@ pub fn policy_problems(policy: &McpPolicy) -> Vec<Problem> {
             }
         }
         globs(&mut out, &format!("spec.dlp[{i}]"), &d.servers, &d.tools);
+        for (j, g) in d.models.iter().enumerate() {
+            if let Some(p) = glob_problem(g) {
+                out.push(Problem::new(format!("spec.dlp[{i}].models[{j}]"), p));
+            }
+        }
     }
     for (i, r) in spec.inspection.iter().enumerate() {
         inspection_problems(&mut out, i, r);

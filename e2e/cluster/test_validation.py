@@ -217,6 +217,8 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "pattern: globs are [A-Za-z0-9_.-] and *"),
     ("dlp-server-glob-slash", policy(dlp=[{**DLP, "servers": ["team/crm"]}]),
      "spec.dlp[0].servers[0]", "pattern: globs are [A-Za-z0-9_.-] and *"),
+    ("dlp-model-glob-space", policy(dlp=[{**DLP, "models": ["gpt 4"]}]),
+     "spec.dlp[0].models[0]", "pattern: model alias globs are [A-Za-z0-9_.-] and *"),
     ("inspection-resource-glob-whitespace", policy(inspection=[{**INSPECT, "resources": ["memo://my notes/*"]}]),
      "spec.inspection[0].resources[0]", "pattern: URI globs have no whitespace"),
     ("remote-url-scheme", server(remote={"url": "ftp://example.com/mcp"}), "spec.remote.url",

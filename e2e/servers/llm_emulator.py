@@ -27,7 +27,15 @@ The completion honours `max_tokens` (or `max_completion_tokens`): an answer long
 cut to that many words and ends with `finish_reason: "length"` / `stop_reason: "max_tokens"`.
 Failure injection can also change the next answers instead of failing them:
 `{"overrun": 40, "count": 1}` ignores the limit and adds 40 words; `{"no_usage": true}` reports
-no usage at all (neither in the JSON answer nor in the stream).
+no usage at all (neither in the JSON answer nor in the stream); `{"chunk_chars": 3}` streams the
+text in pieces of 3 characters (not word by word), so a word is split across deltas.
+
+- OpenAI Responses: `POST /v1/responses` (JSON Response object, or with `stream: true` the event
+  sequence response.created, response.in_progress, response.output_item.added,
+  response.content_part.added, response.output_text.delta..., response.output_text.done,
+  response.content_part.done, response.output_item.done (function calls:
+  response.function_call_arguments.delta/done), response.completed with usage; each event with
+  `type` and `sequence_number`, as `event:`/`data:` pairs).
 """
 
 from __future__ import annotations
@@ -197,6 +205,13 @@ class Handler(BaseHTTPRequestHandler):
                 TOTAL.update({"input": 0, "output": 0, "calls": 0})
             self.send_json(200, {"ok": True})
             return
+        if self.path == "/v1/responses":
+            with STATE_LOCK:
+                REQUESTS.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            self.shape = {}
+            if self.authorized(False):
+                self.responses_api(body if isinstance(body, dict) else {})
+            return
         if self.path not in ("/v1/chat/completions", "/v1/messages"):
             self.send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error", "param": None, "code": None}})
             return
@@ -208,7 +223,7 @@ class Handler(BaseHTTPRequestHandler):
             HANG.wait()
             return
         self.shape: dict[str, Any] = {}
-        if failure and ("overrun" in failure or "no_usage" in failure):
+        if failure and ("overrun" in failure or "no_usage" in failure or "chunk_chars" in failure):
             self.shape, failure = failure, None
         if failure:
             self.fail(anthropic, int(failure["status"]), failure.get("retry_after"), failure.get("message"))
@@ -242,6 +257,83 @@ class Handler(BaseHTTPRequestHandler):
             code = "content_policy_violation" if status == 400 else None
             doc = {"error": {"message": message or f"emulated {status}", "type": kind, "param": None, "code": code}}
         self.send_json(status, doc, headers)
+
+    def pieces(self, text: str) -> list[str]:
+        """The deltas a text is streamed in: words (with their leading space), or `chunk_chars`
+        characters at a time when a test asked for split words."""
+        n = int(self.shape.get("chunk_chars", 0))
+        if n > 0:
+            return [text[i:i + n] for i in range(0, len(text), n)]
+        return [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
+
+    # --- OpenAI Responses ---------------------------------------------------------------------
+    def responses_api(self, req: dict[str, Any]) -> None:
+        inp = req.get("input")
+        msgs: list[dict[str, Any]] = []
+        if isinstance(inp, str):
+            msgs.append({"role": "user", "content": inp})
+        elif isinstance(inp, list):
+            for item in inp:
+                t = item.get("type", "message")
+                if t == "message":
+                    c = item.get("content")
+                    text = c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+                    msgs.append({"role": item.get("role"), "content": text})
+                elif t == "function_call_output":
+                    msgs.append({"role": "tool", "content": str(item.get("output", ""))})
+        tools = [(t["name"], t.get("parameters")) for t in req.get("tools") or [] if t.get("type") == "function"]
+        p = plan(msgs, tools, str(req.get("instructions") or ""), req.get("max_output_tokens"))
+        account(str(req.get("user") or ""), p["input_tokens"], p["output_tokens"])
+        rid = uuid.uuid4().hex[:12]
+        usage = {"input_tokens": p["input_tokens"], "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": p["output_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": p["input_tokens"] + p["output_tokens"]}
+        status = "incomplete" if p["cut"] else "completed"
+        if "tool" in p:
+            item: dict[str, Any] = {"id": f"fc_{rid}_0", "type": "function_call", "status": "completed",
+                                    "call_id": "call_emu1", "name": p["tool"], "arguments": json.dumps(p["args"])}
+        else:
+            item = {"id": f"msg_{rid}", "type": "message", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": p["text"], "annotations": []}]}
+
+        def response(st: str, output: list[Any], u: Any) -> dict[str, Any]:
+            return {"id": f"resp_{rid}", "object": "response", "created_at": int(time.time()), "status": st,
+                    "incomplete_details": {"reason": "max_output_tokens"} if st == "incomplete" else None,
+                    "error": None, "model": req.get("model"), "output": output, "parallel_tool_calls": True,
+                    "tool_choice": "auto", "tools": [], "usage": u}
+        if not req.get("stream"):
+            self.send_json(200, response(status, [item], usage))
+            return
+        self.start_stream()
+        seq = [0]
+
+        def event(kind: str, data: dict[str, Any]) -> None:
+            data = {"type": kind, "sequence_number": seq[0], **data}
+            seq[0] += 1
+            self.emit(f"event: {kind}\ndata: {json.dumps(data)}\n\n")
+
+        event("response.created", {"response": response("in_progress", [], None)})
+        event("response.in_progress", {"response": response("in_progress", [], None)})
+        if "tool" in p:
+            event("response.output_item.added", {"output_index": 0, "item": dict(item, status="in_progress", arguments="")})
+            args = item["arguments"]
+            half = len(args) // 2
+            for piece in (args[:half], args[half:]):
+                event("response.function_call_arguments.delta", {"item_id": item["id"], "output_index": 0, "delta": piece})
+            event("response.function_call_arguments.done", {"item_id": item["id"], "output_index": 0, "name": p["tool"], "arguments": args})
+        else:
+            event("response.output_item.added", {"output_index": 0, "item": dict(item, status="in_progress", content=[])})
+            event("response.content_part.added", {"item_id": item["id"], "output_index": 0, "content_index": 0,
+                                                  "part": {"type": "output_text", "text": "", "annotations": []}})
+            for piece in self.pieces(p["text"]):
+                event("response.output_text.delta", {"item_id": item["id"], "output_index": 0, "content_index": 0,
+                                                     "delta": piece, "logprobs": []})
+            event("response.output_text.done", {"item_id": item["id"], "output_index": 0, "content_index": 0,
+                                                "text": p["text"], "logprobs": []})
+            event("response.content_part.done", {"item_id": item["id"], "output_index": 0, "content_index": 0,
+                                                 "part": item["content"][0]})
+        event("response.output_item.done", {"output_index": 0, "item": item})
+        event("response.incomplete" if p["cut"] else "response.completed", {"response": response(status, [item], usage)})
 
     # --- OpenAI -------------------------------------------------------------------------------
     def openai(self, req: dict[str, Any]) -> None:
@@ -280,8 +372,8 @@ class Handler(BaseHTTPRequestHandler):
             for piece in (args[:half], args[half:]):
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
         else:
-            for i, w in enumerate(p["text"].split(" ")):
-                chunk({"content": w if i == 0 else " " + w})
+            for piece in self.pieces(p["text"]):
+                chunk({"content": piece})
         chunk({}, finish)
         if (req.get("stream_options") or {}).get("include_usage") and not no_usage:
             c = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": req.get("model"), "choices": [], "usage": usage}
@@ -330,9 +422,9 @@ class Handler(BaseHTTPRequestHandler):
                 event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}})
         else:
             event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-            for i, w in enumerate(p["text"].split(" ")):
+            for piece in self.pieces(p["text"]):
                 event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "text_delta", "text": w if i == 0 else " " + w}})
+                                              "delta": {"type": "text_delta", "text": piece}})
         event("content_block_stop", {"type": "content_block_stop", "index": 0})
         event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                                 **({} if no_usage else {"usage": {"output_tokens": p["output_tokens"]}})})

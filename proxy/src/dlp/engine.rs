@@ -115,6 +115,7 @@ struct Rule {
     direction: Direction,
     servers: Vec<String>,
     tools: Vec<String>,
+    models: Vec<String>,
     detectors: DetectorSet,
     customs: Vec<usize>,
     allow: Vec<Allow>,
@@ -129,9 +130,30 @@ impl Rule {
                 | (Direction::Arguments, Scope::Arguments)
                 | (Direction::Results, Scope::Results)
         );
+        // A rule naming only models covers no tool call.
+        let tools_ok =
+            !(self.servers.is_empty() && self.tools.is_empty() && !self.models.is_empty());
         dir_ok
+            && tools_ok
             && (self.servers.is_empty() || self.servers.iter().any(|g| glob_match(g, server)))
             && (self.tools.is_empty() || self.tools.iter().any(|g| glob_match(g, tool)))
+    }
+
+    /// Whether the rule covers this side (prompt: `Arguments`, completion: `Results`) of an
+    /// LLM call to `alias`: named by `models`, or a rule naming neither servers nor tools.
+    fn covers_model(&self, dir: Scope, alias: &str) -> bool {
+        let dir_ok = matches!(
+            (self.direction, dir),
+            (Direction::Both, _)
+                | (Direction::Arguments, Scope::Arguments)
+                | (Direction::Results, Scope::Results)
+        );
+        dir_ok
+            && if self.models.is_empty() {
+                self.servers.is_empty() && self.tools.is_empty()
+            } else {
+                self.models.iter().any(|g| glob_match(g, alias))
+            }
     }
 
     fn covers(&self, det: Det) -> bool {
@@ -222,6 +244,7 @@ impl Engine {
                 direction: r.direction,
                 servers: r.servers.clone(),
                 tools: r.tools.clone(),
+                models: r.models.clone(),
                 detectors,
                 customs: idx,
                 allow,
@@ -265,6 +288,10 @@ impl Engine {
         let active: Vec<usize> = (0..self.rules.len())
             .filter(|&i| self.rules[i].in_scope(dir, server, tool))
             .collect();
+        self.scan_with(value, active)
+    }
+
+    fn scan_with(&self, value: &mut Value, active: Vec<usize>) -> Report {
         if active.is_empty() {
             return Report::default();
         }
@@ -275,6 +302,36 @@ impl Engine {
             apply_edits(value, std::mem::take(&mut w.edits));
         }
         report
+    }
+
+    /// Whether any rule covers this side of an LLM call to `alias` (a prompt is `Arguments`, a
+    /// completion `Results`).
+    pub fn applies_to_model(&self, dir: Scope, alias: &str) -> bool {
+        self.rules.iter().any(|r| r.covers_model(dir, alias))
+    }
+
+    /// [`Engine::scan`] for one side of an LLM call to `alias`: the rules whose `models` (or
+    /// lack of any selector) cover it.
+    pub fn scan_model(&self, value: &mut Value, dir: Scope, alias: &str) -> Report {
+        let active: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| self.rules[i].covers_model(dir, alias))
+            .collect();
+        self.scan_with(value, active)
+    }
+
+    /// Scans raw text with the rules covering this side of an LLM call to `alias` (what a
+    /// stream's window is scanned with). Offsets are characters in `text`; every finding
+    /// carries its rule's action.
+    pub fn scan_model_text(&self, text: &str, dir: Scope, alias: &str) -> Vec<RuleMatch> {
+        let active: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| self.rules[i].covers_model(dir, alias))
+            .collect();
+        if active.is_empty() {
+            return Vec::new();
+        }
+        let mut w = Walker::new(self, active);
+        w.string(text, None, false, false);
+        w.findings
     }
 
     /// Scans raw text with every rule (scope ignored). Offsets are characters in `text`.

@@ -2,7 +2,7 @@
 //! ([`super::auth::authenticate_request`]: the same bearer token, audience and groups), and
 //! answered in the caller's API format, refusals included:
 //!
-//! - `POST /llm/openai/v1/chat/completions`, `POST /llm/openai/v1/responses` (not streamed),
+//! - `POST /llm/openai/v1/chat/completions`, `POST /llm/openai/v1/responses` (streamed or not),
 //!   `GET /llm/openai/v1/models` (OpenAI SDKs:
 //!   `base_url=<portal>/llm/openai/v1`, the access token as the API key);
 //! - `POST /llm/anthropic/v1/messages`, `GET /llm/anthropic/v1/models` (Anthropic SDKs:
@@ -129,7 +129,7 @@ mod tests {
 enum Kind {
     /// Chat Completions or Messages.
     Call,
-    /// OpenAI Responses (not streamed).
+    /// OpenAI Responses (streamed or not).
     Responses,
     /// The caller's aliases.
     Models,

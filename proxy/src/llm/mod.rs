@@ -15,6 +15,7 @@
 
 pub mod anthropic;
 pub mod budget;
+pub mod guard;
 pub mod openai;
 pub mod provider;
 pub mod responses;
@@ -140,6 +141,8 @@ struct State {
     llm: Option<LlmConfig>,
     grants: Vec<Grant>,
     budgets: budget::Budgets,
+    /// The DLP rules that may cover prompts and completions.
+    dlp: guard::Rules,
 }
 
 impl State {
@@ -148,6 +151,7 @@ impl State {
             portal: cfg.name.clone(),
             llm: cfg.llm.clone(),
             budgets: budget::Budgets::of(&cfg.policies),
+            dlp: guard::Rules::of(&cfg.policies),
             grants: cfg
                 .policies
                 .iter()
@@ -212,6 +216,11 @@ struct Record {
     cost: Option<u64>,
     /// The usage was counted by the portal (the provider reported none).
     estimated: bool,
+    /// DLP findings on the prompt and the completion.
+    findings: guard::Findings,
+    /// Time spent in the gateway itself (before the first provider attempt, and processing
+    /// the answer), when a provider answered.
+    overhead: Option<std::time::Duration>,
 }
 
 impl Gateway {
@@ -313,17 +322,18 @@ impl Gateway {
         let Some(llm) = &state.llm else {
             return no_gateway(caller);
         };
-        let req: Value = match serde_json::from_slice(body) {
+        let mut req: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
             _ => return error(caller, 400, "the request body must be a JSON object"),
         };
-        let Some(alias) = req.get("model").and_then(Value::as_str) else {
+        let Some(alias) = req.get("model").and_then(Value::as_str).map(str::to_owned) else {
             return error(
                 caller,
                 400,
                 "model: required (a model alias of this portal)",
             );
         };
+        let alias = alias.as_str();
         let mut rec = Record {
             alias: alias.to_owned(),
             stream: req.get("stream").and_then(Value::as_bool) == Some(true),
@@ -363,6 +373,37 @@ impl Gateway {
                 started,
             );
             return error(caller, 403, &message);
+        }
+        // DLP on the prompt, before any budget or provider sees it.
+        let dlp = match state.dlp.engine(identity, alias) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(portal = %state.portal, error = %e, "DLP rules do not compile: LLM call refused");
+                self.finish(
+                    &state,
+                    caller,
+                    identity,
+                    &rec,
+                    Outcome::Error,
+                    Some("DLP rules do not compile".into()),
+                    started,
+                );
+                return error(caller, 500, "the portal's DLP rules cannot be applied");
+            }
+        };
+        if let Some(engine) = &dlp
+            && let Some(b) = guard::scan_prompt(engine, caller, &mut req, alias, &mut rec.findings)
+        {
+            self.finish(
+                &state,
+                caller,
+                identity,
+                &rec,
+                Outcome::Block,
+                Some(b.reason("prompt")),
+                started,
+            );
+            return guard::refusal(caller, 400, &b.message("the prompt was"));
         }
         // Every target's form of the request is made before any is sent, so a request one of
         // the targets could not take is refused whichever target would serve it.
@@ -455,6 +496,7 @@ impl Gateway {
             rand::random(),
         );
         let mut last: Option<(Failure, Option<String>)> = None;
+        let before_provider = started.elapsed();
         for i in order {
             let target = &route.targets[i];
             rec.attempts += 1;
@@ -478,9 +520,21 @@ impl Gateway {
                         status,
                         body,
                         price: target.price,
+                        received: Instant::now(),
+                        before_provider,
                     };
                     return self
-                        .answer(&state, caller, identity, rec, answer, &req, hold, started)
+                        .answer(
+                            &state,
+                            caller,
+                            identity,
+                            rec,
+                            answer,
+                            &req,
+                            hold,
+                            dlp.as_ref(),
+                            started,
+                        )
                         .await;
                 }
                 Attempt::Stream(resp) => {
@@ -494,6 +548,9 @@ impl Gateway {
                         .filter(|h| h.hard())
                         .map(|h| stream::Cap { output: h.output });
                     let meter = hold.is_some();
+                    let stream_guard = dlp
+                        .clone()
+                        .and_then(|e| guard::StreamGuard::new(e, caller, alias));
                     let price = target.price;
                     let input_estimate = hold.as_ref().map(|h| h.input);
                     let done = {
@@ -505,6 +562,17 @@ impl Gateway {
                               metered: stream::Metered,
                               outcome: Outcome,
                               reason: Option<String>| async move {
+                            rec.overhead = Some(metered.overhead);
+                            if let (Some(t), Outcome::Allow) = (metered.first_token, outcome) {
+                                metrics
+                                    .llm
+                                    .time_to_first_token
+                                    .get_or_create(&crate::metrics::ModelLabels {
+                                        model: rec.alias.clone(),
+                                        provider: rec.provider.clone(),
+                                    })
+                                    .observe(t.as_secs_f64());
+                            }
                             if let Some(h) = hold {
                                 let (usage, estimated) =
                                     stream_usage(rec.usage, &metered, input_estimate.unwrap_or(0));
@@ -535,7 +603,11 @@ impl Gateway {
                             );
                         }
                     };
-                    return stream::relay(resp, xform, rec, cap, meter, done);
+                    let timing = stream::Timing {
+                        started,
+                        before_provider,
+                    };
+                    return stream::relay(resp, xform, rec, cap, meter, stream_guard, timing, done);
                 }
             }
         }
@@ -587,9 +659,10 @@ impl Gateway {
         resp
     }
 
-    /// An OpenAI Responses request (`POST /v1/responses`, not streamed): served as a Chat
-    /// Completions call ([`Gateway::call`]: the same grant, routing, failover and audit), its
-    /// answer made a Response object; errors are OpenAI's.
+    /// An OpenAI Responses request (`POST /v1/responses`): served as a Chat Completions call
+    /// ([`Gateway::call`]: the same grant, routing, failover, budgets, DLP and audit), its answer
+    /// made a Response object, or its stream the Responses events
+    /// ([`responses::StreamToResponses`]); errors are OpenAI's.
     pub async fn responses(&self, identity: &Identity, body: &[u8]) -> Response {
         let req: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
@@ -609,6 +682,9 @@ impl Gateway {
         let resp = self.call(Dialect::OpenAi, identity, &body).await;
         if !resp.status().is_success() {
             return resp;
+        }
+        if chat.get("stream").and_then(Value::as_bool) == Some(true) {
+            return responses_stream(resp);
         }
         let Ok(bytes) = axum::body::to_bytes(resp.into_body(), provider::MAX_ANSWER_BYTES).await
         else {
@@ -636,6 +712,7 @@ impl Gateway {
         answer: Answer,
         req: &Value,
         hold: Option<budget::Hold>,
+        dlp: Option<&Arc<crate::dlp::Engine>>,
         started: Instant,
     ) -> Response {
         let Answer {
@@ -643,6 +720,8 @@ impl Gateway {
             status,
             body,
             price,
+            received,
+            before_provider,
         } = answer;
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         let ok_json = (200..300).contains(&status) && parsed.is_some();
@@ -740,16 +819,41 @@ impl Gateway {
             );
             return error(caller, 502, "the provider's answer is not JSON");
         };
-        self.finish(state, caller, identity, &rec, Outcome::Allow, None, started);
-        match (caller, target) {
-            (a, b) if a == b => raw(status, body),
-            (Dialect::OpenAi, _) => {
-                axum::Json(translate::anthropic_response_to_openai(&v)).into_response()
-            }
-            (Dialect::Anthropic, _) => {
-                axum::Json(translate::openai_response_to_anthropic(&v)).into_response()
+        let (mut out, translated) = match (caller, target) {
+            (a, b) if a == b => (v, false),
+            (Dialect::OpenAi, _) => (translate::anthropic_response_to_openai(&v), true),
+            (Dialect::Anthropic, _) => (translate::openai_response_to_anthropic(&v), true),
+        };
+        // DLP on the completion, in the caller's format.
+        let mut scanned = false;
+        if let Some(engine) =
+            dlp.filter(|e| e.applies_to_model(crate::dlp::Scope::Results, &rec.alias))
+        {
+            scanned = true;
+            let alias = rec.alias.clone();
+            if let Some(b) =
+                guard::scan_completion(engine, caller, &mut out, &alias, &mut rec.findings)
+            {
+                self.finish(
+                    state,
+                    caller,
+                    identity,
+                    &rec,
+                    Outcome::Block,
+                    Some(b.reason("answer")),
+                    started,
+                );
+                return guard::refusal(caller, 403, &b.message("the answer was"));
             }
         }
+        let resp = if translated || (scanned && !rec.findings.is_empty()) {
+            axum::Json(out).into_response()
+        } else {
+            raw(status, body)
+        };
+        rec.overhead = Some(before_provider + received.elapsed());
+        self.finish(state, caller, identity, &rec, Outcome::Allow, None, started);
+        resp
     }
 
     fn store_error(&self, portal: &str, action: &str) {
@@ -794,6 +898,10 @@ struct Answer {
     status: u16,
     body: Bytes,
     price: Option<crate::config::PriceConfig>,
+    /// When the answer was in.
+    received: Instant,
+    /// The gateway's time before the first provider attempt.
+    before_provider: std::time::Duration,
 }
 
 /// The ledger over the store `cfg` names: Redis when configured (a URL the client refuses
@@ -1074,6 +1182,31 @@ fn write_record(
             })
             .observe(elapsed.as_secs_f64());
     }
+    for (detector, action) in &rec.findings.actions {
+        let action = match action {
+            crds::policy::DlpAction::Log => "log",
+            crds::policy::DlpAction::Redact => "redact",
+            crds::policy::DlpAction::Block => "block",
+        };
+        metrics
+            .dlp_findings
+            .get_or_create(&crate::metrics::DlpLabels {
+                detector: (*detector).to_owned(),
+                action: action.into(),
+            })
+            .inc();
+    }
+    if let (Some(o), Outcome::Allow) = (rec.overhead, outcome) {
+        metrics
+            .llm
+            .overhead
+            .get_or_create(&crate::metrics::OverheadLabels {
+                model: rec.alias.clone(),
+                provider: rec.provider.clone(),
+                stream: rec.stream.to_string(),
+            })
+            .observe(o.as_secs_f64());
+    }
     let Some(log) = audit else { return };
     log.log(Event {
         portal: portal.to_owned(),
@@ -1082,6 +1215,7 @@ fn write_record(
         decision: outcome,
         reason,
         duration_ms: elapsed.as_secs_f64() * 1000.0,
+        detectors: rec.findings.detectors.clone(),
         llm: Some(LlmCall {
             model: rec.alias.clone(),
             provider: (!rec.provider.is_empty()).then(|| rec.provider.clone()),
@@ -1097,6 +1231,68 @@ fn write_record(
         }),
         ..Default::default()
     });
+}
+
+/// The Chat Completions event stream `resp` (from [`Gateway::call`]) as the Responses API's
+/// event stream.
+fn responses_stream(resp: Response) -> Response {
+    use futures::StreamExt;
+    let body = resp.into_body().into_data_stream();
+    let state = (
+        body,
+        sse::Decoder::new(stream::MAX_EVENT_BYTES),
+        responses::StreamToResponses::default(),
+        false,
+    );
+    let events = futures::stream::unfold(
+        state,
+        |(mut body, mut dec, mut conv, ended)| async move {
+            if ended {
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut evs = Vec::new();
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        if dec.feed(&chunk, &mut evs).is_err() {
+                            conv.data(
+                            &serde_json::json!({"error": {"message": "the stream could not be read", "code": null}}).to_string(),
+                            &mut out,
+                        );
+                        }
+                        for ev in evs.drain(..) {
+                            conv.data(&ev.data, &mut out);
+                        }
+                        if conv.finished() || !out.is_empty() {
+                            let fin = conv.finished();
+                            return Some((
+                                Ok::<_, std::convert::Infallible>(Bytes::from(out)),
+                                (body, dec, conv, fin),
+                            ));
+                        }
+                    }
+                    Some(Err(_)) | None => {
+                        if !conv.finished() {
+                            conv.data(
+                            &serde_json::json!({"error": {"message": "the stream ended early", "code": null}}).to_string(),
+                            &mut out,
+                        );
+                        }
+                        return Some((Ok(Bytes::from(out)), (body, dec, conv, true)));
+                    }
+                }
+            }
+        },
+    );
+    let mut out = (StatusCode::OK, axum::body::Body::from_stream(events)).into_response();
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    out.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    out
 }
 
 /// A provider's bytes as they came, as JSON.

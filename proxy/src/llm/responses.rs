@@ -1,14 +1,29 @@
-//! OpenAI's Responses API (`POST /v1/responses`, not streamed) on top of Chat Completions: the
-//! request becomes a Chat Completions request (then routed, failed over and translated like any
-//! other), the answer becomes a Response object. Pure functions; what cannot be carried across
-//! is refused naming the field.
+//! OpenAI's Responses API (`POST /v1/responses`, streamed or not) on top of Chat Completions:
+//! the request becomes a Chat Completions request (then routed, failed over, metered, scanned
+//! and translated like any other), the answer becomes a Response object, and a streamed answer's
+//! chunks become the Responses event sequence ([`StreamToResponses`]): `response.created`,
+//! `response.in_progress`, per output item `response.output_item.added`, then
+//! `response.content_part.added`, `response.output_text.delta`..., `response.output_text.done`,
+//! `response.content_part.done` for text or `response.function_call_arguments.delta`...,
+//! `response.function_call_arguments.done` for a function call, `response.output_item.done`;
+//! last `response.completed` (or `response.incomplete` when the output limit cut it) with the
+//! usage. An error event of the chat stream (a hard budget reached, a DLP block, a provider
+//! failure) becomes an `error` event. Pure functions; what cannot be carried across is refused
+//! naming the field.
 
 use serde_json::{Map, Value, json};
 
 use super::translate::Untranslatable;
 
 /// Request fields accepted and not carried across (bookkeeping; no effect on the answer).
-pub const IGNORED: &[&str] = &["store", "metadata", "user", "service_tier", "truncation"];
+pub const IGNORED: &[&str] = &[
+    "store",
+    "metadata",
+    "user",
+    "service_tier",
+    "truncation",
+    "stream_options",
+];
 
 fn refuse<T>(msg: impl Into<String>) -> Result<T, Untranslatable> {
     Err(Untranslatable(msg.into()))
@@ -135,9 +150,9 @@ pub fn request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
             "model" | "input" | "instructions" => {}
             "stream" if v.as_bool() != Some(true) => {}
             "stream" => {
-                return refuse(
-                    "stream: /llm/openai/v1/responses does not stream yet; use chat/completions to stream",
-                );
+                // The usage chunk is asked for: response.completed carries the usage.
+                out.insert("stream".into(), Value::Bool(true));
+                out.insert("stream_options".into(), json!({"include_usage": true}));
             }
             "max_output_tokens" => {
                 out.insert("max_tokens".into(), v.clone());
@@ -253,6 +268,299 @@ pub fn chat_to_response(chat: &Value) -> Value {
     })
 }
 
+/// The item a stream is writing.
+#[derive(Debug)]
+enum Open {
+    /// A message (output_text) item.
+    Text { output_index: usize },
+    /// A function call item, by its chat tool-call index.
+    Call { output_index: usize, index: u64 },
+}
+
+/// Chat Completions stream chunks (in the OpenAI format, as the gateway relays them) to the
+/// Responses API's events.
+#[derive(Debug, Default)]
+pub struct StreamToResponses {
+    seq: u64,
+    started: bool,
+    finished: bool,
+    /// The answer so far as a Chat Completions response (for the final Response object).
+    chat: Value,
+    text: String,
+    calls: Vec<Value>,
+    open: Option<Open>,
+    items: usize,
+}
+
+impl StreamToResponses {
+    fn event(&mut self, kind: &str, mut data: Value, out: &mut Vec<u8>) {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        serde_json::to_writer(&mut *out, &data).expect("JSON values serialize");
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn id(&self) -> String {
+        self.chat
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim_start_matches("chatcmpl-")
+            .to_owned()
+    }
+
+    /// The Response object as it stands (`status` given).
+    fn snapshot(&self, status: &str) -> Value {
+        let mut chat = self.chat.clone();
+        let mut msg = json!({"role": "assistant", "content": self.text});
+        if !self.calls.is_empty() {
+            msg["tool_calls"] = Value::Array(self.calls.clone());
+        }
+        chat["choices"] = json!([{"index": 0, "message": msg,
+            "finish_reason": self.chat.get("finish_reason").cloned().unwrap_or(Value::Null)}]);
+        let mut r = chat_to_response(&chat);
+        if status == "in_progress" {
+            r["status"] = json!("in_progress");
+            r["output"] = json!([]);
+            r["usage"] = Value::Null;
+        }
+        r
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        let id = self.id();
+        match self.open.take() {
+            None => {}
+            Some(Open::Text { output_index }) => {
+                let item_id = format!("msg_{id}");
+                let text = self.text.clone();
+                self.event(
+                    "response.output_text.done",
+                    json!({"item_id": item_id, "output_index": output_index,
+                    "content_index": 0, "text": text, "logprobs": []}),
+                    out,
+                );
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.event(
+                    "response.content_part.done",
+                    json!({"item_id": item_id, "output_index": output_index,
+                    "content_index": 0, "part": part}),
+                    out,
+                );
+                self.event("response.output_item.done", json!({"output_index": output_index,
+                    "item": {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
+                             "content": [part]}}), out);
+            }
+            Some(Open::Call {
+                output_index,
+                index,
+            }) => {
+                let call = self
+                    .calls
+                    .iter()
+                    .find(|c| c["index"] == json!(index))
+                    .cloned()
+                    .unwrap_or(json!({}));
+                let item_id = format!("fc_{id}_{index}");
+                let args = call
+                    .pointer("/function/arguments")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                let name = call.pointer("/function/name").cloned().unwrap_or(json!(""));
+                self.event(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item_id,
+                    "output_index": output_index, "name": name, "arguments": args}),
+                    out,
+                );
+                self.event(
+                    "response.output_item.done",
+                    json!({"output_index": output_index,
+                    "item": {"id": item_id, "type": "function_call", "status": "completed",
+                             "call_id": call.get("id").cloned().unwrap_or(json!("")),
+                             "name": name, "arguments": args}}),
+                    out,
+                );
+            }
+        }
+    }
+
+    fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        for k in ["id", "created", "model"] {
+            if let Some(v) = chunk.get(k) {
+                self.chat[k] = v.clone();
+            }
+        }
+        let r = self.snapshot("in_progress");
+        self.event("response.created", json!({"response": r}), out);
+        self.event("response.in_progress", json!({"response": r}), out);
+    }
+
+    /// One event of the chat stream (its `data`), appending Responses events to `out`.
+    pub fn data(&mut self, data: &str, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        if data.trim() == "[DONE]" {
+            self.done(out);
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if let Some(e) = v.get("error") {
+            self.close(out);
+            self.finished = true;
+            self.event(
+                "error",
+                json!({"code": e.get("code").cloned().unwrap_or(Value::Null),
+                "message": e.get("message").cloned().unwrap_or(json!("the stream failed")),
+                "param": e.get("param").cloned().unwrap_or(Value::Null)}),
+                out,
+            );
+            return;
+        }
+        self.start(&v, out);
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            self.chat["usage"] = u.clone();
+        }
+        let id = self.id();
+        for c in v
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = c
+                .pointer("/delta/content")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                let output_index = match self.open {
+                    Some(Open::Text { output_index }) => output_index,
+                    _ => {
+                        self.close(out);
+                        let output_index = self.items;
+                        self.items += 1;
+                        self.open = Some(Open::Text { output_index });
+                        let item_id = format!("msg_{id}");
+                        self.event(
+                            "response.output_item.added",
+                            json!({"output_index": output_index,
+                            "item": {"id": item_id, "type": "message", "status": "in_progress",
+                                     "role": "assistant", "content": []}}),
+                            out,
+                        );
+                        self.event(
+                            "response.content_part.added",
+                            json!({"item_id": item_id,
+                            "output_index": output_index, "content_index": 0,
+                            "part": {"type": "output_text", "text": "", "annotations": []}}),
+                            out,
+                        );
+                        output_index
+                    }
+                };
+                self.text.push_str(t);
+                self.event(
+                    "response.output_text.delta",
+                    json!({"item_id": format!("msg_{id}"),
+                    "output_index": output_index, "content_index": 0, "delta": t, "logprobs": []}),
+                    out,
+                );
+            }
+            for call in c
+                .pointer("/delta/tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let output_index = match self.open {
+                    Some(Open::Call {
+                        output_index,
+                        index: i,
+                    }) if i == index => output_index,
+                    _ => {
+                        self.close(out);
+                        let output_index = self.items;
+                        self.items += 1;
+                        self.open = Some(Open::Call {
+                            output_index,
+                            index,
+                        });
+                        let name = call.pointer("/function/name").cloned().unwrap_or(json!(""));
+                        let call_id = call.get("id").cloned().unwrap_or(json!(""));
+                        self.calls
+                            .push(json!({"index": index, "id": call_id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}));
+                        self.event(
+                            "response.output_item.added",
+                            json!({"output_index": output_index,
+                            "item": {"id": format!("fc_{id}_{index}"), "type": "function_call",
+                                     "status": "in_progress", "call_id": call_id, "name": name,
+                                     "arguments": ""}}),
+                            out,
+                        );
+                        output_index
+                    }
+                };
+                if let Some(d) = call
+                    .pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .filter(|d| !d.is_empty())
+                {
+                    if let Some(c) = self.calls.iter_mut().find(|c| c["index"] == json!(index)) {
+                        let mut a = c["function"]["arguments"].as_str().unwrap_or("").to_owned();
+                        a.push_str(d);
+                        c["function"]["arguments"] = json!(a);
+                    }
+                    self.event(
+                        "response.function_call_arguments.delta",
+                        json!({
+                        "item_id": format!("fc_{id}_{index}"), "output_index": output_index,
+                        "delta": d}),
+                        out,
+                    );
+                }
+            }
+            if let Some(f) = c.get("finish_reason").filter(|f| !f.is_null()) {
+                self.chat["finish_reason"] = f.clone();
+                self.close(out);
+            }
+        }
+    }
+
+    /// The chat stream ended (`[DONE]`): the final event.
+    pub fn done(&mut self, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.close(out);
+        self.finished = true;
+        let r = self.snapshot("completed");
+        let kind = if r["status"] == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.event(kind, json!({"response": r}), out);
+    }
+
+    /// Whether the final (or an error) event was written.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,8 +589,12 @@ mod tests {
               "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
               "tool_choice": "auto"})
         );
+        let mut streamed = req.clone();
+        streamed["stream"] = json!(true);
+        let chat = request_to_chat(&streamed).unwrap();
+        assert_eq!(chat["stream"], true);
+        assert_eq!(chat["stream_options"], json!({"include_usage": true}));
         for (field, v) in [
-            ("stream", json!(true)),
             ("reasoning", json!({"effort": "low"})),
             ("previous_response_id", json!("r")),
         ] {
@@ -310,5 +622,98 @@ mod tests {
         assert_eq!(r["output"][1]["type"], "function_call");
         assert_eq!(r["output"][1]["call_id"], "c1");
         assert_eq!(r["usage"]["total_tokens"], 7);
+    }
+
+    fn types(out: &[u8]) -> Vec<(String, Value)> {
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        text.split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                let (ev, data) = f.split_once('\n').unwrap();
+                let v: Value = serde_json::from_str(data.trim_start_matches("data: ")).unwrap();
+                (ev.trim_start_matches("event: ").to_owned(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chat_stream_becomes_the_responses_event_sequence_with_usage_last() {
+        let mut t = StreamToResponses::default();
+        let mut out = Vec::new();
+        let chunk = |delta: Value, fin: Value| {
+            json!({"id": "chatcmpl-7", "created": 3, "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]})
+            .to_string()
+        };
+        t.data(
+            &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            &mut out,
+        );
+        t.data(&chunk(json!({"content": "Hel"}), Value::Null), &mut out);
+        t.data(&chunk(json!({"content": "lo"}), Value::Null), &mut out);
+        t.data(
+            &chunk(
+                json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+            "function": {"name": "weather", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            &mut out,
+        );
+        t.data(
+            &chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":1}"}}]}),
+                Value::Null,
+            ),
+            &mut out,
+        );
+        t.data(&chunk(json!({}), json!("tool_calls")), &mut out);
+        t.data(&json!({"id": "chatcmpl-7", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 6}}).to_string(), &mut out);
+        t.data("[DONE]", &mut out);
+        let evs = types(&out);
+        let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, (name, v)) in evs.iter().enumerate() {
+            assert_eq!(v["type"], json!(name));
+            assert_eq!(v["sequence_number"], json!(i));
+        }
+        let done = &evs.last().unwrap().1["response"];
+        assert_eq!(done["id"], "resp_7");
+        assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
+        assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
+        assert_eq!(done["output"][1]["call_id"], "c1");
+        assert_eq!(done["usage"]["total_tokens"], 10);
+        assert_eq!(evs[0].1["response"]["status"], "in_progress");
+    }
+
+    #[test]
+    fn an_error_event_of_the_chat_stream_ends_the_responses_stream_with_an_error() {
+        let mut t = StreamToResponses::default();
+        let mut out = Vec::new();
+        t.data(&json!({"id": "chatcmpl-8", "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": null}]}).to_string(), &mut out);
+        t.data(&json!({"error": {"message": "budget", "type": "insufficient_quota", "code": "insufficient_quota"}}).to_string(), &mut out);
+        t.data("[DONE]", &mut out);
+        let evs = types(&out);
+        let last = &evs.last().unwrap();
+        assert_eq!(last.0, "error");
+        assert_eq!(last.1["code"], "insufficient_quota");
+        assert!(t.finished());
     }
 }

@@ -161,6 +161,26 @@ impl Xform {
         }
     }
 
+    /// An error event in the caller's format: a DLP rule blocked the completion (OpenAI
+    /// `content_filter`, Anthropic `permission_error`).
+    fn abort_dlp(&self, message: &str, out: &mut Vec<u8>) {
+        match self.caller() {
+            Dialect::OpenAi => openai::frame(
+                out,
+                &openai::error_body(
+                    super::ErrorKind::Permission,
+                    message,
+                    Some("content_filter"),
+                ),
+            ),
+            Dialect::Anthropic => anthropic::frame(
+                out,
+                "error",
+                &anthropic::error_body(super::ErrorKind::Permission, message),
+            ),
+        }
+    }
+
     /// An error event in the caller's format: the stream crossed its hard budget
     /// (OpenAI `insufficient_quota`, Anthropic `rate_limit_error`).
     fn abort_budget(&self, message: &str, out: &mut Vec<u8>) {
@@ -193,6 +213,20 @@ pub struct Metered {
     pub capped: bool,
     /// The provider's stream ended properly.
     pub complete: bool,
+    /// When the first completion text reached the caller, from the call's start.
+    pub first_token: Option<std::time::Duration>,
+    /// The gateway's own time: before the first provider attempt, plus processing the
+    /// provider's events (decoding, translating, metering, DLP).
+    pub overhead: std::time::Duration,
+}
+
+/// When the call started and how long the gateway took before the first provider attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The call's start.
+    pub started: std::time::Instant,
+    /// Gateway time before the first provider attempt.
+    pub before_provider: std::time::Duration,
 }
 
 /// The most completion tokens a stream may carry before it is ended (its reservation under a
@@ -208,12 +242,15 @@ pub struct Cap {
 /// completion tokens of the provider's deltas are counted as they arrive; the event that would
 /// take them past the cap is not relayed, and the stream ends with an error event in the
 /// caller's format (the provider's stream is dropped with it).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn relay<F, Fut>(
     mut resp: reqwest::Response,
     mut xform: Xform,
     mut rec: Record,
     cap: Option<Cap>,
     meter: bool,
+    mut guard: Option<super::guard::StreamGuard>,
+    timing: Timing,
     done: F,
 ) -> Response
 where
@@ -227,9 +264,17 @@ where
         let mut out = Vec::new();
         let mut failure: Option<String> = None;
         let mut gone = false;
-        let mut metered = Metered::default();
+        let mut metered = Metered {
+            overhead: timing.before_provider,
+            ..Metered::default()
+        };
+        let mut blocked: Option<super::guard::Blocked> = None;
+        let mut frames = Vec::new();
+        let mut text_seen = false;
         loop {
-            match resp.chunk().await {
+            let next = resp.chunk().await;
+            let t0 = std::time::Instant::now();
+            match next {
                 Ok(Some(chunk)) => {
                     if let Err(e) = decoder.feed(&chunk, &mut events) {
                         failure = Some(format!("provider stream refused: {e}"));
@@ -256,10 +301,32 @@ where
                         break;
                     }
                 }
-                xform.event(&ev, &mut out);
+                if !text_seen && let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                    text_seen = !super::budget::estimate::delta_text(&v).is_empty();
+                }
+                match guard.as_mut() {
+                    None => xform.event(&ev, &mut out),
+                    Some(g) => {
+                        frames.clear();
+                        xform.event(&ev, &mut frames);
+                        if let Err(b) = g.filter(&frames, &mut out) {
+                            failure = Some(b.message("the answer was"));
+                            blocked = Some(b);
+                            break;
+                        }
+                    }
+                }
             }
+            metered.overhead += t0.elapsed();
             if failure.is_some() {
                 break;
+            }
+            if metered.first_token.is_none()
+                && text_seen
+                && guard.as_ref().is_none_or(|g| g.released_any())
+                && !out.is_empty()
+            {
+                metered.first_token = Some(timing.started.elapsed());
             }
             if !out.is_empty()
                 && tx
@@ -277,7 +344,9 @@ where
                 failure = Some("the provider's stream ended early".into());
             }
             if let Some(f) = &failure {
-                if metered.capped {
+                if blocked.is_some() {
+                    xform.abort_dlp(f, &mut out);
+                } else if metered.capped {
                     xform.abort_budget(f, &mut out);
                 } else {
                     xform.abort(f, &mut out);
@@ -288,11 +357,17 @@ where
             }
         }
         rec.usage = xform.usage();
+        if let Some(g) = guard {
+            rec.findings.merge(g.found);
+        }
         let (outcome, reason) = match (gone, failure) {
             (true, _) => (
                 Outcome::Error,
                 Some("the caller left during the stream".into()),
             ),
+            (false, Some(_)) if blocked.is_some() => {
+                (Outcome::Block, blocked.as_ref().map(|b| b.reason("answer")))
+            }
             (false, Some(f)) => (Outcome::Error, Some(f)),
             (false, None) => (Outcome::Allow, None),
         };
