@@ -415,6 +415,8 @@ pub struct Metrics {
     pub policy_denials: Family<ServerLabels, Counter>,
     /// Calls refused by rate limits.
     pub rate_limited: Counter,
+    /// Rate-limit checks the shared store (`spec.rateLimitStore`) could not answer.
+    pub rate_limit_store_errors: Counter,
     /// Stateless 2026-07-28 `tools/call` requests answered by the portal's fast path.
     pub fast_path_calls: Counter,
     /// 1 when the upstream is ready, else 0.
@@ -513,6 +515,12 @@ impl Metrics {
             "Calls refused by rate limits",
             rate_limited.clone(),
         );
+        let rate_limit_store_errors = Counter::default();
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit checks the shared store (spec.rateLimitStore) could not answer; spec.rateLimitStore.onUnavailable decided them",
+            rate_limit_store_errors.clone(),
+        );
         let fast_path_calls = Counter::default();
         registry.register(
             "fast_path_tool_calls",
@@ -586,6 +594,7 @@ impl Metrics {
             inspection_hits,
             policy_denials,
             rate_limited,
+            rate_limit_store_errors,
             fast_path_calls,
             upstream_up,
             upstream_tools,

@@ -1213,6 +1213,7 @@ mod tests {
                 }],
                 budget_store: Default::default(),
             }),
+            rate_limit_store: None,
         }
     }
 
