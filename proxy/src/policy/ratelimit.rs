@@ -2,7 +2,7 @@
 //!
 //! The buckets here live in this process: with N replicas behind a Service without affinity a
 //! subject gets up to N times the configured rate. With `spec.rateLimitStore` the portal keeps
-//! the same buckets in Redis instead (`crate::portal::ratelimit`), and these decide only while
+//! the same buckets in Redis instead (the portal's limiter), and these decide only while
 //! Redis cannot be reached (`onUnavailable: perReplica`). Anonymous users of a public portal
 //! are never limited ([`super::PolicySet::limits`] gives them none).
 
