@@ -36,6 +36,7 @@ demo: build
 bench: operator-bench
 	$(CARGO) build --release -p portcullis-proxy -p portcullis-demo --bins
 	python3 e2e/bench/run.py
+	python3 e2e/bench/llm.py
 	$(CARGO) bench -p portcullis-proxy --bench tokens
 	$(CARGO) bench -p portcullis-proxy --bench codemode
 	$(CARGO) bench -p portcullis-proxy --bench dlp

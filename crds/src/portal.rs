@@ -97,6 +97,59 @@ pub struct McpPortalSpec {
     /// the proxy starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<PortalTls>,
+    /// Where the per-subject tool-call rate limits (McpPolicy `limits`) keep their token
+    /// buckets. Absent: in the memory of each replica, so behind a Service with N replicas a
+    /// subject gets up to N times the configured rate. With `redis`, every replica takes from
+    /// the same buckets and the limit holds for the portal as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_store: Option<RateLimitStore>,
+}
+
+/// Shared token buckets for the per-subject rate limits (`spec.rateLimitStore`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitStore {
+    /// A Redis server every replica shares. Each call takes a token from the subject's portal
+    /// bucket and its bucket for the tool in one Lua script (both or neither), timed by the
+    /// Redis server's clock, so the replicas' clocks do not matter.
+    pub redis: RateLimitRedis,
+    /// What a call does while Redis cannot be reached (or answers too late): `perReplica`
+    /// (the default: this replica's own buckets decide, as without a store), `failOpen` (the
+    /// call is not limited) or `failClosed` (the call is refused). Every such call is logged
+    /// and counted in `portcullis_rate_limit_store_errors_total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unavailable: Option<RateLimitFallback>,
+}
+
+/// The Redis server of the shared rate-limit buckets.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRedis {
+    /// Secret key holding the Redis URL (`redis://[:password@]host:port[/db]`; `rediss://`
+    /// is not supported). The URL never reaches a log.
+    pub url_from: SecretKeyRef,
+    /// Prefix of every key the portal writes, 1-64 characters of `[A-Za-z0-9:_.-]`. Defaults
+    /// to `portcullis:ratelimit:<portal>:`; portals sharing a Redis keep apart by their names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9:_.-]{1,64}$"))]
+    pub key_prefix: Option<String>,
+    /// How long a call may wait for Redis, in milliseconds, 10-10000. Defaults to 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 10_000))]
+    pub timeout_millis: Option<u32>,
+}
+
+/// What a rate-limited call does while the shared store cannot be reached.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitFallback {
+    /// This replica's own buckets decide (the limit holds per replica).
+    #[default]
+    PerReplica,
+    /// The call is not limited.
+    FailOpen,
+    /// The call is refused with the rate-limit error.
+    FailClosed,
 }
 
 /// The portal's HTTPS listener (`spec.tls`).

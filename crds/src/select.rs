@@ -83,7 +83,7 @@ pub fn bound_policies<'a>(portal: &McpPortal, policies: &'a [McpPolicy]) -> Vec<
 
 /// The Secret refs the portal's proxy reads: its session key, its identity signing key, its
 /// audit chain key, its HTTPS listener's certificate, key and client CA bundle, its LLM
-/// targets' API keys, its budget store's Redis URL and the credentials of the remote servers it
+/// targets' API keys, its budget and rate-limit stores' Redis URLs and the credentials of the remote servers it
 /// fronts (deployed servers keep their secrets in their own pods).
 pub fn portal_secret_refs(portal: &McpPortal, servers: &[&McpServer]) -> Vec<SecretKeyRef> {
     let mut refs = Vec::new();
@@ -106,6 +106,13 @@ pub fn portal_secret_refs(portal: &McpPortal, servers: &[&McpServer]) -> Vec<Sec
                 .map(|r| r.url_from.clone()),
         );
     }
+    refs.extend(
+        portal
+            .spec
+            .rate_limit_store
+            .as_ref()
+            .map(|s| s.redis.url_from.clone()),
+    );
     for s in servers {
         refs.extend(remote_secret_refs(s));
     }
@@ -283,6 +290,21 @@ mod tests {
             },
         );
         assert_eq!(portal_secret_refs(&portal, &[]), [key]);
+    }
+
+    #[test]
+    fn the_rate_limit_stores_redis_url_is_among_the_secrets_a_portal_reads() {
+        let portal: McpPortal = serde_json::from_value(serde_json::json!({
+            "apiVersion": "portcullis.dev/v1alpha1", "kind": "McpPortal",
+            "metadata": {"name": "p"},
+            "spec": {"public": true, "servers": {},
+                "rateLimitStore": {"redis": {"urlFrom": {"name": "limits-redis", "key": "url"}}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            secret_names(&portal_secret_refs(&portal, &[])),
+            ["limits-redis".to_owned()].into()
+        );
     }
 
     #[test]

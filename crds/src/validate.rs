@@ -562,6 +562,16 @@ pub fn portal_problems(portal: &McpPortal) -> Vec<Problem> {
     if let Some(llm) = &spec.llm {
         llm_problems(&mut out, llm);
     }
+    if let Some(store) = &spec.rate_limit_store {
+        let r = &store.redis;
+        redis_problems(
+            &mut out,
+            "spec.rateLimitStore.redis",
+            &r.url_from,
+            r.key_prefix.as_deref(),
+            r.timeout_millis,
+        );
+    }
     if let Some(a) = &spec.access {
         for (list, sels) in [
             ("include", &a.include),
@@ -703,17 +713,32 @@ fn llm_problems(out: &mut Vec<Problem>, llm: &LlmSpec) {
 
 /// The problems of `spec.llm.budgetStore`.
 fn budget_store_problems(out: &mut Vec<Problem>, store: &BudgetStore) {
-    let Some(r) = &store.redis else {
-        return;
-    };
-    let at = "spec.llm.budgetStore.redis";
-    if r.url_from.name.is_empty() || r.url_from.key.is_empty() {
+    if let Some(r) = &store.redis {
+        redis_problems(
+            out,
+            "spec.llm.budgetStore.redis",
+            &r.url_from,
+            r.key_prefix.as_deref(),
+            r.timeout_millis,
+        );
+    }
+}
+
+/// The problems of a Redis store's fields at `at` (the budget and rate-limit stores).
+fn redis_problems(
+    out: &mut Vec<Problem>,
+    at: &str,
+    url_from: &crate::SecretKeyRef,
+    key_prefix: Option<&str>,
+    timeout_millis: Option<u32>,
+) {
+    if url_from.name.is_empty() || url_from.key.is_empty() {
         out.push(Problem::new(
             format!("{at}.urlFrom"),
             "name and key must not be empty",
         ));
     }
-    if let Some(p) = &r.key_prefix
+    if let Some(p) = key_prefix
         && (p.is_empty()
             || p.len() > 64
             || !p
@@ -725,7 +750,7 @@ fn budget_store_problems(out: &mut Vec<Problem>, store: &BudgetStore) {
             format!("{p:?}: 1-64 characters of [A-Za-z0-9:_.-]"),
         ));
     }
-    if let Some(t) = r.timeout_millis
+    if let Some(t) = timeout_millis
         && !(10..=10_000).contains(&t)
     {
         out.push(Problem::new(

@@ -179,6 +179,17 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("budget-redis-key-prefix", llm_portal({"alias": "fast", "targets": [LLM_T]}, budgetStore={
         "redis": {"urlFrom": {"name": "r", "key": "url"}, "keyPrefix": "a b"}}),
      "spec.llm.budgetStore.redis.keyPrefix", "pattern: [A-Za-z0-9:_.-]"),
+    ("rate-limit-store-on-unavailable", portal(public=True, rateLimitStore={
+        "redis": {"urlFrom": {"name": "r", "key": "url"}}, "onUnavailable": "sometimes"}),
+     "spec.rateLimitStore.onUnavailable", "enum: perReplica, failOpen, failClosed"),
+    ("rate-limit-store-without-redis", portal(public=True, rateLimitStore={"onUnavailable": "failOpen"}),
+     "spec.rateLimitStore.redis", "required: redis"),
+    ("rate-limit-store-timeout", portal(public=True, rateLimitStore={
+        "redis": {"urlFrom": {"name": "r", "key": "url"}, "timeoutMillis": 20000}}),
+     "spec.rateLimitStore.redis.timeoutMillis", "range: 10-10000"),
+    ("rate-limit-store-key-prefix", portal(public=True, rateLimitStore={
+        "redis": {"urlFrom": {"name": "r", "key": "url"}, "keyPrefix": "a b"}}),
+     "spec.rateLimitStore.redis.keyPrefix", "pattern: [A-Za-z0-9:_.-]"),
     # --- ranges ---
     ("policy-calls-per-minute-zero", policy(limits={"callsPerMinute": 0}),
      "spec.limits.callsPerMinute", "range: at least 1"),
@@ -352,6 +363,9 @@ GOOD = [
                                                                         "cachedInput": "0.075"}}]}],
         "budgetStore": {"redis": {"urlFrom": {"name": "redis", "key": "url"}, "keyPrefix": "pc:",
                                   "timeoutMillis": 250}, "onUnavailable": "failOpen"}}),
+    portal("with-rate-limit-store", public=True, rateLimitStore={
+        "redis": {"urlFrom": {"name": "redis", "key": "url"}, "keyPrefix": "rl:", "timeoutMillis": 100},
+        "onUnavailable": "failClosed"}),
 ]
 
 

@@ -123,6 +123,7 @@ async fn start_portal(upstream: &str, auth: Option<PortalAuth>) -> (String, Arc<
         pins: Default::default(),
         identity_key: None,
         llm: None,
+        rate_limit_store: None,
     };
     let portal = Portal::start(cfg, None, CancellationToken::new())
         .await

@@ -493,6 +493,8 @@ pub struct Metrics {
     pub policy_denials: Family<ServerLabels, Counter>,
     /// Calls refused by rate limits.
     pub rate_limited: Counter,
+    /// Rate-limit checks the shared store (`spec.rateLimitStore`) could not answer.
+    pub rate_limit_store_errors: Counter,
     /// Stateless 2026-07-28 `tools/call` requests answered by the portal's fast path.
     pub fast_path_calls: Counter,
     /// `tools/call` requests of legacy (2025-era) sessions answered by the fast path.
@@ -595,6 +597,12 @@ impl Metrics {
             "Calls refused by rate limits",
             rate_limited.clone(),
         );
+        let rate_limit_store_errors = Counter::default();
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit checks the shared store (spec.rateLimitStore) could not answer; spec.rateLimitStore.onUnavailable decided them",
+            rate_limit_store_errors.clone(),
+        );
         let fast_path_calls = Counter::default();
         registry.register(
             "fast_path_tool_calls",
@@ -676,6 +684,7 @@ impl Metrics {
             inspection_hits,
             policy_denials,
             rate_limited,
+            rate_limit_store_errors,
             fast_path_calls,
             fast_path_legacy_calls,
             upstream_up,

@@ -433,3 +433,33 @@ fn rule_conditions_name_each_bad_or_contradictory_selector() {
     }));
     assert_eq!(policy_problems(&ok), []);
 }
+
+#[test]
+fn a_rate_limit_store_names_each_bad_redis_field() {
+    let ok = portal(json!({
+        "public": true,
+        "rateLimitStore": {"redis": {"urlFrom": {"name": "redis", "key": "url"}, "keyPrefix": "rl:",
+                                     "timeoutMillis": 100}, "onUnavailable": "failClosed"}
+    }));
+    assert_eq!(portal_problems(&ok), []);
+    let bad = portal(json!({
+        "public": true,
+        "rateLimitStore": {"redis": {"urlFrom": {"name": "redis", "key": ""}, "keyPrefix": "",
+                                     "timeoutMillis": 20000}}
+    }));
+    assert_eq!(
+        fields(&portal_problems(&bad)),
+        [
+            "spec.rateLimitStore.redis.urlFrom",
+            "spec.rateLimitStore.redis.keyPrefix",
+            "spec.rateLimitStore.redis.timeoutMillis",
+        ]
+    );
+    // An unknown fallback is refused when read.
+    let e = serde_json::from_value::<crate::McpPortalSpec>(json!({
+        "public": true, "rateLimitStore": {
+            "redis": {"urlFrom": {"name": "r", "key": "url"}}, "onUnavailable": "sometimes"}
+    }))
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown variant `sometimes`"), "{e}");
+}

@@ -393,6 +393,7 @@ fn portal_config(
         pins: Default::default(),
         identity_key: None,
         llm: None,
+        rate_limit_store: None,
     }
 }
 

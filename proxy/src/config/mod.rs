@@ -23,9 +23,10 @@ use crate::error::{Error, Result};
 pub use manifests::Manifests;
 pub use secrets::Secrets;
 pub use types::{
-    BudgetStoreConfig, DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_SECRETS_DIR,
-    DEFAULT_TIMEOUT, KeyBytes, LlmConfig, LlmRouteConfig, LlmTargetConfig, PortalConfig,
-    PriceConfig, RedisConfig, ServerConfig, ServerPins, SigningKey, Transport, UpstreamOAuth,
+    BudgetStoreConfig, DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SECRETS_DIR, DEFAULT_TIMEOUT, KeyBytes, LlmConfig,
+    LlmRouteConfig, LlmTargetConfig, PortalConfig, PriceConfig, RateLimitStoreConfig, RedisConfig,
+    ServerConfig, ServerPins, SigningKey, Transport, UpstreamOAuth,
 };
 
 /// The portal to serve: `portal` when given, else the only McpPortal in the manifests read from
@@ -109,6 +110,11 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         .as_ref()
         .map(|l| llm_config(name, l, &secrets))
         .transpose()?;
+    let rate_limit_store = spec
+        .rate_limit_store
+        .as_ref()
+        .map(|s| rate_limit_store(name, s, &secrets))
+        .transpose()?;
     let max_body_bytes = spec
         .limits
         .as_ref()
@@ -126,6 +132,41 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
         pins,
         identity_key,
         llm,
+        rate_limit_store,
+    })
+}
+
+/// `spec.rateLimitStore` with its Redis URL read and defaults applied.
+fn rate_limit_store(
+    portal: &str,
+    store: &crds::portal::RateLimitStore,
+    secrets: &Secrets<'_>,
+) -> Result<RateLimitStoreConfig> {
+    let field = "spec.rateLimitStore.redis";
+    let r = &store.redis;
+    let url = secrets
+        .text(&r.url_from)
+        .map_err(|e| Error::Config(format!("McpPortal {portal}: {field}.urlFrom: {e}")))?;
+    let url = url.trim().to_owned();
+    if !url.starts_with("redis://") {
+        return Err(Error::Config(format!(
+            "McpPortal {portal}: {field}.urlFrom: the Secret's value is not a redis:// URL"
+        )));
+    }
+    Ok(RateLimitStoreConfig {
+        redis: RedisConfig {
+            url,
+            key_prefix: r
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| format!("portcullis:ratelimit:{portal}:")),
+            timeout: r
+                .timeout_millis
+                .map_or(DEFAULT_RATE_LIMIT_STORE_TIMEOUT, |t| {
+                    Duration::from_millis(u64::from(t))
+                }),
+        },
+        on_unavailable: store.on_unavailable.unwrap_or_default(),
     })
 }
 

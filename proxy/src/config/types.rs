@@ -39,7 +39,21 @@ pub struct PortalConfig {
     pub identity_key: Option<SigningKey>,
     /// The LLM gateway (`spec.llm`) with its targets' API keys read, if the portal has one.
     pub llm: Option<LlmConfig>,
+    /// The shared store of the rate limits' buckets (`spec.rateLimitStore`), if configured.
+    pub rate_limit_store: Option<RateLimitStoreConfig>,
 }
+
+/// `spec.rateLimitStore` resolved: the Redis URL read from its Secret, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitStoreConfig {
+    /// The Redis every replica shares.
+    pub redis: RedisConfig,
+    /// What a call does while Redis cannot be reached.
+    pub on_unavailable: crds::portal::RateLimitFallback,
+}
+
+/// Default time a rate-limit check waits for Redis.
+pub const DEFAULT_RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Default time a provider target has to answer.
 pub const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1409,6 +1409,7 @@ mod tests {
                 }],
                 budget_store: Default::default(),
             }),
+            rate_limit_store: None,
         }
     }
 

@@ -1,7 +1,10 @@
 //! Per-subject token buckets: one per (subject, portal) and one per (subject, tool).
 //!
-//! Buckets live in this process: with N replicas behind a Service without affinity a subject
-//! gets up to N times the configured rate. Anonymous users of a public portal share one bucket.
+//! The buckets here live in this process: with N replicas behind a Service without affinity a
+//! subject gets up to N times the configured rate. With `spec.rateLimitStore` the portal keeps
+//! the same buckets in Redis instead (the portal's limiter), and these decide only while
+//! Redis cannot be reached (`onUnavailable: perReplica`). Anonymous users of a public portal
+//! are never limited ([`super::PolicySet::limits`] gives them none).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,6 +70,38 @@ impl std::fmt::Display for RateLimited {
     }
 }
 
+/// One bucket a call takes a token from: its scope, the tool it counts (`None`: the portal
+/// bucket), its sustained rate and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSpec<'a> {
+    /// Which limit.
+    pub scope: Scope,
+    /// The tool of a per-tool bucket.
+    pub tool: Option<&'a str>,
+    /// Sustained calls per minute.
+    pub per_minute: u32,
+    /// Bucket size (at least 1).
+    pub burst: u32,
+}
+
+/// The buckets a call of `tool` takes a token from under `limits` (none, one or two; the
+/// portal bucket first).
+pub fn buckets<'a>(tool: &'a str, limits: &RateLimits) -> Vec<BucketSpec<'a>> {
+    let portal = limits.calls_per_minute.map(|r| BucketSpec {
+        scope: Scope::Portal,
+        tool: None,
+        per_minute: r,
+        burst: limits.burst.unwrap_or(r).max(1),
+    });
+    let per_tool = limits.calls_per_minute_per_tool.map(|r| BucketSpec {
+        scope: Scope::Tool,
+        tool: Some(tool),
+        per_minute: r,
+        burst: limits.tool_burst.unwrap_or(r).max(1),
+    });
+    portal.into_iter().chain(per_tool).collect()
+}
+
 /// The token buckets of one portal.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
@@ -88,18 +123,8 @@ impl RateLimiter {
         limits: &RateLimits,
         now: Instant,
     ) -> Result<(), RateLimited> {
-        let portal = limits
-            .calls_per_minute
-            .map(|r| (Scope::Portal, String::new(), r, limits.burst.unwrap_or(r)));
-        let per_tool = limits.calls_per_minute_per_tool.map(|r| {
-            (
-                Scope::Tool,
-                format!("\u{1}{tool}"),
-                r,
-                limits.tool_burst.unwrap_or(r),
-            )
-        });
-        if portal.is_none() && per_tool.is_none() {
+        let specs = buckets(tool, limits);
+        if specs.is_empty() {
             return Ok(());
         }
         let Ok(mut buckets) = self.buckets.lock() else {
@@ -111,7 +136,13 @@ impl RateLimiter {
                 buckets.clear();
             }
         }
-        let wanted: Vec<_> = portal.into_iter().chain(per_tool).collect();
+        let wanted: Vec<_> = specs
+            .iter()
+            .map(|b| {
+                let key = b.tool.map_or_else(String::new, |t| format!("\u{1}{t}"));
+                (b.scope, key, b.per_minute, b.burst)
+            })
+            .collect();
         for (scope, key, per_minute, burst) in &wanted {
             let b = buckets
                 .entry((subject.to_owned(), key.clone()))

@@ -8,6 +8,7 @@ pub mod handler;
 pub mod pagination;
 pub mod pinning;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod relay;
 pub mod sessions;
 
@@ -45,8 +46,8 @@ pub struct Portal {
     pub authenticator: Arc<crate::auth::Authenticator>,
     /// The compiled McpPolicies in force (follows the configuration).
     policy: ArcSwap<crate::policy::PolicySet>,
-    /// Per-subject rate limits.
-    pub limiter: crate::policy::ratelimit::RateLimiter,
+    /// Per-subject rate limits (shared by the replicas with `spec.rateLimitStore`).
+    pub limiter: ratelimit::Limiter,
     /// Tool-definition pinning state (first-use baselines, what was reported).
     pinning: pinning::Pinning,
     /// The last verdict on every upstream tool, by server.
@@ -98,7 +99,7 @@ impl Portal {
             llm,
             authenticator: Arc::new(crate::auth::Authenticator::new(&metrics.auth)),
             policy: ArcSwap::from_pointee(policy),
-            limiter: Default::default(),
+            limiter: ratelimit::Limiter::new(config.rate_limit_store.as_ref()),
             guardrails: ArcSwap::from_pointee(rails),
             signer: ArcSwapOption::new(signer),
             audit,
@@ -179,6 +180,7 @@ impl Portal {
         warn_about_policy(&config, &policy);
         self.policy.store(Arc::new(policy));
         self.llm.reconfigure(&config);
+        self.limiter.reconfigure(config.rate_limit_store.as_ref());
         self.config.store(config);
         self.rebuild().await;
         Ok(())

@@ -305,6 +305,7 @@ mod tests {
             pins: [("s".to_string(), pins)].into(),
             identity_key: None,
             llm: None,
+            rate_limit_store: None,
         }
     }
 

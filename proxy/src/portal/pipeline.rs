@@ -112,10 +112,15 @@ impl Portal {
             });
             return Err(unknown_tool(name));
         };
-        if let Err(limited) = self
+        let checked = self
             .limiter
             .check(&identity.subject, name, &policy.limits(identity))
-        {
+            .await;
+        if let Some(e) = &checked.store_error {
+            self.metrics.rate_limit_store_errors.inc();
+            tracing::warn!(error = %e, "rate-limit store unavailable; spec.rateLimitStore.onUnavailable decides");
+        }
+        if let Err(limited) = checked.result {
             self.metrics.rate_limited.inc();
             event.decision = Outcome::Deny;
             event.reason = Some("rate limited".into());
