@@ -42,6 +42,9 @@ pub enum Error {
     NotUtf8,
 }
 
+/// The UTF-8 byte order mark, skipped at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// An incremental decoder: [`Decoder::feed`] it the body's chunks in order, and it appends
 /// every event they complete.
 #[derive(Debug)]
@@ -87,9 +90,25 @@ impl Decoder {
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), Error> {
         let mut chunk = chunk;
         if !self.started && !chunk.is_empty() {
-            // A UTF-8 byte order mark may open the stream.
-            self.started = true;
-            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
+            // A UTF-8 byte order mark may open the stream, and may arrive split across chunks:
+            // a start shorter than the mark that could still be one is held until it can be
+            // told apart (the usual first chunk, longer than the mark, is not copied).
+            if self.partial.is_empty() && chunk.len() >= BOM.len() {
+                self.started = true;
+                chunk = chunk.strip_prefix(BOM).unwrap_or(chunk);
+            } else {
+                let mut start = std::mem::take(&mut self.partial);
+                start.extend_from_slice(chunk);
+                if start.len() < BOM.len() && BOM.starts_with(&start) {
+                    self.partial = start;
+                    if self.partial.len() > self.limit {
+                        return Err(Error::TooLarge { limit: self.limit });
+                    }
+                    return Ok(());
+                }
+                self.started = true;
+                return self.feed(start.strip_prefix(BOM).unwrap_or(&start), out);
+            }
         }
         if self.skip_lf && !chunk.is_empty() {
             self.skip_lf = false;
