@@ -102,7 +102,7 @@ impl SessionSeal {
         })
     }
 
-    fn seal(&self, internal: &str, state: &SessionState, subject: &str) -> String {
+    pub fn seal(&self, internal: &str, state: &SessionState, subject: &str) -> String {
         let payload = Sealed {
             i: internal.to_owned(),
             t: now(),
@@ -120,7 +120,7 @@ impl SessionSeal {
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    fn open(&self, token: &str) -> Result<(String, SessionState, String), OpenError> {
+    pub fn open(&self, token: &str) -> Result<(String, SessionState, String), OpenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(OpenError::Invalid);
         }
