@@ -91,39 +91,38 @@ pub async fn check_post(limits: &Validate, req: Request) -> Checked {
         }
     };
     // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header) is parsed
-    // once, straight into the fast path's types; a body in that exact shape is a well-formed
-    // JSON-RPC message. Everything else is checked as a generic JSON value.
+    // once, straight into the fast path's types. Everything the fast path does not answer is
+    // checked as a generic JSON value.
     let call = parts
         .headers
         .get("mcp-method")
         .is_some_and(|m| m == "tools/call")
         .then(|| super::fast::parse_call(&bytes))
         .flatten();
-    match call {
-        Some(call) => {
-            if let Some(answer) = limits.fast.answer(call, &mut parts).await {
-                return Checked::Answered(answer);
-            }
+    if let Some(call) = call
+        && let Some(answer) = limits.fast.answer(call, &mut parts).await
+    {
+        return Checked::Answered(answer);
+    }
+    // Every body the fast path did not answer is checked here, also one `parse_call` read: it
+    // skips members it does not know without checking them (serde ignores them), so such a body
+    // may still hold bytes that are not JSON, and those get their -32700 here, not from rmcp.
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Checked::Answered(rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                format!("Parse error: {e}"),
+            ));
         }
-        None => {
-            let value: Value = match serde_json::from_slice(&bytes) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Checked::Answered(rpc_error(
-                        StatusCode::BAD_REQUEST,
-                        -32700,
-                        format!("Parse error: {e}"),
-                    ));
-                }
-            };
-            if let Some(reason) = shape_error(&value) {
-                return Checked::Answered(rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    -32600,
-                    format!("Invalid Request: {reason}"),
-                ));
-            }
-        }
+    };
+    if let Some(reason) = shape_error(&value) {
+        return Checked::Answered(rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!("Invalid Request: {reason}"),
+        ));
     }
     Checked::Forward(Request::from_parts(parts, Body::from(bytes)))
 }
