@@ -151,4 +151,74 @@ mod tests {
         assert!(shape_error(&json!({"jsonrpc": "2.0"})).is_some());
         assert!(shape_error(&json!("text")).is_some());
     }
+
+    /// A portal without upstreams, for the validation layer's fast path.
+    async fn limits() -> (Validate, tokio_util::sync::CancellationToken) {
+        let yaml = "apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\n\
+                    metadata: {name: p}\nspec: {public: true}\n";
+        let mut m = crate::config::Manifests::default();
+        crate::config::manifests::parse_into(&mut m, std::path::Path::new("t.yaml"), yaml).unwrap();
+        let cfg = crate::config::resolve(&m, "p", std::path::Path::new("/nonexistent")).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let portal = crate::portal::Portal::start(cfg, None, shutdown.clone())
+            .await
+            .unwrap();
+        let fast = super::super::fast::FastPath::new(portal, true);
+        (
+            Validate {
+                max_bytes: 64 * 1024,
+                fast,
+            },
+            shutdown,
+        )
+    }
+
+    /// Found by the `validate` fuzz target: a `tools/call` body that `parse_call` reads (it
+    /// skips unknown members without checking them) but that is not JSON, on a request the fast
+    /// path declines, went on to rmcp instead of being answered -32700 here.
+    #[tokio::test]
+    async fn a_call_body_that_is_not_json_is_a_parse_error_even_when_the_fast_path_declines() {
+        let (limits, shutdown) = limits().await;
+        let mut body =
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a_echo","x":""#
+                .to_vec();
+        body.extend_from_slice(b"\xd8\x7b");
+        body.extend_from_slice(br#""}}"#);
+        assert!(super::super::fast::parse_call(&body).is_some());
+        assert!(serde_json::from_slice::<Value>(&body).is_err());
+        // `Accept` without text/event-stream: the fast path declines.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "a_echo")
+            .body(Body::from(body))
+            .unwrap();
+        let Checked::Answered(answer) = check_post(&limits, req).await else {
+            panic!("a body that is not JSON was passed on");
+        };
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        let bytes = to_bytes(answer.into_body(), usize::MAX).await.unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["code"], -32700, "{v}");
+        // The same message as JSON is passed on.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/mcp")
+            .header("accept", "application/json")
+            .header("mcp-method", "tools/call")
+            .body(Body::from(
+                json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                       "params": {"name": "a_echo", "x": "y"}})
+                .to_string(),
+            ))
+            .unwrap();
+        assert!(matches!(
+            check_post(&limits, req).await,
+            Checked::Forward(_)
+        ));
+        shutdown.cancel();
+    }
 }
