@@ -3,7 +3,7 @@ CARGO  ?= cargo
 PYTEST ?= e2e/.venv/bin/pytest
 E2E_ARGS ?= -v
 
-.PHONY: build test e2e e2e-setup demo bench soak bench-tier2 fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
+.PHONY: build test e2e e2e-setup demo bench soak bench-tier2 fuzz fuzz-smoke fmt lint generate operator-setup operator-test operator-e2e operator-bench kind-e2e cluster-setup cluster-e2e
 
 ## build: every binary of the workspace (the e2e suites run target/debug/portcullis-*). With
 ## --tests: the feature set `cargo test --workspace` resolves, so after it this is a no-op (a
@@ -17,6 +17,18 @@ test: e2e-setup
 	$(MAKE) e2e
 	$(MAKE) operator-e2e
 	$(MAKE) cluster-e2e
+	$(MAKE) fuzz-smoke
+
+## fuzz-smoke: every fuzz target of proxy/fuzz for 20 s on its committed corpus (libFuzzer through
+## cargo-fuzz, installed pinned when missing; Rust stable, no sanitizer); fails on a crash, a
+## hang or an RSS over 2 GiB. Its own workspace and target dir (proxy/fuzz/target).
+fuzz-smoke:
+	proxy/fuzz/run.sh 20
+
+## fuzz: every fuzz target for 10 minutes, one after another (not in CI). FUZZ_SECONDS to change.
+FUZZ_SECONDS ?= 600
+fuzz:
+	proxy/fuzz/run.sh $(FUZZ_SECONDS)
 
 ## e2e: local end-to-end tests against real third-party MCP peers (needs `make e2e-setup` once)
 e2e: build

@@ -42,6 +42,9 @@ pub enum Error {
     NotUtf8,
 }
 
+/// The UTF-8 byte order mark, skipped at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// An incremental decoder: [`Decoder::feed`] it the body's chunks in order, and it appends
 /// every event they complete.
 #[derive(Debug)]
@@ -87,9 +90,25 @@ impl Decoder {
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), Error> {
         let mut chunk = chunk;
         if !self.started && !chunk.is_empty() {
-            // A UTF-8 byte order mark may open the stream.
-            self.started = true;
-            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
+            // A UTF-8 byte order mark may open the stream, and may arrive split across chunks:
+            // a start shorter than the mark that could still be one is held until it can be
+            // told apart (the usual first chunk, longer than the mark, is not copied).
+            if self.partial.is_empty() && chunk.len() >= BOM.len() {
+                self.started = true;
+                chunk = chunk.strip_prefix(BOM).unwrap_or(chunk);
+            } else {
+                let mut start = std::mem::take(&mut self.partial);
+                start.extend_from_slice(chunk);
+                if start.len() < BOM.len() && BOM.starts_with(&start) {
+                    self.partial = start;
+                    if self.partial.len() > self.limit {
+                        return Err(Error::TooLarge { limit: self.limit });
+                    }
+                    return Ok(());
+                }
+                self.started = true;
+                return self.feed(start.strip_prefix(BOM).unwrap_or(&start), out);
+            }
         }
         if self.skip_lf && !chunk.is_empty() {
             self.skip_lf = false;
@@ -217,6 +236,38 @@ mod tests {
                 event(None, "{\"a\":\n1}")
             ]
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_split_across_chunks_is_skipped() {
+        // Found by the `sse` fuzz target: the mark was only recognised whole in the first
+        // chunk, so a stream whose first chunks split it lost its first line ("\u{feff}data"
+        // is no field), here the whole event.
+        let stream = b"\xEF\xBB\xBFdata: x\n\n";
+        let mut whole = Vec::new();
+        Decoder::new(64).feed(stream, &mut whole).unwrap();
+        assert_eq!(whole, vec![event(None, "x")]);
+        for split in [1, 2, 3] {
+            let mut d = Decoder::new(64);
+            let mut out = Vec::new();
+            for chunk in [&b""[..], &stream[..split], &stream[split..]] {
+                d.feed(chunk, &mut out).unwrap();
+            }
+            assert_eq!(out, whole, "split after {split} bytes");
+        }
+        let mut d = Decoder::new(64);
+        let mut bytewise = Vec::new();
+        for b in stream {
+            d.feed(std::slice::from_ref(b), &mut bytewise).unwrap();
+        }
+        assert_eq!(bytewise, whole);
+        // A start that only looks like the mark is kept: here it is an unknown field's line.
+        let mut d = Decoder::new(64);
+        let mut out = Vec::new();
+        for chunk in [&b"\xEF"[..], b"x\ndata: y\n\n"] {
+            d.feed(chunk, &mut out).unwrap();
+        }
+        assert_eq!(out, vec![event(None, "y")]);
     }
 
     #[test]

@@ -34,6 +34,8 @@ use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use serde_json::{Value, json};
 
 pub use names::sanitize_names;
+#[doc(hidden)]
+pub use sandbox::{Conversions, Converted};
 
 /// Name of the search tool.
 pub const SEARCH_TOOL: &str = "portal_codemode_search";

@@ -563,31 +563,7 @@ fn call_tool<'js>(
     }
     // Converting may run script code (toJSON, getters), which may call tools again: no
     // borrow of `calls` is held here.
-    let arguments = match args {
-        None => Json::Object(Default::default()),
-        Some(v) if v.is_undefined() || v.is_null() => Json::Object(Default::default()),
-        Some(v) => {
-            let text = match ctx.json_stringify(v)? {
-                Some(s) => s.to_string()?,
-                None => "null".into(),
-            };
-            match serde_json::from_str::<Json>(&text) {
-                Ok(j @ Json::Object(_)) => j,
-                Ok(_) => {
-                    return Err(Exception::throw_type(
-                        ctx,
-                        "tool arguments must be an object",
-                    ));
-                }
-                Err(e) => {
-                    return Err(Exception::throw_type(
-                        ctx,
-                        &format!("tool arguments are not valid JSON: {e}"),
-                    ));
-                }
-            }
-        }
-    };
+    let arguments = arguments_of(ctx, args)?;
     let (promise, resolve, reject) = ctx.promise()?;
     let mut c = calls.borrow_mut();
     let id = c.next_id;
@@ -599,6 +575,31 @@ fn call_tool<'js>(
         c.queue.push_back((id, portal.to_string(), arguments));
     }
     Ok(promise.into_value())
+}
+
+/// The arguments of a tool call as JSON: none, `undefined` or `null` is `{}`; any other value
+/// must stringify to a JSON object (a `TypeError` otherwise).
+fn arguments_of<'js>(ctx: &Ctx<'js>, args: Option<Value<'js>>) -> rquickjs::Result<Json> {
+    let v = match args {
+        None => return Ok(Json::Object(Default::default())),
+        Some(v) if v.is_undefined() || v.is_null() => return Ok(Json::Object(Default::default())),
+        Some(v) => v,
+    };
+    let text = match ctx.json_stringify(v)? {
+        Some(s) => s.to_string()?,
+        None => "null".into(),
+    };
+    match serde_json::from_str::<Json>(&text) {
+        Ok(j @ Json::Object(_)) => Ok(j),
+        Ok(_) => Err(Exception::throw_type(
+            ctx,
+            "tool arguments must be an object",
+        )),
+        Err(e) => Err(Exception::throw_type(
+            ctx,
+            &format!("tool arguments are not valid JSON: {e}"),
+        )),
+    }
 }
 
 /// Settles the promise of call `id` and starts the next queued call.
@@ -873,4 +874,102 @@ fn shape(end: End, mut console: Console, limits: &Limits) -> Outcome {
         out.limit_hit = Some(LimitKind::Output);
     }
     out
+}
+
+/// The conversions between the portal's JSON and a script's values, for the fuzz targets
+/// (`proxy/fuzz`): one QuickJS runtime and context kept across inputs, with the sandbox's
+/// intrinsics and heap and stack caps. Not part of the portal's API.
+#[doc(hidden)]
+pub struct Conversions {
+    // Dropped before the runtime.
+    context: Context,
+    _runtime: Runtime,
+    limits: Limits,
+}
+
+/// What [`Conversions::round_trip`] made of a tool result.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Converted {
+    /// What the script's `await codemode.tool()` gives, as JSON (`Err`: the rejection's text).
+    pub received: Result<Json, String>,
+    /// The value `wrap` made of it, converted as tool-call arguments (`Err`: the exception).
+    pub arguments: Result<Json, String>,
+    /// The same value returned as the script's result.
+    pub returned: Outcome,
+}
+
+impl Conversions {
+    /// A runtime and context under `limits` (memory, stack and output caps).
+    pub fn new(limits: Limits) -> Option<Conversions> {
+        let runtime = Runtime::new().ok()?;
+        runtime.set_memory_limit(limits.memory_bytes);
+        runtime.set_max_stack_size(limits.stack_bytes);
+        let context = Context::custom::<Intrinsics>(&runtime).ok()?;
+        Some(Conversions {
+            context,
+            _runtime: runtime,
+            limits,
+        })
+    }
+
+    /// `result` (a tool's `CallToolResult` as JSON) as a script receives it, then passed to
+    /// `wrap` (the source of a JS function of one argument), whose value is converted back as
+    /// tool-call arguments and as a script's result.
+    pub fn round_trip(&self, result: Json, wrap: &str) -> Converted {
+        self.context.with(|ctx| {
+            let received = match tool_result_to_js(&ctx, Ok(result)) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = describe(&ctx, e);
+                    return Converted {
+                        received: Err(e.clone()),
+                        arguments: Err(e.clone()),
+                        returned: Outcome::failed(e, None),
+                    };
+                }
+            };
+            let received_json = match ctx.json_stringify(received.clone()) {
+                Ok(Some(s)) => s
+                    .to_string()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string())),
+                Ok(None) => Ok(Json::Null),
+                Err(_) => Err(describe(&ctx, ctx.catch())),
+            };
+            let wrapped = ctx
+                .eval::<Function, _>(format!("({wrap})"))
+                .and_then(|f| f.call::<_, Value>((received,)));
+            let wrapped = match wrapped {
+                Ok(v) => v,
+                Err(_) => {
+                    let e = describe(&ctx, ctx.catch());
+                    return Converted {
+                        received: received_json,
+                        arguments: Err(e.clone()),
+                        returned: Outcome::failed(e, None),
+                    };
+                }
+            };
+            let arguments =
+                arguments_of(&ctx, Some(wrapped.clone())).map_err(|_| describe(&ctx, ctx.catch()));
+            let end = if wrapped.is_function() || wrapped.is_symbol() {
+                End::Error("not JSON-serializable".into(), None)
+            } else {
+                match ctx.json_stringify(wrapped) {
+                    Ok(None) => End::Value("null".into()),
+                    Ok(Some(s)) => match s.to_string() {
+                        Ok(s) => End::Value(s),
+                        Err(e) => End::Error(e.to_string(), None),
+                    },
+                    Err(_) => End::Error(describe(&ctx, ctx.catch()), None),
+                }
+            };
+            Converted {
+                received: received_json,
+                arguments,
+                returned: shape(end, Console::default(), &self.limits),
+            }
+        })
+    }
 }

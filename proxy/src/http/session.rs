@@ -102,7 +102,8 @@ impl SessionSeal {
         })
     }
 
-    fn seal(&self, internal: &str, state: &SessionState, subject: &str) -> String {
+    /// Seals rmcp's session id `internal`, the client's `initialize` and the owner into an id.
+    pub fn seal(&self, internal: &str, state: &SessionState, subject: &str) -> String {
         let payload = Sealed {
             i: internal.to_owned(),
             t: now(),

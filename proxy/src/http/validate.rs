@@ -139,43 +139,41 @@ pub async fn check_post(limits: &Validate, req: Request) -> Checked {
     };
     // The hot request (a modern `tools/call`, announced by its `Mcp-Method` header, or a legacy
     // session's, which says so only in its body) is parsed once, straight into the fast path's
-    // types; a body in that exact shape is a well-formed JSON-RPC message. Everything else is
-    // checked as a generic JSON value.
+    // types. Everything the fast path does not answer is checked as a generic JSON value.
     let headers = &parts.headers;
     let call = (headers.get("mcp-method").is_some_and(|m| m == "tools/call")
         || headers.contains_key(super::session::SESSION_HEADER)
             && memchr::memmem::find(&bytes, b"\"tools/call\"").is_some())
     .then(|| super::fast::parse_call(&bytes))
     .flatten();
-    match call {
-        Some(call) => {
-            if let Some(answer) = limits.fast.answer(call, &mut parts).await {
-                return Checked::Answered(answer);
-            }
+    if let Some(call) = call
+        && let Some(answer) = limits.fast.answer(call, &mut parts).await
+    {
+        return Checked::Answered(answer);
+    }
+    // Every body the fast path did not answer is checked here, also one `parse_call` read: it
+    // skips members it does not know without checking them (serde ignores them), so such a body
+    // may still hold bytes that are not JSON, and those get their -32700 here, not from rmcp.
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Checked::Answered(rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                format!("Parse error: {e}"),
+            ));
         }
-        None => {
-            let value: Value = match serde_json::from_slice(&bytes) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Checked::Answered(rpc_error(
-                        StatusCode::BAD_REQUEST,
-                        -32700,
-                        format!("Parse error: {e}"),
-                    ));
-                }
-            };
-            if let Some(reason) = shape_error(&value) {
-                return Checked::Answered(rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    -32600,
-                    format!("Invalid Request: {reason}"),
-                ));
-            }
-            if value.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
-                // It may name a call the fast path answers, which rmcp never saw.
-                limits.fast.cancelled(&value, &mut parts);
-            }
-        }
+    };
+    if let Some(reason) = shape_error(&value) {
+        return Checked::Answered(rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!("Invalid Request: {reason}"),
+        ));
+    }
+    if value.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+        // It may name a call the fast path answers, which rmcp never saw.
+        limits.fast.cancelled(&value, &mut parts);
     }
     Checked::Forward(Request::from_parts(parts, Body::from(bytes)))
 }
@@ -203,5 +201,75 @@ mod tests {
         assert!(shape_error(&json!({"jsonrpc": "2.0", "method": 3})).is_some());
         assert!(shape_error(&json!({"jsonrpc": "2.0"})).is_some());
         assert!(shape_error(&json!("text")).is_some());
+    }
+
+    /// A portal without upstreams, for the validation layer's fast path.
+    async fn limits() -> (Validate, tokio_util::sync::CancellationToken) {
+        let yaml = "apiVersion: portcullis.dev/v1alpha1\nkind: McpPortal\n\
+                    metadata: {name: p}\nspec: {public: true}\n";
+        let mut m = crate::config::Manifests::default();
+        crate::config::manifests::parse_into(&mut m, std::path::Path::new("t.yaml"), yaml).unwrap();
+        let cfg = crate::config::resolve(&m, "p", std::path::Path::new("/nonexistent")).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let portal = crate::portal::Portal::start(cfg, None, shutdown.clone())
+            .await
+            .unwrap();
+        let fast = super::super::fast::FastPath::new(portal, true);
+        (
+            Validate {
+                max_bytes: 64 * 1024,
+                fast,
+            },
+            shutdown,
+        )
+    }
+
+    /// Found by the `validate` fuzz target: a `tools/call` body that `parse_call` reads (it
+    /// skips unknown members without checking them) but that is not JSON, on a request the fast
+    /// path declines, went on to rmcp instead of being answered -32700 here.
+    #[tokio::test]
+    async fn a_call_body_that_is_not_json_is_a_parse_error_even_when_the_fast_path_declines() {
+        let (limits, shutdown) = limits().await;
+        let mut body =
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a_echo","x":""#
+                .to_vec();
+        body.extend_from_slice(b"\xd8\x7b");
+        body.extend_from_slice(br#""}}"#);
+        assert!(super::super::fast::parse_call(&body).is_some());
+        assert!(serde_json::from_slice::<Value>(&body).is_err());
+        // `Accept` without text/event-stream: the fast path declines.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "a_echo")
+            .body(Body::from(body))
+            .unwrap();
+        let Checked::Answered(answer) = check_post(&limits, req).await else {
+            panic!("a body that is not JSON was passed on");
+        };
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        let bytes = to_bytes(answer.into_body(), usize::MAX).await.unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["code"], -32700, "{v}");
+        // The same message as JSON is passed on.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/mcp")
+            .header("accept", "application/json")
+            .header("mcp-method", "tools/call")
+            .body(Body::from(
+                json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                       "params": {"name": "a_echo", "x": "y"}})
+                .to_string(),
+            ))
+            .unwrap();
+        assert!(matches!(
+            check_post(&limits, req).await,
+            Checked::Forward(_)
+        ));
+        shutdown.cancel();
     }
 }
