@@ -23,7 +23,7 @@ test: e2e-setup
 ## cargo-fuzz, installed pinned when missing; Rust stable, no sanitizer); fails on a crash, a
 ## hang or an RSS over 2 GiB. Its own workspace and target dir (proxy/fuzz/target).
 fuzz-smoke:
-	proxy/fuzz/run.sh 20
+	FUZZ_DEV=1 proxy/fuzz/run.sh 20
 
 ## fuzz: every fuzz target for 10 minutes, one after another (not in CI). FUZZ_SECONDS to change.
 FUZZ_SECONDS ?= 600

@@ -18,6 +18,11 @@ if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
 flags=(--sanitizer none)
+# FUZZ_DEV=1 (make fuzz-smoke): an unoptimized build, a few minutes cold instead of ~15 (cargo-fuzz
+# builds release with one codegen unit); enough to replay the corpus and fuzz for seconds.
+if [ "${FUZZ_DEV:-0}" = 1 ]; then
+    flags+=(--dev)
+fi
 cargo fuzz build "${flags[@]}"
 mkdir -p target/fuzz-logs
 for t in "${targets[@]}"; do

@@ -17,6 +17,7 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use proxy::config::{self, Manifests};
 use proxy::http::fast::FastPath;
+use proxy::http::session::SessionSeal;
 use proxy::http::validate::{Checked, Validate, check_post};
 use proxy::portal::Portal;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,8 @@ spec:
 struct World {
     rt: tokio::runtime::Runtime,
     portal: Arc<Portal>,
+    /// Session ids the fast path opens (fixed key: a sealed id in the corpus stays valid).
+    seal: Arc<SessionSeal>,
     _shutdown: CancellationToken,
 }
 
@@ -53,6 +56,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     World {
         rt,
         portal,
+        seal: SessionSeal::new(Some(b"portcullis fuzz session key, 32+ bytes")),
         _shutdown: shutdown,
     }
 });
@@ -84,7 +88,8 @@ fuzz_target!(|data: &[u8]| {
     let world = &*WORLD;
     let limits = Validate {
         max_bytes: MAX_BODY,
-        fast: FastPath::new(world.portal.clone(), flags & 1 == 1),
+        body_timeout: std::time::Duration::from_secs(30),
+        fast: FastPath::new(world.portal.clone(), flags & 1 == 1, world.seal.clone()),
     };
     world.rt.block_on(async {
         match check_post(&limits, request).await {

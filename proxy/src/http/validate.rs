@@ -214,10 +214,12 @@ mod tests {
         let portal = crate::portal::Portal::start(cfg, None, shutdown.clone())
             .await
             .unwrap();
-        let fast = super::super::fast::FastPath::new(portal, true);
+        let seal = super::super::session::SessionSeal::new(None);
+        let fast = super::super::fast::FastPath::new(portal, true, seal);
         (
             Validate {
                 max_bytes: 64 * 1024,
+                body_timeout: std::time::Duration::from_secs(30),
                 fast,
             },
             shutdown,
