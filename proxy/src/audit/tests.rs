@@ -225,7 +225,10 @@ fn a_full_queue_counts_drops_instead_of_blocking() {
     for i in 0..50 {
         log.log(event(i));
     }
-    assert!(log.dropped() >= 40, "dropped {}", log.dropped());
+    // How many the writer thread took before it blocked depends on scheduling (it failed at 31
+    // under a loaded machine with `>= 40`); that the loop ended while the sink was blocked, and
+    // that every event is either written or counted, do not.
+    assert!(log.dropped() >= 1, "dropped {}", log.dropped());
     drop(held);
     log.flush_blocking();
     assert_eq!(log.written() + log.dropped(), 50);
