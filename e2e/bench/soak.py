@@ -62,6 +62,7 @@ from harness import paths  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.procs import ProcessManager  # noqa: E402
 from harness.proxy import Portal, start_proxy  # noqa: E402
+from bench.mcp import rpc_message  # noqa: E402
 
 API = "portcullis.dev/v1alpha1"
 MODERN = "2026-07-28"
@@ -190,21 +191,6 @@ def legacy_headers(sid: str | None = None) -> dict[str, str]:
     return h
 
 
-def rpc_message(text: str) -> dict:
-    if text.lstrip().startswith("{"):
-        return json.loads(text)
-    last = None
-    for line in text.splitlines():
-        if line.startswith("data:") and line[5:].strip():
-            try:
-                last = json.loads(line[5:].strip())
-            except ValueError:
-                pass
-    if last is None:
-        raise ValueError(f"no JSON-RPC message: {text[:200]!r}")
-    return last
-
-
 class Failure(Exception):
     pass
 
@@ -259,7 +245,7 @@ class Worker:
             params = dict(params, _meta=META)
             headers = modern_headers(method, name)
         r = await self.post(c, url, {"jsonrpc": "2.0", "id": self.seq, "method": method, "params": params}, headers)
-        msg = rpc_message(r.text)
+        msg = rpc_message(r.content)
         if "error" in msg:
             raise Failure(f"JSON-RPC error: {json.dumps(msg['error'])[:300]}")
         return msg.get("result", {})

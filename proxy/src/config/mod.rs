@@ -136,16 +136,16 @@ pub fn resolve(manifests: &Manifests, name: &str, secrets_dir: &Path) -> Result<
     })
 }
 
-/// `spec.rateLimitStore` with its Redis URL read and defaults applied.
-fn rate_limit_store(
+/// The `redis://` URL a store's `urlFrom` (at `field`) names; an error naming the field when the
+/// Secret is missing or holds something else.
+fn redis_url(
     portal: &str,
-    store: &crds::portal::RateLimitStore,
+    field: &str,
+    from: &crds::SecretKeyRef,
     secrets: &Secrets<'_>,
-) -> Result<RateLimitStoreConfig> {
-    let field = "spec.rateLimitStore.redis";
-    let r = &store.redis;
+) -> Result<String> {
     let url = secrets
-        .text(&r.url_from)
+        .text(from)
         .map_err(|e| Error::Config(format!("McpPortal {portal}: {field}.urlFrom: {e}")))?;
     let url = url.trim().to_owned();
     if !url.starts_with("redis://") {
@@ -153,6 +153,17 @@ fn rate_limit_store(
             "McpPortal {portal}: {field}.urlFrom: the Secret's value is not a redis:// URL"
         )));
     }
+    Ok(url)
+}
+
+/// `spec.rateLimitStore` with its Redis URL read and defaults applied.
+fn rate_limit_store(
+    portal: &str,
+    store: &crds::portal::RateLimitStore,
+    secrets: &Secrets<'_>,
+) -> Result<RateLimitStoreConfig> {
+    let r = &store.redis;
+    let url = redis_url(portal, "spec.rateLimitStore.redis", &r.url_from, secrets)?;
     Ok(RateLimitStoreConfig {
         redis: RedisConfig {
             url,
@@ -222,16 +233,7 @@ fn llm_config(portal: &str, spec: &crds::llm::LlmSpec, secrets: &Secrets<'_>) ->
     if let Some(store) = &spec.budget_store {
         budget_store.on_unavailable = store.on_unavailable;
         if let Some(r) = &store.redis {
-            let field = "spec.llm.budgetStore.redis";
-            let url = secrets
-                .text(&r.url_from)
-                .map_err(|e| Error::Config(format!("McpPortal {portal}: {field}.urlFrom: {e}")))?;
-            let url = url.trim().to_owned();
-            if !url.starts_with("redis://") {
-                return Err(Error::Config(format!(
-                    "McpPortal {portal}: {field}.urlFrom: the Secret's value is not a redis:// URL"
-                )));
-            }
+            let url = redis_url(portal, "spec.llm.budgetStore.redis", &r.url_from, secrets)?;
             budget_store.redis = Some(RedisConfig {
                 url,
                 key_prefix: r
