@@ -177,6 +177,7 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
                 return st if budget(st, "everyone")["spent"]["tokens"] == billed else None
 
             st = poll("status.spend with the billed tokens", figures, timeout=100)
+            print(f"\nstatus of McpPolicy spenders (the emulator billed {billed} tokens):\n{yaml.safe_dump(st)}")
             (entry,) = st["spend"]
             assert entry["store"] == "memory" and entry["replica"] == portal.name, entry
             assert "error" not in entry and entry["observedAt"].endswith("Z"), entry
@@ -228,3 +229,19 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
             raise
         finally:
             cluster.network.unroute(host, 9464)
+
+
+def test_kubectl_explain_documents_every_field_of_the_spend_status(cluster, operator):
+    import re
+
+    for path in ("mcppolicy.status.spend", "mcppolicy.status.spend.budgets", "mcppolicy.status.spend.budgets.subjects"):
+        out = cluster.kubectl("explain", path).stdout
+        fields = out.split("FIELDS:", 1)[1]
+        entries = re.findall(r"^  (\w+)\t<([^>]+)>.*\n((?:    .*\n?)*)", fields, flags=re.M)
+        assert len(entries) >= 5, (path, out)
+        undocumented = [name for name, _, text in entries if not text.strip()]
+        assert not undocumented, f"{path}: fields without a description: {undocumented}\n{out}"
+    subjects = cluster.kubectl("explain", "mcppolicy.status.spend.budgets.subjects").stdout
+    assert "never named" in subjects and "get mcppolicies" in subjects, subjects
+    replica = cluster.kubectl("explain", "mcppolicy.status.spend.store").stdout
+    assert "each" in replica and "replica" in replica, replica

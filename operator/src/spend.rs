@@ -108,7 +108,9 @@ impl SpendFetcher for HttpSpendFetcher {
                 .await
                 .map_err(|_| format!("GET {url}: the answer broke off"))?;
             if body.len() > MAX_ANSWER_BYTES {
-                return Err(format!("GET {url}: the answer is over {MAX_ANSWER_BYTES} bytes"));
+                return Err(format!(
+                    "GET {url}: the answer is over {MAX_ANSWER_BYTES} bytes"
+                ));
             }
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&body);
@@ -244,7 +246,10 @@ mod tests {
         let (spend, cond) = merge(
             "team",
             &[],
-            vec![("b".into(), Ok(summary("team", 5))), ("a".into(), Ok(summary("team", 7)))],
+            vec![
+                ("b".into(), Ok(summary("team", 5))),
+                ("a".into(), Ok(summary("team", 7))),
+            ],
             "T1",
             Some(3),
         );
@@ -256,44 +261,100 @@ mod tests {
         assert_eq!(spend[0].budgets.len(), 1, "not another policy's budgets");
         assert_eq!(spend[0].observed_at.as_deref(), Some("T1"));
         assert_eq!(spend[0].store.as_deref(), Some("redis"));
-        assert_eq!((cond.status.as_str(), cond.reason.as_str()), ("True", "Read"));
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("True", "Read")
+        );
         assert_eq!(cond.observed_generation, Some(3));
     }
 
     #[test]
     fn unchanged_figures_keep_their_entry_so_nothing_is_written() {
-        let (first, _) = merge("team", &[], vec![("a".into(), Ok(summary("team", 7)))], "T1", None);
-        let (again, _) = merge("team", &first, vec![("a".into(), Ok(summary("team", 7)))], "T2", None);
+        let (first, _) = merge(
+            "team",
+            &[],
+            vec![("a".into(), Ok(summary("team", 7)))],
+            "T1",
+            None,
+        );
+        let (again, _) = merge(
+            "team",
+            &first,
+            vec![("a".into(), Ok(summary("team", 7)))],
+            "T2",
+            None,
+        );
         assert_eq!(again, first, "observedAt stays T1");
-        let (moved, _) = merge("team", &first, vec![("a".into(), Ok(summary("team", 9)))], "T3", None);
-        assert_eq!((spent(&moved[0]), moved[0].observed_at.as_deref()), (Some(9), Some("T3")));
+        let (moved, _) = merge(
+            "team",
+            &first,
+            vec![("a".into(), Ok(summary("team", 9)))],
+            "T3",
+            None,
+        );
+        assert_eq!(
+            (spent(&moved[0]), moved[0].observed_at.as_deref()),
+            (Some(9), Some("T3"))
+        );
     }
 
     #[test]
     fn an_unreachable_portal_keeps_its_last_figures_with_the_error_and_a_false_condition() {
-        let (first, _) = merge("team", &[], vec![("a".into(), Ok(summary("team", 7)))], "T1", None);
+        let (first, _) = merge(
+            "team",
+            &[],
+            vec![("a".into(), Ok(summary("team", 7)))],
+            "T1",
+            None,
+        );
         let (spend, cond) = merge(
             "team",
             &first,
             vec![
                 ("a".into(), Err("GET http://a: cannot connect".into())),
-                ("new".into(), Err("GET http://new: no answer in time".into())),
+                (
+                    "new".into(),
+                    Err("GET http://new: no answer in time".into()),
+                ),
             ],
             "T2",
             None,
         );
         assert_eq!(spent(&spend[0]), Some(7), "kept");
         assert_eq!(spend[0].observed_at.as_deref(), Some("T1"));
-        assert_eq!(spend[0].error.as_deref(), Some("GET http://a: cannot connect"));
+        assert_eq!(
+            spend[0].error.as_deref(),
+            Some("GET http://a: cannot connect")
+        );
         assert_eq!(spend[1].portal, "new");
         assert!(spend[1].budgets.is_empty() && spend[1].observed_at.is_none());
-        assert_eq!((cond.status.as_str(), cond.reason.as_str()), ("False", "PortalUnreachable"));
-        assert!(cond.message.contains("a: GET http://a: cannot connect"), "{}", cond.message);
-        assert!(cond.message.contains("new: GET http://new"), "{}", cond.message);
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "PortalUnreachable")
+        );
+        assert!(
+            cond.message.contains("a: GET http://a: cannot connect"),
+            "{}",
+            cond.message
+        );
+        assert!(
+            cond.message.contains("new: GET http://new"),
+            "{}",
+            cond.message
+        );
         // Back: fresh figures, the error gone.
-        let (back, cond) = merge("team", &spend, vec![("a".into(), Ok(summary("team", 7)))], "T3", None);
+        let (back, cond) = merge(
+            "team",
+            &spend,
+            vec![("a".into(), Ok(summary("team", 7)))],
+            "T3",
+            None,
+        );
         assert_eq!(back.len(), 1, "the portal no longer bound is gone");
-        assert_eq!((back[0].error.as_deref(), back[0].observed_at.as_deref()), (None, Some("T3")));
+        assert_eq!(
+            (back[0].error.as_deref(), back[0].observed_at.as_deref()),
+            (None, Some("T3"))
+        );
         assert_eq!(cond.status, "True");
     }
 }

@@ -971,10 +971,7 @@ struct FakeSpend {
 }
 
 impl operator::spend::SpendFetcher for FakeSpend {
-    fn fetch(
-        &self,
-        url: String,
-    ) -> BoxFuture<'static, Result<crds::budget::SpendSummary, String>> {
+    fn fetch(&self, url: String) -> BoxFuture<'static, Result<crds::budget::SpendSummary, String>> {
         self.read.lock().unwrap().push(url);
         let answer = self.answer.lock().unwrap().clone();
         Box::pin(async move { answer })
@@ -1034,7 +1031,12 @@ fn spend_summary(tokens: u64) -> crds::budget::SpendSummary {
 async fn a_budgeted_policy_gets_its_bound_portals_spend_in_status_and_is_read_again_each_interval()
 {
     let pol = budgeted_policy();
-    let stores = cached(vec![], vec![], vec![portal("demo"), portal("elsewhere")], vec![]);
+    let stores = cached(
+        vec![],
+        vec![],
+        vec![portal("demo"), portal("elsewhere")],
+        vec![],
+    );
     let fake = Arc::new(FakeSpend {
         answer: Mutex::new(Ok(spend_summary(1234))),
         read: Mutex::default(),
@@ -1063,7 +1065,11 @@ async fn a_budgeted_policy_gets_its_bound_portals_spend_in_status_and_is_read_ag
     assert_eq!(spend[0]["store"], "memory");
     assert_eq!(spend[0]["replica"], "demo-portal-abc");
     assert!(spend[0]["observedAt"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(spend[0]["budgets"].as_array().unwrap().len(), 1, "team's own");
+    assert_eq!(
+        spend[0]["budgets"].as_array().unwrap().len(),
+        1,
+        "team's own"
+    );
     assert_eq!(spend[0]["budgets"][0]["subjects"]["total"]["tokens"], 1234);
     assert_eq!(condition(&status, "SpendReported")["status"], "True");
 
@@ -1093,8 +1099,14 @@ async fn a_budgeted_policy_gets_its_bound_portals_spend_in_status_and_is_read_ag
         .await;
     task.await.unwrap().unwrap();
     api.quiet().await;
-    assert_eq!(down["spend"][0]["budgets"][0]["subjects"]["total"]["tokens"], 1234);
-    assert_eq!(down["spend"][0]["observedAt"], status["spend"][0]["observedAt"]);
+    assert_eq!(
+        down["spend"][0]["budgets"][0]["subjects"]["total"]["tokens"],
+        1234
+    );
+    assert_eq!(
+        down["spend"][0]["observedAt"],
+        status["spend"][0]["observedAt"]
+    );
     assert!(
         down["spend"][0]["error"]
             .as_str()
@@ -1105,7 +1117,10 @@ async fn a_budgeted_policy_gets_its_bound_portals_spend_in_status_and_is_read_ag
     assert_eq!(reported["status"], "False");
     assert_eq!(reported["reason"], "PortalUnreachable");
     assert!(
-        reported["message"].as_str().unwrap().starts_with("could not read spend from demo: "),
+        reported["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not read spend from demo: "),
         "{reported}"
     );
 }
@@ -1117,8 +1132,10 @@ async fn a_policy_without_budgets_reads_no_spend_and_waits_for_changes() {
         answer: Mutex::new(Ok(spend_summary(1))),
         read: Mutex::default(),
     });
-    let (ctx, mut api) =
-        context_with_spend(cached(vec![], vec![], vec![portal("demo")], vec![]), fake.clone());
+    let (ctx, mut api) = context_with_spend(
+        cached(vec![], vec![], vec![portal("demo")], vec![]),
+        fake.clone(),
+    );
     let task = tokio::spawn(controller::policy::reconcile(
         Arc::new(pol.clone()),
         ctx.clone(),

@@ -38,7 +38,9 @@ async fn apply(policy: &McpPolicy, ctx: &Context) -> Result<Action> {
     let mut next = Action::await_change();
     if policy.spec.budgets.is_empty() {
         status.spend.clear();
-        status.conditions.retain(|c| c.type_ != spend::SPEND_REPORTED);
+        status
+            .conditions
+            .retain(|c| c.type_ != spend::SPEND_REPORTED);
     } else if let Some(fetcher) = &ctx.spend.fetcher {
         let bound: Vec<&McpPortal> = portals
             .iter()

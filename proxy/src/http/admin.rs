@@ -79,7 +79,13 @@ async fn spend_summary(
     use crate::llm::budget::summary::{DEFAULT_MAX_SUBJECTS, MAX_SUBJECTS};
     let mut policy = None;
     let mut max = DEFAULT_MAX_SUBJECTS;
-    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()).take(16) {
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(16)
+    {
         let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(raw);
         match percent_decode(k).as_str() {

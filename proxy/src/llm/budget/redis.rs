@@ -572,7 +572,10 @@ mod tests {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert!(ttl > 86_400, "the index expires after its last member: {ttl}");
+        assert!(
+            ttl > 86_400,
+            "the index expires after its last member: {ttl}"
+        );
         // Group and portal counters are not indexed.
         let exists: usize = redis::cmd("EXISTS")
             .arg("test:team/shared/m/users")

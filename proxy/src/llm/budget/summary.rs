@@ -88,7 +88,8 @@ async fn budget(
         (BudgetScope::Group, Some(g)) => format!("g:{g}"),
         (BudgetScope::Group, None) => return Ok(out),
         (BudgetScope::User, _) => {
-            out.subjects = Some(subjects(store, &prefix, &counter, r.limit, now, max_subjects).await?);
+            out.subjects =
+                Some(subjects(store, &prefix, &counter, r.limit, now, max_subjects).await?);
             if let Window::Calendar(_) = r.window {
                 out.resets_at = rfc3339(r.window.slot_leaves(r.window.slot(now)));
             }
@@ -266,7 +267,10 @@ pub(crate) mod tests {
             .unwrap();
         let text = serde_json::to_string(&all).unwrap();
         for name in ["alice", "bob", "carol"] {
-            assert!(!text.contains(name), "a subject's name in the summary: {text}");
+            assert!(
+                !text.contains(name),
+                "a subject's name in the summary: {text}"
+            );
         }
         assert_eq!(
             all.iter().map(|p| p.policy.as_str()).collect::<Vec<_>>(),
@@ -297,9 +301,15 @@ pub(crate) mod tests {
         assert_eq!(shared.remaining.as_ref().unwrap().cost, None, "not limited");
         // The portal, in money over a rolling hour: everyone's cost.
         let portal = &team[2];
-        assert_eq!(portal.spent.as_ref().unwrap().cost.as_deref(), Some("0.350000001"));
+        assert_eq!(
+            portal.spent.as_ref().unwrap().cost.as_deref(),
+            Some("0.350000001")
+        );
         assert_eq!(portal.reserved.as_ref().unwrap().tokens, Some(5));
-        assert_eq!(portal.remaining.as_ref().unwrap().cost.as_deref(), Some("0.649999999"));
+        assert_eq!(
+            portal.remaining.as_ref().unwrap().cost.as_deref(),
+            Some("0.649999999")
+        );
         assert_eq!(portal.remaining.as_ref().unwrap().tokens, None);
         assert!(portal.resets_at.is_some());
         // Soft, 50 a month: alice over it, counted past the limit.
@@ -311,7 +321,9 @@ pub(crate) mod tests {
         assert_eq!(x.remaining.as_ref().unwrap().tokens, Some(5));
 
         // One policy only; and a bound of 2 subjects is reported as truncated.
-        let one = summarize(&b, store.as_ref(), Some("team"), now, 2).await.unwrap();
+        let one = summarize(&b, store.as_ref(), Some("team"), now, 2)
+            .await
+            .unwrap();
         assert_eq!(one.len(), 1);
         let each = one[0].budgets[0].subjects.as_ref().unwrap();
         assert!(each.truncated);
