@@ -245,6 +245,118 @@ pub enum OnUnavailable {
     FailOpen,
 }
 
+/// An amount of tokens and/or money, as spend figures report it. A dimension the budget does
+/// not limit may be absent from a limit and from what remains.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendAmount {
+    /// Tokens (prompt tokens, cached ones included, plus completion tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Money in the currency of the targets' `price`, a decimal string (`"0.0042"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+}
+
+/// The spend of a `user`-scoped budget over every subject that has a counter in the current
+/// window, without naming anyone (see [`BudgetSpend::subjects`]).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectsSpend {
+    /// Subjects with spend (or a call in flight) in the current window.
+    pub count: u64,
+    /// Of those, how many have spent at or over the limit (in tokens or in money).
+    pub at_limit: u64,
+    /// The most one subject has spent, per dimension (the most tokens and the most money may
+    /// be two different subjects').
+    pub highest: SpendAmount,
+    /// What all of them spent together.
+    pub total: SpendAmount,
+    /// Reserved by calls in flight, all subjects together.
+    pub reserved: SpendAmount,
+    /// True when the budget has more subjects than the portal reads for one summary (10,000
+    /// by default, the most recently active first with a Redis store): the figures above then
+    /// cover only those read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One budget of a policy with its spend in the current window, as a portal counts it. The
+/// declaration (`name`, `scope`, `group`, `models`, `window`, `enforcement`, `limit`) is the
+/// budget's spec; the figures depend on `scope`: `portal` and `group` budgets have one counter
+/// (`spent`, `reserved`, `remaining`, `resetsAt`); `user` budgets have one per subject, shown
+/// only in aggregate (`subjects`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpend {
+    /// The budget's name (`spec.budgets[].name`).
+    pub name: String,
+    /// Whose spending one counter holds: `user`, `group` or `portal`.
+    pub scope: BudgetScope,
+    /// The group of a `group` budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The alias globs whose calls count (empty: every alias).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// The window.
+    pub window: BudgetWindow,
+    /// `hard` or `soft`.
+    pub enforcement: Enforcement,
+    /// The limit per window (per subject for a `user` budget).
+    pub limit: SpendAmount,
+    /// Settled spend in the current window (`portal` and `group` budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<SpendAmount>,
+    /// Reserved by calls in flight (`portal` and `group` budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<SpendAmount>,
+    /// What is left of the limit after what is spent and reserved (`portal` and `group`
+    /// budgets; only the limited dimensions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<SpendAmount>,
+    /// When the counter next frees up (RFC 3339): the end of a calendar window, or when the
+    /// oldest spend leaves a rolling one. Absent when nothing is spent in a rolling window.
+    /// For a `user` budget with a calendar window, the end of the window (every subject's
+    /// counter resets then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+    /// The subjects of a `user` budget, in aggregate. Subjects are never named here: this
+    /// figure ends up in the McpPolicy's status, which anyone allowed to `get mcppolicies`
+    /// reads. Ask the portal's admin endpoint (`GET /admin/spend?subject=..`) for one
+    /// subject's spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects: Option<SubjectsSpend>,
+}
+
+/// The budgets of one policy in a spend summary.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySpend {
+    /// The McpPolicy's name.
+    pub policy: String,
+    /// Its budgets, in the order of `spec.budgets`.
+    pub budgets: Vec<BudgetSpend>,
+}
+
+/// What a portal answers on its admin port at `GET /admin/spend/summary[?policy=NAME]`: the
+/// spend of every budget of its policies, without naming any subject. The operator copies it
+/// into each McpPolicy's `status.spend`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendSummary {
+    /// The McpPortal.
+    pub portal: String,
+    /// Where the counters live: `redis` (shared by every replica: the figures are the
+    /// portal's) or `memory` (each replica counts alone: the figures are `replica`'s).
+    pub store: String,
+    /// The replica (its host name: the pod's name) that answered, with the `memory` store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The policies with budgets, by name.
+    pub policies: Vec<PolicySpend>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

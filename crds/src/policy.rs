@@ -428,12 +428,49 @@ pub struct McpPolicyStatus {
     /// Portals the policy binds to, comma-separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portals: Option<String>,
-    /// Standard conditions: `Accepted`.
+    /// Standard conditions: `Accepted`, `Bound`, and with budgets `SpendReported` (`False`
+    /// naming each portal whose spend could not be read, and why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// LLM spend against the policy's `budgets`, per bound portal, as each portal counts it
+    /// (read from the portal's admin port by the operator every `--spend-interval-seconds`,
+    /// 60 by default; written only when a figure changed). Subjects are never named: `user`
+    /// budgets are shown in aggregate. Absent when the policy declares no budgets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spend: Vec<PortalSpend>,
+}
+
+/// The spend against a policy's budgets on one portal.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortalSpend {
+    /// The McpPortal (in this namespace).
+    pub portal: String,
+    /// Where the portal keeps its counters: `redis` (`spec.llm.budgetStore.redis`: one set of
+    /// counters every replica shares, so the figures are the portal's) or `memory` (each
+    /// replica counts, and enforces, alone: the figures are those of the one replica named in
+    /// `replica`, which the operator reached through the portal's Service; with several
+    /// replicas, the portal's total is about that many times more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// The replica (pod) whose counters these are, with the `memory` store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// When the portal answered with these figures (RFC 3339). The operator reads them
+    /// periodically but writes only changed figures, so unchanged figures keep the time they
+    /// were first read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+    /// Why the last read failed (the portal could not be reached, or answered an error). The
+    /// figures are then the last ones read, at `observedAt` (none if it never answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The policy's budgets with their spend on this portal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<crate::budget::BudgetSpend>,
 }
 
 #[cfg(test)]

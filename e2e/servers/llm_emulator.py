@@ -438,10 +438,11 @@ def main() -> None:
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (a pod: 0.0.0.0)")
     ap.add_argument("--name", default="emulator")
     ap.add_argument("--key", required=True, help="the API key this provider accepts")
     ARGS = ap.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
+    server = ThreadingHTTPServer((ARGS.host, ARGS.port), Handler)
     server.daemon_threads = True
     print(f"llm-emulator: {ARGS.name} listening http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:

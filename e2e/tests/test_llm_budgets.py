@@ -492,6 +492,24 @@ def test_two_hundred_concurrent_calls_from_five_users_through_two_replicas_never
         assert spent[0] == own, f"{sub}: portal counted {spent[0]}, the provider billed {own}"
         assert spent[0] <= limit, f"{sub} spent {spent[0]} of {limit}"
         assert env.spend(sub, "crowd")["budgets"][0]["reserved"]["tokens"] == 0
+    # The summary (what the operator writes into McpPolicy status): the same from both
+    # replicas (one Redis), the five users in aggregate, none of them named.
+    summaries = [httpx.get(f"{r.portal.admin}/admin/spend/summary", params={"policy": "crowd-budget"},
+                           timeout=10).json() for r in env.replicas]
+    assert summaries[0] == summaries[1], summaries
+    summary = summaries[0]
+    assert summary["store"] == "redis" and "replica" not in summary, summary
+    ((budget,),) = [p["budgets"] for p in summary["policies"]]
+    spent = {sub: env.spent(sub, "crowd") for sub in users}
+    subjects = budget["subjects"]
+    assert subjects["count"] == 5, subjects
+    assert subjects["total"]["tokens"] == sum(spent.values()), (subjects, spent)
+    assert subjects["highest"]["tokens"] == max(spent.values()), (subjects, spent)
+    assert subjects["atLimit"] == sum(v >= limit for v in spent.values()), (subjects, spent)
+    assert subjects["reserved"]["tokens"] == 0 and "truncated" not in subjects, subjects
+    assert not any(sub in json.dumps(summary) for sub in users), summary
+    bad = httpx.get(f"{env.replicas[0].portal.admin}/admin/spend/summary", params={"maxSubjects": "0"}, timeout=10)
+    assert bad.status_code == 400 and bad.text.startswith("maxSubjects"), bad.text
     print(f"\nconcurrency: {statuses.count(200)} of 200 calls served, {statuses.count(429)} refused; spent per user "
           f"{[env.spent(u, 'crowd') for u in users]} of {limit}")
 

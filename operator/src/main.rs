@@ -171,6 +171,10 @@ struct RunArgs {
     /// Seconds a probe of an MCP server may take.
     #[arg(long, default_value_t = 15)]
     probe_timeout_seconds: u64,
+    /// Seconds between reads of the LLM spend of each McpPolicy with budgets from its portals
+    /// (their admin port) into `status.spend`; 0 turns it off.
+    #[arg(long, env = "PORTCULLIS_SPEND_INTERVAL", default_value_t = operator::spend::DEFAULT_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    spend_interval_seconds: u64,
     /// Log format on stderr.
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "json", value_parser = ["text", "json"])]
     log_format: String,
@@ -346,13 +350,17 @@ async fn run(render: RenderArgs, args: RunArgs, disc: DiscoveryArgs) -> anyhow::
         args.probe_timeout_seconds,
     )));
     let (stores, writers) = Stores::new();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        options,
-        prober,
-        metrics.clone(),
-        stores,
-    ));
+    let spend = operator::spend::SpendOptions {
+        fetcher: (args.spend_interval_seconds > 0).then(|| {
+            Arc::new(operator::spend::HttpSpendFetcher::new(
+                operator::spend::READ_TIMEOUT,
+            )) as Arc<dyn operator::spend::SpendFetcher>
+        }),
+        interval: Duration::from_secs(args.spend_interval_seconds.max(1)),
+    };
+    let ctx = Arc::new(
+        Context::new(client.clone(), options, prober, metrics.clone(), stores).with_spend(spend),
+    );
     let controllers_stop = if args.leader_election {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("portcullis-operator-{}", std::process::id()));

@@ -195,6 +195,14 @@ impl ApiServer {
         }
     }
 
+    /// Asserts that no request is pending, and goes on answering.
+    async fn quiet(&mut self) {
+        let extra = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await;
+        if let Ok(Some((req, _))) = extra {
+            panic!("unexpected request {} {}", req.method(), req.uri());
+        }
+    }
+
     /// Asserts that no request is pending.
     async fn done(mut self) {
         let extra = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await;
@@ -954,4 +962,196 @@ async fn a_portal_selects_only_cached_servers_of_its_own_namespace() {
     );
     task.await.unwrap().unwrap();
     api.done().await;
+}
+
+/// Answers spend reads with `answer` (per call), and records the URLs read.
+struct FakeSpend {
+    answer: Mutex<Result<crds::budget::SpendSummary, String>>,
+    read: Mutex<Vec<String>>,
+}
+
+impl operator::spend::SpendFetcher for FakeSpend {
+    fn fetch(&self, url: String) -> BoxFuture<'static, Result<crds::budget::SpendSummary, String>> {
+        self.read.lock().unwrap().push(url);
+        let answer = self.answer.lock().unwrap().clone();
+        Box::pin(async move { answer })
+    }
+}
+
+/// A context over `stores` whose policy reconciler reads spend from `fake` every 7 s.
+fn context_with_spend(stores: Stores, fake: Arc<FakeSpend>) -> (Arc<Context>, ApiServer) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(svc, "default"),
+        RenderOptions::default(),
+        Arc::new(FakeProber {
+            tools: vec![],
+            probed: Mutex::default(),
+        }),
+        Arc::new(Metrics::default()),
+        stores,
+    )
+    .with_spend(operator::spend::SpendOptions {
+        fetcher: Some(fake),
+        interval: Duration::from_secs(7),
+    });
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+/// Policy `team` on portal `demo`, one user budget of 1,000 tokens a day.
+fn budgeted_policy() -> McpPolicy {
+    let mut p = policy("team", &["demo"]);
+    p.spec.budgets = vec![
+        serde_json::from_value(
+            json!({"name": "daily", "tokens": 1000, "window": {"calendar": "day"}}),
+        )
+        .unwrap(),
+    ];
+    p
+}
+
+/// What a portal answers: `team`'s budget with `tokens` spent by 3 subjects (and another
+/// policy's, which must not reach `team`'s status).
+fn spend_summary(tokens: u64) -> crds::budget::SpendSummary {
+    serde_json::from_value(json!({
+        "portal": "demo", "store": "memory", "replica": "demo-portal-abc",
+        "policies": [
+            {"policy": "other", "budgets": [{"name": "x", "scope": "portal", "window": {"calendar": "day"},
+              "enforcement": "hard", "limit": {"tokens": 5}, "spent": {"tokens": 5, "cost": "0"}}]},
+            {"policy": "team", "budgets": [{"name": "daily", "scope": "user", "window": {"calendar": "day"},
+              "enforcement": "hard", "limit": {"tokens": 1000},
+              "subjects": {"count": 3, "atLimit": 1, "highest": {"tokens": 1000, "cost": "0"},
+                           "total": {"tokens": tokens, "cost": "0"}, "reserved": {"tokens": 0, "cost": "0"}}}]}
+        ]
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_budgeted_policy_gets_its_bound_portals_spend_in_status_and_is_read_again_each_interval()
+{
+    let pol = budgeted_policy();
+    let stores = cached(
+        vec![],
+        vec![],
+        vec![portal("demo"), portal("elsewhere")],
+        vec![],
+    );
+    let fake = Arc::new(FakeSpend {
+        answer: Mutex::new(Ok(spend_summary(1234))),
+        read: Mutex::default(),
+    });
+    let (ctx, mut api) = context_with_spend(stores, fake.clone());
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(pol.clone()),
+        ctx.clone(),
+    ));
+    let status = api
+        .expect_status(&format!("{POLICIES}/team/status"), &pol)
+        .await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(7))
+    );
+    api.quiet().await;
+    assert_eq!(
+        *fake.read.lock().unwrap(),
+        ["http://demo-portal.default.svc.cluster.local:9464/admin/spend/summary?policy=team"],
+        "only the bound portal, through its Service's admin port"
+    );
+    let spend = status["spend"].as_array().unwrap();
+    assert_eq!(spend.len(), 1, "{status}");
+    assert_eq!(spend[0]["portal"], "demo");
+    assert_eq!(spend[0]["store"], "memory");
+    assert_eq!(spend[0]["replica"], "demo-portal-abc");
+    assert!(spend[0]["observedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        spend[0]["budgets"].as_array().unwrap().len(),
+        1,
+        "team's own"
+    );
+    assert_eq!(spend[0]["budgets"][0]["subjects"]["total"]["tokens"], 1234);
+    assert_eq!(condition(&status, "SpendReported")["status"], "True");
+
+    // The next read finds the same figures: nothing is written (not even observedAt).
+    let mut settled = pol.clone();
+    settled.status = Some(serde_json::from_value(status.clone()).unwrap());
+    let again = tokio::spawn(controller::policy::reconcile(
+        Arc::new(settled.clone()),
+        ctx.clone(),
+    ));
+    assert_eq!(
+        again.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(7))
+    );
+    api.quiet().await;
+
+    // The portal stops answering: the last figures stay, with the error, and the condition
+    // names the portal.
+    *fake.answer.lock().unwrap() =
+        Err("GET http://demo-portal.default.svc.cluster.local:9464/...: cannot connect".into());
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(settled.clone()),
+        ctx.clone(),
+    ));
+    let down = api
+        .expect_status(&format!("{POLICIES}/team/status"), &settled)
+        .await;
+    task.await.unwrap().unwrap();
+    api.quiet().await;
+    assert_eq!(
+        down["spend"][0]["budgets"][0]["subjects"]["total"]["tokens"],
+        1234
+    );
+    assert_eq!(
+        down["spend"][0]["observedAt"],
+        status["spend"][0]["observedAt"]
+    );
+    assert!(
+        down["spend"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect")
+    );
+    let reported = condition(&down, "SpendReported");
+    assert_eq!(reported["status"], "False");
+    assert_eq!(reported["reason"], "PortalUnreachable");
+    assert!(
+        reported["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not read spend from demo: "),
+        "{reported}"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_without_budgets_reads_no_spend_and_waits_for_changes() {
+    let pol = policy("plain", &["demo"]);
+    let fake = Arc::new(FakeSpend {
+        answer: Mutex::new(Ok(spend_summary(1))),
+        read: Mutex::default(),
+    });
+    let (ctx, mut api) = context_with_spend(
+        cached(vec![], vec![], vec![portal("demo")], vec![]),
+        fake.clone(),
+    );
+    let task = tokio::spawn(controller::policy::reconcile(
+        Arc::new(pol.clone()),
+        ctx.clone(),
+    ));
+    let status = api
+        .expect_status(&format!("{POLICIES}/plain/status"), &pol)
+        .await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    api.done().await;
+    assert!(fake.read.lock().unwrap().is_empty());
+    assert!(status.get("spend").is_none(), "{status}");
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] != "SpendReported")
+    );
 }

@@ -55,12 +55,15 @@ pub struct Context {
     pub secret_index: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// How the policy reconciler reads portals' LLM spend (off unless [`Context::with_spend`]).
+    pub spend: crate::spend::SpendOptions,
 }
 
 impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("options", &self.options)
+            .field("spend", &self.spend)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +91,14 @@ impl Context {
             stores,
             secret_index: Mutex::default(),
             failures: Mutex::default(),
+            spend: crate::spend::SpendOptions::default(),
         }
+    }
+
+    /// This context, reading LLM spend for McpPolicy status as `spend` says.
+    pub fn with_spend(mut self, spend: crate::spend::SpendOptions) -> Self {
+        self.spend = spend;
+        self
     }
 
     /// Publishes an Event about `obj`; failures are logged, never fatal.

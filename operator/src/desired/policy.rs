@@ -87,6 +87,8 @@ pub fn status(policy: &McpPolicy, portals: &[&McpPortal]) -> (McpPolicyStatus, V
         portals: super::names_csv(&bound),
         conditions: merge(&old.conditions, vec![accepted, bound_condition]),
         observed_generation: generation,
+        // Spend is read from the portals by the controller (crate::spend); kept as it is here.
+        spend: old.spend.clone(),
     };
     (status, notices)
 }

@@ -1,5 +1,7 @@
 //! The admin router (serve it on an internal port): `/admin/access` (what a subject could
-//! call), `/admin/spend` (LLM budgets of a subject), `/admin/upstreams`, `/admin/tools` (pinning verdicts), `/metrics`, `/healthz`.
+//! call), `/admin/spend` (LLM budgets of a subject), `/admin/spend/summary` (every budget's
+//! spend, subjects in aggregate), `/admin/upstreams`, `/admin/tools` (pinning verdicts),
+//! `/metrics`, `/healthz`.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ pub fn app(portal: Arc<Portal>) -> Router {
     Router::new()
         .route("/admin/access", get(access))
         .route("/admin/spend", get(spend))
+        .route("/admin/spend/summary", get(spend_summary))
         .route(
             "/admin/upstreams",
             get(|State(p): State<Arc<Portal>>| async move { axum::Json(p.upstreams.status().await) }),
@@ -58,6 +61,49 @@ async fn spend(
         Err(e) => return (http::StatusCode::BAD_REQUEST, e).into_response(),
     };
     match portal.llm.spend(&identity).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /admin/spend/summary[?policy=NAME][&maxSubjects=N]`: every LLM budget of the portal's
+/// policies (or of `policy`) with its spend ([`crds::budget::SpendSummary`]). `user` budgets
+/// are summed over their subjects and never name one: the operator copies this answer into
+/// McpPolicy `status.spend`, which anyone allowed to `get mcppolicies` reads. `maxSubjects`
+/// (1-100000, default 10000) bounds the subjects read per `user` budget; more are reported as
+/// `truncated`. 400 naming a malformed parameter, 503 when the budget store cannot be reached.
+async fn spend_summary(
+    State(portal): State<Arc<Portal>>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    use crate::llm::budget::summary::{DEFAULT_MAX_SUBJECTS, MAX_SUBJECTS};
+    let mut policy = None;
+    let mut max = DEFAULT_MAX_SUBJECTS;
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(16)
+    {
+        let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(raw);
+        match percent_decode(k).as_str() {
+            "policy" => policy = Some(v),
+            "maxSubjects" => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_SUBJECTS).contains(&n) => max = n,
+                _ => {
+                    let e = format!("maxSubjects: {v:?} is not a number from 1 to {MAX_SUBJECTS}");
+                    return (http::StatusCode::BAD_REQUEST, e).into_response();
+                }
+            },
+            other => {
+                let e = format!("{other}: unknown parameter (policy, maxSubjects)");
+                return (http::StatusCode::BAD_REQUEST, e).into_response();
+            }
+        }
+    }
+    match portal.llm.spend_summary(policy.as_deref(), max).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => (http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }

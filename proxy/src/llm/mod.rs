@@ -287,6 +287,34 @@ impl Gateway {
         }))
     }
 
+    /// `GET /admin/spend/summary`: every budget of the portal's policies (only `policy`'s,
+    /// when given) with its spend, subjects in aggregate only ([`budget::summary`]); at most
+    /// `max_subjects` counters read per `user` budget. With the memory store the figures are
+    /// this replica's, and it says which replica it is.
+    pub async fn spend_summary(
+        &self,
+        policy: Option<&str>,
+        max_subjects: usize,
+    ) -> Result<crds::budget::SpendSummary, budget::StoreError> {
+        let state = self.state.load_full();
+        let ledger = self.ledger.load_full();
+        let store = self.store_kind();
+        let policies = budget::summary::summarize(
+            &state.budgets,
+            ledger.store().as_ref(),
+            policy,
+            budget::now(),
+            max_subjects,
+        )
+        .await?;
+        Ok(crds::budget::SpendSummary {
+            portal: state.portal.clone(),
+            store: store.to_owned(),
+            replica: (store == "memory").then(replica_name),
+            policies,
+        })
+    }
+
     fn store_kind(&self) -> &'static str {
         let cfg = self.store_cfg.lock().unwrap_or_else(|e| e.into_inner());
         if cfg.redis.is_some() {
@@ -955,6 +983,14 @@ impl budget::Store for Unreachable {
     ) -> Result<Vec<budget::account::Snapshot>, budget::StoreError> {
         Err(self.0.clone())
     }
+    async fn users(
+        &self,
+        _: &str,
+        _: i64,
+        _: usize,
+    ) -> Result<(Vec<String>, usize), budget::StoreError> {
+        Err(self.0.clone())
+    }
 }
 
 /// Settles `hold` with `usage` at `price`; records cost and soft-limit crossings.
@@ -1068,6 +1104,19 @@ fn budget_refusal(caller: Dialect, budget: &str, tokens: bool, retry_after: u64)
     h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     h.insert("x-should-retry", HeaderValue::from_static("false"));
     resp
+}
+
+/// This replica's name: `HOSTNAME` (in Kubernetes the pod's name), else the kernel's host name.
+fn replica_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// One budget in the spend report.

@@ -160,6 +160,20 @@ pub struct CounterRef {
     pub hard: bool,
 }
 
+impl CounterRef {
+    /// For a `user` counter (key `<policy>/<budget>/<window id>/u:<subject>`): the key's
+    /// prefix up to the scope key (what every counter of that budget and window shares) and
+    /// the scope key itself. `None` for a group's or the portal's counter. Policy names,
+    /// budget names and window ids hold no `/`, so the fourth segment is the scope key whatever
+    /// the subject contains.
+    pub fn user_index(&self) -> Option<(&str, &str)> {
+        let scope = self.key.splitn(4, '/').nth(3)?;
+        scope
+            .starts_with("u:")
+            .then(|| (&self.key[..self.key.len() - scope.len()], scope))
+    }
+}
+
 /// A counter's state at an instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {

@@ -142,6 +142,28 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+
+    async fn users(
+        &self,
+        rule: &str,
+        _now: i64,
+        cap: usize,
+    ) -> Result<(Vec<String>, usize), StoreError> {
+        let map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let mut total = 0;
+        for key in map.keys() {
+            if let Some(scope) = key.strip_prefix(rule)
+                && scope.starts_with("u:")
+            {
+                total += 1;
+                if out.len() < cap {
+                    out.push(scope.to_owned());
+                }
+            }
+        }
+        Ok((out, total))
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!   usage).
 //! - [`memory`] and [`redis`]: the stores. Both apply [`account::admit`] atomically over every
 //!   counter of a call (one lock; one Lua script).
+//! - [`summary`]: every budget's spend without naming subjects (`GET /admin/spend/summary`,
+//!   what the operator writes into McpPolicy status).
 //!
 //! The flow of a call ([`Ledger::reserve`], [`Hold::settle`]): the worst case is the counted
 //! prompt plus the client's `max_tokens` (or, when it sets none, [`DEFAULT_OUTPUT_TOKENS`], or
@@ -20,6 +22,7 @@ pub mod account;
 pub mod estimate;
 pub mod memory;
 pub mod redis;
+pub mod summary;
 
 use std::sync::Arc;
 
@@ -85,12 +88,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         counters: &[CounterRef],
         now: i64,
     ) -> Result<Vec<Snapshot>, StoreError>;
+    /// The scope keys (`u:<subject>`) of the `user` counters whose keys start with `rule`
+    /// (`<policy>/<budget>/<window id>/`) and that may hold spend or a reservation at `now`:
+    /// at most `cap` of them, and how many there are in all. For the spend summary
+    /// ([`summary`]); never a scan of the whole store.
+    async fn users(
+        &self,
+        rule: &str,
+        now: i64,
+        cap: usize,
+    ) -> Result<(Vec<String>, usize), StoreError>;
 }
 
 /// One policy budget, compiled.
 #[derive(Debug)]
 struct Rule {
     policy: McpPolicy,
+    /// The budget as declared.
+    spec: crds::budget::Budget,
+    /// `<policy>/<budget>`.
     name: String,
     scope: BudgetScope,
     group: Option<String>,
@@ -118,6 +134,7 @@ impl Budgets {
                 };
                 rules.push(Rule {
                     policy: p.clone(),
+                    spec: b.clone(),
                     name: format!("{}/{}", p.metadata.name.as_deref().unwrap_or(""), b.name),
                     scope: b.scope,
                     group: b.group.clone(),

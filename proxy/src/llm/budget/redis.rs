@@ -10,6 +10,14 @@
 //!   [`RESERVATION_TTL_SECS`] (its replica died) is charged in full by the next script that
 //!   touches the counter, so settled spend is never lost and a crash never frees budget.
 //!
+//! And per `user` budget, `<policy>/<budget>/<window id>/users`: the index of its subjects'
+//! counters, a sorted set of scope keys (`u:<subject>`) scored by the time until which the
+//! counter may hold spend or a reservation (the end of the slot last charged, or the
+//! reservation's expiry, whichever is later). The same scripts keep it (a reservation, a
+//! settlement or an expired reservation's charge adds the subject), so the spend summary
+//! ([`super::summary`]) reads a budget's subjects without a `SCAN` of a Redis other portals may
+//! share; it drops members whose time has passed before it reads them.
+//!
 //! Amounts are written with `HINCRBY` from the arguments as given (exact 64-bit integers) and
 //! compared in Lua's doubles (exact below 2^53: 9 * 10^15 tokens, or 9,000,000 units of
 //! money in nano-units).
@@ -25,20 +33,30 @@ use crate::config::RedisConfig;
 
 /// Reads every counter's state (charging expired reservations first). Sets `states` (per
 /// counter: spent t, c, reserved t, c, oldest live slot position with spend or -1) and
-/// `metas` (per counter: hard, limit t, limit c, ttl, first key index).
+/// `metas` (per counter: hard, limit t, limit c, ttl, first key index, index member or '',
+/// index score). Keys per counter: ra, rz, the budget's subject index (ra again when the
+/// counter is not a user's), then the live slots, newest first.
 const READ: &str = r#"
 -- HINCRBY by minus a decimal string (Redis refuses "-0").
 local function sub(key, field, amount)
   if amount ~= '0' then redis.call('HINCRBY', key, field, '-' .. amount) end
+end
+-- Records a user's counter in its budget's subject index, until `score` (plus a day).
+local function index(idx, member, score, now)
+  if member ~= '' then
+    redis.call('ZADD', idx, score, member)
+    redis.call('EXPIRE', idx, score - now + 86400)
+  end
 end
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[ARGS_N])
 local ki, ai = 1, ARGS_N + 1
 local states, metas = {}, {}
 for i = 1, n do
-  local ra, rz, cur = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
+  local ra, rz, idx, cur = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2], KEYS[ki + 3]
   local nslots = tonumber(ARGV[ai])
   local ttl = tonumber(ARGV[ai + 4])
+  local member, score = ARGV[ai + 5], tonumber(ARGV[ai + 6])
   local gone = redis.call('ZRANGEBYSCORE', rz, '-inf', now)
   for _, rid in ipairs(gone) do
     local amt = redis.call('HGET', ra, rid)
@@ -50,20 +68,21 @@ for i = 1, n do
       redis.call('HINCRBY', cur, 't', t)
       redis.call('HINCRBY', cur, 'c', c)
       redis.call('EXPIRE', cur, ttl)
+      index(idx, member, score, now)
     end
     redis.call('ZREM', rz, rid)
   end
   local st, sc, oldest = 0, 0, -1
   for k = 0, nslots - 1 do
-    local v = redis.call('HMGET', KEYS[ki + 2 + k], 't', 'c')
+    local v = redis.call('HMGET', KEYS[ki + 3 + k], 't', 'c')
     local t, c = tonumber(v[1] or '0'), tonumber(v[2] or '0')
     if t > 0 or c > 0 then oldest = k end
     st, sc = st + t, sc + c
   end
   local r = redis.call('HMGET', ra, 't', 'c')
   states[i] = {st, sc, tonumber(r[1] or '0'), tonumber(r[2] or '0'), oldest}
-  metas[i] = {ARGV[ai + 1] == '1', tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3]), ttl, ki}
-  ki, ai = ki + 2 + nslots, ai + 5
+  metas[i] = {ARGV[ai + 1] == '1', tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3]), ttl, ki, member, score}
+  ki, ai = ki + 3 + nslots, ai + 7
 end
 local function reply(refused)
   local out = {refused}
@@ -75,7 +94,7 @@ end
 "#;
 
 /// ARGV: now, id ('' reads only), expiry, need t, need c, n, then per counter nslots, hard,
-/// limit t (-1: none), limit c, slot ttl. Reply: 0 (admitted) or the 1-based refusing
+/// limit t (-1: none), limit c, slot ttl, index member, index score. Reply: 0 (admitted) or the 1-based refusing
 /// counter, then the states before.
 const RESERVE: &str = r#"
 if ARGV[2] == '' then return reply(0) end
@@ -95,18 +114,20 @@ for i = 1, n do
   redis.call('ZADD', rz, ARGV[3], ARGV[2])
   redis.call('EXPIRE', ra, RES_TTL)
   redis.call('EXPIRE', rz, RES_TTL)
+  index(KEYS[metas[i][5] + 2], metas[i][6], metas[i][7], tonumber(ARGV[1]))
 end
 return reply(0)
 "#;
 
-/// ARGV: now, id, used t, used c, n, then per counter nslots, -, -, -, slot ttl. Ends the
+/// ARGV: now, id, used t, used c, n, then per counter nslots, -, -, -, slot ttl, index
+/// member, index score. Ends the
 /// reservation (if it is still there: an expired one was charged in full) charging `used` to
 /// the current slot. Reply: 0, then the states after.
 const SETTLE: &str = r#"
 local id = ARGV[2]
 for i = 1, n do
   local m = metas[i]
-  local ra, rz, cur = KEYS[m[5]], KEYS[m[5] + 1], KEYS[m[5] + 2]
+  local ra, rz, idx, cur = KEYS[m[5]], KEYS[m[5] + 1], KEYS[m[5] + 2], KEYS[m[5] + 3]
   local amt = redis.call('HGET', ra, id)
   if amt then
     local t, c = string.match(amt, '^(%d+):(%d+)$')
@@ -117,6 +138,7 @@ for i = 1, n do
     redis.call('HINCRBY', cur, 't', ARGV[3])
     redis.call('HINCRBY', cur, 'c', ARGV[4])
     redis.call('EXPIRE', cur, m[4])
+    index(idx, m[6], m[7], tonumber(ARGV[1]))
     local s = states[i]
     s[1], s[2], s[3], s[4] = s[1] + tonumber(ARGV[3]), s[2] + tonumber(ARGV[4]), s[3] - tonumber(t), s[4] - tonumber(c)
     if s[5] < 0 and (tonumber(ARGV[3]) > 0 or tonumber(ARGV[4]) > 0) then s[5] = 0 end
@@ -172,6 +194,12 @@ impl RedisStore {
         })
     }
 
+    /// The subject index of the `user` budget whose counter keys start with `rule`
+    /// (`<policy>/<budget>/<window id>/`).
+    fn index_key(&self, rule: &str) -> String {
+        format!("{}{rule}users", self.prefix)
+    }
+
     async fn run(
         &self,
         script: &redis::Script,
@@ -185,7 +213,12 @@ impl RedisStore {
         }
         for c in counters {
             let base = format!("{}{}", self.prefix, c.key);
+            let user = c.user_index();
             inv.key(format!("{base}:ra")).key(format!("{base}:rz"));
+            match user {
+                Some((rule, _)) => inv.key(self.index_key(rule)),
+                None => inv.key(format!("{base}:ra")),
+            };
             let slots: Vec<i64> = c.window.live_slots(now).collect();
             for s in &slots {
                 inv.key(format!("{base}:s:{s}"));
@@ -194,19 +227,15 @@ impl RedisStore {
                 .arg(if c.hard { "1" } else { "0" })
                 .arg(c.limit.tokens.map_or(-1i128, i128::from).to_string())
                 .arg(c.limit.cost.map_or(-1i128, i128::from).to_string())
-                .arg(c.window.slot_ttl(now));
+                .arg(c.window.slot_ttl(now))
+                .arg(user.map_or("", |(_, member)| member))
+                .arg(index_score(c, now));
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
             .await
             .map_err(|_| StoreError("Redis did not answer in time".into()))?
-            .map_err(|e| {
-                StoreError(format!(
-                    "Redis: {:?}: {}",
-                    e.kind(),
-                    e.detail().unwrap_or("")
-                ))
-            })?;
+            .map_err(redis_error)?;
         if reply.len() != 1 + 5 * counters.len() {
             return Err(StoreError("Redis answered an unexpected reply".into()));
         }
@@ -231,6 +260,15 @@ impl RedisStore {
             .collect();
         Ok((reply[0], states))
     }
+}
+
+/// Until when a user's counter charged at `now` may hold spend or a reservation: the end of
+/// the current slot's stay in the window, or the expiry of a reservation taken now (its hash
+/// outlives it by a minute), whichever is later.
+fn index_score(c: &CounterRef, now: i64) -> i64 {
+    c.window
+        .slot_leaves(c.window.slot(now))
+        .max(now + RESERVATION_TTL_SECS + 60)
 }
 
 #[async_trait]
@@ -293,6 +331,43 @@ impl Store for RedisStore {
         ];
         Ok(self.run(&self.reserve, counters, &head, now).await?.1)
     }
+
+    async fn users(
+        &self,
+        rule: &str,
+        now: i64,
+        cap: usize,
+    ) -> Result<(Vec<String>, usize), StoreError> {
+        let idx = self.index_key(rule);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&idx)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&idx)
+            .cmd("ZREVRANGE")
+            .arg(&idx)
+            .arg(0)
+            .arg(cap.max(1) - 1);
+        let mut conn = self.conn.clone();
+        let (total, members): (usize, Vec<String>) =
+            tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| StoreError("Redis did not answer in time".into()))?
+                .map_err(redis_error)?;
+        Ok((members, total))
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError(format!(
+        "Redis: {:?}: {}",
+        e.kind(),
+        e.detail().unwrap_or("")
+    ))
 }
 
 #[cfg(test)]
@@ -466,6 +541,59 @@ mod tests {
         assert_eq!(st[0].spent.tokens, 25 * admitted);
         assert!(st[0].spent.tokens <= 1000);
         assert!(admitted >= 33, "{admitted}");
+    }
+
+    #[tokio::test]
+    async fn the_summary_reads_a_budgets_subjects_from_its_index_without_scanning_redis() {
+        let server = Server::start();
+        let store = Arc::new(server.store());
+        let now = 1_796_385_600; // 2026-12-04 12:00 UTC
+        super::super::summary::tests::spend_is_summed_without_names(store.clone(), now).await;
+        let mut conn = store.conn.clone();
+        // One index per user budget, holding scope keys; the day's was emptied once its
+        // window passed (the summary of the next day), the month's still holds three.
+        let day: usize = redis::cmd("ZCARD")
+            .arg("test:team/each/d/users")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(day, 0);
+        let month: Vec<String> = redis::cmd("ZRANGE")
+            .arg("test:team/monthly/m/users")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(month.len(), 3);
+        assert!(month.iter().all(|m| m.starts_with("u:")), "{month:?}");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("test:team/monthly/m/users")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 86_400,
+            "the index expires after its last member: {ttl}"
+        );
+        // Group and portal counters are not indexed.
+        let exists: usize = redis::cmd("EXISTS")
+            .arg("test:team/shared/m/users")
+            .arg("test:team/all/r3600/users")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0);
+        // Nothing walked the keyspace.
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(stats.contains("cmdstat_zrevrange"), "{stats}");
+        for walk in ["cmdstat_scan:", "cmdstat_keys:"] {
+            assert!(!stats.contains(walk), "{walk} in {stats}");
+        }
     }
 
     #[tokio::test]
