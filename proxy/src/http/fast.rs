@@ -57,13 +57,12 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ErrorCode, JsonRpcVersion2_0,
     ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerNotification, ServerResult,
 };
-use rmcp::transport::streamable_http_server::session::SessionState;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{Opened, SessionSeal};
-use crate::portal::context::{CallContext, Origin, session_tag};
+use super::session::{Opened, OpenedSession, SessionSeal};
+use crate::portal::context::{CallContext, Origin};
 use crate::portal::{Portal, code_tools};
 use crate::upstream::relay::{Downstream, Sink};
 
@@ -205,10 +204,8 @@ impl FastPath {
         if seen.session.present() {
             let token = seen.legacy_call_qualifies(&call)?;
             // A token that does not open goes on to the session layer, which answers 404.
-            let (internal, state, owner) = self.seal.open(token).ok()?;
-            return self
-                .answer_legacy(call, internal, state, owner, parts)
-                .await;
+            let session = self.seal.open_cached(token).ok()?;
+            return self.answer_legacy(call, session, parts).await;
         }
         if seen.protocol_version.single() != Some(MODERN) {
             return None;
@@ -235,24 +232,20 @@ impl FastPath {
     async fn answer_legacy(
         &self,
         call: ParsedCall,
-        internal: String,
-        state: SessionState,
-        owner: String,
+        session: Arc<OpenedSession>,
         parts: &mut http::request::Parts,
     ) -> Option<Response> {
         let subject = parts
             .extensions
             .get::<crate::model::Identity>()
             .map_or("", |i| i.subject.as_str());
-        let capabilities = &state.initialize_params.capabilities;
+        let capabilities = &session.state.initialize_params.capabilities;
         // Someone else's session is the session layer's to refuse (404, as for an unknown id).
-        if owner != subject || capabilities.sampling.is_some() || capabilities.elicitation.is_some()
+        if session.owner != subject
+            || capabilities.sampling.is_some()
+            || capabilities.elicitation.is_some()
         {
-            parts.extensions.insert(Opened {
-                internal,
-                state,
-                owner,
-            });
+            parts.extensions.insert(Opened(session));
             return None;
         }
         let identity = parts
@@ -265,26 +258,25 @@ impl FastPath {
         let ct = CancellationToken::new();
         let registration = self
             .in_flight
-            .register((internal.clone(), id.clone()), ct.clone());
+            .register((session.internal.clone(), id.clone()), ct.clone());
         let (tx, rx) = mpsc::channel(RELAY_BUFFER);
-        let params_of_init = state.initialize_params;
-        let tasks_declared = params_of_init.capabilities.supports_tasks();
+        let tasks_declared = capabilities.supports_tasks();
         let ctx = CallContext {
             ct,
             downstream: Some(Downstream {
-                sink: Sink::Stream(tx),
+                sink: Sink::Stream(tx.clone()),
                 request_id: id.clone(),
                 progress: params.meta.as_ref().and_then(|m| m.get_progress_token()),
                 // A legacy session (its header names a legacy version): the version in its
                 // `initialize` is what the client asked for, not what was negotiated.
                 accepts_requests: true,
-                capabilities: params_of_init.capabilities,
-                session: Some(internal.clone()),
+                capabilities: capabilities.clone(),
+                session: Some(session.internal.clone()),
             }),
             origin: Origin::Direct,
             subject: identity.subject.clone(),
             identity,
-            session: Some(session_tag(internal.as_bytes())),
+            session: Some(session.tag.clone()),
         };
         let portal = self.portal.clone();
         let call = Box::pin(async move {
@@ -300,7 +292,7 @@ impl FastPath {
                 Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
             }
         });
-        Some(event_stream_answer(call, rx, headers).await)
+        Some(event_stream_answer(call, Relayed { rx, _keep: tx }, headers).await)
     }
 
     /// Looks up the call a legacy session's `notifications/cancelled` (`message`, on the
@@ -321,21 +313,17 @@ impl FastPath {
         else {
             return;
         };
-        let Ok((internal, state, owner)) = self.seal.open(token) else {
+        let Ok(session) = self.seal.open_cached(token) else {
             return;
         };
         let subject = parts
             .extensions
             .get::<crate::model::Identity>()
             .map_or("", |i| i.subject.as_str());
-        if owner == subject && self.in_flight.cancel(&internal, &id) {
+        if session.owner == subject && self.in_flight.cancel(&session.internal, &id) {
             tracing::debug!("a fast-path call was cancelled by its client");
         }
-        parts.extensions.insert(Opened {
-            internal,
-            state,
-            owner,
-        });
+        parts.extensions.insert(Opened(session));
     }
 }
 
@@ -361,16 +349,27 @@ fn push_notification(out: &mut Vec<u8>, notification: ServerNotification) {
     push_event(out, &ServerJsonRpcMessage::notification(notification));
 }
 
+/// The notifications relayed to one answer, and a sender of our own kept until the receiver is
+/// gone. Without it the call's sender, dropped when the call ends, would be the last: closing
+/// the channel wakes the receiver's task — the one running the call, which had polled it — so
+/// every call was polled once more and, on the multi-threaded runtime, woke another worker (a
+/// futex call per answer, seen with `strace -c`).
+struct Relayed {
+    rx: mpsc::Receiver<ServerNotification>,
+    _keep: mpsc::Sender<ServerNotification>,
+}
+
 /// Every notification already waiting, then the answer.
-fn last_events(
-    mut rx: mpsc::Receiver<ServerNotification>,
-    message: &ServerJsonRpcMessage,
-) -> Bytes {
+fn last_events(relayed: Relayed, message: &ServerJsonRpcMessage) -> Bytes {
+    let Relayed { mut rx, _keep } = relayed;
     let mut out = Vec::with_capacity(256);
     while let Ok(n) = rx.try_recv() {
         push_notification(&mut out, n);
     }
     push_event(&mut out, message);
+    // The receiver first: once it is gone, dropping the last sender wakes nobody.
+    drop(rx);
+    drop(_keep);
     Bytes::from(out)
 }
 
@@ -379,7 +378,7 @@ fn last_events(
 /// keep-alive), the answer is one complete body.
 async fn event_stream_answer(
     mut call: CallFuture,
-    mut rx: mpsc::Receiver<ServerNotification>,
+    mut relayed: Relayed,
     mut headers: HeaderMap,
 ) -> Response {
     headers.clear();
@@ -391,11 +390,11 @@ async fn event_stream_answer(
     let first = tokio::select! {
         biased;
         message = &mut call => {
-            let mut response = Response::new(Body::from(last_events(rx, &message)));
+            let mut response = Response::new(Body::from(last_events(relayed, &message)));
             *response.headers_mut() = headers;
             return response;
         }
-        Some(n) = rx.recv() => {
+        Some(n) = relayed.rx.recv() => {
             let mut out = Vec::new();
             push_notification(&mut out, n);
             Bytes::from(out)
@@ -404,8 +403,8 @@ async fn event_stream_answer(
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let live = futures::stream::unfold(Some((call, rx, tick)), |state| async move {
-        let (mut call, mut rx, mut tick) = state?;
+    let live = futures::stream::unfold(Some((call, relayed, tick)), |state| async move {
+        let (mut call, mut relayed, mut tick) = state?;
         enum Next {
             Done(ServerJsonRpcMessage),
             Notification(ServerNotification),
@@ -414,17 +413,17 @@ async fn event_stream_answer(
         let next = tokio::select! {
             biased;
             message = &mut call => Next::Done(message),
-            Some(n) = rx.recv() => Next::Notification(n),
+            Some(n) = relayed.rx.recv() => Next::Notification(n),
             _ = tick.tick() => Next::KeepAlive,
         };
         Some(match next {
-            Next::Done(message) => (last_events(rx, &message), None),
+            Next::Done(message) => (last_events(relayed, &message), None),
             Next::Notification(n) => {
                 let mut out = Vec::new();
                 push_notification(&mut out, n);
-                (Bytes::from(out), Some((call, rx, tick)))
+                (Bytes::from(out), Some((call, relayed, tick)))
             }
-            Next::KeepAlive => (Bytes::from_static(b":\n\n"), Some((call, rx, tick))),
+            Next::KeepAlive => (Bytes::from_static(b":\n\n"), Some((call, relayed, tick))),
         })
     });
     let stream = futures::stream::once(async move { first })
@@ -899,6 +898,53 @@ mod tests {
             b["params"]["name"] = json!(tool);
             assert!(call_of(b, &headers(&h)).is_none(), "{tool}");
         }
+    }
+
+    /// A waker that counts its wakes.
+    struct Counting(AtomicU64);
+
+    impl futures::task::ArcWake for Counting {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_legacy_answer_is_woken_once_when_its_call_ends() {
+        let (tx, rx) = mpsc::channel(RELAY_BUFFER);
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        // As the call's context holds the relay's sender until the call ends.
+        let sink = tx.clone();
+        let call: CallFuture = Box::pin(async move {
+            let _sink = sink;
+            let _ = wait.await;
+            ServerJsonRpcMessage::response(ServerResult::empty(()), RequestId::Number(1))
+        });
+        let mut answer = Box::pin(event_stream_answer(
+            call,
+            Relayed { rx, _keep: tx },
+            HeaderMap::new(),
+        ));
+        let counter = Arc::new(Counting(AtomicU64::new(0)));
+        let waker = futures::task::waker(counter.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(answer.as_mut().poll(&mut cx).is_pending());
+        done.send(()).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "woken by the call");
+        let std::task::Poll::Ready(response) = answer.as_mut().poll(&mut cx) else {
+            panic!("the call ended: the answer is complete");
+        };
+        // Before `Relayed`, the call's sender was the last one: dropping it when the call
+        // ended closed the channel and woke the task once more (an extra poll, and a worker
+        // woken across threads).
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "no wake after the end");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(
+            &body[..],
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"
+        );
     }
 
     #[test]

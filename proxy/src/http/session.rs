@@ -20,6 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use http::{HeaderValue, StatusCode};
+use rmcp::model::InitializeRequestParams;
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore, SessionStoreError,
 };
@@ -34,6 +35,9 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Longest session id accepted from a client.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Bytes of session ids the cache of opened ids may hold (each id counted twice: the key and,
+/// roughly, what it opened to) before it is emptied and starts over.
+const OPENED_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Sealed {
@@ -50,11 +54,12 @@ struct Sealed {
 
 /// Seals and opens session ids, and bridges them to rmcp's session store.
 ///
-/// Both maps hold entries only while a request is on its way: `fresh` from rmcp's handshake
-/// until the middleware seals the `initialize` response, `restorable` while a request that
-/// presented the session's id is in flight (rmcp reads it then if it must restore the
-/// session). Nothing here lives as long as a session does, so sessions that end without
-/// DELETE (idle, evicted, on another replica) leave nothing behind.
+/// `fresh` and `restorable` hold entries only while a request is on its way: `fresh` from
+/// rmcp's handshake until the middleware seals the `initialize` response, `restorable` while a
+/// request that presented the session's id is in flight (rmcp reads it then if it must restore
+/// the session). They keep nothing as long as a session lives, so sessions that end without
+/// DELETE (idle, evicted, on another replica) leave nothing behind there; the cache of opened
+/// ids (`opened`) is bounded by its size.
 pub struct SessionSeal {
     cipher: XChaCha20Poly1305,
     /// internal id -> initialize params, written by rmcp after a handshake.
@@ -62,6 +67,34 @@ pub struct SessionSeal {
     /// internal id -> initialize params from an opened token, and how many requests in flight
     /// presented it; read by rmcp to restore.
     restorable: Mutex<HashMap<String, (SessionState, u32)>>,
+    /// Ids opened before ([`SessionSeal::open_cached`]).
+    opened: Mutex<OpenedCache>,
+}
+
+/// Session ids that opened, by the exact id presented: a session's every request presents the
+/// same id, and opening it (base64, XChaCha20-Poly1305, two JSON decodes of the `initialize`)
+/// was a third of the instructions of a legacy `tools/call`. Only ids that opened are kept
+/// (a forged or tampered id is never a key), bounded by [`OPENED_CACHE_BYTES`]; expiry is
+/// checked on every hit.
+#[derive(Default)]
+struct OpenedCache {
+    map: HashMap<Box<str>, Arc<OpenedSession>>,
+    bytes: usize,
+}
+
+/// What a sealed session id holds, opened.
+#[derive(Debug, Clone)]
+pub struct OpenedSession {
+    /// rmcp's internal session id.
+    pub internal: String,
+    /// The client's `initialize` parameters.
+    pub state: SessionState,
+    /// The subject that opened the session (empty for public portals).
+    pub owner: String,
+    /// The session's audit tag ([`crate::portal::context::session_tag`] of `internal`).
+    pub tag: String,
+    /// Seconds since the epoch when the id was issued.
+    issued: u64,
 }
 
 impl std::fmt::Debug for SessionSeal {
@@ -103,6 +136,7 @@ impl SessionSeal {
             cipher: XChaCha20Poly1305::new(&key.into()),
             fresh: Mutex::default(),
             restorable: Mutex::default(),
+            opened: Mutex::default(),
         })
     }
 
@@ -125,9 +159,54 @@ impl SessionSeal {
         URL_SAFE_NO_PAD.encode(out)
     }
 
+    /// Opens a sealed session id as [`SessionSeal::open`] does, once per id: later requests
+    /// presenting the same id get what it opened to from a cache (expiry checked again).
+    pub fn open_cached(&self, token: &str) -> Result<Arc<OpenedSession>, OpenError> {
+        let hit = self
+            .opened
+            .lock()
+            .ok()
+            .and_then(|c| c.map.get(token).cloned());
+        if let Some(session) = hit {
+            if now().saturating_sub(session.issued) > MAX_AGE.as_secs() {
+                if let Ok(mut c) = self.opened.lock() {
+                    c.map.remove(token);
+                }
+                return Err(OpenError::Expired);
+            }
+            return Ok(session);
+        }
+        let (sealed, params) = self.unseal(token)?;
+        let session = Arc::new(OpenedSession {
+            tag: crate::portal::context::session_tag(sealed.i.as_bytes()),
+            internal: sealed.i,
+            state: SessionState::new(params),
+            owner: sealed.s,
+            issued: sealed.t,
+        });
+        if let Ok(mut c) = self.opened.lock() {
+            let cost = 2 * token.len();
+            if c.bytes + cost > OPENED_CACHE_BYTES {
+                c.map.clear();
+                c.bytes = 0;
+            }
+            if c.map.insert(token.into(), session.clone()).is_none() {
+                c.bytes += cost;
+            }
+        }
+        Ok(session)
+    }
+
     /// Opens a sealed session id: rmcp's internal id, the client's `initialize` parameters and
     /// the subject that opened the session.
     pub fn open(&self, token: &str) -> Result<(String, SessionState, String), OpenError> {
+        let (sealed, params) = self.unseal(token)?;
+        Ok((sealed.i, SessionState::new(params), sealed.s))
+    }
+
+    /// The payload of a sealed id and its `initialize` parameters, when it opens and has not
+    /// expired.
+    fn unseal(&self, token: &str) -> Result<(Sealed, InitializeRequestParams), OpenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(OpenError::Invalid);
         }
@@ -142,12 +221,13 @@ impl SessionSeal {
             .cipher
             .decrypt(XNonce::from_slice(nonce), body)
             .map_err(|_| OpenError::Invalid)?;
-        let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| OpenError::Invalid)?;
+        let mut sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| OpenError::Invalid)?;
         if now().saturating_sub(sealed.t) > MAX_AGE.as_secs() {
             return Err(OpenError::Expired);
         }
-        let params = serde_json::from_value(sealed.p).map_err(|_| OpenError::Invalid)?;
-        Ok((sealed.i, SessionState::new(params), sealed.s))
+        let params = serde_json::from_value(std::mem::take(&mut sealed.p))
+            .map_err(|_| OpenError::Invalid)?;
+        Ok((sealed, params))
     }
 
     /// The rmcp session store that hands opened tokens to rmcp's restore logic.
@@ -225,14 +305,7 @@ impl SessionStore for Store {
 /// A session id the fast path already opened for this request (a request extension), so that
 /// when the request goes on to rmcp after all the middleware does not open it a second time.
 #[derive(Clone)]
-pub struct Opened {
-    /// rmcp's internal session id.
-    pub internal: String,
-    /// The client's `initialize` parameters.
-    pub state: SessionState,
-    /// The subject that opened the session.
-    pub owner: String,
-}
+pub struct Opened(pub Arc<OpenedSession>);
 
 fn not_found(reason: &str) -> Response {
     let body = serde_json::json!({
@@ -265,19 +338,20 @@ pub async fn middleware(
             return not_found("malformed session id");
         };
         let token = token.as_str();
-        let (internal, state, owner) = match req.extensions_mut().remove::<Opened>() {
-            Some(o) => (o.internal, o.state, o.owner),
-            None => match seal.open(token) {
+        let opened = match req.extensions_mut().remove::<Opened>() {
+            Some(Opened(o)) => o,
+            None => match seal.open_cached(token) {
                 Ok(v) => v,
                 Err(OpenError::Expired) => return not_found("session expired"),
                 Err(OpenError::Invalid) => return not_found("unknown session id"),
             },
         };
-        if owner != subject {
+        let internal = opened.internal.clone();
+        if opened.owner != subject {
             // A session belongs to the subject that opened it; never reveal it exists.
             return not_found("unknown session id");
         }
-        let guard = seal.presenting(&internal, state);
+        let guard = seal.presenting(&internal, opened.state.clone());
         match HeaderValue::from_str(&internal) {
             Ok(v) => {
                 req.headers_mut().insert(SESSION_HEADER, v);
@@ -332,7 +406,6 @@ pub async fn middleware(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmcp::model::InitializeRequestParams;
 
     fn state() -> SessionState {
         let p: InitializeRequestParams = serde_json::from_value(serde_json::json!({
@@ -445,6 +518,62 @@ mod tests {
         }
         // A session that ends without DELETE (idle, evicted) leaves nothing behind.
         assert_eq!(seal.entries(), 0);
+    }
+
+    #[test]
+    fn an_id_is_opened_once_and_its_expiry_still_holds() {
+        let a = SessionSeal::new(None);
+        let token = a.seal("abc", &state(), "alice");
+        let first = a.open_cached(&token).unwrap();
+        assert_eq!(
+            (first.internal.as_str(), first.owner.as_str()),
+            ("abc", "alice")
+        );
+        assert_eq!(first.tag, crate::portal::context::session_tag(b"abc"));
+        assert!(Arc::ptr_eq(&first, &a.open_cached(&token).unwrap()));
+
+        // A tampered id is opened (and refused), never answered from the cache.
+        let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        raw[30] ^= 1;
+        let tampered = URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(a.open_cached(&tampered).unwrap_err(), OpenError::Invalid);
+        assert!(!a.opened.lock().unwrap().map.contains_key(tampered.as_str()));
+
+        // An entry past its age is refused and dropped.
+        let old = Arc::new(OpenedSession {
+            issued: now() - MAX_AGE.as_secs() - 1,
+            ..(*first).clone()
+        });
+        a.opened
+            .lock()
+            .unwrap()
+            .map
+            .insert(token.as_str().into(), old);
+        assert_eq!(a.open_cached(&token).unwrap_err(), OpenError::Expired);
+        assert!(!a.opened.lock().unwrap().map.contains_key(token.as_str()));
+    }
+
+    #[test]
+    fn the_cache_of_opened_ids_is_bounded() {
+        let a = SessionSeal::new(None);
+        let big: InitializeRequestParams = serde_json::from_value(serde_json::json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "x".repeat(6000), "version": "1"}
+        }))
+        .unwrap();
+        let big = SessionState::new(big);
+        let mut most = 0;
+        for i in 0..1000 {
+            let token = a.seal(&format!("s{i}"), &big, "");
+            a.open_cached(&token).unwrap();
+            let c = a.opened.lock().unwrap();
+            assert!(c.bytes <= OPENED_CACHE_BYTES, "{} bytes", c.bytes);
+            most = most.max(c.map.len());
+        }
+        // ~16 KB per entry: it filled up, emptied and filled again.
+        assert!(most > 100, "{most}");
+        assert!(a.opened.lock().unwrap().map.len() < most);
     }
 
     #[test]
