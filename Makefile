@@ -62,8 +62,9 @@ bench: operator-bench
 ## soak: 10 minutes of mixed load (both eras; tools/list, tools/call, Code Mode execute) at 64
 ## connections on a release portal, one upstream killed and restarted every 30-60 s; prints
 ## calls and errors per kind (inside/outside the restart windows) and the proxy's RSS and open
-## fds start/end/max (target/bench/soak.json). Not in CI: `make e2e` runs a 60 s version
-## (e2e/tests/test_soak.py).
+## fds start/end/max (target/bench/soak.json); fails on an error outside the windows or when RSS
+## or fds are not flat (second half's max over the first half's by more than 8 MiB / 32 fds or
+## 10 %). Not in CI: `make e2e` runs a 60 s version (e2e/tests/test_soak.py).
 soak:
 	$(CARGO) build --release -p portcullis-proxy -p portcullis-demo --bins
 	python3 e2e/bench/soak.py --duration 600 --connections 64

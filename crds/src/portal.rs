@@ -332,10 +332,12 @@ pub struct PortalLimits {
     #[schemars(range(min = 1, max = 3600))]
     pub body_read_timeout_seconds: Option<u32>,
     /// Legacy (2025-era) sessions each proxy replica keeps in memory, 1-1000000. Defaults to
-    /// 10000. At the limit a new (or restored) session evicts the least recently used session
+    /// 1000. At the limit a new (or restored) session evicts the least recently used session
     /// that has no request in flight; the evicted session's id stays valid, and its next
     /// request restores it on whichever replica receives it. When every session has a request
-    /// in flight, a new session is refused (an error naming this field).
+    /// in flight, a new session is refused (an error naming this field). A session in memory
+    /// costs about 100-130 KiB: the default fits the proxy's default 256Mi memory limit with
+    /// room for the load; raise both together (about 128 KiB per session on top of 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_sessions: Option<u32>,
@@ -351,7 +353,7 @@ pub struct PortalLimits {
 /// Default of [`PortalLimits::body_read_timeout_seconds`].
 pub const DEFAULT_BODY_READ_TIMEOUT_SECONDS: u32 = 30;
 /// Default of [`PortalLimits::max_sessions`].
-pub const DEFAULT_MAX_SESSIONS: u32 = 10_000;
+pub const DEFAULT_MAX_SESSIONS: u32 = 1_000;
 /// Default of [`PortalLimits::session_idle_timeout_seconds`].
 pub const DEFAULT_SESSION_IDLE_TIMEOUT_SECONDS: u32 = 300;
 

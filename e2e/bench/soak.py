@@ -20,13 +20,28 @@ flaky_echo, plus --grace seconds. An error whose request overlaps a window (star
 end and ended after its start) is "inside"; every other error is "outside", and there should
 be none. Errors and calls are counted per kind.
 
-The proxy's VmRSS and open file descriptors (/proc/PID/fd) are sampled every second: printed as
-start (after --warmup s of load) / end / max, with the figure at startup.
+Legacy workers behave like the official SDKs' clients (the Python `mcp` client's
+`streamable_http_client`): a failed request (an upstream restarting, a tool error) leaves the
+session in use; a 404 for it starts a new one; a session that ends is ended with DELETE
+(`terminate_on_close`), also when the worker stops. --abandon-sessions makes them drop their
+sessions after any failure without DELETE instead (a client that crashes): those stay in the
+portal's memory until `sessionIdleTimeoutSeconds` (--session-idle-timeout).
+
+The proxy's VmRSS and open file descriptors (/proc/PID/fd) are sampled every second, the legacy
+sessions in its memory (`portcullis_active_sessions`) every 10 s: printed as start (after
+--warmup s of load) / end / max, with the figure at startup.
+
+Flat, the criterion (exit 1 otherwise): the highest RSS of the second half of the load exceeds
+the highest of the first half (after --warmup) by at most max(--rss-slack MiB, 10 %), and the
+same for open fds with --fd-slack. A leak grows with time, so its second half tops the first
+by what leaked meanwhile (the abandoned sessions that rmcp's idle timer never ended grew 5 MiB
+per upstream restart: ~30 MiB over the second half of 10 minutes); a healthy run's RSS rises
+during warm-up and then moves by a few MiB either way.
 
     python3 e2e/bench/soak.py [--duration 600] [--connections 64] [--debug] [--json PATH]
 
 Prints a summary and writes JSON (default target/bench/soak.json); exits 1 when an error fell
-outside the restart windows or a kind of call never succeeded.
+outside the restart windows, a kind of call never succeeded, or RSS or fds were not flat.
 """
 
 from __future__ import annotations
@@ -91,11 +106,13 @@ def start_upstream(pm: ProcessManager, demo: Path, name: str, port: int):
     return proc
 
 
-def write_manifests(path: Path, servers: dict[str, str]) -> Path:
+def write_manifests(path: Path, servers: dict[str, str], limits: dict | None = None) -> Path:
     docs = [{"apiVersion": API, "kind": "McpServer", "metadata": {"name": n}, "spec": {"remote": {"url": u}}}
             for n, u in servers.items()]
-    docs.append({"apiVersion": API, "kind": "McpPortal", "metadata": {"name": "soak"},
-                 "spec": {"public": True, "servers": {"names": list(servers)}}})
+    spec: dict = {"public": True, "servers": {"names": list(servers)}}
+    if limits:
+        spec["limits"] = limits
+    docs.append({"apiVersion": API, "kind": "McpPortal", "metadata": {"name": "soak"}, "spec": spec})
     path.write_text("\n---\n".join(json.dumps(d) for d in docs) + "\n", encoding="utf-8")
     return path
 
@@ -192,7 +209,9 @@ def legacy_headers(sid: str | None = None) -> dict[str, str]:
 
 
 class Failure(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -231,7 +250,7 @@ class Worker:
         except httpx.HTTPError as e:
             raise Failure(f"{type(e).__name__}: {e}") from e
         if r.status_code not in want:
-            raise Failure(f"HTTP {r.status_code}: {r.text[:300]}")
+            raise Failure(f"HTTP {r.status_code}: {r.text[:300]}", r.status_code)
         return r
 
     async def rpc(self, c: httpx.AsyncClient, method: str, params: dict, name: str | None = None,
@@ -244,7 +263,15 @@ class Worker:
         else:
             params = dict(params, _meta=META)
             headers = modern_headers(method, name)
-        r = await self.post(c, url, {"jsonrpc": "2.0", "id": self.seq, "method": method, "params": params}, headers)
+        try:
+            r = await self.post(c, url, {"jsonrpc": "2.0", "id": self.seq, "method": method, "params": params},
+                                headers)
+        except Failure as e:
+            if self.legacy and e.status == 404:
+                # The portal no longer knows the session: start a new one next time (what an
+                # SDK's caller does after "Session terminated").
+                setattr(self, "cm_sid" if codemode else "sid", None)
+            raise
         msg = rpc_message(r.content)
         if "error" in msg:
             raise Failure(f"JSON-RPC error: {json.dumps(msg['error'])[:300]}")
@@ -256,16 +283,7 @@ class Worker:
         self.session_requests += 1
         if self.session_requests > self.args.session_requests:
             self.session_requests = 1
-            for attr, cm in (("sid", False), ("cm_sid", True)):
-                old = getattr(self, attr)
-                if old:
-                    setattr(self, attr, None)
-                    try:
-                        r = await c.delete(self.url + (CODE_MODE if cm else ""), headers=legacy_headers(old))
-                    except httpx.HTTPError as e:
-                        raise Failure(f"DELETE: {type(e).__name__}: {e}") from e
-                    if r.status_code not in (200, 202, 204):
-                        raise Failure(f"DELETE: HTTP {r.status_code}: {r.text[:200]}")
+            await self.close_sessions(c)
         attr = "cm_sid" if codemode else "sid"
         if getattr(self, attr):
             return getattr(self, attr)
@@ -281,6 +299,20 @@ class Worker:
                         want=(200, 202))
         setattr(self, attr, sid)
         return sid
+
+    async def close_sessions(self, c: httpx.AsyncClient) -> None:
+        """Ends the worker's sessions with DELETE, as the SDKs do when a client closes (the
+        Python `mcp` client's `terminate_on_close`, also when it closes on an exception)."""
+        for attr, cm in (("sid", False), ("cm_sid", True)):
+            old = getattr(self, attr)
+            if old:
+                setattr(self, attr, None)
+                try:
+                    r = await c.delete(self.url + (CODE_MODE if cm else ""), headers=legacy_headers(old))
+                except httpx.HTTPError as e:
+                    raise Failure(f"DELETE: {type(e).__name__}: {e}") from e
+                if r.status_code not in (200, 202, 204):
+                    raise Failure(f"DELETE: HTTP {r.status_code}: {r.text[:200]}", r.status_code)
 
     async def one(self, c: httpx.AsyncClient, kind: str) -> None:
         tag = f"soak-{self.n}-{self.seq}"
@@ -318,12 +350,21 @@ class Worker:
                     self.tally.count(label, True, False)
                 except (Failure, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
                     ended = time.monotonic()
-                    # A failure may leave the session unusable (the upstream restarted under
-                    # it, or the session was refused): start a new one next time.
-                    self.sid = self.cm_sid = None
+                    # Like an SDK client, the worker keeps its session after a failed request
+                    # (a tool error, an upstream restarting) and starts a new one only when the
+                    # portal answers 404 for it (`rpc`). --abandon-sessions: a client that
+                    # drops its sessions after any failure without DELETE (they stay in the
+                    # portal's memory until sessionIdleTimeoutSeconds).
+                    if self.args.abandon_sessions:
+                        self.sid = self.cm_sid = None
                     self.tally.count(label, False, self.windows.overlaps(started, ended), str(e))
                 if self.args.pause:
                     await asyncio.sleep(self.args.pause)
+            if self.legacy:
+                try:
+                    await self.close_sessions(c)
+                except Failure as e:
+                    self.tally.count(f"{self.era} delete", False, False, str(e))
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -349,10 +390,12 @@ def run_soak(args: argparse.Namespace, pm: ProcessManager, work: Path, proxy_bin
     syn_port, flaky_port = free_port(), free_port()
     start_upstream(pm, demo_bin, "syn", syn_port)
     state: dict = {"flaky": start_upstream(pm, demo_bin, "flaky", flaky_port)}
+    limits = {"sessionIdleTimeoutSeconds": args.session_idle_timeout} if args.session_idle_timeout else None
     manifests = write_manifests(work / "soak.yaml", {"syn": f"http://127.0.0.1:{syn_port}/mcp",
-                                                      "flaky": f"http://127.0.0.1:{flaky_port}/mcp"})
-    portal = start_proxy(pm, manifests, "soak", name="proxy", binary=proxy_bin,
-                         env={"PORTCULLIS_LOG": "warn"}, extra=["--no-audit-stdout"])
+                                                      "flaky": f"http://127.0.0.1:{flaky_port}/mcp"}, limits)
+    env = {"PORTCULLIS_LOG": "warn", **dict(kv.split("=", 1) for kv in args.proxy_env)}
+    portal = start_proxy(pm, manifests, "soak", name="proxy", binary=args.proxy_binary or proxy_bin,
+                         env=env, extra=["--no-audit-stdout"])
     portal.wait_upstreams(["syn", "flaky"])
     pid = portal.proc.pid
     rss0, fds0 = proc_figures(pid)
@@ -361,7 +404,7 @@ def run_soak(args: argparse.Namespace, pm: ProcessManager, work: Path, proxy_bin
           f"proxy at startup: RSS {rss0} MiB, {fds0} fds", flush=True)
 
     tally, windows, restarts = Tally(), Windows(args.grace), []
-    samples: list[tuple[float, float, int]] = []
+    samples: list[tuple[float, float, int, float | None]] = []
     stop = threading.Event()
     state["t0"] = t0 = time.monotonic()
     until = t0 + args.duration
@@ -369,12 +412,19 @@ def run_soak(args: argparse.Namespace, pm: ProcessManager, work: Path, proxy_bin
                                 args=(stop, pm, demo_bin, flaky_port, portal, windows, args, restarts, state))]
 
     def sampler() -> None:
+        n = 0
         while not stop.wait(1.0):
             try:
                 rss, fds = proc_figures(pid)
             except OSError:
                 return
-            samples.append((time.monotonic() - t0, rss, fds))
+            # Legacy sessions in memory every 10 s (each sample kept in the series).
+            sessions = sessions_in_memory(portal) if n % 10 == 0 else None
+            samples.append((time.monotonic() - t0, rss, fds, sessions))
+            if n % 30 == 0:
+                print(f"  {samples[-1][0]:6.0f} s: RSS {rss} MiB, {fds} fds, {sessions} legacy sessions in memory",
+                      flush=True)
+            n += 1
 
     threads.append(threading.Thread(target=sampler, daemon=True))
     for t in threads:
@@ -414,19 +464,39 @@ def run_soak(args: argparse.Namespace, pm: ProcessManager, work: Path, proxy_bin
         "open_fds": {"startup": fds0, "start": start[2], "end": fds1,
                      "max": max([s[2] for s in samples] + [fds1])},
         "start_sample_at_s": round(start[0], 1),
-        # Every 10th sample (about every 10 s): [seconds into the load, RSS MiB, fds].
-        "series": [[round(t, 1), r, f] for t, r, f in samples[::10]],
+        # Every 10th sample (about every 10 s): [seconds into the load, RSS MiB, fds, legacy
+        # sessions in the proxy's memory].
+        "series": [[round(t, 1), r, f, n] for t, r, f, n in samples[::10]],
         "sessions_in_memory_end": sessions_in_memory(portal),
     }
     never = [f"{era} {k}" for era in ("legacy", "modern") for k in KINDS if not tally.ok.get(f"{era} {k}")]
     result["kinds_never_ok"] = never
+    result["flat"] = flatness(after_warmup, args)
     return result
+
+
+def flatness(samples: list, args: argparse.Namespace) -> dict:
+    """The flat criterion (module docstring): per figure, the first half's and the second
+    half's highest value, the growth, the allowed growth and whether it held."""
+    out: dict = {}
+    half = len(samples) // 2
+    for key, i, slack in (("rss_mib", 1, args.rss_slack), ("open_fds", 2, args.fd_slack)):
+        if half < 2:
+            out[key] = {"ok": True, "note": "too few samples"}
+            continue
+        first = max(x[i] for x in samples[:half])
+        second = max(x[i] for x in samples[half:])
+        allowed = max(slack, first * 0.10)
+        out[key] = {"first_half_max": first, "second_half_max": second,
+                    "growth": round(second - first, 1), "allowed": round(allowed, 1),
+                    "ok": second - first <= allowed}
+    return out
 
 
 def sessions_in_memory(portal: Portal) -> float | None:
     """The proxy's `portcullis_active_sessions` (legacy sessions in its memory)."""
     try:
-        text = httpx.get(f"{portal.admin}/metrics", timeout=10).text
+        text = httpx.get(f"{portal.admin}/metrics", timeout=5).text
     except httpx.HTTPError:
         return None
     for line in text.splitlines():
@@ -448,7 +518,15 @@ def summary(r: dict) -> str:
     lines.append(f"  proxy RSS MiB   start/end/max {rs['start']} / {rs['end']} / {rs['max']} "
                  f"(startup {rs['startup']}; start = {r['start_sample_at_s']} s into the load)")
     lines.append(f"  proxy open fds  start/end/max {fd['start']} / {fd['end']} / {fd['max']} (startup {fd['startup']})")
-    lines.append(f"  legacy sessions in the proxy's memory at the end: {r['sessions_in_memory_end']}")
+    for key, label in (("rss_mib", "RSS MiB"), ("open_fds", "open fds")):
+        f = r["flat"][key]
+        if "growth" in f:
+            lines.append(f"  {label} flat: second half's max {f['second_half_max']} vs first half's "
+                         f"{f['first_half_max']}: {f['growth']:+} (allowed +{f['allowed']}): "
+                         f"{'flat' if f['ok'] else 'NOT FLAT'}")
+    peak = max((x[3] for x in r["series"] if x[3] is not None), default=None)
+    lines.append(f"  legacy sessions in the proxy's memory: at most {peak} while loaded; "
+                 f"{r['sessions_in_memory_end']} at the end (after the workers' DELETEs)")
     if r["restarts"]:
         healthy = [x["healthy_after_s"] for x in r["restarts"]]
         lines.append(f"  restart windows: kill -> healthy {min(healthy)}-{max(healthy)} s, + {r['grace_s']} s grace")
@@ -469,10 +547,24 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--restart-max", type=float, default=60.0)
     ap.add_argument("--down-seconds", type=float, default=1.0, help="seconds the flaky upstream stays down")
     ap.add_argument("--grace", type=float, default=2.0, help="seconds added to each restart window")
-    ap.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the 'start' RSS/fd sample")
+    ap.add_argument("--warmup", type=float, default=30.0,
+                    help="seconds of load before the 'start' RSS/fd sample and the flat criterion's first half")
+    ap.add_argument("--rss-slack", type=float, default=8.0,
+                    help="MiB the second half's highest RSS may exceed the first half's (or 10 %%, if more)")
+    ap.add_argument("--fd-slack", type=float, default=32.0,
+                    help="open fds the second half's highest count may exceed the first half's (or 10 %%)")
     ap.add_argument("--session-requests", type=int, default=50, help="requests per legacy session")
     ap.add_argument("--seed", type=int, default=18)
+    ap.add_argument("--abandon-sessions", action="store_true",
+                    help="legacy workers drop their sessions after any failure without DELETE (a misbehaving "
+                         "client: the sessions stay in memory until the portal's idle timeout)")
+    ap.add_argument("--session-idle-timeout", type=int, default=None,
+                    help="the portal's spec.limits.sessionIdleTimeoutSeconds (default: the portal's default, 300)")
     ap.add_argument("--debug", action="store_true", help="the debug binaries (target/debug) instead of release")
+    ap.add_argument("--proxy-binary", type=Path, default=None,
+                    help="run this instead of the built proxy (e.g. a script that runs it under heaptrack)")
+    ap.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the proxy (e.g. MALLOC_ARENA_MAX=2); repeatable")
     ap.add_argument("--logs", type=Path, default=None, help="directory for the processes' logs")
     ap.add_argument("--json", type=Path, default=ROOT / "target" / "bench" / "soak.json")
     return ap
@@ -486,7 +578,8 @@ def main() -> int:
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(summary(result))
     print(f"(json: {args.json})")
-    return 1 if result["errors_outside_restart_windows"] or result["kinds_never_ok"] else 0
+    flat = all(f["ok"] for f in result["flat"].values())
+    return 1 if result["errors_outside_restart_windows"] or result["kinds_never_ok"] or not flat else 0
 
 
 if __name__ == "__main__":

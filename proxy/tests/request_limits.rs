@@ -2,7 +2,8 @@
 //! `spec.limits.bodyReadTimeoutSeconds` (a body sent a byte at a time gets 408 and is cut while
 //! others are served, on `/mcp` and on the LLM gateway) and `spec.limits.maxSessions` (the least
 //! recently used idle legacy session is evicted and restored by its next request; a session
-//! with a request in flight is never evicted).
+//! with a request in flight is never evicted) and `spec.limits.sessionIdleTimeoutSeconds` (a
+//! session its client stopped using leaves memory, however often the portal notifies it).
 
 mod common;
 
@@ -16,13 +17,18 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 fn manifests(limits: &str) -> String {
+    manifests_with(limits, "[]")
+}
+
+/// `tools`: the McpServer's tool overrides.
+fn manifests_with(limits: &str, tools: &str) -> String {
     let demo = common::demo_binary();
     format!(
         r#"
 apiVersion: portcullis.dev/v1alpha1
 kind: McpServer
 metadata: {{name: tickets}}
-spec: {{deployment: {{image: unused, command: ["{demo}"], args: [tickets, --stdio]}}}}
+spec: {{deployment: {{image: unused, command: ["{demo}"], args: [tickets, --stdio]}}, tools: {tools}}}
 ---
 apiVersion: portcullis.dev/v1alpha1
 kind: McpPortal
@@ -312,4 +318,56 @@ async fn a_session_with_a_request_in_flight_is_not_evicted_and_a_full_replica_re
     assert!(session_list(&portal.url, &third).await > 0);
     assert!(m.evicted.get() >= 1);
     assert!(m.open.get() <= 2);
+}
+
+/// The portal configuration of `yaml` (as `common::serve_portal` reads it).
+fn config_of(yaml: &str) -> Arc<proxy::config::PortalConfig> {
+    let mut m = proxy::config::Manifests::default();
+    proxy::config::manifests::parse_into(&mut m, std::path::Path::new("test.yaml"), yaml).unwrap();
+    Arc::new(proxy::config::resolve(&m, "demo", std::path::Path::new("/nonexistent")).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_its_client_stopped_using_leaves_memory_though_the_portal_keeps_notifying_it() {
+    // rmcp's own idle timer restarts on every message a session carries, the portal's
+    // `list_changed` notifications included: with catalog changes more often than the idle
+    // timeout, an abandoned session never left (the soak's RSS grew per upstream restart).
+    let limits = "{sessionIdleTimeoutSeconds: 10}";
+    let portal = start(limits).await;
+    let m = &portal.portal.metrics.sessions;
+    let sid = open_session(&portal.url).await.unwrap();
+    assert!(session_list(&portal.url, &sid).await > 0);
+    assert_eq!(m.open.get(), 1);
+    let with = config_of(&manifests(limits));
+    let without = config_of(&manifests_with(
+        limits,
+        "[{name: list_tickets, hidden: true}]",
+    ));
+    let notifications = portal.portal.catalog_changes();
+    let mut changes = 0;
+    let started = Instant::now();
+    // The catalog changes every second (each change notifies the session) until the session
+    // is gone; its client sends nothing.
+    while m.open.get() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "the unused session is still in memory after {changes} catalog changes"
+        );
+        let cfg = if changes % 2 == 0 { &without } else { &with };
+        portal.portal.reconfigure(cfg.clone()).await.unwrap();
+        changes += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed before its idle timeout"
+    );
+    assert!(
+        notifications.has_changed().unwrap(),
+        "the catalog never changed: the session was never notified"
+    );
+    assert!(changes >= 5, "{changes} catalog changes");
+    // Its id still works: the next request restores the session.
+    assert!(session_list(&portal.url, &sid).await > 0);
+    assert_eq!(m.open.get(), 1);
 }

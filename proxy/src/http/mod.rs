@@ -115,14 +115,16 @@ pub fn app(portal: Arc<Portal>, options: &ServeOptions) -> service::PortalServic
     let limits = Limits::of(&cfg.spec);
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(limits.session_idle_timeout);
-    let sessions = LimitedSessions::new(
+    let sessions = Arc::new(LimitedSessions::new(
         sessions,
         limits.max_sessions,
+        limits.session_idle_timeout,
         portal.metrics.sessions.clone(),
-    );
+    ));
+    session_limit::spawn_idle_sweeper(&sessions, portal.shutdown.child_token());
     let mcp = SharedMcp(Arc::new(StreamableHttpService::new(
         move || Ok(handler.clone()),
-        Arc::new(sessions),
+        sessions,
         sconfig,
     )));
     let below =

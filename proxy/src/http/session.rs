@@ -53,14 +53,20 @@ struct Sealed {
 }
 
 /// Seals and opens session ids, and bridges them to rmcp's session store.
+///
+/// `fresh` and `restorable` hold entries only while a request is on its way: `fresh` from
+/// rmcp's handshake until the middleware seals the `initialize` response, `restorable` while a
+/// request that presented the session's id is in flight (rmcp reads it then if it must restore
+/// the session). They keep nothing as long as a session lives, so sessions that end without
+/// DELETE (idle, evicted, on another replica) leave nothing behind there; the cache of opened
+/// ids (`opened`) is bounded by its size.
 pub struct SessionSeal {
     cipher: XChaCha20Poly1305,
     /// internal id -> initialize params, written by rmcp after a handshake.
     fresh: Mutex<HashMap<String, SessionState>>,
-    /// internal id -> initialize params, from opened tokens, read by rmcp to restore.
-    restorable: Mutex<HashMap<String, SessionState>>,
-    /// internal id -> the external id issued for it.
-    issued: Mutex<HashMap<String, String>>,
+    /// internal id -> initialize params from an opened token, and how many requests in flight
+    /// presented it; read by rmcp to restore.
+    restorable: Mutex<HashMap<String, (SessionState, u32)>>,
     /// Ids opened before ([`SessionSeal::open_cached`]).
     opened: Mutex<OpenedCache>,
 }
@@ -130,7 +136,6 @@ impl SessionSeal {
             cipher: XChaCha20Poly1305::new(&key.into()),
             fresh: Mutex::default(),
             restorable: Mutex::default(),
-            issued: Mutex::default(),
             opened: Mutex::default(),
         })
     }
@@ -229,6 +234,43 @@ impl SessionSeal {
     pub fn store(self: &Arc<Self>) -> Arc<dyn SessionStore> {
         Arc::new(Store(self.clone()))
     }
+
+    /// Makes `internal`'s state restorable while the returned guard lives (one request).
+    fn presenting(self: &Arc<Self>, internal: &str, state: SessionState) -> Presented {
+        if let Ok(mut m) = self.restorable.lock() {
+            m.entry(internal.to_owned()).or_insert((state, 0)).1 += 1;
+        }
+        Presented {
+            seal: self.clone(),
+            internal: internal.to_owned(),
+        }
+    }
+
+    /// Entries held (both maps), for tests and diagnostics.
+    pub fn entries(&self) -> usize {
+        let fresh = self.fresh.lock().map_or(0, |m| m.len());
+        fresh + self.restorable.lock().map_or(0, |m| m.len())
+    }
+}
+
+/// A request in flight that presented a session id: its `restorable` entry goes when the last
+/// such request ends (also when the client goes away mid-request and the future is dropped).
+struct Presented {
+    seal: Arc<SessionSeal>,
+    internal: String,
+}
+
+impl Drop for Presented {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.seal.restorable.lock()
+            && let Some(e) = m.get_mut(&self.internal)
+        {
+            e.1 -= 1;
+            if e.1 == 0 {
+                m.remove(&self.internal);
+            }
+        }
+    }
 }
 
 struct Store(Arc<SessionSeal>);
@@ -241,7 +283,7 @@ impl SessionStore for Store {
             .restorable
             .lock()
             .ok()
-            .and_then(|m| m.get(session_id).cloned()))
+            .and_then(|m| m.get(session_id).map(|e| e.0.clone())))
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
@@ -252,12 +294,8 @@ impl SessionStore for Store {
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
-        for map in [&self.0.fresh, &self.0.restorable] {
-            if let Ok(mut m) = map.lock() {
-                m.remove(session_id);
-            }
-        }
-        if let Ok(mut m) = self.0.issued.lock() {
+        // A DELETE: the request's own `Presented` guard removes the `restorable` entry.
+        if let Ok(mut m) = self.0.fresh.lock() {
             m.remove(session_id);
         }
         Ok(())
@@ -313,19 +351,14 @@ pub async fn middleware(
             // A session belongs to the subject that opened it; never reveal it exists.
             return not_found("unknown session id");
         }
-        if let Ok(mut m) = seal.restorable.lock() {
-            if m.len() > 100_000 {
-                m.clear();
-            }
-            m.insert(internal.clone(), opened.state.clone());
-        }
+        let guard = seal.presenting(&internal, opened.state.clone());
         match HeaderValue::from_str(&internal) {
             Ok(v) => {
                 req.headers_mut().insert(SESSION_HEADER, v);
             }
             Err(_) => return not_found("unknown session id"),
         }
-        presented = Some((internal, token.to_owned()));
+        presented = Some((internal, token.to_owned(), guard));
     }
     let is_delete = req.method() == http::Method::DELETE;
     let mut resp = next.run(req).await;
@@ -341,31 +374,18 @@ pub async fn middleware(
     else {
         return resp;
     };
+    // rmcp names the session only in the answer to `initialize` (a new session: seal what
+    // its handshake stored); the presented token otherwise.
     let external = match &presented {
-        Some((i, token)) if *i == internal => Some(token.clone()),
-        _ => {
-            let issued = seal
-                .issued
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&internal).cloned());
-            issued.or_else(|| {
-                let state = seal
-                    .fresh
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.remove(&internal))?;
-                let token = seal.seal(&internal, &state, &subject);
-                if let Ok(mut m) = seal.issued.lock() {
-                    if m.len() > 100_000 {
-                        m.clear();
-                    }
-                    m.insert(internal.clone(), token.clone());
-                }
-                Some(token)
-            })
-        }
+        Some((i, token, _)) if *i == internal => Some(token.clone()),
+        _ => seal
+            .fresh
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&internal))
+            .map(|state| seal.seal(&internal, &state, &subject)),
     };
+    drop(presented);
     match external.and_then(|t| HeaderValue::from_str(&t).ok()) {
         Some(v) => {
             resp.headers_mut().insert(SESSION_HEADER, v);
@@ -426,6 +446,78 @@ mod tests {
             a.open(&"A".repeat(MAX_TOKEN_LEN + 1)).unwrap_err(),
             OpenError::Invalid
         );
+    }
+
+    /// The middleware in front of a stand-in for rmcp: `initialize` (no session id) gets a new
+    /// internal id whose handshake is stored like rmcp's; any other request answers 200 after
+    /// reading what the store would restore the session from.
+    fn app(seal: Arc<SessionSeal>) -> axum::Router {
+        let store = seal.store();
+        let inner = axum::routing::post(move |req: Request| {
+            let store = store.clone();
+            async move {
+                match req.headers().get(SESSION_HEADER) {
+                    None => {
+                        store.store("internal-1", &state()).await.unwrap();
+                        ([(SESSION_HEADER, "internal-1")], "initialized").into_response()
+                    }
+                    Some(id) => {
+                        let id = id.to_str().unwrap().to_owned();
+                        let found = store.load(&id).await.unwrap().is_some();
+                        format!("restorable {found}").into_response()
+                    }
+                }
+            }
+        });
+        axum::Router::new()
+            .route("/mcp", inner)
+            .layer(axum::middleware::from_fn_with_state(seal, middleware))
+    }
+
+    async fn send(app: &axum::Router, sid: Option<&str>) -> (StatusCode, Option<String>, String) {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let mut req = http::Request::post("/mcp");
+        if let Some(sid) = sid {
+            req = req.header(SESSION_HEADER, sid);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let header = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, header, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_seal_keeps_nothing_per_session_once_its_requests_end() {
+        let seal = SessionSeal::new(None);
+        let app = app(seal.clone());
+        let (status, sid, _) = send(&app, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let sid = sid.expect("the initialize answer names the session");
+        assert_ne!(sid, "internal-1", "the internal id never leaves");
+        assert_eq!(
+            seal.entries(),
+            0,
+            "the handshake's state went into the token"
+        );
+        // While a request that presented the id is in flight, rmcp can restore from it.
+        for _ in 0..3 {
+            let (status, header, body) = send(&app, Some(&sid)).await;
+            assert_eq!(
+                (status, header, body.as_str()),
+                (StatusCode::OK, None, "restorable true")
+            );
+        }
+        // A session that ends without DELETE (idle, evicted) leaves nothing behind.
+        assert_eq!(seal.entries(), 0);
     }
 
     #[test]

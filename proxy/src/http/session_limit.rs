@@ -16,13 +16,22 @@
 //! and an idle session has none in flight. When every session at the limit has a request in
 //! flight, the new session is refused: evicting one would cut a response in progress.
 //!
+//! Idle sessions also leave after `spec.limits.sessionIdleTimeoutSeconds` without a request
+//! ([`LimitedSessions::expire_idle`], swept by [`spawn_idle_sweeper`]). rmcp's own keep-alive
+//! is not enough: its timer restarts on every message the session carries, including the
+//! portal's `notifications/*/list_changed` pushed to every session whenever the catalog
+//! changes (an upstream restarting, a reload). With catalog changes more often than the idle
+//! timeout, a session its client abandoned without DELETE would never leave (the soak saw
+//! ~5 MiB more RSS per upstream restart). Here only the client's requests count as use.
+//!
 //! "Recently used" is any request naming the session (rmcp asks `has_session` for each). The
 //! window between rmcp's `has_session` and its use of the session is a few microseconds, and
 //! `has_session` makes the session the most recently used, so eviction never picks a session
 //! whose request is on its way in unless the limit is about the number of requests in flight.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crate::metrics::SessionMetrics;
 use futures::{Stream, StreamExt};
@@ -33,6 +42,7 @@ use rmcp::transport::streamable_http_server::session::local::{
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
+use tokio_util::sync::CancellationToken;
 
 /// Why [`LimitedSessions`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +78,8 @@ struct Entry {
     /// The tick under which the session is in `idle` (meaningful when `in_flight` is 0).
     tick: u64,
     in_flight: u32,
+    /// When the client last used it (a request began or ended).
+    used: Instant,
 }
 
 impl Lru {
@@ -87,6 +99,7 @@ impl Lru {
         }
         e.in_flight = e.in_flight.saturating_add_signed(delta);
         e.tick = now;
+        e.used = Instant::now();
         if e.in_flight == 0 {
             self.idle.insert(now, id.clone());
         }
@@ -99,6 +112,7 @@ impl Lru {
             Entry {
                 tick: now,
                 in_flight: 0,
+                used: Instant::now(),
             },
         ) && old.in_flight == 0
         {
@@ -119,23 +133,46 @@ impl Lru {
         }
     }
 
+    /// Takes the least recently used idle session out, to be closed: `None` when there is none.
+    fn pop_idle(&mut self, max: usize) -> Option<SessionId> {
+        let (_, id) = self.idle.pop_first()?;
+        self.sessions.remove(&id);
+        if self.closing.len() > 2 * max + 1024 {
+            // Reports that never came (a worker that ended before its eviction reported
+            // already): forget them rather than grow.
+            self.closing.clear();
+        }
+        *self.closing.entry(id.clone()).or_default() += 1;
+        Some(id)
+    }
+
     /// Makes room for one more session within `max`: reserves a slot and returns the sessions
     /// to close, or `None` when every session has a request in flight.
     fn make_room(&mut self, max: usize) -> Option<Vec<SessionId>> {
         let mut victims = Vec::new();
         while self.sessions.len() + self.reserved >= max {
-            let (_, id) = self.idle.pop_first()?;
-            self.sessions.remove(&id);
-            if self.closing.len() > 2 * max + 1024 {
-                // Reports that never came (a worker that ended before its eviction reported
-                // already): forget them rather than grow.
-                self.closing.clear();
-            }
-            *self.closing.entry(id.clone()).or_default() += 1;
-            victims.push(id);
+            victims.push(self.pop_idle(max)?);
         }
         self.reserved += 1;
         Some(victims)
+    }
+
+    /// Takes out the sessions without a request in flight whose client has not used them for
+    /// `timeout` (as of `now`), to be closed. `idle` is in order of last use, so the scan stops
+    /// at the first session used more recently.
+    fn expire(&mut self, now: Instant, timeout: Duration, max: usize) -> Vec<SessionId> {
+        let mut expired = Vec::new();
+        while let Some((_, id)) = self.idle.first_key_value() {
+            let stale = self
+                .sessions
+                .get(id)
+                .is_none_or(|e| now.saturating_duration_since(e.used) >= timeout);
+            if !stale {
+                break;
+            }
+            expired.extend(self.pop_idle(max));
+        }
+        expired
     }
 }
 
@@ -143,6 +180,8 @@ impl Lru {
 pub struct LimitedSessions {
     inner: LocalSessionManager,
     max: usize,
+    /// How long a session may go without a request from its client.
+    idle_timeout: Duration,
     lru: Arc<Mutex<Lru>>,
     counters: SessionMetrics,
 }
@@ -157,14 +196,38 @@ impl std::fmt::Debug for LimitedSessions {
 }
 
 impl LimitedSessions {
-    /// At most `max` (at least 1) sessions of `inner`, counted in `counters`.
-    pub fn new(inner: LocalSessionManager, max: usize, counters: SessionMetrics) -> Self {
+    /// At most `max` (at least 1) sessions of `inner`, each closed after `idle_timeout` without
+    /// a request from its client (see [`LimitedSessions::expire_idle`]), counted in `counters`.
+    pub fn new(
+        inner: LocalSessionManager,
+        max: usize,
+        idle_timeout: Duration,
+        counters: SessionMetrics,
+    ) -> Self {
         LimitedSessions {
             inner,
             max: max.max(1),
+            idle_timeout,
             lru: Arc::default(),
             counters,
         }
+    }
+
+    /// Closes the sessions without a request in flight whose client has not used them for the
+    /// idle timeout; returns how many. Harmless like an eviction: the sealed id restores the
+    /// session if its client comes back.
+    pub async fn expire_idle(&self) -> usize {
+        let expired = {
+            let mut lru = self.lock();
+            let expired = lru.expire(Instant::now(), self.idle_timeout, self.max);
+            self.update_gauge(&lru);
+            expired
+        };
+        for id in &expired {
+            tracing::debug!(session = %id, "idle legacy session closed (spec.limits.sessionIdleTimeoutSeconds)");
+            let _ = self.inner.close_session(id).await;
+        }
+        expired.len()
     }
 
     /// Sessions in memory.
@@ -245,6 +308,30 @@ impl LimitedSessions {
             m
         })
     }
+}
+
+/// Runs [`LimitedSessions::expire_idle`] every tenth of the idle timeout (at least every
+/// second, at most every 30 s) until `stop`, or until the sessions are dropped.
+pub fn spawn_idle_sweeper(sessions: &Arc<LimitedSessions>, stop: CancellationToken) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let every = (sessions.idle_timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let sessions: Weak<LimitedSessions> = Arc::downgrade(sessions);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(sessions) = sessions.upgrade() else {
+                return;
+            };
+            sessions.expire_idle().await;
+        }
+    });
 }
 
 /// A request in flight on a session; done when dropped.
@@ -442,6 +529,35 @@ mod tests {
         lru.reserved -= 1;
         lru.insert(ids(1)[0].clone());
         assert_eq!(lru.make_room(2), Some(vec![ids(1)[0].clone()]));
+    }
+
+    #[test]
+    fn sessions_unused_for_the_idle_timeout_expire_unless_busy() {
+        let mut lru = Lru::default();
+        let s = ids(3);
+        for id in &s {
+            lru.insert(id.clone());
+        }
+        let timeout = Duration::from_secs(60);
+        let now = Instant::now();
+        // Nothing is stale yet.
+        assert!(lru.expire(now, timeout, 10).is_empty());
+        // s1 has a request in flight; s2 is used again later.
+        lru.touch(&s[1], 1);
+        let later = now + Duration::from_secs(61);
+        lru.sessions.get_mut(&s[2]).unwrap().used = later;
+        assert_eq!(lru.expire(later, timeout, 10), vec![s[0].clone()]);
+        assert_eq!(lru.sessions.len(), 2);
+        // s0's worker still reports its end once, like an evicted session's.
+        assert_eq!(lru.closing.get(&s[0]), Some(&1));
+        // s1's request ends: it was used just now, so it stays.
+        lru.touch(&s[1], -1);
+        assert!(lru.expire(later, timeout, 10).is_empty());
+        let much_later = Instant::now() + Duration::from_secs(3600);
+        let mut gone = lru.expire(much_later, timeout, 10);
+        gone.sort();
+        assert_eq!(gone, vec![s[1].clone(), s[2].clone()]);
+        assert!(lru.sessions.is_empty() && lru.idle.is_empty());
     }
 
     #[test]
