@@ -81,6 +81,20 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0, inter
         time.sleep(interval)
 
 
+
+def workspace_binary(name: str) -> Path:
+    """A binary of the workspace's debug build (`make build`), which the pod runner's images hold."""
+    p = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / name
+    assert p.exists(), f"{p} missing: run `make build` (cargo build --workspace --bins --tests) first"
+    return p
+
+
+def get_object(cluster: Any, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    """The object as JSON, or None while it does not exist."""
+    p = cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
 # --- PKI ----------------------------------------------------------------------------------------
 
 

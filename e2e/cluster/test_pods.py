@@ -11,15 +11,13 @@ wiki McpServer's URL, which names `portcullis-demo`, is pointed at it). Each Ser
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from kube import get_object, wait_until, workspace_binary
 from mcp_session import session
 from podrunner import Cluster, Pod, fetch_with_kubectl, proxy_image
 
@@ -27,30 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "operator" / "portal.yaml"
 MODES = ("legacy", "2026-07-28")
 SERVERS = ("wiki", "tickets-mcp", "docs-mcp")
-
-
-def binary(name: str) -> Path:
-    import os
-
-    p = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / name
-    assert p.exists(), f"{p} missing: run `cargo build -p portcullis-proxy --bins` first"
-    return p
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def get(cluster, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    p = cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
-    return json.loads(p.stdout) if p.returncode == 0 else None
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> bool:
@@ -62,9 +36,9 @@ def condition(obj: dict[str, Any] | None, type_: str) -> bool:
 
 def run_and_route(cluster, pods: Cluster, namespace: str, name: str) -> Pod:
     """Run Deployment `name` as the apiserver has it; route its Service in cluster.network."""
-    deployment = poll(f"Deployment {name}", lambda: get(cluster, namespace, "deployment", name))
+    deployment = wait_until(f"Deployment {name}", lambda: get_object(cluster, namespace, "deployment", name), 60)
     pod = pods.run(deployment)
-    svc = get(cluster, namespace, "service", name)
+    svc = get_object(cluster, namespace, "service", name)
     assert svc is not None, f"Service {name} missing"
     pods.expose(svc)
     for p in svc["spec"]["ports"]:
@@ -85,7 +59,7 @@ def running(cluster, operator, namespace: str, tmp_path: Path):
     routed: list[tuple[str, int]] = []
     with Cluster(
         fetch_with_kubectl(cluster.kubectl, namespace),
-        proxy_image(binary("portcullis-proxy"), binary("portcullis-demo")),
+        proxy_image(workspace_binary("portcullis-proxy"), workspace_binary("portcullis-demo")),
         namespace,
         workdir=tmp_path / "pods",
     ) as pods:
@@ -94,7 +68,7 @@ def running(cluster, operator, namespace: str, tmp_path: Path):
             routed += [(f"{n}.{namespace}.svc.cluster.local", 80) for n in SERVERS]
             # The operator probes the servers (now reachable) and re-renders the portal: run the
             # portal's Deployment only once the portal is Ready at its generation.
-            poll("McpPortal engineering Ready", lambda: condition(get(cluster, namespace, "mcpportal", "engineering"), "Ready"), 90)
+            wait_until("McpPortal engineering Ready", lambda: condition(get_object(cluster, namespace, "mcpportal", "engineering"), "Ready"), 90)
             portal = run_and_route(cluster, pods, namespace, "engineering-portal")
             routed.append((f"engineering-portal.{namespace}.svc.cluster.local", 80))
             yield servers, portal
@@ -108,12 +82,12 @@ def running(cluster, operator, namespace: str, tmp_path: Path):
 
 def test_the_portal_deployment_from_the_apiserver_is_a_proxy_that_serves_both_eras(running, cluster, namespace):
     servers, portal = running
-    deployment = get(cluster, namespace, "deployment", "engineering-portal")
+    deployment = get_object(cluster, namespace, "deployment", "engineering-portal")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     # Started exactly as the pod spec says (the image's ENTRYPOINT, then the spec's args).
     assert portal.argv("proxy") == ["/usr/local/bin/portcullis-proxy", *container["args"]]
     # Its configuration is the ConfigMap the operator wrote, mounted where the args say.
-    cm = get(cluster, namespace, "configmap", "engineering-portal")
+    cm = get_object(cluster, namespace, "configmap", "engineering-portal")
     mounted = portal.dir / "volumes" / "config" / "manifests.yaml"
     assert mounted.read_text() == cm["data"]["manifests.yaml"]
     import urllib.request
@@ -137,7 +111,7 @@ def test_the_portal_deployment_from_the_apiserver_is_a_proxy_that_serves_both_er
 def test_a_deployed_stdio_servers_sidecar_from_the_apiserver_serves_both_eras(running, cluster, namespace):
     servers, _ = running
     tickets = servers["tickets-mcp"]
-    deployment = get(cluster, namespace, "deployment", "tickets-mcp")
+    deployment = get_object(cluster, namespace, "deployment", "tickets-mcp")
     spec = deployment["spec"]["template"]["spec"]
     # The init container copied the proxy in; the server container runs it in front of the
     # stdio command of the McpServer.

@@ -15,45 +15,20 @@ policy); when the portal goes away again the last figures stay, with the error."
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from kube import get_object, wait_until, workspace_binary
 from podrunner import Cluster, Image, Pod, fetch_with_kubectl, proxy_image
 
 REPO = Path(__file__).resolve().parents[2]
 EMULATOR = REPO / "e2e" / "servers" / "llm_emulator.py"
 EMULATOR_IMAGE = "llm-emulator:e2e"
 KEY = "sk-dummy-openai"
-
-
-def binary(name: str) -> Path:
-    import os
-
-    p = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / name
-    assert p.exists(), f"{p} missing: run `cargo build --workspace --bins` first"
-    return p
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def get(cluster, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    p = cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
-    return json.loads(p.stdout) if p.returncode == 0 else None
 
 
 def images(ref: str) -> Image | None:
@@ -64,7 +39,7 @@ def images(ref: str) -> Image | None:
             user=(65532, 65532),
             files={"/usr/local/bin/llm_emulator.py": EMULATOR},
         )
-    return proxy_image(binary("portcullis-proxy"))(ref)
+    return proxy_image(workspace_binary("portcullis-proxy"))(ref)
 
 
 def emulator_objects(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -118,7 +93,7 @@ def chat(portal: Pod, text: str) -> dict[str, Any]:
 
 
 def spend(cluster, namespace: str) -> dict[str, Any]:
-    obj = get(cluster, namespace, "mcppolicy", "spenders") or {}
+    obj = get_object(cluster, namespace, "mcppolicy", "spenders") or {}
     return obj.get("status") or {}
 
 
@@ -142,7 +117,7 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
 ):
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifests(namespace))
     # The portal is not running yet: the operator says so, naming it.
-    cond = poll("SpendReported False", lambda: (c := reported(spend(cluster, namespace))) and c["status"] == "False" and c)
+    cond = wait_until("SpendReported False", lambda: (c := reported(spend(cluster, namespace))) and c["status"] == "False" and c, 60)
     assert cond["reason"] == "PortalUnreachable", cond
     assert cond["message"].startswith(f"could not read spend from gw: GET http://gw-portal.{namespace}.svc.cluster.local:9464/admin/spend/summary?policy=spenders"), cond
     (entry,) = spend(cluster, namespace)["spend"]
@@ -154,9 +129,9 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
         try:
             emulator = pods.run(emu_deployment)
             pods.expose(emu_service)
-            deployment = poll("Deployment gw-portal", lambda: get(cluster, namespace, "deployment", "gw-portal"))
+            deployment = wait_until("Deployment gw-portal", lambda: get_object(cluster, namespace, "deployment", "gw-portal"), 60)
             portal = pods.run(deployment)
-            svc = get(cluster, namespace, "service", "gw-portal")
+            svc = get_object(cluster, namespace, "service", "gw-portal")
             assert svc is not None
             pods.expose(svc)
             cluster.network.route(host, 9464, portal.port(9464))
@@ -176,7 +151,7 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
                     return None
                 return st if budget(st, "everyone")["spent"]["tokens"] == billed else None
 
-            st = poll("status.spend with the billed tokens", figures, timeout=100)
+            st = wait_until("status.spend with the billed tokens", figures, timeout=100)
             print(f"\nstatus of McpPolicy spenders (the emulator billed {billed} tokens):\n{yaml.safe_dump(st)}")
             (entry,) = st["spend"]
             assert entry["store"] == "memory" and entry["replica"] == portal.name, entry
@@ -204,7 +179,7 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
             usage = json.loads(urllib.request.urlopen(emulator.url(8000, "/_emulator/usage"), timeout=10).read())
             billed = usage["total"]["input"] + usage["total"]["output"]
             nudge(cluster, namespace, 1)
-            st = poll("status.spend after another call", figures, timeout=60)
+            st = wait_until("status.spend after another call", figures, timeout=60)
             last_seen = st["spend"][0]["observedAt"]
 
             # The portal goes away: the figures stay, with the error and a False condition.
@@ -217,7 +192,7 @@ def test_policy_status_shows_the_spend_the_provider_billed_and_keeps_it_when_the
                 c = reported(s)
                 return s if c and c["status"] == "False" else None
 
-            st = poll("SpendReported False after the portal stopped", kept, timeout=60)
+            st = wait_until("SpendReported False after the portal stopped", kept, timeout=60)
             (entry,) = st["spend"]
             assert entry["error"].startswith(f"GET http://{host}:9464/"), entry
             assert entry["observedAt"] == last_seen, entry
