@@ -449,11 +449,13 @@ pub struct SessionMetrics {
     pub evicted: Counter,
     /// Sessions refused at the limit (every session had a request in flight).
     pub refused: Counter,
+    /// Sessions closed because their client had not used them for the idle timeout.
+    pub idle_closed: Counter,
 }
 
 impl SessionMetrics {
     /// The counters beside `open` (already registered), registered in `registry` as
-    /// `sessions_evicted` and `sessions_refused`.
+    /// `sessions_evicted`, `sessions_refused` and `sessions_idle_closed`.
     fn register(registry: &mut Registry, open: Gauge) -> SessionMetrics {
         let m = SessionMetrics {
             open,
@@ -468,6 +470,11 @@ impl SessionMetrics {
             "sessions_refused",
             "Legacy sessions refused at spec.limits.maxSessions because every session had a request in flight",
             m.refused.clone(),
+        );
+        registry.register(
+            "sessions_idle_closed",
+            "Legacy sessions closed after spec.limits.sessionIdleTimeoutSeconds without a request from their client (their ids stay valid)",
+            m.idle_closed.clone(),
         );
         m
     }

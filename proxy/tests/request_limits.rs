@@ -367,6 +367,11 @@ async fn a_session_its_client_stopped_using_leaves_memory_though_the_portal_keep
         "the catalog never changed: the session was never notified"
     );
     assert!(changes >= 5, "{changes} catalog changes");
+    assert_eq!(
+        m.idle_closed.get(),
+        1,
+        "closed by the idle timeout, and counted"
+    );
     // Its id still works: the next request restores the session.
     assert!(session_list(&portal.url, &sid).await > 0);
     assert_eq!(m.open.get(), 1);

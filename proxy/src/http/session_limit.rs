@@ -223,6 +223,7 @@ impl LimitedSessions {
             self.update_gauge(&lru);
             expired
         };
+        self.counters.idle_closed.inc_by(expired.len() as u64);
         for id in &expired {
             tracing::debug!(session = %id, "idle legacy session closed (spec.limits.sessionIdleTimeoutSeconds)");
             let _ = self.inner.close_session(id).await;
