@@ -79,16 +79,8 @@ async fn spend_summary(
     use crate::llm::budget::summary::{DEFAULT_MAX_SUBJECTS, MAX_SUBJECTS};
     let mut policy = None;
     let mut max = DEFAULT_MAX_SUBJECTS;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .take(16)
-    {
-        let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(raw);
-        match percent_decode(k).as_str() {
+    for (k, v, _) in query_pairs(query.as_deref().unwrap_or(""), 16) {
+        match k.as_str() {
             "policy" => policy = Some(v),
             "maxSubjects" => match v.parse::<usize>() {
                 Ok(n) if (1..=MAX_SUBJECTS).contains(&n) => max = n,
@@ -134,30 +126,23 @@ async fn metrics(State(portal): State<Arc<Portal>>, headers: http::HeaderMap) ->
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = || {
-            std::str::from_utf8(b.get(i + 1..i + 3)?)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        };
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => match hex() {
-                Some(v) => {
-                    out.push(v);
-                    i += 2;
-                }
-                None => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The first `max` `key=value` pairs of a query string, form-decoded (`+` is a space, `%XX` a
+/// byte; a `%` without two hex digits stays as it is), each with its value as sent.
+fn query_pairs(query: &str, max: usize) -> impl Iterator<Item = (String, String, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(max)
+        .map(|pair| {
+            let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(raw), raw)
+        })
+}
+
+fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Builds the identity of a query: `subject` (absent: anonymous), `group` (repeatable, or
@@ -169,9 +154,7 @@ pub fn identity_from_query(query: &str) -> Result<Identity, String> {
     let mut groups = Vec::new();
     let mut claims: Vec<(String, String)> = Vec::new();
     let mut ctx = AccessContext::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()).take(256) {
-        let (k, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(raw));
+    for (k, v, raw) in query_pairs(query, 256) {
         match k.as_str() {
             "subject" | "sub" | "user" => subject = Some(v),
             "group" | "groups" => {
@@ -278,7 +261,8 @@ mod tests {
             identity_from_query("group=x").unwrap().kind,
             IdentityKind::Anonymous
         );
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("a+b%zz"), "a b%zz");
+        assert_eq!(form_decode("a%2"), "a%2");
+        assert_eq!(form_decode("a+b%zz"), "a b%zz");
+        assert_eq!(form_decode("%2B+%41"), "+ A", "an escaped + stays a +");
     }
 }

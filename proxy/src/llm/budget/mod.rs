@@ -91,7 +91,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The scope keys (`u:<subject>`) of the `user` counters whose keys start with `rule`
     /// (`<policy>/<budget>/<window id>/`) and that may hold spend or a reservation at `now`:
     /// at most `cap` of them, and how many there are in all. For the spend summary
-    /// ([`summary`]); never a scan of the whole store.
+    /// ([`summary`]). Redis reads the budget's own index, never a SCAN of the database; the
+    /// memory store makes one pass over this replica's counters under its lock.
     async fn users(
         &self,
         rule: &str,
